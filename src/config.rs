@@ -1,0 +1,375 @@
+//! Settings: `config/default.toml` (compiled in), an optional `--config FILE`, then
+//! `PORTCULLIS__SECTION__KEY` environment variables, then CLI flags, in that order of precedence.
+//!
+//! Unknown keys and ill-typed values are errors that name the key and where it came from. Secrets
+//! are [`SecretString`]s: their `Debug` output is redacted and nothing here ever logs them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The minimum length of each server secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Configuration that cannot be used; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file `{}` cannot be read: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        ConfigError::Invalid(Box::new(err))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Unset: the engine manages its own cluster under `<data_dir>/pg`.
+    pub url: Option<SecretString>,
+    pub pool_size: usize,
+    pub connect_timeout_secs: u64,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub os_user: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<SecretString>,
+    pub api_key_pepper: Option<SecretString>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+}
+
+/// Values given as CLI flags; they take precedence over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, overrides, Env::prefixed("PORTCULLIS__").split("__"))
+    }
+
+    /// Loads the layered configuration with an explicit environment provider (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            // Figment treats a missing file as empty; a file the user named must exist.
+            std::fs::File::open(path).map_err(|source| ConfigError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env);
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::default("server.bind", bind.to_string()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        let settings: Settings = figment.extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let value = |key, reason: &str| ConfigError::Value {
+            key,
+            reason: reason.to_owned(),
+        };
+        if self.server.body_limit_bytes < 1024 {
+            return Err(value("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.database.pool_size == 0 {
+            return Err(value("database.pool_size", "must be at least 1"));
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return Err(value("database.connect_timeout_secs", "must be at least 1"));
+        }
+        if let Some(url) = &self.database.url
+            && let Err(err) = url.expose_secret().parse::<tokio_postgres::Config>()
+        {
+            // The parser's message does not echo the URL (which may hold a password).
+            return Err(ConfigError::Value {
+                key: "database.url",
+                reason: format!("is not a PostgreSQL connection string: {err}"),
+            });
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::Value {
+                key: "log.level",
+                reason: format!("is not a valid filter: {err}"),
+            });
+        }
+        check_secret("auth.jwt_secret", self.auth.jwt_secret.as_ref())?;
+        check_secret("auth.api_key_pepper", self.auth.api_key_pepper.as_ref())?;
+        if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
+            return Err(value(
+                "auth.access_token_ttl_secs",
+                "and refresh_token_ttl_secs must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_secs)
+    }
+}
+
+fn check_secret(key: &'static str, secret: Option<&SecretString>) -> Result<(), ConfigError> {
+    match secret {
+        Some(s) if s.expose_secret().len() < MIN_SECRET_BYTES => Err(ConfigError::Value {
+            key,
+            reason: format!("is too short: it must be at least {MIN_SECRET_BYTES} bytes"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The server secrets, once it is known they are present.
+#[derive(Clone)]
+pub struct Secrets {
+    pub jwt_secret: SecretString,
+    pub api_key_pepper: SecretString,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets([REDACTED])")
+    }
+}
+
+impl AuthSettings {
+    /// The configured secrets, or an error naming the first one missing.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        let missing = |key: &'static str, var: &str| ConfigError::Value {
+            key,
+            reason: format!(
+                "is required: set {var} (at least {MIN_SECRET_BYTES} bytes) or run `portcullis demo`"
+            ),
+        };
+        Ok(Secrets {
+            jwt_secret: self
+                .jwt_secret
+                .clone()
+                .ok_or_else(|| missing("auth.jwt_secret", "PORTCULLIS__AUTH__JWT_SECRET"))?,
+            api_key_pepper: self.api_key_pepper.clone().ok_or_else(|| {
+                missing("auth.api_key_pepper", "PORTCULLIS__AUTH__API_KEY_PEPPER")
+            })?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail fixes the closure's signature"
+    )]
+    fn load(
+        file_text: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: Overrides,
+    ) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("portcullis.toml");
+        if let Some(text) = file_text {
+            std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        }
+        // Figment's Env reads the process environment; jail it so tests do not race each other.
+        let mut result = Err(String::new());
+        figment::Jail::expect_with(|jail: &mut figment::Jail| -> figment::error::Result<()> {
+            jail.clear_env();
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            let env = Env::prefixed("PORTCULLIS__").split("__");
+            // Figment reports environment keys in their original (upper) case.
+            result = Settings::load_from(file_text.map(|_| path.as_path()), &overrides, env)
+                .map_err(|e| e.to_string().to_lowercase());
+            Ok(())
+        });
+        result
+    }
+
+    #[test]
+    fn defaults_load_and_leave_database_managed() {
+        let settings = load(None, &[], Overrides::default());
+        let settings = settings.as_ref().map_err(String::as_str);
+        assert!(
+            matches!(settings, Ok(s) if s.database.url.is_none() && s.server.bind.port() == 8080)
+        );
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() -> Result<(), String> {
+        let file = "[server]\nbind = \"127.0.0.1:9000\"\nworkers = 3\n[database]\npool_size = 4\n";
+        let env = [
+            ("PORTCULLIS__DATABASE__POOL_SIZE", "7"),
+            ("PORTCULLIS__SERVER__BIND", "127.0.0.1:9100"),
+        ];
+        let flags = Overrides {
+            bind: "127.0.0.1:9200".parse().ok(),
+            data_dir: Some("/srv/pcl".into()),
+        };
+        let s = load(Some(file), &env, flags)?;
+        assert_eq!(s.server.workers, 3);
+        assert_eq!(s.database.pool_size, 7);
+        assert_eq!(s.server.bind.port(), 9200);
+        assert_eq!(s.data_dir, PathBuf::from("/srv/pcl"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let err = load(
+            Some("[server]\nbnd = \"127.0.0.1:1\"\n"),
+            &[],
+            Overrides::default(),
+        )
+        .err();
+        let err = err.unwrap_or_default();
+        assert!(err.contains("bnd"), "{err}");
+        assert!(err.contains("server"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_environment_is_named() {
+        let err = load(
+            None,
+            &[("PORTCULLIS__DATABASE__POOLSIZE", "3")],
+            Overrides::default(),
+        )
+        .err();
+        let err = err.unwrap_or_default();
+        assert!(err.contains("poolsize"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = load(
+            None,
+            &[("PORTCULLIS__SERVER__WORKERS", "many")],
+            Overrides::default(),
+        )
+        .err();
+        assert!(err.unwrap_or_default().contains("workers"));
+        let err = load(Some("[log]\nformat = \"xml\"\n"), &[], Overrides::default()).err();
+        assert!(err.unwrap_or_default().contains("format"));
+        let err = load(
+            None,
+            &[("PORTCULLIS__LOG__LEVEL", "loud=[")],
+            Overrides::default(),
+        )
+        .err();
+        assert!(err.unwrap_or_default().contains("log.level"));
+    }
+
+    #[test]
+    fn short_secret_is_refused_without_echoing_it() {
+        let err = load(
+            None,
+            &[("PORTCULLIS__AUTH__API_KEY_PEPPER", "hunter2-hunter2")],
+            Overrides::default(),
+        )
+        .err();
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("auth.api_key_pepper") && err.contains("32 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() -> Result<(), String> {
+        let secret = "s3cr3t-value-that-is-long-enough-for-the-check";
+        let url = "postgres://portcullis:pa55word@db.internal/portcullis";
+        let env = [
+            ("PORTCULLIS__AUTH__JWT_SECRET", secret),
+            ("PORTCULLIS__DATABASE__URL", url),
+        ];
+        let s = load(None, &env, Overrides::default())?;
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("pa55word"),
+            "{debug}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn missing_secret_is_named_when_required() {
+        let s = load(None, &[], Overrides::default());
+        let err = s
+            .ok()
+            .and_then(|s| s.auth.secrets().err())
+            .map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("auth.jwt_secret"));
+    }
+}

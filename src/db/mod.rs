@@ -1,0 +1,199 @@
+//! Storage: the PostgreSQL pool, migrations, and the managed local cluster.
+//!
+//! With `database.url` set the engine uses that server; without it, it runs its own cluster under
+//! `<data_dir>/pg` ([`managed`]). Either way migrations from `schema/` are applied at start, under
+//! a PostgreSQL advisory lock so that engines starting together do not race.
+
+pub mod managed;
+
+use std::path::Path;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseSettings;
+use managed::{ManagedPgError, ManagedPostgres};
+
+mod embedded {
+    refinery::embed_migrations!("schema");
+}
+
+/// Arbitrary but fixed: the advisory lock key that serializes migrations ("PCLMIGR1").
+const MIGRATION_LOCK: i64 = 0x50434c4d_49475231;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Managed(#[from] ManagedPgError),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("cannot prepare the database: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    #[error("the managed PostgreSQL task stopped unexpectedly: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The engine's database: a connection pool, the schema version it runs, and the managed
+/// cluster when there is one (stopped by [`Database::close`]).
+#[derive(Debug)]
+pub struct Database {
+    pool: Pool,
+    schema_version: i32,
+    managed: Option<ManagedPostgres>,
+}
+
+impl Database {
+    /// Connects (starting the managed cluster when no URL is set) and applies pending migrations.
+    pub async fn open(settings: &DatabaseSettings, data_dir: &Path) -> Result<Self, DbError> {
+        let (mut config, managed) = match &settings.url {
+            Some(url) => (
+                url.expose_secret()
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(DbError::Connect)?,
+                None,
+            ),
+            None => {
+                let (dir, bin, user) = (
+                    data_dir.to_owned(),
+                    settings.pg_bin_dir.clone(),
+                    settings.os_user.clone(),
+                );
+                let pg = tokio::task::spawn_blocking(move || {
+                    ManagedPostgres::start(&dir, bin.as_deref(), &user)
+                })
+                .await??;
+                (pg.connection_config(managed::DATABASE), Some(pg))
+            }
+        };
+        config.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
+        if config.get_application_name().is_none() {
+            config.application_name("portcullis");
+        }
+        let prepared = async {
+            if let Some(pg) = &managed {
+                create_database_if_missing(pg).await?;
+            }
+            let schema_version = migrate(&config).await?;
+            let pool = build_pool(config, settings)?;
+            Ok::<_, DbError>((pool, schema_version))
+        };
+        match prepared.await {
+            Ok((pool, schema_version)) => Ok(Database {
+                pool,
+                schema_version,
+                managed,
+            }),
+            Err(err) => {
+                // Do not leave a cluster running behind a failed start.
+                if let Some(pg) = managed {
+                    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The newest migration applied to this database.
+    pub fn schema_version(&self) -> i32 {
+        self.schema_version
+    }
+
+    /// Closes the pool and stops the managed cluster, if any.
+    pub async fn close(self) -> Result<(), DbError> {
+        self.pool.close();
+        if let Some(pg) = self.managed {
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+fn build_pool(
+    config: tokio_postgres::Config,
+    settings: &DatabaseSettings,
+) -> Result<Pool, DbError> {
+    let timeout = Duration::from_secs(settings.connect_timeout_secs);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()?)
+}
+
+/// One dedicated connection, driven on the current runtime until the client is dropped.
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(error = %err, "migration connection closed with an error");
+        }
+    });
+    Ok(client)
+}
+
+async fn create_database_if_missing(pg: &ManagedPostgres) -> Result<(), DbError> {
+    let client = connect(&pg.connection_config("postgres")).await?;
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&managed::DATABASE],
+        )
+        .await?;
+    if exists.is_none() {
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", managed::DATABASE))
+            .await?;
+        tracing::info!(
+            database = managed::DATABASE,
+            "created the engine's database"
+        );
+    }
+    Ok(())
+}
+
+/// Applies pending migrations and returns the newest applied version.
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<i32, DbError> {
+    let mut client = connect(config).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = embedded::migrations::runner().run_async(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = result?;
+    for migration in report.applied_migrations() {
+        tracing::info!(
+            version = migration.version(),
+            name = migration.name(),
+            "applied migration"
+        );
+    }
+    let version = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM refinery_schema_history",
+            &[],
+        )
+        .await?
+        .try_get::<_, i32>(0)?;
+    Ok(version)
+}

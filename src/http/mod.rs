@@ -1,0 +1,24 @@
+//! The HTTP edge: extractors, middleware and routes. Handlers are thin: extract, parse into a
+//! domain type, call one service, respond.
+
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+
+/// Shared, read-only state of every worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+    pub schema_version: i32,
+    pub started_at: Instant,
+}

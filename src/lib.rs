@@ -1,0 +1,23 @@
+//! Portcullis: a realtime access-control engine.
+//!
+//! - [`cli`] — `serve`, `migrate`, `demo`: what each command sets up and runs.
+//! - [`config`] — layered settings (defaults, file, environment, flags) with secrets kept secret.
+//! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
+//! - [`http`] — extractors, the request-context middleware, and the routes.
+//! - [`error`] — [`error::ApiError`], the one error type of the API and its stable codes.
+//! - [`db`] — the PostgreSQL pool, migrations from `schema/`, the managed local cluster.
+//! - [`demo`] — the idempotent demo seed and `demo-credentials.json`.
+//! - [`crypto`] — password hashing and peppered HMAC for secrets looked up by value.
+//! - [`telemetry`] — tracing logs and the Prometheus recorder.
+//!
+//! Domain types and the actors that decide live in the `portcullis-actors` crate.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

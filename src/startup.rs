@@ -1,0 +1,102 @@
+//! `Application`: builds the HTTP server from settings and a database, exposes the bound port,
+//! and runs until stopped (SIGINT/SIGTERM or a [`ServerHandle`]), then releases the database.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Settings;
+use crate::db::{Database, DbError};
+use crate::http::{AppState, middleware, routes};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP server: {0}")]
+    Server(#[source] std::io::Error),
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) and builds the server; nothing is served
+    /// until [`Application::run_until_stopped`] is awaited.
+    pub fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
+        let addr = settings.server.bind;
+        let listener =
+            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let port = listener.local_addr().map_err(StartupError::Server)?.port();
+        let state = AppState {
+            pool: database.pool().clone(),
+            metrics: telemetry::metrics_handle()?,
+            schema_version: database.schema_version(),
+            started_at: Instant::now(),
+            settings: Arc::new(settings),
+        };
+        let settings = state.settings.clone();
+        let body_limit = settings.server.body_limit_bytes;
+        let data = web::Data::new(state);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(
+                    ErrorHandlers::new()
+                        .handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed),
+                )
+                .wrap(from_fn(middleware::request_context))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen(listener)
+        .map_err(StartupError::Server)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.run();
+        tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
+        Ok(Application {
+            port,
+            server,
+            database,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully when called (tests; signals do the same in production).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, lets in-flight requests finish, then closes the database (and stops
+    /// the managed cluster).
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let served = self.server.await.map_err(StartupError::Server);
+        tracing::info!("HTTP server stopped; closing the database");
+        let closed = self.database.close().await.map_err(StartupError::from);
+        served.and(closed)
+    }
+}
