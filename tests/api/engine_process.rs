@@ -39,7 +39,7 @@ fn run(cmd: &mut Command) -> TestResult<(ExitStatus, String)> {
 #[test]
 fn an_unknown_key_stops_start_up_and_is_named() -> TestResult {
     let (status, text) =
-        run(&mut engine_cmd(&["serve"]).env("PORTCULLIS__SERVER__BINDD", "127.0.0.1:1"))?;
+        run(engine_cmd(&["serve"]).env("PORTCULLIS__SERVER__BINDD", "127.0.0.1:1"))?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.to_lowercase().contains("server.bindd"), "{text}");
 
@@ -62,7 +62,7 @@ fn an_unknown_key_stops_start_up_and_is_named() -> TestResult {
 #[test]
 fn a_bad_value_or_a_missing_file_stops_start_up() -> TestResult {
     let (status, text) =
-        run(&mut engine_cmd(&["serve"]).env("PORTCULLIS__DATABASE__POOL_SIZE", "lots"))?;
+        run(engine_cmd(&["serve"]).env("PORTCULLIS__DATABASE__POOL_SIZE", "lots"))?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.to_lowercase().contains("database.pool_size"), "{text}");
     let (status, text) = run(&mut engine_cmd(&[
@@ -90,12 +90,11 @@ fn serve_without_secrets_names_the_missing_one_and_never_prints_given_ones() -> 
     assert!(text.contains("auth.jwt_secret"), "{text}");
 
     let secret = "do-not-print-me-0123456789abcdefghijklmnop";
-    let (status, text) =
-        run(
-            &mut engine_cmd(&["serve", "--data-dir", &dir.path().to_string_lossy()])
-                .env("PORTCULLIS__AUTH__JWT_SECRET", secret)
-                .env("PORTCULLIS__AUTH__API_KEY_PEPPER", "short"),
-        )?;
+    let (status, text) = run(
+        engine_cmd(&["serve", "--data-dir", &dir.path().to_string_lossy()])
+            .env("PORTCULLIS__AUTH__JWT_SECRET", secret)
+            .env("PORTCULLIS__AUTH__API_KEY_PEPPER", "short"),
+    )?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(
         text.contains("auth.api_key_pepper") && text.contains("32 bytes"),
@@ -107,7 +106,7 @@ fn serve_without_secrets_names_the_missing_one_and_never_prints_given_ones() -> 
     );
 
     let (status, help) =
-        run(&mut engine_cmd(&["serve", "--help"]).env("PORTCULLIS__AUTH__JWT_SECRET", secret))?;
+        run(engine_cmd(&["serve", "--help"]).env("PORTCULLIS__AUTH__JWT_SECRET", secret))?;
     assert!(status.success());
     assert!(
         help.contains("--data-dir") && !help.contains(secret),
