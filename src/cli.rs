@@ -34,6 +34,37 @@ pub enum Command {
     Migrate(DataDirArg),
     /// Seed a demo organization (idempotently), write <data-dir>/demo-credentials.json and serve.
     Demo(ServeArgs),
+    /// Manage API keys (for installers setting up devices).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once (JSON). Works beside a running engine.
+    Create(CreateKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// The organization: its id or its slug.
+    #[arg(long)]
+    pub org: String,
+    /// A name to recognise the key by, e.g. "Turnstile 3, lobby".
+    #[arg(long)]
+    pub name: String,
+    /// A scope, repeatable (gate:decide, events:read, passes:read, passes:write, checkins:read,
+    /// config:read, config:write, org:read, audit:read).
+    #[arg(long = "scope", required = true, value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// A gate the key is bound to, repeatable (required for gate:decide).
+    #[arg(long = "gate", value_name = "GATE_ID")]
+    pub gates: Vec<uuid::Uuid>,
+    /// live or test.
+    #[arg(long, default_value = "live")]
+    pub env: String,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -62,20 +93,20 @@ pub enum CliError {
     Startup(#[from] StartupError),
     #[error(transparent)]
     Demo(#[from] DemoError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Cli {
     /// Settings with this command line's flags applied.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let overrides = match &self.command {
-            Command::Serve(args) | Command::Demo(args) => Overrides {
-                bind: args.bind,
-                data_dir: args.data_dir.data_dir.clone(),
-            },
-            Command::Migrate(dir) => Overrides {
-                bind: None,
-                data_dir: dir.data_dir.clone(),
-            },
+            Command::Serve(args) | Command::Demo(args) => {
+                Overrides { bind: args.bind, data_dir: args.data_dir.data_dir.clone() }
+            }
+            Command::Migrate(dir) | Command::ApiKey(ApiKeyCommand::Create(CreateKeyArgs { data_dir: dir, .. })) => {
+                Overrides { bind: None, data_dir: dir.data_dir.clone() }
+            }
         };
         Settings::load(self.config.as_deref(), &overrides)
     }
@@ -86,25 +117,18 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
     match command {
         Command::Migrate(_) => {
             let db = Database::open(&settings.database, &settings.data_dir).await?;
-            tracing::info!(
-                schema_version = db.schema_version(),
-                "database is up to date"
-            );
+            tracing::info!(schema_version = db.schema_version(), "database is up to date");
             db.close().await?;
         }
         Command::Serve(_) => {
             // Refuse to start without the secrets every authenticated route needs.
             settings.auth.secrets()?;
             let db = Database::open(&settings.database, &settings.data_dir).await?;
-            Application::build(settings, db)?
-                .run_until_stopped()
-                .await?;
+            Application::build(settings, db)?.run_until_stopped().await?;
         }
         Command::Demo(_) => {
-            std::fs::create_dir_all(&settings.data_dir).map_err(|source| DemoError::Write {
-                path: settings.data_dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&settings.data_dir)
+                .map_err(|source| DemoError::Write { path: settings.data_dir.clone(), source })?;
             let secrets = demo::demo_secrets(settings.auth.secrets().ok(), &settings.data_dir)?;
             settings.auth.jwt_secret = Some(secrets.jwt_secret.clone());
             settings.auth.api_key_pepper = Some(secrets.api_key_pepper.clone());
@@ -128,6 +152,56 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
             tracing::info!(org_id = %credentials.org_id, file = %path.display(), "demo organization ready");
             app.run_until_stopped().await?;
         }
+        Command::ApiKey(ApiKeyCommand::Create(args)) => {
+            let secrets = match settings.auth.secrets() {
+                Ok(secrets) => secrets,
+                // Keys for a demo engine are hashed under the demo's generated pepper.
+                Err(err) => demo::stored_demo_secrets(&settings.data_dir).ok_or(err)?,
+            };
+            let db = Database::open_or_attach(&settings.database, &settings.data_dir).await?;
+            let created = create_key(&db, &secrets, args).await;
+            db.close().await?;
+            println!("{}", serde_json::to_string_pretty(&created?).unwrap_or_default());
+        }
     }
     Ok(())
+}
+
+async fn create_key(
+    db: &Database,
+    secrets: &crate::config::Secrets,
+    args: CreateKeyArgs,
+) -> Result<serde_json::Value, CliError> {
+    use crate::auth::keys::{self, KeySpec};
+    use crate::crypto::KeyEnv;
+    let usage = |e: crate::error::ApiError| match e {
+        crate::error::ApiError::Validation { fields } => {
+            CliError::Usage(fields.iter().map(|(k, v)| format!("`{k}` {v}")).collect::<Vec<_>>().join("; "))
+        }
+        other => CliError::Usage(crate::error::error_chain(&other)),
+    };
+    let scopes = args
+        .scopes
+        .iter()
+        .map(|s| s.parse().map_err(|e: portcullis_actors::domain::UnknownVariantError| CliError::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = match args.env.as_str() {
+        "live" => KeyEnv::Live,
+        "test" => KeyEnv::Test,
+        other => return Err(CliError::Usage(format!("`--env {other}` must be live or test"))),
+    };
+    let mut client = db.pool().get().await.map_err(|e| CliError::Usage(e.to_string()))?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let org_id: uuid::Uuid = tx
+        .query_opt("SELECT id FROM organizations WHERE id::text = $1 OR slug = $1", &[&args.org])
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| CliError::Usage(format!("no organization `{}`", args.org)))?
+        .try_get(0)
+        .map_err(DbError::from)?;
+    let spec = KeySpec { name: args.name, env, scopes, gate_ids: args.gates, expires_at: None };
+    let actor = crate::audit::Actor::default();
+    let key = keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, actor, None).await.map_err(usage)?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(key)
 }

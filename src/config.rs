@@ -92,6 +92,9 @@ pub struct AuthSettings {
     pub api_key_pepper: Option<SecretString>,
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    pub permission_cache_ttl_secs: u64,
+    pub login_attempts_per_account: std::num::NonZeroU32,
+    pub login_attempts_per_address: std::num::NonZeroU32,
 }
 
 /// Values given as CLI flags; they take precedence over everything else.
@@ -108,18 +111,11 @@ impl Settings {
     }
 
     /// Loads the layered configuration with an explicit environment provider (tests).
-    pub fn load_from(
-        file: Option<&Path>,
-        overrides: &Overrides,
-        env: Env,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_from(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(path) = file {
             // Figment treats a missing file as empty; a file the user named must exist.
-            std::fs::File::open(path).map_err(|source| ConfigError::File {
-                path: path.to_owned(),
-                source,
-            })?;
+            std::fs::File::open(path).map_err(|source| ConfigError::File { path: path.to_owned(), source })?;
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(env);
@@ -135,10 +131,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let value = |key, reason: &str| ConfigError::Value {
-            key,
-            reason: reason.to_owned(),
-        };
+        let value = |key, reason: &str| ConfigError::Value { key, reason: reason.to_owned() };
         if self.server.body_limit_bytes < 1024 {
             return Err(value("server.body_limit_bytes", "must be at least 1024"));
         }
@@ -158,18 +151,12 @@ impl Settings {
             });
         }
         if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(ConfigError::Value {
-                key: "log.level",
-                reason: format!("is not a valid filter: {err}"),
-            });
+            return Err(ConfigError::Value { key: "log.level", reason: format!("is not a valid filter: {err}") });
         }
         check_secret("auth.jwt_secret", self.auth.jwt_secret.as_ref())?;
         check_secret("auth.api_key_pepper", self.auth.api_key_pepper.as_ref())?;
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
-            return Err(value(
-                "auth.access_token_ttl_secs",
-                "and refresh_token_ttl_secs must be positive",
-            ));
+            return Err(value("auth.access_token_ttl_secs", "and refresh_token_ttl_secs must be positive"));
         }
         Ok(())
     }
@@ -207,18 +194,17 @@ impl AuthSettings {
     pub fn secrets(&self) -> Result<Secrets, ConfigError> {
         let missing = |key: &'static str, var: &str| ConfigError::Value {
             key,
-            reason: format!(
-                "is required: set {var} (at least {MIN_SECRET_BYTES} bytes) or run `portcullis demo`"
-            ),
+            reason: format!("is required: set {var} (at least {MIN_SECRET_BYTES} bytes) or run `portcullis demo`"),
         };
         Ok(Secrets {
             jwt_secret: self
                 .jwt_secret
                 .clone()
                 .ok_or_else(|| missing("auth.jwt_secret", "PORTCULLIS__AUTH__JWT_SECRET"))?,
-            api_key_pepper: self.api_key_pepper.clone().ok_or_else(|| {
-                missing("auth.api_key_pepper", "PORTCULLIS__AUTH__API_KEY_PEPPER")
-            })?,
+            api_key_pepper: self
+                .api_key_pepper
+                .clone()
+                .ok_or_else(|| missing("auth.api_key_pepper", "PORTCULLIS__AUTH__API_KEY_PEPPER"))?,
         })
     }
 }
@@ -227,15 +213,8 @@ impl AuthSettings {
 mod tests {
     use super::*;
 
-    #[expect(
-        clippy::result_large_err,
-        reason = "figment::Jail fixes the closure's signature"
-    )]
-    fn load(
-        file_text: Option<&str>,
-        env: &[(&str, &str)],
-        overrides: Overrides,
-    ) -> Result<Settings, String> {
+    #[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's signature")]
+    fn load(file_text: Option<&str>, env: &[(&str, &str)], overrides: Overrides) -> Result<Settings, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("portcullis.toml");
         if let Some(text) = file_text {
@@ -261,22 +240,14 @@ mod tests {
     fn defaults_load_and_leave_database_managed() {
         let settings = load(None, &[], Overrides::default());
         let settings = settings.as_ref().map_err(String::as_str);
-        assert!(
-            matches!(settings, Ok(s) if s.database.url.is_none() && s.server.bind.port() == 8080)
-        );
+        assert!(matches!(settings, Ok(s) if s.database.url.is_none() && s.server.bind.port() == 8080));
     }
 
     #[test]
     fn precedence_is_file_then_env_then_flags() -> Result<(), String> {
         let file = "[server]\nbind = \"127.0.0.1:9000\"\nworkers = 3\n[database]\npool_size = 4\n";
-        let env = [
-            ("PORTCULLIS__DATABASE__POOL_SIZE", "7"),
-            ("PORTCULLIS__SERVER__BIND", "127.0.0.1:9100"),
-        ];
-        let flags = Overrides {
-            bind: "127.0.0.1:9200".parse().ok(),
-            data_dir: Some("/srv/pcl".into()),
-        };
+        let env = [("PORTCULLIS__DATABASE__POOL_SIZE", "7"), ("PORTCULLIS__SERVER__BIND", "127.0.0.1:9100")];
+        let flags = Overrides { bind: "127.0.0.1:9200".parse().ok(), data_dir: Some("/srv/pcl".into()) };
         let s = load(Some(file), &env, flags)?;
         assert_eq!(s.server.workers, 3);
         assert_eq!(s.database.pool_size, 7);
@@ -287,12 +258,7 @@ mod tests {
 
     #[test]
     fn unknown_key_in_file_is_named() {
-        let err = load(
-            Some("[server]\nbnd = \"127.0.0.1:1\"\n"),
-            &[],
-            Overrides::default(),
-        )
-        .err();
+        let err = load(Some("[server]\nbnd = \"127.0.0.1:1\"\n"), &[], Overrides::default()).err();
         let err = err.unwrap_or_default();
         assert!(err.contains("bnd"), "{err}");
         assert!(err.contains("server"), "{err}");
@@ -300,49 +266,26 @@ mod tests {
 
     #[test]
     fn unknown_key_in_environment_is_named() {
-        let err = load(
-            None,
-            &[("PORTCULLIS__DATABASE__POOLSIZE", "3")],
-            Overrides::default(),
-        )
-        .err();
+        let err = load(None, &[("PORTCULLIS__DATABASE__POOLSIZE", "3")], Overrides::default()).err();
         let err = err.unwrap_or_default();
         assert!(err.contains("poolsize"), "{err}");
     }
 
     #[test]
     fn bad_value_is_named() {
-        let err = load(
-            None,
-            &[("PORTCULLIS__SERVER__WORKERS", "many")],
-            Overrides::default(),
-        )
-        .err();
+        let err = load(None, &[("PORTCULLIS__SERVER__WORKERS", "many")], Overrides::default()).err();
         assert!(err.unwrap_or_default().contains("workers"));
         let err = load(Some("[log]\nformat = \"xml\"\n"), &[], Overrides::default()).err();
         assert!(err.unwrap_or_default().contains("format"));
-        let err = load(
-            None,
-            &[("PORTCULLIS__LOG__LEVEL", "loud=[")],
-            Overrides::default(),
-        )
-        .err();
+        let err = load(None, &[("PORTCULLIS__LOG__LEVEL", "loud=[")], Overrides::default()).err();
         assert!(err.unwrap_or_default().contains("log.level"));
     }
 
     #[test]
     fn short_secret_is_refused_without_echoing_it() {
-        let err = load(
-            None,
-            &[("PORTCULLIS__AUTH__API_KEY_PEPPER", "hunter2-hunter2")],
-            Overrides::default(),
-        )
-        .err();
+        let err = load(None, &[("PORTCULLIS__AUTH__API_KEY_PEPPER", "hunter2-hunter2")], Overrides::default()).err();
         let err = err.unwrap_or_default();
-        assert!(
-            err.contains("auth.api_key_pepper") && err.contains("32 bytes"),
-            "{err}"
-        );
+        assert!(err.contains("auth.api_key_pepper") && err.contains("32 bytes"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 
@@ -350,26 +293,17 @@ mod tests {
     fn secrets_never_appear_in_debug_output() -> Result<(), String> {
         let secret = "s3cr3t-value-that-is-long-enough-for-the-check";
         let url = "postgres://portcullis:pa55word@db.internal/portcullis";
-        let env = [
-            ("PORTCULLIS__AUTH__JWT_SECRET", secret),
-            ("PORTCULLIS__DATABASE__URL", url),
-        ];
+        let env = [("PORTCULLIS__AUTH__JWT_SECRET", secret), ("PORTCULLIS__DATABASE__URL", url)];
         let s = load(None, &env, Overrides::default())?;
         let debug = format!("{s:?}");
-        assert!(
-            !debug.contains("s3cr3t") && !debug.contains("pa55word"),
-            "{debug}"
-        );
+        assert!(!debug.contains("s3cr3t") && !debug.contains("pa55word"), "{debug}");
         Ok(())
     }
 
     #[test]
     fn missing_secret_is_named_when_required() {
         let s = load(None, &[], Overrides::default());
-        let err = s
-            .ok()
-            .and_then(|s| s.auth.secrets().err())
-            .map(|e| e.to_string());
+        let err = s.ok().and_then(|s| s.auth.secrets().err()).map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("auth.jwt_secret"));
     }
 }

@@ -27,11 +27,7 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 
 /// Whether `password` matches a stored PHC string. A malformed hash never matches.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
 /// HMAC-SHA-256 of `value` under the pepper, with a purpose label so that a hash made for one
@@ -82,16 +78,9 @@ pub const API_KEY_PURPOSE: &str = "api-key";
 /// `pcl_live_<43 chars>`: 32 random bytes.
 pub fn new_api_key(env: KeyEnv, pepper: &SecretString) -> NewApiKey {
     let key = format!("pcl_{}_{}", env.as_str(), random_token(32));
-    let prefix: String = key
-        .chars()
-        .take(format!("pcl_{}_", env.as_str()).len() + 6)
-        .collect();
+    let prefix: String = key.chars().take(format!("pcl_{}_", env.as_str()).len() + 6).collect();
     let hash = keyed_hash(pepper, API_KEY_PURPOSE, &key);
-    NewApiKey {
-        key: SecretString::from(key),
-        prefix,
-        hash,
-    }
+    NewApiKey { key: SecretString::from(key), prefix, hash }
 }
 
 #[cfg(test)]
@@ -131,9 +120,6 @@ mod tests {
         assert!(one.key.expose_secret().len() >= 9 + 43);
         assert!(one.key.expose_secret().starts_with(&one.prefix));
         assert_ne!(one.key.expose_secret(), two.key.expose_secret());
-        assert_eq!(
-            one.hash,
-            keyed_hash(&pepper(), API_KEY_PURPOSE, one.key.expose_secret())
-        );
+        assert_eq!(one.hash, keyed_hash(&pepper(), API_KEY_PURPOSE, one.key.expose_secret()));
     }
 }

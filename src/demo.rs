@@ -103,30 +103,27 @@ pub fn demo_secrets(configured: Option<Secrets>, data_dir: &Path) -> Result<Secr
     }
     let path = data_dir.join(SECRETS_FILE);
     let stored = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str::<Stored>(&text).map_err(|e| DemoError::Read {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?,
+        Ok(text) => serde_json::from_str::<Stored>(&text)
+            .map_err(|e| DemoError::Read { path: path.clone(), reason: e.to_string() })?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let stored = Stored {
-                jwt_secret: crypto::random_token(48),
-                api_key_pepper: crypto::random_token(48),
-            };
+            let stored = Stored { jwt_secret: crypto::random_token(48), api_key_pepper: crypto::random_token(48) };
             let text = serde_json::to_vec_pretty(&json!(stored)).unwrap_or_default();
             write_private(&path, &text)?;
             stored
         }
         Err(err) => {
-            return Err(DemoError::Read {
-                path,
-                reason: err.to_string(),
-            });
+            return Err(DemoError::Read { path, reason: err.to_string() });
         }
     };
     Ok(Secrets {
         jwt_secret: SecretString::from(stored.jwt_secret),
         api_key_pepper: SecretString::from(stored.api_key_pepper),
     })
+}
+
+/// The demo's generated secrets, if `demo` ran on this data dir before.
+pub fn stored_demo_secrets(data_dir: &Path) -> Option<Secrets> {
+    data_dir.join(SECRETS_FILE).exists().then(|| demo_secrets(None, data_dir).ok()).flatten()
 }
 
 /// Reads the previous credentials file, if there is a usable one.
@@ -136,10 +133,7 @@ pub fn read_credentials(data_dir: &Path) -> Option<DemoCredentials> {
 }
 
 /// Writes the credentials file (mode 0600, replaced atomically).
-pub fn write_credentials(
-    data_dir: &Path,
-    credentials: &DemoCredentials,
-) -> Result<PathBuf, DemoError> {
+pub fn write_credentials(data_dir: &Path, credentials: &DemoCredentials) -> Result<PathBuf, DemoError> {
     let path = data_dir.join(CREDENTIALS_FILE);
     let text = serde_json::to_vec_pretty(credentials).unwrap_or_default();
     write_private(&path, &text)?;
@@ -147,21 +141,11 @@ pub fn write_credentials(
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
-    let err = |source| DemoError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| DemoError::Write { path: path.to_owned(), source };
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(err)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -173,21 +157,9 @@ struct GateSpec {
 
 const ZONES: [(&str, Option<i32>); 2] = [("Lobby", None), ("Office floor", Some(120))];
 const GATES: [GateSpec; 3] = [
-    GateSpec {
-        name: "Main entrance in",
-        zone: "Lobby",
-        direction: GateDirection::In,
-    },
-    GateSpec {
-        name: "Main entrance out",
-        zone: "Lobby",
-        direction: GateDirection::Out,
-    },
-    GateSpec {
-        name: "Office door",
-        zone: "Office floor",
-        direction: GateDirection::Both,
-    },
+    GateSpec { name: "Main entrance in", zone: "Lobby", direction: GateDirection::In },
+    GateSpec { name: "Main entrance out", zone: "Lobby", direction: GateDirection::Out },
+    GateSpec { name: "Office door", zone: "Office floor", direction: GateDirection::Both },
 ];
 const RULE_NAME: &str = "Visitors, any day, any time";
 
@@ -241,11 +213,8 @@ pub async fn seed(
         .await?;
     }
 
-    let old_keys: HashMap<Uuid, String> = previous
-        .iter()
-        .flat_map(|p| &p.gates)
-        .map(|g| (g.id, g.device_key.clone()))
-        .collect();
+    let old_keys: HashMap<Uuid, String> =
+        previous.iter().flat_map(|p| &p.gates).map(|g| (g.id, g.device_key.clone())).collect();
     let mut gates = Vec::new();
     for spec in &GATES {
         let zone_id = zone_ids.get(spec.zone).copied().unwrap_or_default();
@@ -257,20 +226,8 @@ pub async fn seed(
             )
             .await?
             .try_get(0)?;
-        let device_key = ensure_device_key(
-            &tx,
-            pepper,
-            org_id,
-            gate_id,
-            spec.name,
-            old_keys.get(&gate_id),
-        )
-        .await?;
-        gates.push(DemoGate {
-            id: gate_id,
-            name: spec.name.to_owned(),
-            device_key,
-        });
+        let device_key = ensure_device_key(&tx, pepper, org_id, gate_id, spec.name, old_keys.get(&gate_id)).await?;
+        gates.push(DemoGate { id: gate_id, name: spec.name.to_owned(), device_key });
     }
 
     let old_password = |email: &str| {
@@ -278,11 +235,7 @@ pub async fn seed(
             std::iter::once(&p.platform_admin)
                 .chain(std::iter::once(&p.admin))
                 .map(|l| (l.email.as_str(), l.password.as_str()))
-                .chain(
-                    p.users
-                        .iter()
-                        .map(|u| (u.email.as_str(), u.password.as_str())),
-                )
+                .chain(p.users.iter().map(|u| (u.email.as_str(), u.password.as_str())))
                 .find(|(e, _)| *e == email)
                 .map(|(_, pw)| pw.to_owned())
         })
@@ -300,73 +253,30 @@ pub async fn seed(
     ] {
         let email = format!("{local}@demo.portcullis.localhost");
         let password = old_password(&email).unwrap_or_else(new_password);
-        ensure_user(
-            &tx,
-            &Login {
-                email: email.clone(),
-                password: password.clone(),
-            },
-            name,
-            Some((org_id, role)),
-        )
-        .await?;
-        users.push(DemoUser {
-            email,
-            password,
-            role,
-        });
+        ensure_user(&tx, &Login { email: email.clone(), password: password.clone() }, name, Some((org_id, role)))
+            .await?;
+        users.push(DemoUser { email, password, role });
     }
     let admin = users
         .first()
-        .map(|u| Login {
-            email: u.email.clone(),
-            password: u.password.clone(),
-        })
+        .map(|u| Login { email: u.email.clone(), password: u.password.clone() })
         .unwrap_or_else(|| platform_admin.clone());
 
     let old_pin = previous
         .iter()
         .flat_map(|p| &p.passes)
         .filter(|p| p.credential.get("kind").and_then(|k| k.as_str()) == Some("pin"))
-        .find_map(|p| {
-            p.credential
-                .get("value")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        });
+        .find_map(|p| p.credential.get("value").and_then(|v| v.as_str()).map(str::to_owned));
     let pass_specs = [
-        (
-            "Ada Lovelace",
-            PassType::Multi,
-            Some(50),
-            CredentialSpec::Qr,
-        ),
-        (
-            "Grace Hopper",
-            PassType::Multi,
-            Some(500),
-            CredentialSpec::Card {
-                facility: 123,
-                number: 4567,
-            },
-        ),
-        (
-            "Alan Turing",
-            PassType::Single,
-            None,
-            CredentialSpec::Pin(old_pin.unwrap_or_else(new_pin)),
-        ),
+        ("Ada Lovelace", PassType::Multi, Some(50), CredentialSpec::Qr),
+        ("Grace Hopper", PassType::Multi, Some(500), CredentialSpec::Card { facility: 123, number: 4567 }),
+        ("Alan Turing", PassType::Single, None, CredentialSpec::Pin(old_pin.unwrap_or_else(new_pin))),
     ];
     let mut passes = Vec::new();
     for (holder, pass_type, max_uses, credential) in pass_specs {
         let pass_id = ensure_pass(&tx, org_id, rule_id, holder, pass_type, max_uses).await?;
         let credential = ensure_credential(&tx, pepper, org_id, pass_id, &credential).await?;
-        passes.push(DemoPass {
-            id: pass_id,
-            holder_name: holder.to_owned(),
-            pass_type,
-            credential,
-        });
+        passes.push(DemoPass { id: pass_id, holder_name: holder.to_owned(), pass_type, credential });
     }
 
     tx.execute(
@@ -375,15 +285,7 @@ pub async fn seed(
     )
     .await?;
     tx.commit().await?;
-    Ok(DemoCredentials {
-        org_id,
-        api_url: String::new(),
-        platform_admin,
-        admin,
-        users,
-        gates,
-        passes,
-    })
+    Ok(DemoCredentials { org_id, api_url: String::new(), platform_admin, admin, users, gates, passes })
 }
 
 enum CredentialSpec {
@@ -459,15 +361,7 @@ async fn ensure_device_key(
     tx.execute(
         "INSERT INTO api_keys (id, org_id, name, env, prefix, key_hash, scopes, gate_ids)
          VALUES ($1, $2, $3, 'live', $4, $5, $6, $7)",
-        &[
-            &Uuid::now_v7(),
-            &org_id,
-            &name,
-            &key.prefix,
-            &key.hash,
-            &vec!["gate:decide".to_owned()],
-            &vec![gate_id],
-        ],
+        &[&Uuid::now_v7(), &org_id, &name, &key.prefix, &key.hash, &vec!["gate:decide".to_owned()], &vec![gate_id]],
     )
     .await?;
     Ok(key.key.expose_secret().to_owned())
@@ -503,7 +397,16 @@ async fn ensure_pass(
     tx.execute(
         "INSERT INTO passes (id, org_id, access_rule_id, holder_name, type, max_uses, valid_from, valid_to)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&id, &org_id, &rule_id, &holder, &pass_type.as_str(), &max_uses, &(now - Duration::hours(1)), &(now + Duration::days(30))],
+        &[
+            &id,
+            &org_id,
+            &rule_id,
+            &holder,
+            &pass_type.as_str(),
+            &max_uses,
+            &(now - Duration::hours(1)),
+            &(now + Duration::days(30)),
+        ],
     )
     .await?;
     tx.execute(
@@ -529,19 +432,10 @@ async fn ensure_credential(
         CredentialSpec::Card { facility, number } => (
             CredentialKind::Card,
             Some(CardFormat::H10301),
-            Some(crypto::keyed_hash(
-                pepper,
-                "card",
-                &format!("{facility}:{number}"),
-            )),
+            Some(crypto::keyed_hash(pepper, "card", &format!("{facility}:{number}"))),
             Some(format!("…{:02}", number % 100)),
         ),
-        CredentialSpec::Pin(pin) => (
-            CredentialKind::Pin,
-            None,
-            Some(crypto::keyed_hash(pepper, "pin", pin)),
-            None,
-        ),
+        CredentialSpec::Pin(pin) => (CredentialKind::Pin, None, Some(crypto::keyed_hash(pepper, "pin", pin)), None),
     };
     let live = tx
         .query_opt(
@@ -551,9 +445,7 @@ async fn ensure_credential(
         )
         .await?;
     let credential_id = match live {
-        Some(row) if lookup.is_none() || lookup.as_deref() == Some(row.try_get::<_, &[u8]>(1)?) => {
-            row.try_get(0)?
-        }
+        Some(row) if lookup.is_none() || lookup.as_deref() == Some(row.try_get::<_, &[u8]>(1)?) => row.try_get(0)?,
         _ => {
             tx.execute(
                 "UPDATE credentials SET revoked_at = now() WHERE org_id = $1 AND pass_id = $2 AND revoked_at IS NULL",

@@ -47,9 +47,7 @@ pub enum ApiError {
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the service is not ready")]
-    NotReady {
-        checks: BTreeMap<&'static str, String>,
-    },
+    NotReady { checks: BTreeMap<&'static str, String> },
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -57,9 +55,7 @@ pub enum ApiError {
 impl ApiError {
     /// A 422 naming one field.
     pub fn field(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::Validation {
-            fields: BTreeMap::from([(name.into(), reason.into())]),
-        }
+        ApiError::Validation { fields: BTreeMap::from([(name.into(), reason.into())]) }
     }
 
     /// A 500; the cause is logged, never sent.
@@ -106,14 +102,12 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken
-            | ApiError::InvalidToken
-            | ApiError::TokenExpired
-            | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden
-            | ApiError::ReadOnly
-            | ApiError::OrgBlocked
-            | ApiError::KeyNotBoundToGate => StatusCode::FORBIDDEN,
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::TokenExpired | ApiError::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Forbidden | ApiError::ReadOnly | ApiError::OrgBlocked | ApiError::KeyNotBoundToGate => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -135,10 +129,7 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
-        if matches!(
-            self,
-            ApiError::MissingToken | ApiError::InvalidToken | ApiError::TokenExpired
-        ) {
+        if matches!(self, ApiError::MissingToken | ApiError::InvalidToken | ApiError::TokenExpired) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         response.json(json!({
@@ -167,5 +158,22 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(err: tokio_postgres::Error) -> Self {
         ApiError::internal(err)
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(err: actix_web::error::BlockingError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+impl ApiError {
+    /// A unique violation becomes 409 `already_exists` with `message`; anything else is a 500.
+    pub fn unique(err: tokio_postgres::Error, message: &str) -> Self {
+        if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            ApiError::Conflict { code: "already_exists", message: message.to_owned() }
+        } else {
+            ApiError::internal(err)
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Portcullis: a realtime access-control engine.
 //!
+//! - [`auth`] — identity (sessions, tokens, API keys), the permission table, the org guard.
+//! - [`audit`] — the audit log of security-relevant actions.
 //! - [`cli`] — `serve`, `migrate`, `demo`: what each command sets up and runs.
 //! - [`config`] — layered settings (defaults, file, environment, flags) with secrets kept secret.
 //! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
@@ -12,6 +14,8 @@
 //!
 //! Domain types and the actors that decide live in the `portcullis-actors` crate.
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;

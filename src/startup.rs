@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth::AuthContext;
 use crate::config::Settings;
 use crate::db::{Database, DbError};
 use crate::http::{AppState, middleware, routes};
@@ -29,7 +30,12 @@ pub enum StartupError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
+
+/// How often expired sessions and idle rate-limit and permission entries are swept.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub struct Application {
     port: u16,
@@ -42,10 +48,11 @@ impl Application {
     /// until [`Application::run_until_stopped`] is awaited.
     pub fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
         let addr = settings.server.bind;
-        let listener =
-            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
+        let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
         let state = AppState {
+            auth: auth.clone(),
             pool: database.pool().clone(),
             metrics: telemetry::metrics_handle()?,
             schema_version: database.schema_version(),
@@ -59,10 +66,8 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
-                .wrap(
-                    ErrorHandlers::new()
-                        .handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed),
-                )
+                .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+                .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed))
                 .wrap(from_fn(middleware::request_context))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
@@ -74,12 +79,9 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         let server = server.run();
+        actix_web::rt::spawn(sweep(database.pool().clone(), auth));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
-        Ok(Application {
-            port,
-            server,
-            database,
-        })
+        Ok(Application { port, server, database })
     }
 
     pub fn port(&self) -> u16 {
@@ -98,5 +100,23 @@ impl Application {
         tracing::info!("HTTP server stopped; closing the database");
         let closed = self.database.close().await.map_err(StartupError::from);
         served.and(closed)
+    }
+}
+
+/// Background housekeeping: expired sessions, recovered rate-limit keys, stale permission entries.
+async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
+    let mut ticker = actix_web::rt::time::interval(SWEEP_INTERVAL);
+    loop {
+        ticker.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        match crate::auth::sessions::sweep_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "removed expired sessions"),
+            Err(err) => tracing::warn!(error = %err, "session sweep failed"),
+        }
+        auth.limiter.retain_recent();
+        auth.cache.purge_expired();
     }
 }

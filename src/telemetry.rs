@@ -17,29 +17,17 @@ pub fn init_logging(settings: &LogSettings) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_span_events(FmtSpan::NONE);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE);
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     } else {
-        builder
-            .compact()
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init()
+        builder.compact().with_ansi(std::io::stdout().is_terminal()).try_init()
     };
 }
 
 /// Buckets for latency histograms, in seconds: 50 µs to 5 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -52,23 +40,14 @@ pub fn metrics_handle() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
         .install_recorder()?;
-    metrics::describe_counter!(
-        "portcullis_http_requests_total",
-        "HTTP requests by method, route and status."
-    );
+    metrics::describe_counter!("portcullis_http_requests_total", "HTTP requests by method, route and status.");
     metrics::describe_histogram!(
         "portcullis_http_request_duration_seconds",
         metrics::Unit::Seconds,
         "HTTP request latency by method and route."
     );
-    metrics::describe_gauge!(
-        "portcullis_db_pool_connections",
-        "Database pool connections by state."
-    );
-    metrics::describe_gauge!(
-        "portcullis_build_info",
-        "Always 1; labels carry the build's version."
-    );
+    metrics::describe_gauge!("portcullis_db_pool_connections", "Database pool connections by state.");
+    metrics::describe_gauge!("portcullis_build_info", "Always 1; labels carry the build's version.");
     metrics::gauge!("portcullis_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(RECORDER.get_or_init(|| handle).clone())
 }

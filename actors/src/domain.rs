@@ -194,10 +194,7 @@ mod tests {
     fn unknown_spelling_names_what_was_expected() {
         let err = "superuser".parse::<Role>().err();
         let message = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            message.contains("`superuser` is not a valid role"),
-            "{message}"
-        );
+        assert!(message.contains("`superuser` is not a valid role"), "{message}");
         assert!(message.contains("platform_admin"), "{message}");
     }
 
@@ -209,13 +206,7 @@ mod tests {
 
     #[test]
     fn serde_uses_the_same_spelling() {
-        assert_eq!(
-            serde_json::to_string(&GateMode::LockedDown).ok().as_deref(),
-            Some("\"locked_down\"")
-        );
-        assert_eq!(
-            serde_json::from_str::<PassType>("\"group\"").ok(),
-            Some(PassType::Group)
-        );
+        assert_eq!(serde_json::to_string(&GateMode::LockedDown).ok().as_deref(), Some("\"locked_down\""));
+        assert_eq!(serde_json::from_str::<PassType>("\"group\"").ok(), Some(PassType::Group));
     }
 }

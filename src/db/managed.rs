@@ -56,10 +56,7 @@ pub enum ManagedPgError {
     )]
     PathTooLong(PathBuf),
     #[error("{action} failed: {detail}")]
-    Command {
-        action: &'static str,
-        detail: String,
-    },
+    Command { action: &'static str, detail: String },
     #[error("{action} `{}`: {source}", path.display())]
     Io {
         action: &'static str,
@@ -69,16 +66,17 @@ pub enum ManagedPgError {
     },
 }
 
-fn io_err(
-    action: &'static str,
-    path: &Path,
-) -> impl FnOnce(std::io::Error) -> ManagedPgError + use<> {
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ManagedPgError + use<> {
     let path = path.to_owned();
-    move |source| ManagedPgError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| ManagedPgError::Io { action, path, source }
+}
+
+/// Connection settings for the engine database of a managed cluster that another engine on
+/// `data_dir` is running (for admin commands run beside a live engine).
+pub fn running_cluster_config(data_dir: &Path) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config.host_path(data_dir.join("pg").join("run")).user(SUPERUSER).dbname(DATABASE);
+    config
 }
 
 /// The operating-system identity the cluster runs as (only differs from ours when we are root).
@@ -105,14 +103,9 @@ pub struct ManagedPostgres {
 impl ManagedPostgres {
     /// Creates the cluster if needed and starts it. `bin_dir` overrides binary discovery;
     /// `os_user` is who runs the cluster when the engine runs as root.
-    pub fn start(
-        data_dir: &Path,
-        bin_dir: Option<&Path>,
-        os_user: &str,
-    ) -> Result<Self, ManagedPgError> {
+    pub fn start(data_dir: &Path, bin_dir: Option<&Path>, os_user: &str) -> Result<Self, ManagedPgError> {
         fs::create_dir_all(data_dir).map_err(io_err("cannot create data dir", data_dir))?;
-        let data_dir =
-            fs::canonicalize(data_dir).map_err(io_err("cannot resolve data dir", data_dir))?;
+        let data_dir = fs::canonicalize(data_dir).map_err(io_err("cannot resolve data dir", data_dir))?;
         let lock = lock_data_dir(&data_dir)?;
         let bin_dir = match bin_dir {
             Some(dir) if has_server_binaries(dir) => dir.to_owned(),
@@ -125,32 +118,19 @@ impl ManagedPostgres {
         if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
             return Err(ManagedPgError::PathTooLong(socket_dir));
         }
-        let run_as = if nix::unistd::geteuid().is_root() {
-            Some(lookup_user(os_user)?)
-        } else {
-            None
-        };
+        let run_as = if nix::unistd::geteuid().is_root() { Some(lookup_user(os_user)?) } else { None };
         if let Some(user) = &run_as {
             check_reachable(&data_dir, user)?;
         }
         for dir in [&root, &socket_dir] {
             fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(io_err("cannot set mode of", dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("cannot set mode of", dir))?;
             if let Some(user) = &run_as {
-                std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
-                    .map_err(io_err("cannot chown", dir))?;
+                std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io_err("cannot chown", dir))?;
             }
         }
 
-        let mut pg = ManagedPostgres {
-            bin_dir,
-            pgdata,
-            socket_dir,
-            run_as,
-            guard: None,
-            _lock: lock,
-        };
+        let mut pg = ManagedPostgres { bin_dir, pgdata, socket_dir, run_as, guard: None, _lock: lock };
         if !pg.pgdata.join("PG_VERSION").exists() {
             pg.initdb()?;
         }
@@ -163,13 +143,8 @@ impl ManagedPostgres {
         }
         let log = root.join("postgres.log");
         let log_arg = log.to_string_lossy().into_owned();
-        pg.pg_ctl(
-            "start PostgreSQL",
-            &["start", "-w", "-t", "60", "-l", &log_arg],
-        )
-        .map_err(|err| ManagedPgError::Command {
-            action: "start PostgreSQL",
-            detail: format!("{err}; {}", tail_of(&log)),
+        pg.pg_ctl("start PostgreSQL", &["start", "-w", "-t", "60", "-l", &log_arg]).map_err(|err| {
+            ManagedPgError::Command { action: "start PostgreSQL", detail: format!("{err}; {}", tail_of(&log)) }
         })?;
         pg.guard = pg.spawn_guard();
         tracing::info!(pgdata = %pg.pgdata.display(), "managed PostgreSQL started");
@@ -179,10 +154,7 @@ impl ManagedPostgres {
     /// Connection settings for the engine's database (created by the caller if missing).
     pub fn connection_config(&self, dbname: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(&self.socket_dir)
-            .user(SUPERUSER)
-            .dbname(dbname);
+        config.host_path(&self.socket_dir).user(SUPERUSER).dbname(dbname);
         config
     }
 
@@ -209,27 +181,12 @@ impl ManagedPostgres {
         tracing::info!(pgdata = %self.pgdata.display(), "creating the managed PostgreSQL cluster");
         let pgdata = self.pgdata.to_string_lossy().into_owned();
         // Trust over the unix socket only: the socket directory is 0700, there is no TCP listener.
-        let args = [
-            "-D",
-            &pgdata,
-            "-U",
-            SUPERUSER,
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--auth=trust",
-            "--no-instructions",
-        ];
+        let args = ["-D", &pgdata, "-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--auth=trust", "--no-instructions"];
         self.run("initdb", "create the PostgreSQL cluster (initdb)", &args)?;
         let conf = self.pgdata.join("postgresql.conf");
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&conf)
-            .map_err(io_err("cannot open", &conf))?;
-        file.write_all(
-            b"\n# Written by Portcullis at every start.\ninclude_if_exists = 'portcullis.conf'\n",
-        )
-        .map_err(io_err("cannot write", &conf))
+        let mut file = OpenOptions::new().append(true).open(&conf).map_err(io_err("cannot open", &conf))?;
+        file.write_all(b"\n# Written by Portcullis at every start.\ninclude_if_exists = 'portcullis.conf'\n")
+            .map_err(io_err("cannot write", &conf))
     }
 
     /// Settings that depend on where the data dir is now; rewritten at every start so a moved
@@ -243,8 +200,7 @@ impl ManagedPostgres {
         let path = self.pgdata.join("portcullis.conf");
         fs::write(&path, text).map_err(io_err("cannot write", &path))?;
         if let Some(user) = &self.run_as {
-            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
-                .map_err(io_err("cannot chown", &path))?;
+            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(io_err("cannot chown", &path))?;
         }
         Ok(())
     }
@@ -268,21 +224,13 @@ impl ManagedPostgres {
         self.run("pg_ctl", action, &all)
     }
 
-    fn run(
-        &self,
-        program: &str,
-        action: &'static str,
-        args: &[&str],
-    ) -> Result<(), ManagedPgError> {
+    fn run(&self, program: &str, action: &'static str, args: &[&str]) -> Result<(), ManagedPgError> {
         let output = self
             .command(program)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| ManagedPgError::Command {
-                action,
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ManagedPgError::Command { action, detail: e.to_string() })?;
         if output.status.success() {
             return Ok(());
         }
@@ -290,25 +238,16 @@ impl ManagedPostgres {
         if detail.is_empty() {
             detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         }
-        Err(ManagedPgError::Command {
-            action,
-            detail: format!("{} ({})", detail, output.status),
-        })
+        Err(ManagedPgError::Command { action, detail: format!("{} ({})", detail, output.status) })
     }
 
     /// A command for one of the PostgreSQL binaries, as the cluster's user, in its own process
     /// group (so a terminal's Ctrl-C reaches the engine, which then stops the cluster in order).
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
-        cmd.process_group(0)
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .current_dir("/");
+        cmd.process_group(0).env("LC_ALL", "C").env_remove("PGDATA").current_dir("/");
         if let Some(user) = &self.run_as {
-            cmd.uid(user.uid)
-                .gid(user.gid)
-                .env("HOME", "/")
-                .env("USER", &user.name);
+            cmd.uid(user.uid).gid(user.gid).env("HOME", "/").env("USER", &user.name);
         }
         cmd
     }
@@ -354,17 +293,10 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, ManagedPgError> {
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            return Err(ManagedPgError::DataDirInUse {
-                dir: data_dir.to_owned(),
-                pid: text.trim().parse().ok(),
-            });
+            return Err(ManagedPgError::DataDirInUse { dir: data_dir.to_owned(), pid: text.trim().parse().ok() });
         }
         Err(TryLockError::Error(source)) => {
-            return Err(ManagedPgError::Io {
-                action: "cannot lock",
-                path,
-                source,
-            });
+            return Err(ManagedPgError::Io { action: "cannot lock", path, source });
         }
     }
     file.set_len(0).map_err(io_err("cannot write", &path))?;
@@ -374,9 +306,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, ManagedPgError> {
 }
 
 fn has_server_binaries(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"]
-        .iter()
-        .all(|b| dir.join(b).is_file())
+    ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file())
 }
 
 /// PATH, then `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`.
@@ -410,11 +340,9 @@ fn find_bin_dir() -> Option<PathBuf> {
 
 fn lookup_user(name: &str) -> Result<RunAs, ManagedPgError> {
     match nix::unistd::User::from_name(name) {
-        Ok(Some(user)) if !user.uid.is_root() => Ok(RunAs {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        }),
+        Ok(Some(user)) if !user.uid.is_root() => {
+            Ok(RunAs { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+        }
         _ => Err(ManagedPgError::NoOsUser(name.to_owned())),
     }
 }
@@ -432,10 +360,7 @@ fn check_reachable(data_dir: &Path, user: &RunAs) -> Result<(), ManagedPgError> 
             mode & 0o001 != 0
         };
         if !can_enter {
-            return Err(ManagedPgError::Unreachable {
-                user: user.name.clone(),
-                dir: dir.to_owned(),
-            });
+            return Err(ManagedPgError::Unreachable { user: user.name.clone(), dir: dir.to_owned() });
         }
     }
     Ok(())

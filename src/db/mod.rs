@@ -52,22 +52,11 @@ impl Database {
     /// Connects (starting the managed cluster when no URL is set) and applies pending migrations.
     pub async fn open(settings: &DatabaseSettings, data_dir: &Path) -> Result<Self, DbError> {
         let (mut config, managed) = match &settings.url {
-            Some(url) => (
-                url.expose_secret()
-                    .parse::<tokio_postgres::Config>()
-                    .map_err(DbError::Connect)?,
-                None,
-            ),
+            Some(url) => (url.expose_secret().parse::<tokio_postgres::Config>().map_err(DbError::Connect)?, None),
             None => {
-                let (dir, bin, user) = (
-                    data_dir.to_owned(),
-                    settings.pg_bin_dir.clone(),
-                    settings.os_user.clone(),
-                );
-                let pg = tokio::task::spawn_blocking(move || {
-                    ManagedPostgres::start(&dir, bin.as_deref(), &user)
-                })
-                .await??;
+                let (dir, bin, user) = (data_dir.to_owned(), settings.pg_bin_dir.clone(), settings.os_user.clone());
+                let pg =
+                    tokio::task::spawn_blocking(move || ManagedPostgres::start(&dir, bin.as_deref(), &user)).await??;
                 (pg.connection_config(managed::DATABASE), Some(pg))
             }
         };
@@ -84,11 +73,7 @@ impl Database {
             Ok::<_, DbError>((pool, schema_version))
         };
         match prepared.await {
-            Ok((pool, schema_version)) => Ok(Database {
-                pool,
-                schema_version,
-                managed,
-            }),
+            Ok((pool, schema_version)) => Ok(Database { pool, schema_version, managed }),
             Err(err) => {
                 // Do not leave a cluster running behind a failed start.
                 if let Some(pg) = managed {
@@ -96,6 +81,27 @@ impl Database {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Like [`Database::open`], but when another engine already runs the managed cluster of this
+    /// data dir, connects to that cluster instead of failing (for admin commands such as
+    /// `portcullis api-key create`). Its schema must be current; nothing is migrated.
+    pub async fn open_or_attach(settings: &DatabaseSettings, data_dir: &Path) -> Result<Self, DbError> {
+        match Self::open(settings, data_dir).await {
+            Err(DbError::Managed(ManagedPgError::DataDirInUse { .. })) => {
+                let mut config = managed::running_cluster_config(
+                    &std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned()),
+                );
+                config.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
+                let client = connect(&config).await?;
+                let schema_version = client
+                    .query_one("SELECT coalesce(max(version), 0) FROM refinery_schema_history", &[])
+                    .await?
+                    .try_get::<_, i32>(0)?;
+                Ok(Database { pool: build_pool(config, settings)?, schema_version, managed: None })
+            }
+            other => other,
         }
     }
 
@@ -118,18 +124,9 @@ impl Database {
     }
 }
 
-fn build_pool(
-    config: tokio_postgres::Config,
-    settings: &DatabaseSettings,
-) -> Result<Pool, DbError> {
+fn build_pool(config: tokio_postgres::Config, settings: &DatabaseSettings) -> Result<Pool, DbError> {
     let timeout = Duration::from_secs(settings.connect_timeout_secs);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)
@@ -152,20 +149,10 @@ async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Clie
 
 async fn create_database_if_missing(pg: &ManagedPostgres) -> Result<(), DbError> {
     let client = connect(&pg.connection_config("postgres")).await?;
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&managed::DATABASE],
-        )
-        .await?;
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&managed::DATABASE]).await?;
     if exists.is_none() {
-        client
-            .batch_execute(&format!("CREATE DATABASE {}", managed::DATABASE))
-            .await?;
-        tracing::info!(
-            database = managed::DATABASE,
-            "created the engine's database"
-        );
+        client.batch_execute(&format!("CREATE DATABASE {}", managed::DATABASE)).await?;
+        tracing::info!(database = managed::DATABASE, "created the engine's database");
     }
     Ok(())
 }
@@ -173,27 +160,37 @@ async fn create_database_if_missing(pg: &ManagedPostgres) -> Result<(), DbError>
 /// Applies pending migrations and returns the newest applied version.
 pub async fn migrate(config: &tokio_postgres::Config) -> Result<i32, DbError> {
     let mut client = connect(config).await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let result = embedded::migrations::runner().run_async(&mut client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
     let report = result?;
     for migration in report.applied_migrations() {
-        tracing::info!(
-            version = migration.version(),
-            name = migration.name(),
-            "applied migration"
-        );
+        tracing::info!(version = migration.version(), name = migration.name(), "applied migration");
     }
     let version = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM refinery_schema_history",
-            &[],
-        )
+        .query_one("SELECT coalesce(max(version), 0) FROM refinery_schema_history", &[])
         .await?
         .try_get::<_, i32>(0)?;
     Ok(version)
+}
+
+/// Runs `select` (a query with an explicit column list) and returns each row as a JSON object.
+/// Column lists are spelled out at every call site, so a hash or secret column is never selected
+/// by accident.
+pub async fn query_json(
+    client: &impl deadpool_postgres::GenericClient,
+    select: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<serde_json::Value>, tokio_postgres::Error> {
+    let rows = client.query(&format!("SELECT to_jsonb(t) FROM ({select}) t"), params).await?;
+    rows.iter().map(|row| row.try_get(0)).collect()
+}
+
+/// Like [`query_json`], for at most one row.
+pub async fn query_json_opt(
+    client: &impl deadpool_postgres::GenericClient,
+    select: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<serde_json::Value>, tokio_postgres::Error> {
+    Ok(query_json(client, select, params).await?.into_iter().next())
 }

@@ -24,10 +24,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.settings.server.body_limit_bytes)
-            .unwrap_or(DEFAULT_LIMIT);
+        let limit =
+            req.app_data::<web::Data<AppState>>().map(|s| s.settings.server.body_limit_bytes).unwrap_or(DEFAULT_LIMIT);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -64,12 +62,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let (field, reason) = describe(&path, &inner);
-        ApiError::Validation {
-            fields: BTreeMap::from([(field, reason)]),
-        }
+        ApiError::Validation { fields: BTreeMap::from([(field, reason)]) }
     })?;
-    de.end()
-        .map_err(|_| ApiError::field("body", "has trailing characters after the JSON value"))?;
+    de.end().map_err(|_| ApiError::field("body", "has trailing characters after the JSON value"))?;
     Ok(value)
 }
 
@@ -78,22 +73,10 @@ fn describe(path: &str, err: &serde_json::Error) -> (String, String) {
     use serde_json::error::Category;
     let message = err.to_string();
     // serde_json appends " at line L column C"; the field name says more to a client.
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let parent = if path == "." {
-        String::new()
-    } else {
-        path.to_owned()
-    };
+    let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+    let parent = if path == "." { String::new() } else { path.to_owned() };
     let join = |name: &str| {
-        if parent.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{parent}.{name}")
-        }
+        if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") }
     };
     match err.classify() {
         Category::Syntax | Category::Eof => ("body".to_owned(), "is not valid JSON".to_owned()),
@@ -105,11 +88,7 @@ fn describe(path: &str, err: &serde_json::Error) -> (String, String) {
                 // Unlike a missing field, an unknown one is already the last segment of the path.
                 (parent, "is not a known field".to_owned())
             } else {
-                let field = if parent.is_empty() {
-                    "body".to_owned()
-                } else {
-                    parent
-                };
+                let field = if parent.is_empty() { "body".to_owned() } else { parent };
                 (field, message)
             }
         }
@@ -147,20 +126,14 @@ mod tests {
     fn fields(body: &str) -> BTreeMap<String, String> {
         match parse::<Request>(body.as_bytes()) {
             Err(ApiError::Validation { fields }) => fields,
-            other => {
-                BTreeMap::from([("unexpected".to_owned(), format!("{:?}", other.map(|_| ())))])
-            }
+            other => BTreeMap::from([("unexpected".to_owned(), format!("{:?}", other.map(|_| ())))]),
         }
     }
 
     #[test]
     fn missing_nested_field_is_named_with_its_path() {
         let f = fields(r#"{"credential": {"kind": "qr"}}"#);
-        assert_eq!(
-            f.get("credential.value").map(String::as_str),
-            Some("is required"),
-            "{f:?}"
-        );
+        assert_eq!(f.get("credential.value").map(String::as_str), Some("is required"), "{f:?}");
     }
 
     #[test]
@@ -172,25 +145,14 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let f = fields(r#"{"credential": {"kind": "qr", "value": "x", "extra": 1}}"#);
-        assert_eq!(
-            f.get("credential.extra").map(String::as_str),
-            Some("is not a known field"),
-            "{f:?}"
-        );
+        assert_eq!(f.get("credential.extra").map(String::as_str), Some("is not a known field"), "{f:?}");
     }
 
     #[test]
     fn broken_json_is_reported_on_the_body() {
         let f = fields(r#"{"credential": "#);
-        assert_eq!(
-            f.get("body").map(String::as_str),
-            Some("is not valid JSON"),
-            "{f:?}"
-        );
+        assert_eq!(f.get("body").map(String::as_str), Some("is not valid JSON"), "{f:?}");
         let f = fields(r#"{"credential": {"kind": "qr", "value": "x"}} trailing"#);
-        assert!(
-            f.get("body").is_some_and(|r| r.contains("trailing")),
-            "{f:?}"
-        );
+        assert!(f.get("body").is_some_and(|r| r.contains("trailing")), "{f:?}");
     }
 }

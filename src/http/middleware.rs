@@ -21,9 +21,7 @@ fn incoming_id(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
     let sane = !value.is_empty()
         && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     sane.then(|| value.to_owned())
 }
 
@@ -40,21 +38,14 @@ pub async fn request_context(
     // come from a middleware and is answered by actix itself.
     // INVARIANT: no clone of the HttpRequest may be held across `next.call`: routing needs it
     // uniquely owned to record the matched path.
-    let mut res = next
-        .call(req)
-        .instrument(span.clone())
-        .await?
-        .map_into_boxed_body();
+    let mut res = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
     let elapsed = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
 
     let status = res.status();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let method = res.request().method().to_string();
     metrics::counter!("portcullis_http_requests_total",
         "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string())

@@ -3,6 +3,7 @@
 
 pub mod extract;
 pub mod middleware;
+pub mod pagination;
 pub mod routes;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::AuthContext;
 use crate::config::Settings;
 
 /// Shared, read-only state of every worker.
@@ -18,6 +20,7 @@ use crate::config::Settings;
 pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
+    pub auth: Arc<AuthContext>,
     pub metrics: PrometheusHandle,
     pub schema_version: i32,
     pub started_at: Instant,

@@ -15,9 +15,7 @@ use crate::helpers::{TestResult, engine_binary};
 /// A command for the engine with a clean environment: no PORTCULLIS__* from the developer.
 fn engine_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(engine_binary());
-    cmd.args(args)
-        .env("PORTCULLIS__LOG__FORMAT", "json")
-        .stdin(Stdio::null());
+    cmd.args(args).env("PORTCULLIS__LOG__FORMAT", "json").stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PORTCULLIS__") {
             cmd.env_remove(key);
@@ -28,48 +26,31 @@ fn engine_cmd(args: &[&str]) -> Command {
 
 fn run(cmd: &mut Command) -> TestResult<(ExitStatus, String)> {
     let out = cmd.output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status, text))
 }
 
 #[test]
 fn an_unknown_key_stops_start_up_and_is_named() -> TestResult {
-    let (status, text) =
-        run(engine_cmd(&["serve"]).env("PORTCULLIS__SERVER__BINDD", "127.0.0.1:1"))?;
+    let (status, text) = run(engine_cmd(&["serve"]).env("PORTCULLIS__SERVER__BINDD", "127.0.0.1:1"))?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.to_lowercase().contains("server.bindd"), "{text}");
 
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("portcullis.toml");
     std::fs::write(&file, "[database]\npool_size = 4\nurll = \"x\"\n")?;
-    let (status, text) = run(&mut engine_cmd(&[
-        "serve",
-        "--config",
-        &file.to_string_lossy(),
-    ]))?;
+    let (status, text) = run(&mut engine_cmd(&["serve", "--config", &file.to_string_lossy()]))?;
     assert_eq!(status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("urll") && text.contains("portcullis.toml"),
-        "{text}"
-    );
+    assert!(text.contains("urll") && text.contains("portcullis.toml"), "{text}");
     Ok(())
 }
 
 #[test]
 fn a_bad_value_or_a_missing_file_stops_start_up() -> TestResult {
-    let (status, text) =
-        run(engine_cmd(&["serve"]).env("PORTCULLIS__DATABASE__POOL_SIZE", "lots"))?;
+    let (status, text) = run(engine_cmd(&["serve"]).env("PORTCULLIS__DATABASE__POOL_SIZE", "lots"))?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.to_lowercase().contains("database.pool_size"), "{text}");
-    let (status, text) = run(&mut engine_cmd(&[
-        "serve",
-        "--config",
-        "/nonexistent/portcullis.toml",
-    ]))?;
+    let (status, text) = run(&mut engine_cmd(&["serve", "--config", "/nonexistent/portcullis.toml"]))?;
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.contains("/nonexistent/portcullis.toml"), "{text}");
     let (status, text) = run(&mut engine_cmd(&["serve", "--bind", "not-an-address"]))?;
@@ -81,37 +62,21 @@ fn a_bad_value_or_a_missing_file_stops_start_up() -> TestResult {
 #[test]
 fn serve_without_secrets_names_the_missing_one_and_never_prints_given_ones() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (status, text) = run(&mut engine_cmd(&[
-        "serve",
-        "--data-dir",
-        &dir.path().to_string_lossy(),
-    ]))?;
+    let (status, text) = run(&mut engine_cmd(&["serve", "--data-dir", &dir.path().to_string_lossy()]))?;
     assert!(!status.success());
     assert!(text.contains("auth.jwt_secret"), "{text}");
 
     let secret = "do-not-print-me-0123456789abcdefghijklmnop";
-    let (status, text) = run(
-        engine_cmd(&["serve", "--data-dir", &dir.path().to_string_lossy()])
-            .env("PORTCULLIS__AUTH__JWT_SECRET", secret)
-            .env("PORTCULLIS__AUTH__API_KEY_PEPPER", "short"),
-    )?;
+    let (status, text) = run(engine_cmd(&["serve", "--data-dir", &dir.path().to_string_lossy()])
+        .env("PORTCULLIS__AUTH__JWT_SECRET", secret)
+        .env("PORTCULLIS__AUTH__API_KEY_PEPPER", "short"))?;
     assert_eq!(status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("auth.api_key_pepper") && text.contains("32 bytes"),
-        "{text}"
-    );
-    assert!(
-        !text.contains(secret) && !text.contains("\"short\""),
-        "{text}"
-    );
+    assert!(text.contains("auth.api_key_pepper") && text.contains("32 bytes"), "{text}");
+    assert!(!text.contains(secret) && !text.contains("\"short\""), "{text}");
 
-    let (status, help) =
-        run(engine_cmd(&["serve", "--help"]).env("PORTCULLIS__AUTH__JWT_SECRET", secret))?;
+    let (status, help) = run(engine_cmd(&["serve", "--help"]).env("PORTCULLIS__AUTH__JWT_SECRET", secret))?;
     assert!(status.success());
-    assert!(
-        help.contains("--data-dir") && !help.contains(secret),
-        "{help}"
-    );
+    assert!(help.contains("--data-dir") && !help.contains(secret), "{help}");
     Ok(())
 }
 
@@ -123,26 +88,14 @@ struct Engine {
 
 impl Engine {
     fn start(data_dir: &Path) -> TestResult<Engine> {
-        let mut child = engine_cmd(&[
-            "demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir.to_string_lossy(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        let mut child = engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -172,18 +125,12 @@ impl Engine {
                 .output()
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find_map(|v| {
-                    (v["message"].as_str()?.starts_with("listening")).then(|| v["port"].as_u64())?
-                });
+                .find_map(|v| (v["message"].as_str()?.starts_with("listening")).then(|| v["port"].as_u64())?);
             if let Some(port) = port {
                 return Ok(u16::try_from(port)?);
             }
             if let Some(status) = self.child.try_wait()? {
-                return Err(format!(
-                    "engine exited ({status}) before listening:\n{}",
-                    self.output()
-                )
-                .into());
+                return Err(format!("engine exited ({status}) before listening:\n{}", self.output()).into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -192,10 +139,7 @@ impl Engine {
 
     /// Sends SIGTERM and waits for the exit.
     fn terminate(mut self) -> TestResult<(ExitStatus, String)> {
-        kill(
-            Pid::from_raw(i32::try_from(self.child.id())?),
-            Signal::SIGTERM,
-        )?;
+        kill(Pid::from_raw(i32::try_from(self.child.id())?), Signal::SIGTERM)?;
         // Generous: this is a liveness bound, not a performance assertion.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -225,21 +169,11 @@ fn http_get(port: u16, path: &str) -> TestResult<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -254,15 +188,10 @@ fn postmaster_running(data_dir: &Path) -> bool {
 #[test]
 fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestResult {
     // Short path: the managed cluster's unix socket lives inside the data dir.
-    let dir = tempfile::Builder::new()
-        .prefix("pcl-e2e-")
-        .tempdir_in("/tmp")?;
+    let dir = tempfile::Builder::new().prefix("pcl-e2e-").tempdir_in("/tmp")?;
     let data_dir = dir.path().join("var");
     // The managed cluster runs as `postgres` when we are root: it must be able to enter the dir.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
 
     let mut engine = Engine::start(&data_dir)?;
     let port = engine.wait_for_port()?;
@@ -270,53 +199,30 @@ fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestRe
     assert_eq!(status, 200, "{body}");
     let (status, metrics) = http_get(port, "/metrics")?;
     assert_eq!(status, 200);
-    assert!(
-        metrics.contains("portcullis_http_requests_total"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("portcullis_http_requests_total"), "{metrics}");
 
-    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
-        data_dir.join("demo-credentials.json"),
-    )?)?;
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("demo-credentials.json"))?)?;
     assert!(creds["org_id"].is_string(), "{creds}");
     assert_eq!(creds["api_url"], format!("http://127.0.0.1:{port}"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(data_dir.join("demo-credentials.json"))?.permissions(),
     );
     assert_eq!(mode & 0o077, 0, "the credentials file must be private");
-    assert!(
-        postmaster_running(&data_dir),
-        "the engine runs its own PostgreSQL"
-    );
+    assert!(postmaster_running(&data_dir), "the engine runs its own PostgreSQL");
 
     // A second engine on the same data dir refuses instead of corrupting the cluster.
-    let (status, text) = run(&mut engine_cmd(&[
-        "demo",
-        "--bind",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir.to_string_lossy(),
-    ]))?;
+    let (status, text) =
+        run(&mut engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]))?;
     assert!(!status.success());
     assert!(text.contains("already using data dir"), "{text}");
-    assert_eq!(
-        http_get(port, "/ready")?.0,
-        200,
-        "the first engine is unharmed"
-    );
+    assert_eq!(http_get(port, "/ready")?.0, 200, "the first engine is unharmed");
 
     let (status, log) = engine.terminate()?;
     assert!(status.success(), "clean exit on SIGTERM: {status}\n{log}");
     assert!(log.contains("managed PostgreSQL stopped"), "{log}");
-    assert!(
-        !postmaster_running(&data_dir),
-        "PostgreSQL must stop with the engine"
-    );
+    assert!(!postmaster_running(&data_dir), "PostgreSQL must stop with the engine");
     // Nothing secret reached the log.
-    for secret in [
-        &creds["admin"]["password"],
-        &creds["gates"][0]["device_key"],
-    ] {
+    for secret in [&creds["admin"]["password"], &creds["gates"][0]["device_key"]] {
         let secret = secret.as_str().unwrap_or("missing");
         assert!(!log.contains(secret), "a secret reached the log");
     }
@@ -325,9 +231,7 @@ fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestRe
     let mut engine = Engine::start(&data_dir)?;
     let port = engine.wait_for_port()?;
     assert_eq!(http_get(port, "/ready")?.0, 200);
-    let again: Value = serde_json::from_str(&std::fs::read_to_string(
-        data_dir.join("demo-credentials.json"),
-    )?)?;
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("demo-credentials.json"))?)?;
     assert_eq!(again["org_id"], creds["org_id"]);
     assert_eq!(again["gates"], creds["gates"]);
     assert_eq!(again["passes"], creds["passes"]);
@@ -335,11 +239,7 @@ fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestRe
     assert!(status.success(), "{log}");
 
     // `migrate` on the stopped data dir: starts the cluster, finds nothing to do, stops it.
-    let (status, text) = run(&mut engine_cmd(&[
-        "migrate",
-        "--data-dir",
-        &data_dir.to_string_lossy(),
-    ]))?;
+    let (status, text) = run(&mut engine_cmd(&["migrate", "--data-dir", &data_dir.to_string_lossy()]))?;
     assert!(status.success(), "{text}");
     assert!(text.contains("database is up to date"), "{text}");
     assert!(!postmaster_running(&data_dir));

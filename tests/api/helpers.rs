@@ -45,10 +45,7 @@ fn cluster() -> &'static ManagedPostgres {
 /// A connection string for `dbname` in the shared cluster.
 pub fn connection_string(dbname: &str) -> String {
     let socket = cluster().socket_dir().display().to_string();
-    format!(
-        "host={socket} user={} dbname={dbname}",
-        portcullis::db::managed::SUPERUSER
-    )
+    format!("host={socket} user={} dbname={dbname}", portcullis::db::managed::SUPERUSER)
 }
 
 /// A direct connection to `dbname`, for tests that look at what the engine stored.
@@ -63,22 +60,15 @@ pub async fn connect(dbname: &str) -> TestResult<tokio_postgres::Client> {
 /// Creates an empty database with a unique name and returns the name.
 pub async fn fresh_database() -> TestResult<String> {
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    connect("postgres")
-        .await?
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await?;
+    connect("postgres").await?.batch_execute(&format!("CREATE DATABASE {name}")).await?;
     Ok(name)
 }
 
 /// Settings as the tests run the engine: defaults, port 0, the given database.
 pub fn test_settings(dbname: &str) -> TestResult<Settings> {
-    let overrides = Overrides {
-        bind: "127.0.0.1:0".parse().ok(),
-        data_dir: None,
-    };
+    let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: None };
     // A prefix nobody sets, so the developer's own PORTCULLIS__* variables cannot leak in.
-    let mut settings =
-        Settings::load_from(None, &overrides, Env::prefixed("PORTCULLIS_TEST_UNSET__"))?;
+    let mut settings = Settings::load_from(None, &overrides, Env::prefixed("PORTCULLIS_TEST_UNSET__"))?;
     settings.database.url = Some(SecretString::from(connection_string(dbname)));
     settings.database.pool_size = 4;
     settings.server.workers = 1;
@@ -95,20 +85,20 @@ pub struct TestApp {
 
 /// Starts the engine on port 0 against a fresh, migrated database.
 pub async fn spawn_app() -> TestResult<TestApp> {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<TestApp> {
     let dbname = fresh_database().await?;
-    let settings = test_settings(&dbname)?;
+    let mut settings = test_settings(&dbname)?;
+    adjust(&mut settings);
     let db = Database::open(&settings.database, &settings.data_dir).await?;
     let app = Application::build(settings, db)?;
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    Ok(TestApp {
-        address,
-        dbname,
-        client,
-    })
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    Ok(TestApp { address, dbname, client })
 }
 
 /// A response, read whole.
@@ -128,10 +118,7 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
 
     /// The stable error code of an error reply.
@@ -140,26 +127,120 @@ impl Reply {
     }
 }
 
+/// A signed-in operator.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user_id: String,
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn send(
+    pub async fn db(&self) -> TestResult<tokio_postgres::Client> {
+        connect(&self.dbname).await
+    }
+
+    /// A request with a bearer token and, optionally, a JSON body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> TestResult<Reply> {
+        let method = awc::http::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        match body {
+            Some(body) => {
+                let bytes = serde_json::to_vec(&body)?;
+                self.send(request.insert_header(("content-type", "application/json")), Some(&bytes)).await
+            }
+            None => self.send(request, None).await,
+        }
+    }
+
+    /// Creates a platform administrator directly in the database (as `demo` does: the first
+    /// administrator cannot be created through the API) and signs in.
+    pub async fn platform_admin(&self) -> TestResult<Login> {
+        let email = format!("root-{}@example.test", uuid::Uuid::new_v4().simple());
+        let hash = portcullis::crypto::hash_password(PASSWORD)?;
+        self.db()
+            .await?
+            .execute(
+                "INSERT INTO users (id, email, name, password_hash, is_platform_admin) VALUES ($1, $2, 'Root', $3, true)",
+                &[&uuid::Uuid::now_v7(), &email, &hash],
+            )
+            .await?;
+        self.login(&email, PASSWORD).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> TestResult<Login> {
+        let reply = self
+            .call("POST", "/api/v1/auth/login", None, Some(serde_json::json!({"email": email, "password": password})))
+            .await?;
+        if reply.status != 200 {
+            return Err(format!("login failed: {} {}", reply.status, reply.text()).into());
+        }
+        let body = reply.json();
+        Ok(Login {
+            user_id: body["user"]["id"].as_str().unwrap_or_default().to_owned(),
+            email: email.to_owned(),
+            password: password.to_owned(),
+            access: body["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Creates an organization through the API and returns its id.
+    pub async fn create_org(&self, admin: &Login, slug: &str) -> TestResult<String> {
+        let body = serde_json::json!({"name": format!("Org {slug}"), "slug": slug, "timezone": "Europe/Berlin"});
+        let reply = self.call("POST", "/api/v1/orgs", Some(&admin.access), Some(body)).await?;
+        if reply.status != 201 {
+            return Err(format!("create org failed: {} {}", reply.status, reply.text()).into());
+        }
+        Ok(reply.json()["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Creates a user with `role` in `org` through the API and signs them in.
+    pub async fn create_user(&self, admin: &Login, org: &str, role: &str) -> TestResult<Login> {
+        let email = format!("{role}-{}@example.test", uuid::Uuid::new_v4().simple());
+        let body = serde_json::json!({"email": email, "name": format!("A {role}"), "password": PASSWORD, "role": role});
+        let reply = self.call("POST", &format!("/api/v1/orgs/{org}/users"), Some(&admin.access), Some(body)).await?;
+        if reply.status != 201 {
+            return Err(format!("create user failed: {} {}", reply.status, reply.text()).into());
+        }
+        self.login(&email, PASSWORD).await
+    }
+
+    /// Creates an API key through the API; returns (id, key).
+    pub async fn create_key(
         &self,
-        request: awc::ClientRequest,
-        body: Option<&[u8]>,
-    ) -> TestResult<Reply> {
+        admin: &Login,
+        org: &str,
+        scopes: &[&str],
+        gates: &[&str],
+    ) -> TestResult<(String, String)> {
+        let body = serde_json::json!({"name": "test key", "scopes": scopes, "gate_ids": gates});
+        let reply = self.call("POST", &format!("/api/v1/orgs/{org}/api-keys"), Some(&admin.access), Some(body)).await?;
+        if reply.status != 201 {
+            return Err(format!("create key failed: {} {}", reply.status, reply.text()).into());
+        }
+        let body = reply.json();
+        Ok((body["id"].as_str().unwrap_or_default().to_owned(), body["key"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    pub async fn send(&self, request: awc::ClientRequest, body: Option<&[u8]>) -> TestResult<Reply> {
         let mut response = match body {
             Some(bytes) => request.send_body(bytes.to_vec()).await?,
             None => request.send().await?,
         };
         let body = response.body().limit(16 * 1024 * 1024).await?.to_vec();
-        Ok(Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body,
-        })
+        Ok(Reply { status: response.status().as_u16(), headers: response.headers().clone(), body })
     }
 
     pub async fn get(&self, path: &str) -> TestResult<Reply> {

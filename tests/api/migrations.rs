@@ -11,16 +11,7 @@ fn newest_shipped_version() -> i32 {
     std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schema"))
         .into_iter()
         .flatten()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_prefix('V')?
-                .split("__")
-                .next()?
-                .parse()
-                .ok()
-        })
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix('V')?.split("__").next()?.parse().ok())
         .max()
         .unwrap_or(0)
 }
@@ -60,22 +51,11 @@ async fn migrations_create_the_domain_and_are_idempotent() -> TestResult {
     second.close().await?;
 
     let db = connect(&dbname).await?;
-    let applied: i64 = db
-        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
-        .await?
-        .get(0);
-    assert_eq!(
-        applied,
-        i64::from(newest_shipped_version()),
-        "each migration is recorded once"
-    );
+    let applied: i64 = db.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await?.get(0);
+    assert_eq!(applied, i64::from(newest_shipped_version()), "each migration is recorded once");
     for table in DOMAIN_TABLES {
-        let found = db
-            .query_opt(
-                "SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = $1",
-                &[table],
-            )
-            .await?;
+        let found =
+            db.query_opt("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = $1", &[table]).await?;
         assert!(found.is_some(), "table {table} should exist");
     }
     Ok(())
@@ -101,10 +81,7 @@ async fn engines_starting_together_migrate_once() -> TestResult {
 async fn every_tenant_table_has_an_index_led_by_org_id() -> TestResult {
     let dbname = fresh_database().await?;
     let settings = test_settings(&dbname)?;
-    Database::open(&settings.database, &settings.data_dir)
-        .await?
-        .close()
-        .await?;
+    Database::open(&settings.database, &settings.data_dir).await?.close().await?;
     let db = connect(&dbname).await?;
     let rows = db
         .query(
@@ -118,10 +95,7 @@ async fn every_tenant_table_has_an_index_led_by_org_id() -> TestResult {
         )
         .await?;
     let unindexed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    assert!(
-        unindexed.is_empty(),
-        "tenant tables without an org_id-led index: {unindexed:?}"
-    );
+    assert!(unindexed.is_empty(), "tenant tables without an org_id-led index: {unindexed:?}");
     Ok(())
 }
 
@@ -129,10 +103,7 @@ async fn every_tenant_table_has_an_index_led_by_org_id() -> TestResult {
 async fn the_schema_refuses_to_link_rows_across_organizations() -> TestResult {
     let dbname = fresh_database().await?;
     let settings = test_settings(&dbname)?;
-    Database::open(&settings.database, &settings.data_dir)
-        .await?
-        .close()
-        .await?;
+    Database::open(&settings.database, &settings.data_dir).await?.close().await?;
     let db = connect(&dbname).await?;
     let (org_a, org_b, zone_a) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     db.execute(
@@ -140,11 +111,7 @@ async fn the_schema_refuses_to_link_rows_across_organizations() -> TestResult {
         &[&org_a, &org_b],
     )
     .await?;
-    db.execute(
-        "INSERT INTO zones (id, org_id, name) VALUES ($1, $2, 'Lobby')",
-        &[&zone_a, &org_a],
-    )
-    .await?;
+    db.execute("INSERT INTO zones (id, org_id, name) VALUES ($1, $2, 'Lobby')", &[&zone_a, &org_a]).await?;
     // A gate of organization B pointing at organization A's zone.
     let crossed = db
         .execute(

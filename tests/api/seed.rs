@@ -34,37 +34,16 @@ async fn demo_credentials_have_the_documented_shape_and_usable_passes() -> TestR
     let creds = seeded(None, &dbname).await?;
     let json = serde_json::to_value(&creds)?;
     for key in ["org_id", "platform_admin", "admin", "gates", "passes"] {
-        assert!(
-            json.get(key).is_some(),
-            "demo-credentials.json lacks `{key}`"
-        );
+        assert!(json.get(key).is_some(), "demo-credentials.json lacks `{key}`");
     }
-    assert!(
-        creds.gates.len() >= 2
-            && creds
-                .gates
-                .iter()
-                .all(|g| g.device_key.starts_with("pcl_live_"))
-    );
+    assert!(creds.gates.len() >= 2 && creds.gates.iter().all(|g| g.device_key.starts_with("pcl_live_")));
     let kinds: Vec<&Value> = creds.passes.iter().map(|p| &p.credential["kind"]).collect();
     assert!(kinds.contains(&&Value::from("qr")), "{kinds:?}");
-    let card = creds
-        .passes
-        .iter()
-        .find(|p| p.credential["kind"] == "card")
-        .map(|p| &p.credential);
+    let card = creds.passes.iter().find(|p| p.credential["kind"] == "card").map(|p| &p.credential);
     let card = card.cloned().unwrap_or_default();
     assert_eq!(card["format"], "h10301");
-    assert!(
-        card["facility_code"].is_u64() && card["card_number"].is_u64(),
-        "{card}"
-    );
-    assert!(
-        creds
-            .passes
-            .iter()
-            .any(|p| json_type(&p.pass_type) == "single")
-    );
+    assert!(card["facility_code"].is_u64() && card["card_number"].is_u64(), "{card}");
+    assert!(creds.passes.iter().any(|p| json_type(&p.pass_type) == "single"));
 
     // Every pass is active and valid now, and its rule opens the zone of every demo gate.
     let db = connect(&dbname).await?;
@@ -80,17 +59,8 @@ async fn demo_credentials_have_the_documented_shape_and_usable_passes() -> TestR
             )
             .await?;
         assert_eq!(row.get::<_, String>(0), "active", "{}", pass.holder_name);
-        assert!(
-            row.get::<_, bool>(1),
-            "{} should be valid now",
-            pass.holder_name
-        );
-        assert_eq!(
-            row.get::<_, i64>(2),
-            0,
-            "{} should open every demo gate",
-            pass.holder_name
-        );
+        assert!(row.get::<_, bool>(1), "{} should be valid now", pass.holder_name);
+        assert_eq!(row.get::<_, i64>(2), 0, "{} should open every demo gate", pass.holder_name);
     }
     Ok(())
 }
@@ -110,20 +80,10 @@ async fn seeding_twice_changes_nothing() -> TestResult {
     let keys_before = count(&db, "SELECT count(*) FROM api_keys").await?;
     let second = seeded(Some(first.clone()), &dbname).await?;
     assert_eq!(count(&db, tally).await?, before);
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM api_keys").await?,
-        keys_before,
-        "no key re-issued"
-    );
+    assert_eq!(count(&db, "SELECT count(*) FROM api_keys").await?, keys_before, "no key re-issued");
     assert_eq!(first.org_id, second.org_id);
-    assert_eq!(
-        serde_json::to_value(&first.gates)?,
-        serde_json::to_value(&second.gates)?
-    );
-    assert_eq!(
-        serde_json::to_value(&first.passes)?,
-        serde_json::to_value(&second.passes)?
-    );
+    assert_eq!(serde_json::to_value(&first.gates)?, serde_json::to_value(&second.gates)?);
+    assert_eq!(serde_json::to_value(&first.passes)?, serde_json::to_value(&second.passes)?);
     assert_eq!(first.admin.password, second.admin.password);
     Ok(())
 }
@@ -141,28 +101,11 @@ async fn without_the_previous_file_secrets_are_reissued_and_the_old_ones_die() -
         assert_ne!(old.device_key, new.device_key);
         let live = |key: &str| crypto::keyed_hash(&pepper, crypto::API_KEY_PURPOSE, key);
         let sql = "SELECT count(*) FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
-        assert_eq!(
-            db.query_one(sql, &[&live(&old.device_key)])
-                .await?
-                .get::<_, i64>(0),
-            0,
-            "old key revoked"
-        );
-        assert_eq!(
-            db.query_one(sql, &[&live(&new.device_key)])
-                .await?
-                .get::<_, i64>(0),
-            1,
-            "new key live"
-        );
+        assert_eq!(db.query_one(sql, &[&live(&old.device_key)]).await?.get::<_, i64>(0), 0, "old key revoked");
+        assert_eq!(db.query_one(sql, &[&live(&new.device_key)]).await?.get::<_, i64>(0), 1, "new key live");
     }
-    let hash: String = db
-        .query_one(
-            "SELECT password_hash FROM users WHERE email = $1",
-            &[&second.admin.email],
-        )
-        .await?
-        .get(0);
+    let hash: String =
+        db.query_one("SELECT password_hash FROM users WHERE email = $1", &[&second.admin.email]).await?.get(0);
     assert!(crypto::verify_password(&second.admin.password, &hash));
     assert!(!crypto::verify_password(&first.admin.password, &hash));
     Ok(())
@@ -174,46 +117,25 @@ async fn no_password_or_key_is_stored_in_the_clear() -> TestResult {
     let creds = seeded(None, &dbname).await?;
     let db = connect(&dbname).await?;
     let tables: Vec<String> = db
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
     let mut everything = String::new();
     for table in tables {
-        let row = db
-            .query_one(
-                &format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"),
-                &[],
-            )
-            .await?;
+        let row = db.query_one(&format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"), &[]).await?;
         everything.push_str(row.get::<_, &str>(0));
     }
-    assert!(
-        everything.contains(&creds.org_id.to_string()),
-        "the dump should contain the seeded rows"
-    );
+    assert!(everything.contains(&creds.org_id.to_string()), "the dump should contain the seeded rows");
     let mut secrets: Vec<&str> = creds.gates.iter().map(|g| g.device_key.as_str()).collect();
     secrets.push(&creds.admin.password);
     secrets.push(&creds.platform_admin.password);
     secrets.extend(creds.users.iter().map(|u| u.password.as_str()));
     for secret in secrets {
-        assert!(
-            !everything.contains(secret),
-            "a secret is stored in the clear"
-        );
+        assert!(!everything.contains(secret), "a secret is stored in the clear");
     }
-    let seed = creds
-        .passes
-        .iter()
-        .find_map(|p| p.credential["seed"].as_str())
-        .unwrap_or_default();
-    assert!(
-        !seed.is_empty() && !everything.contains(seed),
-        "QR seeds are derived, never stored"
-    );
+    let seed = creds.passes.iter().find_map(|p| p.credential["seed"].as_str()).unwrap_or_default();
+    assert!(!seed.is_empty() && !everything.contains(seed), "QR seeds are derived, never stored");
     Ok(())
 }

@@ -9,41 +9,20 @@ async fn health_answers_ok_with_a_request_id() -> TestResult {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["status"], "ok");
     let id = reply.header("x-request-id").unwrap_or_default();
-    assert!(
-        uuid::Uuid::parse_str(&id).is_ok(),
-        "request id `{id}` should be a UUID"
-    );
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "request id `{id}` should be a UUID");
     Ok(())
 }
 
 #[actix_web::test]
 async fn a_sane_client_request_id_is_echoed_and_an_unsafe_one_replaced() -> TestResult {
     let app = spawn_app().await?;
-    let reply = app
-        .send(
-            app.client
-                .get(app.url("/health"))
-                .insert_header(("x-request-id", "turnstile-7.42")),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        reply.header("x-request-id").as_deref(),
-        Some("turnstile-7.42")
-    );
-    let reply = app
-        .send(
-            app.client
-                .get(app.url("/health"))
-                .insert_header(("x-request-id", "a b<script>")),
-            None,
-        )
-        .await?;
+    let reply =
+        app.send(app.client.get(app.url("/health")).insert_header(("x-request-id", "turnstile-7.42")), None).await?;
+    assert_eq!(reply.header("x-request-id").as_deref(), Some("turnstile-7.42"));
+    let reply =
+        app.send(app.client.get(app.url("/health")).insert_header(("x-request-id", "a b<script>")), None).await?;
     let id = reply.header("x-request-id").unwrap_or_default();
-    assert!(
-        uuid::Uuid::parse_str(&id).is_ok(),
-        "unsafe id should be replaced, got `{id}`"
-    );
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "unsafe id should be replaced, got `{id}`");
     Ok(())
 }
 
@@ -55,17 +34,11 @@ async fn ready_reports_the_database_and_turns_503_when_it_is_gone() -> TestResul
     assert_eq!(reply.json()["checks"]["database"], "ok");
 
     // Take the database away under the running engine.
-    connect("postgres")
-        .await?
-        .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", app.dbname))
-        .await?;
+    connect("postgres").await?.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", app.dbname)).await?;
     let reply = app.get("/ready").await?;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.error_code().as_deref(), Some("not_ready"));
-    assert_eq!(
-        reply.json()["error"]["details"]["checks"]["database"],
-        "unreachable"
-    );
+    assert_eq!(reply.json()["error"]["details"]["checks"]["database"], "unreachable");
     // Liveness is not readiness: the process still answers.
     assert_eq!(app.get("/health").await?.status, 200);
     Ok(())
@@ -77,10 +50,7 @@ async fn version_names_the_build_and_the_schema() -> TestResult {
     let body = app.get("/version").await?.json();
     assert_eq!(body["name"], "portcullis");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-    assert!(
-        body["schema_version"].as_i64().is_some_and(|v| v >= 1),
-        "{body}"
-    );
+    assert!(body["schema_version"].as_i64().is_some_and(|v| v >= 1), "{body}");
     Ok(())
 }
 
@@ -91,34 +61,15 @@ async fn metrics_expose_portcullis_series_for_requests_served() -> TestResult {
     app.get("/no-such-route").await?;
     let reply = app.get("/metrics").await?;
     assert_eq!(reply.status, 200);
-    assert!(
-        reply
-            .header("content-type")
-            .unwrap_or_default()
-            .starts_with("text/plain")
-    );
+    assert!(reply.header("content-type").unwrap_or_default().starts_with("text/plain"));
     let text = reply.text();
-    assert!(
-        text.contains(
-            r#"portcullis_http_requests_total{method="GET",route="/health",status="200"}"#
-        ),
-        "{text}"
-    );
+    assert!(text.contains(r#"portcullis_http_requests_total{method="GET",route="/health",status="200"}"#), "{text}");
     // Unknown paths are grouped, so scanners cannot blow up the series count.
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
-    assert!(
-        text.contains("portcullis_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("portcullis_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("portcullis_db_pool_connections"), "{text}");
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        assert!(
-            line.starts_with("portcullis_"),
-            "every metric is portcullis_*: {line}"
-        );
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        assert!(line.starts_with("portcullis_"), "every metric is portcullis_*: {line}");
     }
     Ok(())
 }

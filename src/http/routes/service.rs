@@ -23,26 +23,18 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let probe = async {
         let client = state.pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| e.to_string())?;
+        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
     match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(())) => {
-            Ok(HttpResponse::Ok()
-                .json(json!({ "status": "ready", "checks": { "database": "ok" } })))
-        }
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": { "database": "ok" } }))),
         outcome => {
             let reason = match outcome {
                 Ok(Err(err)) => err,
                 _ => "timed out".to_owned(),
             };
             tracing::warn!(%reason, "readiness check failed: database");
-            Err(ApiError::NotReady {
-                checks: BTreeMap::from([("database", "unreachable".to_owned())]),
-            })
+            Err(ApiError::NotReady { checks: BTreeMap::from([("database", "unreachable".to_owned())]) })
         }
     }
 }
@@ -59,15 +51,11 @@ pub async fn version(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let status = state.pool.status();
     metrics::gauge!("portcullis_db_pool_connections", "state" => "open").set(status.size as f64);
-    metrics::gauge!("portcullis_db_pool_connections", "state" => "idle")
-        .set(status.available as f64);
+    metrics::gauge!("portcullis_db_pool_connections", "state" => "idle").set(status.available as f64);
     metrics::gauge!("portcullis_db_pool_waiting").set(status.waiting as f64);
     metrics::gauge!("portcullis_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
     state.metrics.run_upkeep();
     HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        ))
+        .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(state.metrics.render())
 }

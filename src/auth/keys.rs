@@ -1,0 +1,146 @@
+//! API keys for devices and integrations: created, rotated and revoked here, for the HTTP routes
+//! and for the `portcullis api-key` command alike. The secret exists only in the value returned
+//! at creation or rotation; the database keeps its HMAC.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, Event};
+use crate::auth::permissions::Scope;
+use crate::crypto::{self, KeyEnv};
+use crate::db::query_json_opt;
+use crate::error::ApiError;
+
+/// The columns a client may see (never `key_hash`).
+pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from";
+
+/// A checked request for a new key.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub name: String,
+    pub env: KeyEnv,
+    pub scopes: Vec<Scope>,
+    pub gate_ids: Vec<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeySpec {
+    /// Checks what can be checked without the database; errors name the field.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::field("name", "must be 1 to 200 characters"));
+        }
+        if self.scopes.is_empty() {
+            return Err(ApiError::field("scopes", "must name at least one scope"));
+        }
+        if self.scopes.contains(&Scope::GateDecide) && self.gate_ids.is_empty() {
+            return Err(ApiError::field("gate_ids", "a gate:decide key must be bound to its gates"));
+        }
+        if self.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(ApiError::field("expires_at", "must be in the future"));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a key in `org_id`; returns its public description with the secret `key` added.
+pub async fn create(
+    client: &impl GenericClient,
+    pepper: &SecretString,
+    org_id: Uuid,
+    spec: &KeySpec,
+    actor: Actor,
+    rotated_from: Option<Uuid>,
+) -> Result<Value, ApiError> {
+    spec.check()?;
+    let known: i64 = client
+        .query_one("SELECT count(*) FROM gates WHERE org_id = $1 AND id = ANY($2)", &[&org_id, &spec.gate_ids])
+        .await?
+        .try_get(0)?;
+    let mut unique = spec.gate_ids.clone();
+    unique.sort();
+    unique.dedup();
+    if usize::try_from(known).ok() != Some(unique.len()) {
+        return Err(ApiError::field("gate_ids", "every gate must belong to this organization"));
+    }
+    let new = crypto::new_api_key(spec.env, pepper);
+    let id = Uuid::now_v7();
+    let scopes: Vec<String> = spec.scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    client
+        .execute(
+            "INSERT INTO api_keys (id, org_id, name, env, prefix, key_hash, scopes, gate_ids, created_by, expires_at, rotated_from)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &id, &org_id, &spec.name.trim(), &spec.env.as_str(), &new.prefix, &new.hash, &scopes, &unique,
+                &actor.user_id, &spec.expires_at, &rotated_from,
+            ],
+        )
+        .await?;
+    let action = if rotated_from.is_some() { "api_key.rotated" } else { "api_key.created" };
+    let details =
+        json!({ "scopes": scopes, "env": spec.env.as_str(), "gate_ids": unique, "rotated_from": rotated_from });
+    audit::record(client, actor, Event::new(Some(org_id), action, "api_key", id).details(details)).await?;
+    let mut key = describe(client, org_id, id).await?;
+    key["key"] = json!(secrecy::ExposeSecret::expose_secret(&new.key));
+    Ok(key)
+}
+
+/// The public description of a key of `org_id`.
+pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<Value, ApiError> {
+    query_json_opt(
+        client,
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
+        &[&org_id, &id],
+    )
+    .await?
+    .ok_or(ApiError::NotFound("api key"))
+}
+
+/// Locks a live key of `org_id` for a change; 404 if unknown, 409 `key_revoked` if revoked.
+async fn lock_live(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<tokio_postgres::Row, ApiError> {
+    let row = client
+        .query_opt(
+            "SELECT name, env, scopes, gate_ids, expires_at, revoked_at IS NOT NULL FROM api_keys
+             WHERE org_id = $1 AND id = $2 FOR UPDATE",
+            &[&org_id, &id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("api key"))?;
+    if row.try_get::<_, bool>(5)? {
+        return Err(ApiError::Conflict { code: "key_revoked", message: "the key is revoked".into() });
+    }
+    Ok(row)
+}
+
+/// Replaces a key by a new one with the same attributes, atomically: when this returns (and the
+/// caller's transaction commits) the old key no longer works and the new one does.
+pub async fn rotate(
+    client: &impl GenericClient,
+    pepper: &SecretString,
+    org_id: Uuid,
+    id: Uuid,
+    actor: Actor,
+) -> Result<Value, ApiError> {
+    let row = lock_live(client, org_id, id).await?;
+    let scopes: Vec<String> = row.try_get(2)?;
+    let spec = KeySpec {
+        name: row.try_get(0)?,
+        env: if row.try_get::<_, &str>(1)? == "test" { KeyEnv::Test } else { KeyEnv::Live },
+        scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+        gate_ids: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+    };
+    client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
+    create(client, pepper, org_id, &spec, actor, Some(id)).await
+}
+
+pub async fn revoke(client: &impl GenericClient, org_id: Uuid, id: Uuid, actor: Actor) -> Result<Value, ApiError> {
+    lock_live(client, org_id, id).await?;
+    client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
+    audit::record(client, actor, Event::new(Some(org_id), "api_key.revoked", "api_key", id)).await?;
+    describe(client, org_id, id).await
+}

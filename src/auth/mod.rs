@@ -1,0 +1,49 @@
+//! Identity and authorization: who is calling, and may they do this here.
+//!
+//! - [`permissions`] — the permission table (roles) and API-key scopes.
+//! - [`tokens`] — JWT access tokens and single-use refresh tokens.
+//! - [`principal`] — resolving a bearer token to a [`principal::Principal`], and the
+//!   [`principal::Authorized`] extractor that every organization route uses.
+//! - [`cache`] — per-user roles, cached with a TTL and invalidated on change.
+//! - [`limits`] — login rate limits per account and per client address.
+//! - [`sessions`] — login, refresh, logout, password change.
+//! - [`keys`] — API keys: create, rotate, revoke (HTTP and CLI).
+
+pub mod cache;
+pub mod keys;
+pub mod limits;
+pub mod permissions;
+pub mod principal;
+pub mod sessions;
+pub mod tokens;
+
+use secrecy::SecretString;
+
+use crate::config::{AuthSettings, Secrets};
+use cache::AccessCache;
+use limits::LoginLimiter;
+use tokens::TokenKeys;
+
+/// Everything authentication needs, shared by all workers.
+pub struct AuthContext {
+    pub tokens: TokenKeys,
+    pub pepper: SecretString,
+    pub cache: AccessCache,
+    pub limiter: LoginLimiter,
+}
+
+impl AuthContext {
+    pub fn new(settings: &AuthSettings, secrets: Secrets) -> Self {
+        AuthContext {
+            tokens: TokenKeys::new(
+                &secrets.jwt_secret,
+                secrets.api_key_pepper.clone(),
+                settings.access_token_ttl_secs,
+                settings.refresh_token_ttl_secs,
+            ),
+            pepper: secrets.api_key_pepper,
+            cache: AccessCache::new(std::time::Duration::from_secs(settings.permission_cache_ttl_secs)),
+            limiter: LoginLimiter::new(settings.login_attempts_per_account, settings.login_attempts_per_address),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Operator sessions: login, refresh (single-use tokens, reuse revokes the session), logout,
+//! password change, and the sweep of expired sessions.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::web;
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Pool;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, Event};
+use crate::auth::cache::UserAccess;
+use crate::auth::principal::UserPrincipal;
+use crate::auth::tokens::TokenKeys;
+use crate::crypto;
+use crate::error::ApiError;
+use crate::http::AppState;
+
+pub const MIN_PASSWORD_CHARS: usize = 12;
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// What login and refresh answer (API.md).
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: SecretString,
+    pub expires_in: u64,
+    pub user: Arc<UserAccess>,
+}
+
+impl TokenPair {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token.expose_secret(),
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "user": user_json(&self.user),
+        })
+    }
+}
+
+/// `GET /me` and the `user` of a token pair.
+pub fn user_json(user: &UserAccess) -> Value {
+    let mut roles: Vec<Value> =
+        user.roles.iter().map(|(org_id, role)| json!({ "org_id": org_id, "role": role })).collect();
+    roles.sort_by_key(|r| r["org_id"].to_string());
+    json!({
+        "id": user.user_id, "email": user.email, "name": user.name,
+        "is_platform_admin": user.is_platform_admin, "roles": roles,
+    })
+}
+
+/// A well-formed hash of nothing, verified when the account does not exist so that a failed
+/// login takes as long whether or not the email is known.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| crypto::hash_password("decoy password that matches nothing").unwrap_or_default())
+}
+
+/// Checks a new password against the policy; the error names `field`.
+pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::field(field, format!("must be at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::field(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// argon2 is deliberately slow: run it off the async workers.
+pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
+    Ok(web::block(move || crypto::verify_password(&password, &hash)).await?)
+}
+
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    web::block(move || crypto::hash_password(&password)).await?.map_err(ApiError::internal)
+}
+
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: String,
+    addr: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<TokenPair, ApiError> {
+    let email = email.trim().to_lowercase();
+    state.auth.limiter.check(&email, addr)?;
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt("SELECT id, password_hash, disabled_at IS NOT NULL FROM users WHERE email = $1", &[&email])
+        .await?;
+    let (user_id, hash, disabled) = match &row {
+        Some(row) => (Some(row.try_get::<_, Uuid>(0)?), row.try_get::<_, String>(1)?, row.try_get::<_, bool>(2)?),
+        None => (None, decoy_hash().to_owned(), false),
+    };
+    let matches = verify_password(password, hash).await?;
+    let failure = match (user_id, matches, disabled) {
+        (None, _, _) => Some("unknown_account"),
+        (Some(_), false, _) => Some("wrong_password"),
+        (Some(_), true, true) => Some("account_disabled"),
+        (Some(_), true, false) => None,
+    };
+    let actor = Actor::user(user_id, addr);
+    if let Some(reason) = failure {
+        metrics::counter!("portcullis_logins_total", "outcome" => "failed").increment(1);
+        let target = user_id.map(|id| id.to_string()).unwrap_or_default();
+        let event = Event::new(None, "auth.login_failed", "user", target).details(json!({ "reason": reason }));
+        audit::record(&client, actor, event).await?;
+        // One answer for every failure: it must not tell whether the email exists.
+        return Err(ApiError::InvalidCredentials);
+    }
+    let user_id = user_id.ok_or(ApiError::InvalidCredentials)?;
+    let session_id = Uuid::now_v7();
+    let (refresh_token, refresh_hash) = state.auth.tokens.new_refresh(session_id);
+    let expires_at =
+        Utc::now() + Duration::seconds(i64::try_from(state.auth.tokens.refresh_ttl_secs).unwrap_or(i64::MAX));
+    client
+        .execute(
+            "INSERT INTO sessions (id, user_id, refresh_token_hash, expires_at, client_addr, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&session_id, &user_id, &refresh_hash, &expires_at, &addr, &user_agent],
+        )
+        .await?;
+    audit::record(&client, actor, Event::new(None, "auth.login", "session", session_id)).await?;
+    metrics::counter!("portcullis_logins_total", "outcome" => "succeeded").increment(1);
+    let user = state.auth.cache.get(&client, user_id).await?.ok_or(ApiError::InvalidCredentials)?;
+    Ok(TokenPair {
+        access_token: state.auth.tokens.issue_access(user_id, session_id)?,
+        refresh_token,
+        expires_in: state.auth.tokens.access_ttl_secs,
+        user,
+    })
+}
+
+pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Result<TokenPair, ApiError> {
+    let session_id = TokenKeys::refresh_session(token).ok_or(ApiError::InvalidToken)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT user_id, refresh_token_hash, revoked_at, expires_at FROM sessions WHERE id = $1 FOR UPDATE",
+            &[&session_id],
+        )
+        .await?;
+    let Some(row) = row else { return Err(ApiError::InvalidToken) };
+    let user_id: Uuid = row.try_get(0)?;
+    if row.try_get::<_, Option<DateTime<Utc>>>(2)?.is_some() {
+        return Err(ApiError::InvalidToken);
+    }
+    if row.try_get::<_, DateTime<Utc>>(3)? <= Utc::now() {
+        return Err(ApiError::TokenExpired);
+    }
+    if row.try_get::<_, &[u8]>(1)? != state.auth.tokens.refresh_hash(token).as_slice() {
+        // An old token of a live session: it was copied. End the session for everyone holding it.
+        tx.execute(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reused' WHERE id = $1",
+            &[&session_id],
+        )
+        .await?;
+        audit::record(
+            &tx,
+            Actor::user(Some(user_id), addr),
+            Event::new(None, "auth.refresh_reuse_detected", "session", session_id),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::InvalidToken);
+    }
+    let user = match state.auth.cache.get(&tx, user_id).await? {
+        Some(user) if !user.disabled => user,
+        _ => return Err(ApiError::InvalidToken),
+    };
+    let (refresh_token, refresh_hash) = state.auth.tokens.new_refresh(session_id);
+    tx.execute(
+        "UPDATE sessions SET refresh_token_hash = $2, last_used_at = now() WHERE id = $1",
+        &[&session_id, &refresh_hash],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(TokenPair {
+        access_token: state.auth.tokens.issue_access(user_id, session_id)?,
+        refresh_token,
+        expires_in: state.auth.tokens.access_ttl_secs,
+        user,
+    })
+}
+
+pub async fn logout(state: &AppState, user: &UserPrincipal, addr: Option<IpAddr>) -> Result<(), ApiError> {
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1 AND revoked_at IS NULL",
+            &[&user.session_id],
+        )
+        .await?;
+    let actor = Actor::user(Some(user.access.user_id), addr);
+    audit::record(&client, actor, Event::new(None, "auth.logout", "session", user.session_id)).await?;
+    Ok(())
+}
+
+pub async fn change_password(
+    state: &AppState,
+    user: &UserPrincipal,
+    current: String,
+    new: String,
+    addr: Option<IpAddr>,
+) -> Result<(), ApiError> {
+    check_password_policy("new_password", &new)?;
+    if current == new {
+        return Err(ApiError::field("new_password", "must differ from the current password"));
+    }
+    // Guessing the current password through this route is rate limited like login.
+    state.auth.limiter.check(&user.access.email, addr)?;
+    let user_id = user.access.user_id;
+    let mut client = state.pool.get().await?;
+    let hash: String =
+        client.query_one("SELECT password_hash FROM users WHERE id = $1", &[&user_id]).await?.try_get(0)?;
+    let actor = Actor::user(Some(user_id), addr);
+    if !verify_password(current, hash).await? {
+        let event = Event::new(None, "auth.password_change_failed", "user", user_id);
+        audit::record(&client, actor, event).await?;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let new_hash = hash_password(new).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now() WHERE id = $1",
+        &[&user_id, &new_hash],
+    )
+    .await?;
+    let ended = tx
+        .execute(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'password_changed'
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+            &[&user_id, &user.session_id],
+        )
+        .await?;
+    let event = Event::new(None, "auth.password_changed", "user", user_id).details(json!({ "sessions_ended": ended }));
+    audit::record(&tx, actor, event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes sessions past their expiry (they can no longer be refreshed or used).
+pub async fn sweep_expired(pool: &Pool) -> Result<u64, ApiError> {
+    let client = pool.get().await?;
+    Ok(client.execute("DELETE FROM sessions WHERE expires_at < now()", &[]).await?)
+}

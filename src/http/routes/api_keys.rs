@@ -1,0 +1,122 @@
+//! `/api/v1/orgs/{org}/api-keys`: keys for devices and integrations.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::Actor;
+use crate::auth::keys::{self, KEY_COLUMNS, KeySpec};
+use crate::auth::permissions::Scope;
+use crate::auth::principal::{Authorized, ClientAddr, policy};
+use crate::crypto::KeyEnv;
+use crate::db::query_json;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::extract::Json;
+use crate::http::pagination::{self, Page};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    gate_ids: Vec<Uuid>,
+    env: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+fn key_id(path: &(String, String)) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(&path.1).map_err(|_| ApiError::NotFound("api key"))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::KeysManage>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let mut scopes = Vec::new();
+    for (i, scope) in body.scopes.iter().enumerate() {
+        scopes.push(scope.parse::<Scope>().map_err(|e| ApiError::field(format!("scopes[{i}]"), e.to_string()))?);
+    }
+    let env = match body.env.as_deref() {
+        None | Some("live") => KeyEnv::Live,
+        Some("test") => KeyEnv::Test,
+        Some(_) => return Err(ApiError::field("env", "must be `live` or `test`")),
+    };
+    // Nobody mints a key that can do more than they can.
+    let role = auth.principal.role_in(auth.org.id).ok_or(ApiError::Forbidden)?;
+    if let Some(scope) = scopes.iter().find(|s| !s.grantable_by(role)) {
+        return Err(ApiError::field("scopes", format!("your role may not grant `{scope}`")));
+    }
+    let spec = KeySpec { name: body.name, env, scopes, gate_ids: body.gate_ids, expires_at: body.expires_at };
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = keys::create(&tx, &state.auth.pepper, auth.org.id, &spec, Actor::of(&auth.principal, addr), None).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(key))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::KeysManage>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
+    let client = state.pool.get().await?;
+    let items = query_json(
+        &client,
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"),
+        &[&auth.org.id, &after, &(limit + 1)],
+    )
+    .await?;
+    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    Ok(HttpResponse::Ok().json(page))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::KeysManage>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(HttpResponse::Ok().json(keys::describe(&client, auth.org.id, key_id(&path)?).await?))
+}
+
+pub async fn rotate(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::KeysManage>,
+    path: web::Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(&path)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(key))
+}
+
+pub async fn revoke(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::KeysManage>,
+    path: web::Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(&path)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = keys::revoke(&tx, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(key))
+}

@@ -1,0 +1,83 @@
+//! `/api/v1/auth/*` and `/api/v1/me`.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::auth::principal::{Authenticated, ClientAddr, Principal, UserPrincipal};
+use crate::auth::sessions::{self, user_json};
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::extract::Json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+fn operator(principal: Principal) -> Result<UserPrincipal, ApiError> {
+    match principal {
+        Principal::User(user) => Ok(user),
+        Principal::Key(_) => Err(ApiError::Forbidden),
+    }
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user_agent =
+        req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect());
+    let pair = sessions::login(&state, &body.email, body.password, addr, user_agent).await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(pair.to_json()))
+}
+
+pub async fn refresh(
+    state: web::Data<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let pair = sessions::refresh(&state, &body.refresh_token, addr).await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(pair.to_json()))
+}
+
+pub async fn logout(
+    state: web::Data<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Authenticated(principal): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    sessions::logout(&state, &operator(principal)?, addr).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn change_password(
+    state: web::Data<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Authenticated(principal): Authenticated,
+    Json(body): Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = operator(principal)?;
+    sessions::change_password(&state, &user, body.current_password, body.new_password, addr).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn me(Authenticated(principal): Authenticated) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(user_json(&operator(principal)?.access)))
+}
