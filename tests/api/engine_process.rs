@@ -166,10 +166,22 @@ impl Drop for Engine {
 
 /// Plain HTTP/1.1 GET, so this test needs no runtime.
 fn http_get(port: u16, path: &str) -> TestResult<(u16, String)> {
+    http(port, "GET", path, None, None)
+}
+
+/// Plain HTTP/1.1 with an optional bearer token and JSON body.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> TestResult<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -217,12 +229,30 @@ fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestRe
     assert!(text.contains("already using data dir"), "{text}");
     assert_eq!(http_get(port, "/ready")?.0, 200, "the first engine is unharmed");
 
+    // Sign in with the demo's admin and mint a key: none of it may reach the log.
+    let login = serde_json::json!({"email": creds["admin"]["email"], "password": creds["admin"]["password"]});
+    let (status, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login))?;
+    assert_eq!(status, 200, "the demo admin can sign in: {body}");
+    let tokens: Value = serde_json::from_str(&body)?;
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    let org_id = creds["org_id"].as_str().unwrap_or_default();
+    let key_body = serde_json::json!({"name": "log check", "scopes": ["org:read"]});
+    let (status, body) = http(port, "POST", &format!("/api/v1/orgs/{org_id}/api-keys"), Some(access), Some(&key_body))?;
+    assert_eq!(status, 201, "{body}");
+    let minted: Value = serde_json::from_str(&body)?;
+
     let (status, log) = engine.terminate()?;
     assert!(status.success(), "clean exit on SIGTERM: {status}\n{log}");
     assert!(log.contains("managed PostgreSQL stopped"), "{log}");
     assert!(!postmaster_running(&data_dir), "PostgreSQL must stop with the engine");
-    // Nothing secret reached the log.
-    for secret in [&creds["admin"]["password"], &creds["gates"][0]["device_key"]] {
+    assert!(log.contains("auth.login"), "the log records the login (as an audit line)");
+    for secret in [
+        &creds["admin"]["password"],
+        &creds["gates"][0]["device_key"],
+        &tokens["access_token"],
+        &tokens["refresh_token"],
+        &minted["key"],
+    ] {
         let secret = secret.as_str().unwrap_or("missing");
         assert!(!log.contains(secret), "a secret reached the log");
     }

@@ -132,7 +132,6 @@ impl Reply {
 pub struct Login {
     pub user_id: String,
     pub email: String,
-    pub password: String,
     pub access: String,
     pub refresh: String,
 }
@@ -190,7 +189,6 @@ impl TestApp {
         Ok(Login {
             user_id: body["user"]["id"].as_str().unwrap_or_default().to_owned(),
             email: email.to_owned(),
-            password: password.to_owned(),
             access: body["access_token"].as_str().unwrap_or_default().to_owned(),
             refresh: body["refresh_token"].as_str().unwrap_or_default().to_owned(),
         })
@@ -251,4 +249,20 @@ impl TestApp {
 /// The engine binary built for this test run.
 pub fn engine_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+/// Every row of every table of a database, as text: what someone with a copy of it could read.
+pub async fn dump_database(db: &tokio_postgres::Client) -> TestResult<String> {
+    let tables: Vec<String> = db
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut everything = String::new();
+    for table in tables {
+        let row = db.query_one(&format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"), &[]).await?;
+        everything.push_str(row.get::<_, &str>(0));
+    }
+    Ok(everything)
 }

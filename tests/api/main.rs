@@ -2,8 +2,12 @@
 
 mod helpers;
 
+mod api_keys;
+mod authz;
 mod engine_process;
 mod errors;
+mod identity;
 mod migrations;
+mod orgs;
 mod seed;
 mod service;

@@ -7,7 +7,7 @@ use portcullis::demo::{self, DemoCredentials};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::helpers::{JWT_SECRET, PEPPER, TestResult, connect, fresh_database, test_settings};
+use crate::helpers::{JWT_SECRET, PEPPER, TestResult, connect, dump_database, fresh_database, test_settings};
 
 fn secrets() -> Secrets {
     Secrets {
@@ -115,18 +115,7 @@ async fn without_the_previous_file_secrets_are_reissued_and_the_old_ones_die() -
 async fn no_password_or_key_is_stored_in_the_clear() -> TestResult {
     let dbname = fresh_database().await?;
     let creds = seeded(None, &dbname).await?;
-    let db = connect(&dbname).await?;
-    let tables: Vec<String> = db
-        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut everything = String::new();
-    for table in tables {
-        let row = db.query_one(&format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"), &[]).await?;
-        everything.push_str(row.get::<_, &str>(0));
-    }
+    let everything = dump_database(&connect(&dbname).await?).await?;
     assert!(everything.contains(&creds.org_id.to_string()), "the dump should contain the seeded rows");
     let mut secrets: Vec<&str> = creds.gates.iter().map(|g| g.device_key.as_str()).collect();
     secrets.push(&creds.admin.password);
