@@ -210,3 +210,44 @@ mod tests {
         assert_eq!(serde_json::from_str::<PassType>("\"group\"").ok(), Some(PassType::Group));
     }
 }
+
+string_enum! {
+    /// Why a decision came out as it did. Stable: turnstiles and dashboards key on these.
+    Reason as "reason" {
+        /// Every rule passed.
+        Allowed = "allowed",
+        /// The gate is in free-passage mode.
+        FreePassage = "free_passage",
+        /// A revoked pass leaving (when the organization lets revoked passes exit).
+        RevokedExit = "revoked_exit",
+        UnknownCredential = "unknown_credential",
+        /// The credential could not be read (bad Wiegand parity, malformed QR).
+        InvalidCredential = "invalid_credential",
+        PassRevoked = "pass_revoked",
+        PassSuspended = "pass_suspended",
+        PassExpired = "pass_expired",
+        PassNotActive = "pass_not_active",
+        NotYetValid = "not_yet_valid",
+        OutsideSchedule = "outside_schedule",
+        ZoneNotAllowed = "zone_not_allowed",
+        UsesExhausted = "uses_exhausted",
+        AntiPassback = "anti_passback",
+        EscortRequired = "escort_required",
+        OccupancyFull = "occupancy_full",
+        GateLockedDown = "gate_locked_down",
+        /// The gate only serves the other direction.
+        WrongDirection = "wrong_direction",
+        StaleQr = "stale_qr",
+        QrReplayed = "qr_replayed",
+        /// The admit could not be made durable, so it was refused (fail closed).
+        JournalUnavailable = "journal_unavailable",
+    }
+}
+
+string_enum! {
+    /// The outcome of a decision.
+    Decision as "decision" {
+        Allow = "allow",
+        Deny = "deny",
+    }
+}

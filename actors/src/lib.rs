@@ -17,4 +17,6 @@
 //! └── EventHub            fans events out to SessionActor ×connections
 //! ```
 
+pub mod decision;
 pub mod domain;
+pub mod schedule;

@@ -1,1 +1,10 @@
+//! Portcullis hardware adapters: they translate what readers and panels send into decision calls,
+//! and verdicts back into what the hardware understands.
+//!
+//! - [`wiegand`] — the Wiegand card formats (H10301, H10306, H10304, H10302): decoding with parity
+//!   checks, and encoding.
+//!
+//! OSDP (Control Panel over TCP) and the HTTP dialects of existing panels build on these (see
+//! `../shared/PROTOCOLS.md`).
 
+pub mod wiegand;
