@@ -124,7 +124,7 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
             // Refuse to start without the secrets every authenticated route needs.
             settings.auth.secrets()?;
             let db = Database::open(&settings.database, &settings.data_dir).await?;
-            Application::build(settings, db)?.run_until_stopped().await?;
+            Application::build(settings, db).await?.run_until_stopped().await?;
         }
         Command::Demo(_) => {
             std::fs::create_dir_all(&settings.data_dir)
@@ -143,10 +143,7 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
             };
             let data_dir = settings.data_dir.clone();
             let host = settings.server.bind.ip();
-            let app = match Application::build(settings, db) {
-                Ok(app) => app,
-                Err(err) => return Err(err.into()),
-            };
+            let app = Application::build(settings, db).await?;
             credentials.api_url = format!("http://{host}:{}", app.port());
             let path = demo::write_credentials(&data_dir, &credentials)?;
             tracing::info!(org_id = %credentials.org_id, file = %path.display(), "demo organization ready");

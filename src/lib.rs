@@ -8,6 +8,7 @@
 //! - [`http`] — extractors, the request-context middleware, and the routes.
 //! - [`error`] — [`error::ApiError`], the one error type of the API and its stable codes.
 //! - [`db`] — the PostgreSQL pool, migrations from `schema/`, the managed local cluster.
+//! - [`engine`] — the engine's server side: loading actors, the journal writer, credentials.
 //! - [`demo`] — the idempotent demo seed and `demo-credentials.json`.
 //! - [`crypto`] — password hashing and peppered HMAC for secrets looked up by value.
 //! - [`telemetry`] — tracing logs and the Prometheus recorder.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod demo;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod startup;

@@ -10,6 +10,8 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use portcullis_actors::engine::Engine;
+
 use crate::auth::AuthContext;
 use crate::config::Settings;
 use crate::db::{Database, DbError};
@@ -32,6 +34,8 @@ pub enum StartupError {
     Database(#[from] DbError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::load::LoadError),
 }
 
 /// How often expired sessions and idle rate-limit and permission entries are swept.
@@ -41,17 +45,20 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    engine: Engine,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port) and builds the server; nothing is served
-    /// until [`Application::run_until_stopped`] is awaited.
-    pub fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
+    /// Loads the engine, binds the listener (port 0 picks a free port) and builds the server;
+    /// nothing is served until [`Application::run_until_stopped`] is awaited.
+    pub async fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
+        let engine = crate::engine::start(database.pool(), &settings.engine).await?;
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
         let state = AppState {
+            engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),
             metrics: telemetry::metrics_handle()?,
@@ -81,7 +88,7 @@ impl Application {
         let server = server.run();
         actix_web::rt::spawn(sweep(database.pool().clone(), auth));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
-        Ok(Application { port, server, database })
+        Ok(Application { port, server, database, engine })
     }
 
     pub fn port(&self) -> u16 {
@@ -97,7 +104,11 @@ impl Application {
     /// the managed cluster).
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let served = self.server.await.map_err(StartupError::Server);
-        tracing::info!("HTTP server stopped; closing the database");
+        tracing::info!("HTTP server stopped; flushing the journal");
+        if let Err(err) = self.engine.flush().await {
+            tracing::error!(error = %err, "the journal could not be flushed");
+        }
+        tracing::info!("closing the database");
         let closed = self.database.close().await.map_err(StartupError::from);
         served.and(closed)
     }
@@ -118,5 +129,6 @@ async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
         }
         auth.limiter.retain_recent();
         auth.cache.purge_expired();
+        auth.keys.purge_expired();
     }
 }

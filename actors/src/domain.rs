@@ -251,3 +251,9 @@ string_enum! {
         Deny = "deny",
     }
 }
+
+impl Decision {
+    pub fn is_allow(self) -> bool {
+        self == Decision::Allow
+    }
+}

@@ -5,18 +5,30 @@
 //!   parsed from its stable wire/database spelling and printed back the same way, so the schema's
 //!   `CHECK` constraints, the HTTP API and the decision all speak one language.
 //!
-//! The decision function and the actors (OrgActor, GateActor, PassActor, SessionActor) build on
-//! these types; see `../shared/DESIGN.md` for the supervision tree they will form:
+//! - [`schedule`] — weekdays and time windows in an organization's time zone, with holidays.
+//! - [`decision`] — the pure decision: `decide(&Request) -> Verdict`, and the state after a passage.
+//! - [`engine`] — the registry of actors and the engine's public face (`Engine`).
+//! - [`org_actor`], [`gate_actor`], [`pass_actor`] — the actors.
+//! - [`journal`] — what the actors hand to the PostgreSQL writer, and how.
+//! - [`events`] — the EventHub: numbered, retained, broadcast events per organization.
+//!
+//! The supervision tree:
 //!
 //! ```text
 //! System
 //! ├── OrgActor ×orgs      rules, zones, gates, occupancy, lockdown; sole writer of the credential index
 //! │   ├── GateActor ×gates   serializes a gate's decisions, keeps its entry queue and mode
 //! │   └── PassActor ×active  the one place a pass is consumed or revoked
-//! ├── Journal             group-commits check-ins and pass changes to PostgreSQL
+//! ├── Journal             group-commits check-ins and pass changes to PostgreSQL (portcullis crate)
 //! └── EventHub            fans events out to SessionActor ×connections
 //! ```
 
 pub mod decision;
 pub mod domain;
+pub mod engine;
+pub mod events;
+pub mod gate_actor;
+pub mod journal;
+pub mod org_actor;
+pub mod pass_actor;
 pub mod schedule;

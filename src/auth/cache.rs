@@ -104,3 +104,52 @@ impl AccessCache {
         self.entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
     }
 }
+
+/// What an API key's lookup found, cached so that devices deciding at a gate do not wait on the
+/// database for every swipe.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub key_id: Uuid,
+    pub org_id: Uuid,
+    pub scopes: Vec<crate::auth::permissions::Scope>,
+    pub gate_ids: Vec<Uuid>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked: bool,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub struct KeyCache {
+    // Why a concurrent map: every device request on every worker reads it.
+    entries: DashMap<[u8; 32], (Instant, KeyEntry)>,
+    ttl: Duration,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache { entries: DashMap::new(), ttl }
+    }
+
+    pub fn get(&self, hash: &[u8; 32]) -> Option<KeyEntry> {
+        let entry = self.entries.get(hash)?;
+        (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
+    }
+
+    pub fn put(&self, hash: [u8; 32], entry: KeyEntry) {
+        self.entries.insert(hash, (Instant::now(), entry));
+    }
+
+    pub fn touch(&self, hash: &[u8; 32], at: chrono::DateTime<chrono::Utc>) {
+        if let Some(mut entry) = self.entries.get_mut(hash) {
+            entry.1.last_used_at = Some(at);
+        }
+    }
+
+    /// Forget a key (rotated or revoked through this engine).
+    pub fn invalidate(&self, key_id: Uuid) {
+        self.entries.retain(|_, (_, e)| e.key_id != key_id);
+    }
+
+    pub fn purge_expired(&self) {
+        self.entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+    }
+}

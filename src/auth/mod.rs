@@ -20,7 +20,7 @@ pub mod tokens;
 use secrecy::SecretString;
 
 use crate::config::{AuthSettings, Secrets};
-use cache::AccessCache;
+use cache::{AccessCache, KeyCache};
 use limits::LoginLimiter;
 use tokens::TokenKeys;
 
@@ -29,6 +29,7 @@ pub struct AuthContext {
     pub tokens: TokenKeys,
     pub pepper: SecretString,
     pub cache: AccessCache,
+    pub keys: KeyCache,
     pub limiter: LoginLimiter,
 }
 
@@ -43,6 +44,7 @@ impl AuthContext {
             ),
             pepper: secrets.api_key_pepper,
             cache: AccessCache::new(std::time::Duration::from_secs(settings.permission_cache_ttl_secs)),
+            keys: KeyCache::new(std::time::Duration::from_secs(settings.permission_cache_ttl_secs)),
             limiter: LoginLimiter::new(settings.login_attempts_per_account, settings.login_attempts_per_address),
         }
     }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use portcullis_actors::domain::{AccessMode, Role};
 use uuid::Uuid;
 
-use crate::auth::cache::UserAccess;
+use crate::auth::cache::{KeyEntry, UserAccess};
 use crate::auth::permissions::{Permission, Scope, role_allows};
 use crate::crypto;
 use crate::error::ApiError;
@@ -143,40 +143,17 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.trim().to_owned())
 }
 
+/// The bearer token of a request, for routes that authenticate by hand.
+pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+    bearer(req)
+}
+
 /// Resolves a bearer token to the principal behind it.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let client = state.pool.get().await?;
     if token.starts_with("pcl_") {
-        let hash = crypto::keyed_hash(&state.auth.pepper, crypto::API_KEY_PURPOSE, token);
-        let row = client
-            .query_opt(
-                "SELECT id, org_id, scopes, gate_ids, expires_at, revoked_at, last_used_at
-                 FROM api_keys WHERE key_hash = $1",
-                &[&hash],
-            )
-            .await?;
-        let Some(row) = row else { return Err(ApiError::InvalidToken) };
-        if row.try_get::<_, Option<DateTime<Utc>>>(5)?.is_some() {
-            return Err(ApiError::InvalidToken);
-        }
-        let now = Utc::now();
-        if row.try_get::<_, Option<DateTime<Utc>>>(4)?.is_some_and(|exp| exp <= now) {
-            return Err(ApiError::TokenExpired);
-        }
-        let key_id: Uuid = row.try_get(0)?;
-        let last_used: Option<DateTime<Utc>> = row.try_get(6)?;
-        if last_used.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
-            client.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", &[&key_id]).await?;
-        }
-        let scopes: Vec<String> = row.try_get(2)?;
-        return Ok(Principal::Key(KeyPrincipal {
-            key_id,
-            org_id: row.try_get(1)?,
-            // A scope this build does not know grants nothing.
-            scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
-            gate_ids: row.try_get(3)?,
-        }));
+        return authenticate_key(state, token).await;
     }
+    let client = state.pool.get().await?;
     let claims = state.auth.tokens.verify_access(token)?;
     let live = client
         .query_opt(
@@ -191,6 +168,60 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         Some(access) if !access.disabled => Ok(Principal::User(UserPrincipal { session_id: claims.sid, access })),
         _ => Err(ApiError::InvalidToken),
     }
+}
+
+/// An API key, from the cache when it was seen recently (keys rotated or revoked through this
+/// engine leave the cache at once; the TTL bounds changes made elsewhere).
+async fn authenticate_key(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let hash = crypto::keyed_hash(&state.auth.pepper, crypto::API_KEY_PURPOSE, token);
+    let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { return Err(ApiError::InvalidToken) };
+    let entry = match state.auth.keys.get(&hash) {
+        Some(entry) => entry,
+        None => {
+            let client = state.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT id, org_id, scopes, gate_ids, expires_at, revoked_at IS NOT NULL, last_used_at
+                     FROM api_keys WHERE key_hash = $1",
+                    &[&hash.as_slice()],
+                )
+                .await?;
+            // Unknown keys are not cached: guessing must not fill memory.
+            let Some(row) = row else { return Err(ApiError::InvalidToken) };
+            let scopes: Vec<String> = row.try_get(2)?;
+            let entry = KeyEntry {
+                key_id: row.try_get(0)?,
+                org_id: row.try_get(1)?,
+                // A scope this build does not know grants nothing.
+                scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+                gate_ids: row.try_get(3)?,
+                expires_at: row.try_get(4)?,
+                revoked: row.try_get(5)?,
+                last_used_at: row.try_get(6)?,
+            };
+            state.auth.keys.put(hash, entry.clone());
+            entry
+        }
+    };
+    if entry.revoked {
+        return Err(ApiError::InvalidToken);
+    }
+    let now = Utc::now();
+    if entry.expires_at.is_some_and(|exp| exp <= now) {
+        return Err(ApiError::TokenExpired);
+    }
+    if entry.last_used_at.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
+        state.auth.keys.touch(&hash, now);
+        let pool = state.pool.clone();
+        let key_id = entry.key_id;
+        // Off the request path: a device's swipe never waits for this write.
+        actix_web::rt::spawn(async move {
+            if let Ok(client) = pool.get().await {
+                let _ = client.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", &[&key_id]).await;
+            }
+        });
+    }
+    Ok(Principal::Key(KeyPrincipal { key_id: entry.key_id, org_id: entry.org_id, scopes: entry.scopes, gate_ids: entry.gate_ids }))
 }
 
 fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {

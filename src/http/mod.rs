@@ -21,6 +21,7 @@ pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
     pub auth: Arc<AuthContext>,
+    pub engine: portcullis_actors::engine::Engine,
     pub metrics: PrometheusHandle,
     pub schema_version: i32,
     pub started_at: Instant,

@@ -94,7 +94,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<Te
     let mut settings = test_settings(&dbname)?;
     adjust(&mut settings);
     let db = Database::open(&settings.database, &settings.data_dir).await?;
-    let app = Application::build(settings, db)?;
+    let app = Application::build(settings, db).await?;
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();

@@ -104,6 +104,7 @@ pub async fn rotate(
     let tx = client.transaction().await?;
     let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
+    state.auth.keys.invalidate(id);
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(key))
 }
 
@@ -118,5 +119,6 @@ pub async fn revoke(
     let tx = client.transaction().await?;
     let key = keys::revoke(&tx, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
+    state.auth.keys.invalidate(id);
     Ok(HttpResponse::Ok().json(key))
 }

@@ -230,6 +230,7 @@ pub async fn delete(
     audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
     tx.commit().await?;
     state.auth.cache.clear();
+    state.engine.remove_org(org_id);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,0 +1,291 @@
+//! The registry that ties the actors together, and the engine's public face.
+//!
+//! Readers on the decision path go straight to concurrent maps (gate addresses, the credential
+//! index, organization snapshots); none of them waits behind another actor's mailbox except the
+//! one gate and the one pass a decision is about.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use uuid::Uuid;
+
+use crate::decision::{Gate, OrgPolicy, PassState, Rule};
+use crate::domain::{CredentialKind, Direction, GateMode};
+use crate::events::{Event, EventHub};
+use crate::gate_actor::{Decide, GateActor, Outcome};
+use crate::journal::JournalHandle;
+use crate::org_actor::{Configure, IndexCredentials, OrgActor};
+use crate::pass_actor::{Change, PassActor, PassChange, PassError};
+
+/// An organization's configuration as the decision needs it. Replaced whole on every change.
+#[derive(Debug, Clone)]
+pub struct OrgSnapshot {
+    pub org_id: Uuid,
+    /// Decisions are refused in a blocked organization (they go on in a read-only one).
+    pub access_mode: crate::domain::AccessMode,
+    pub policy: OrgPolicy,
+    pub gates: HashMap<Uuid, Gate>,
+    pub rules: HashMap<Uuid, Rule>,
+    /// Zone id → capacity.
+    pub zones: HashMap<Uuid, Option<i64>>,
+}
+
+/// What a credential lookup finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub pass_id: Uuid,
+    pub credential_id: Uuid,
+    pub kind: CredentialKind,
+}
+
+/// A credential as the gate saw it, already hashed for lookup by the edge.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    pub kind: Option<CredentialKind>,
+    /// Lookup keys to try, in order (a 37-bit Wiegand frame reads two ways).
+    pub lookups: Vec<[u8; 32]>,
+    /// The QR time step, for QR codes.
+    pub qr_step: Option<u64>,
+    /// Set when the edge already knows the answer (unreadable frame, stale QR code).
+    pub verdict: Option<crate::domain::Reason>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such gate")]
+    UnknownGate,
+    #[error("no such pass")]
+    UnknownPass,
+    #[error("the engine is not running")]
+    Unavailable,
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// A pass actor idle this long is passivated.
+    pub pass_idle: Duration,
+    /// Entries kept in each gate's live queue.
+    pub queue_len: usize,
+}
+
+/// Where a pass's state lives right now.
+pub(crate) enum PassSlot {
+    Active(Addr<PassActor>),
+    /// Being passivated: its state is about to move to the dormant map.
+    Draining,
+}
+
+pub(crate) struct Shared {
+    pub(crate) snapshots: DashMap<Uuid, Arc<OrgSnapshot>>,
+    pub(crate) orgs: DashMap<Uuid, Addr<OrgActor>>,
+    pub(crate) gates: DashMap<Uuid, (Uuid, Addr<GateActor>)>,
+    // INVARIANT: written only by OrgActor handlers.
+    pub(crate) credentials: DashMap<(Uuid, [u8; 32]), CredentialRef>,
+    pub(crate) passes: DashMap<Uuid, PassSlot>,
+    /// State of passes without an actor; the actor owns the state while active.
+    pub(crate) dormant: DashMap<Uuid, PassState>,
+    pub(crate) occupancy: DashMap<Uuid, AtomicI64>,
+    pub(crate) journal: JournalHandle,
+    pub(crate) events: EventHub,
+    pub(crate) settings: EngineSettings,
+}
+
+/// A cheap handle to the engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Engine {
+    pub fn new(journal: JournalHandle, settings: EngineSettings, retained_events: usize) -> Self {
+        Engine {
+            shared: Arc::new(Shared {
+                snapshots: DashMap::new(),
+                orgs: DashMap::new(),
+                gates: DashMap::new(),
+                credentials: DashMap::new(),
+                passes: DashMap::new(),
+                dormant: DashMap::new(),
+                occupancy: DashMap::new(),
+                journal,
+                events: EventHub::new(retained_events),
+                settings,
+            }),
+        }
+    }
+
+    pub fn events(&self) -> &EventHub {
+        &self.shared.events
+    }
+
+    /// Installs or replaces an organization's configuration; in force when this returns.
+    pub async fn configure(&self, snapshot: OrgSnapshot) -> Result<(), EngineError> {
+        let org_id = snapshot.org_id;
+        let addr = self
+            .shared
+            .orgs
+            .entry(org_id)
+            .or_insert_with(|| OrgActor::new(org_id, self.clone()).start())
+            .clone();
+        addr.send(Configure(Arc::new(snapshot))).await.map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Removes an organization and everything the engine holds for it.
+    pub fn remove_org(&self, org_id: Uuid) {
+        self.shared.orgs.remove(&org_id);
+        self.shared.snapshots.remove(&org_id);
+        self.shared.gates.retain(|_, (org, _)| *org != org_id);
+        self.shared.credentials.retain(|(org, _), _| *org != org_id);
+        // Active pass actors of the organization passivate on their own once idle.
+        self.shared.dormant.retain(|_, pass| pass.org_id != org_id);
+        self.shared.events.remove(org_id);
+    }
+
+    pub fn snapshot(&self, org_id: Uuid) -> Option<Arc<OrgSnapshot>> {
+        self.shared.snapshots.get(&org_id).map(|s| s.clone())
+    }
+
+    /// The organization a gate belongs to.
+    pub fn gate_org(&self, gate_id: Uuid) -> Option<Uuid> {
+        self.shared.gates.get(&gate_id).map(|g| g.0)
+    }
+
+    /// Adds a pass (issued, or loaded at start) and indexes its credentials; usable when this
+    /// returns.
+    pub async fn add_pass(&self, state: PassState, credentials: Vec<([u8; 32], CredentialRef)>) -> Result<(), EngineError> {
+        let org_id = state.org_id;
+        self.shared.dormant.insert(state.id, state);
+        self.index(org_id, credentials).await
+    }
+
+    /// Indexes credentials through the organization's actor (the index's only writer).
+    pub async fn index(&self, org_id: Uuid, credentials: Vec<([u8; 32], CredentialRef)>) -> Result<(), EngineError> {
+        let addr = self.shared.orgs.get(&org_id).map(|a| a.clone()).ok_or(EngineError::Unavailable)?;
+        addr.send(IndexCredentials(credentials)).await.map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Sets the people inside a zone (at start, from the journal).
+    pub fn set_occupancy(&self, zone_id: Uuid, inside: i64) {
+        self.shared.occupancy.entry(zone_id).or_insert_with(|| AtomicI64::new(0)).store(inside, Ordering::SeqCst);
+    }
+
+    pub fn occupancy(&self, zone_id: Uuid) -> i64 {
+        self.shared.occupancy.get(&zone_id).map_or(0, |n| n.load(Ordering::SeqCst))
+    }
+
+    /// Asks a gate to decide.
+    pub async fn decide(
+        &self,
+        gate_id: Uuid,
+        presented: Presented,
+        direction: Option<Direction>,
+        source: &'static str,
+    ) -> Result<Outcome, EngineError> {
+        let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
+        addr.send(Decide { presented, direction, source, now: None }).await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// Like [`Engine::decide`] at a given instant (tests of time-dependent rules).
+    pub async fn decide_at(
+        &self,
+        gate_id: Uuid,
+        presented: Presented,
+        direction: Option<Direction>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
+        addr.send(Decide { presented, direction, source: "test", now: Some(now) }).await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// The pass's actor, activating it from the dormant state if needed; `None` if the engine
+    /// does not hold the pass.
+    pub(crate) async fn pass_actor(&self, pass_id: Uuid) -> Option<Addr<PassActor>> {
+        loop {
+            match self.shared.passes.entry(pass_id) {
+                Entry::Occupied(slot) => match slot.get() {
+                    PassSlot::Active(addr) => return Some(addr.clone()),
+                    PassSlot::Draining => {}
+                },
+                Entry::Vacant(slot) => {
+                    let state = self.shared.dormant.get(&pass_id)?.clone();
+                    let addr = PassActor::new(state, self.clone()).start();
+                    slot.insert(PassSlot::Active(addr.clone()));
+                    metrics::gauge!("portcullis_pass_actors_active").increment(1.0);
+                    return Some(addr);
+                }
+            }
+            // Passivation finishes within one mailbox turn; wait for it, then activate afresh.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sends a message to a pass's actor, re-activating it if it was passivated meanwhile.
+    pub(crate) async fn with_pass<M, R>(&self, pass_id: Uuid, message: M) -> Result<R, EngineError>
+    where
+        M: Message<Result = Result<R, PassError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        PassActor: Handler<M>,
+    {
+        for _ in 0..8 {
+            let addr = self.pass_actor(pass_id).await.ok_or(EngineError::UnknownPass)?;
+            match addr.send(message.clone()).await {
+                Ok(Err(PassError::Moved)) | Err(_) => continue,
+                Ok(result) => return Ok(result?),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    /// Changes a pass (revoke, suspend, resume, extend, expire); in force at every gate, and
+    /// durable, when this returns.
+    pub async fn change_pass(&self, pass_id: Uuid, change: PassChange, actor: Option<Uuid>) -> Result<PassState, EngineError> {
+        self.with_pass(pass_id, Change { change, actor, at: Utc::now() }).await
+    }
+
+    /// The pass's current state.
+    pub async fn pass_state(&self, pass_id: Uuid) -> Option<PassState> {
+        self.with_pass(pass_id, crate::pass_actor::GetState).await.ok()
+    }
+
+    /// Sets a gate's mode in the organization's configuration and tells the dashboards.
+    pub async fn set_gate_mode(&self, org_id: Uuid, gate_id: Uuid, mode: GateMode) -> Result<(), EngineError> {
+        let mut snapshot = (*self.snapshot(org_id).ok_or(EngineError::UnknownGate)?).clone();
+        snapshot.gates.get_mut(&gate_id).ok_or(EngineError::UnknownGate)?.mode = mode;
+        self.configure(snapshot).await?;
+        self.shared.events.publish(org_id, Event::GateMode { gate_id, mode });
+        Ok(())
+    }
+
+    /// Waits until everything handed to the journal so far is committed (before shutdown).
+    pub async fn flush(&self) -> Result<(), crate::journal::JournalError> {
+        self.shared.journal.write_durable(Vec::new()).await
+    }
+
+    /// Whether the engine holds this pass (loaded or active).
+    pub fn holds_pass(&self, pass_id: Uuid) -> bool {
+        self.shared.dormant.contains_key(&pass_id) || self.shared.passes.contains_key(&pass_id)
+    }
+
+    pub fn publish(&self, org_id: Uuid, event: Event) {
+        self.shared.events.publish(org_id, event);
+    }
+
+    /// Pass actors currently active.
+    pub fn active_pass_actors(&self) -> usize {
+        self.shared.passes.len()
+    }
+
+    /// Recent entries of a gate, newest last.
+    pub async fn gate_queue(&self, gate_id: Uuid) -> Vec<Outcome> {
+        let Some(addr) = self.shared.gates.get(&gate_id).map(|g| g.1.clone()) else { return Vec::new() };
+        addr.send(crate::gate_actor::Queue).await.unwrap_or_default()
+    }
+}

@@ -1,0 +1,169 @@
+//! The EventHub: every event of an organization gets the next sequence number of that
+//! organization, is kept in a bounded ring (so a viewer that reconnects can catch up), and is
+//! broadcast to the organization's subscribers. A slow subscriber lags and is told so by the
+//! broadcast channel; it never slows the publisher.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::domain::{Decision, Direction, GateMode, Reason};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    #[serde(rename = "decision")]
+    Decision {
+        gate_id: Uuid,
+        pass_id: Option<Uuid>,
+        holder_name: Option<String>,
+        direction: Direction,
+        decision: Decision,
+        reason: Reason,
+        decided_at: DateTime<Utc>,
+    },
+    #[serde(rename = "pass.issued")]
+    PassIssued { pass_id: Uuid, holder_name: String },
+    #[serde(rename = "pass.revoked")]
+    PassRevoked { pass_id: Uuid, revoked_by: Option<Uuid>, reason: String },
+    #[serde(rename = "pass.suspended")]
+    PassSuspended { pass_id: Uuid },
+    #[serde(rename = "pass.resumed")]
+    PassResumed { pass_id: Uuid },
+    #[serde(rename = "pass.expired")]
+    PassExpired { pass_id: Uuid },
+    #[serde(rename = "gate.mode")]
+    GateMode { gate_id: Uuid, mode: GateMode },
+    #[serde(rename = "alert")]
+    Alert { alert: &'static str, gate_id: Uuid, pass_id: Option<Uuid> },
+}
+
+/// An event as delivered: numbered within its organization.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    pub seq: u64,
+    pub org_id: Uuid,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+struct OrgChannel {
+    // INVARIANT: seq assignment, retention and broadcast happen under this one lock, so every
+    // subscriber sees an organization's events in seq order with no gaps.
+    state: Mutex<(u64, VecDeque<Arc<Envelope>>)>,
+    tx: broadcast::Sender<Arc<Envelope>>,
+}
+
+pub struct EventHub {
+    orgs: DashMap<Uuid, Arc<OrgChannel>>,
+    retain: usize,
+}
+
+impl EventHub {
+    pub fn new(retain: usize) -> Self {
+        EventHub { orgs: DashMap::new(), retain: retain.max(1) }
+    }
+
+    fn channel(&self, org_id: Uuid) -> Arc<OrgChannel> {
+        self.orgs
+            .entry(org_id)
+            .or_insert_with(|| {
+                let (tx, _) = broadcast::channel(self.retain);
+                Arc::new(OrgChannel { state: Mutex::new((0, VecDeque::new())), tx })
+            })
+            .clone()
+    }
+
+    pub fn publish(&self, org_id: Uuid, event: Event) -> u64 {
+        let channel = self.channel(org_id);
+        let Ok(mut state) = channel.state.lock() else { return 0 };
+        state.0 += 1;
+        let envelope = Arc::new(Envelope { seq: state.0, org_id, at: Utc::now(), event });
+        if state.1.len() == self.retain {
+            state.1.pop_front();
+        }
+        state.1.push_back(envelope.clone());
+        // No subscriber is not an error.
+        let _ = channel.tx.send(envelope);
+        state.0
+    }
+
+    /// A live subscription, plus the retained events after `since` (`None` if some were dropped
+    /// from the ring: the caller must start over from a snapshot) and the newest seq.
+    pub fn subscribe(
+        &self,
+        org_id: Uuid,
+        since: Option<u64>,
+    ) -> (broadcast::Receiver<Arc<Envelope>>, Option<Vec<Arc<Envelope>>>, u64) {
+        let channel = self.channel(org_id);
+        let Ok(state) = channel.state.lock() else { return (channel.tx.subscribe(), None, 0) };
+        let rx = channel.tx.subscribe();
+        let missed = match since {
+            None => Some(Vec::new()),
+            Some(since) => {
+                let oldest = state.1.front().map_or(state.0 + 1, |e| e.seq);
+                (since + 1 >= oldest || since >= state.0)
+                    .then(|| state.1.iter().filter(|e| e.seq > since).cloned().collect())
+            }
+        };
+        (rx, missed, state.0)
+    }
+
+    /// Forgets an organization (deleted).
+    pub fn remove(&self, org_id: Uuid) {
+        self.orgs.remove(&org_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expired(n: u128) -> Event {
+        Event::PassExpired { pass_id: Uuid::from_u128(n) }
+    }
+
+    #[test]
+    fn seqs_are_per_organization_and_replay_covers_the_ring() {
+        let hub = EventHub::new(3);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(hub.publish(a, expired(1)), 1);
+        assert_eq!(hub.publish(a, expired(2)), 2);
+        assert_eq!(hub.publish(b, expired(3)), 1);
+        let (_, missed, newest) = hub.subscribe(a, Some(1));
+        assert_eq!(newest, 2);
+        assert_eq!(missed.map(|m| m.iter().map(|e| e.seq).collect::<Vec<_>>()), Some(vec![2]));
+        for n in 0..5 {
+            hub.publish(a, expired(n));
+        }
+        let (_, missed, _) = hub.subscribe(a, Some(1));
+        assert!(missed.is_none(), "events after seq 1 fell out of the ring: start over");
+        let (_, missed, newest) = hub.subscribe(a, Some(newest_minus(&hub, a, 1)));
+        assert_eq!(missed.map(|m| m.len()), Some(1));
+        assert_eq!(newest, 7);
+    }
+
+    fn newest_minus(hub: &EventHub, org: Uuid, n: u64) -> u64 {
+        hub.subscribe(org, None).2 - n
+    }
+
+    #[test]
+    fn subscribers_receive_in_order() {
+        let hub = EventHub::new(8);
+        let org = Uuid::from_u128(1);
+        let (mut rx, _, _) = hub.subscribe(org, None);
+        hub.publish(org, expired(1));
+        hub.publish(org, expired(2));
+        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(1));
+        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(2));
+        let json = serde_json::to_value(&*hub.subscribe(org, Some(0)).1.unwrap_or_default()[0]).unwrap_or_default();
+        assert_eq!(json["type"], "pass.expired");
+        assert_eq!(json["seq"], 1);
+    }
+}

@@ -1,0 +1,91 @@
+//! What the actors hand to the Journal (the PostgreSQL writer in the `portcullis` crate), and the
+//! handle they hand it with. Records go in order through one channel; the writer commits them in
+//! groups. A durable write returns only once its group is committed.
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::decision::PassState;
+use crate::domain::{CredentialKind, Decision, Direction, PassStatus, Reason};
+
+#[derive(Debug, Clone)]
+pub struct CheckinRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub gate_id: Uuid,
+    pub pass_id: Option<Uuid>,
+    pub direction: Direction,
+    pub decision: Decision,
+    pub reason: Reason,
+    pub source: &'static str,
+    pub credential_kind: Option<CredentialKind>,
+    pub decided_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub by: Option<Uuid>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PassEventRecord {
+    pub org_id: Uuid,
+    pub pass_id: Uuid,
+    pub kind: &'static str,
+    pub status: PassStatus,
+    pub uses_count: u32,
+    pub actor_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub enum JournalRecord {
+    Checkin(CheckinRecord),
+    /// The pass's state as it is now (uses, inside, status, validity), and its revocation if any.
+    Pass { state: Box<PassState>, revocation: Option<Revocation> },
+    PassEvent(PassEventRecord),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("the journal could not commit: {0}")]
+    Commit(String),
+}
+
+/// A group of records written together, with whom to tell when they are durable.
+#[derive(Debug)]
+pub struct JournalBatch {
+    pub records: Vec<JournalRecord>,
+    pub ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalHandle {
+    tx: mpsc::Sender<JournalBatch>,
+}
+
+impl JournalHandle {
+    /// A handle and the receiving end the writer drains.
+    pub fn channel(capacity: usize) -> (JournalHandle, mpsc::Receiver<JournalBatch>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (JournalHandle { tx }, rx)
+    }
+
+    /// Queues records; waits only if the writer is far behind (backpressure).
+    pub async fn write(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        self.tx.send(JournalBatch { records, ack: None }).await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Queues records and waits until they are committed.
+    pub async fn write_durable(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(JournalBatch { records, ack: Some(ack) }).await.map_err(|_| JournalError::Closed)?;
+        done.await.map_err(|_| JournalError::Closed)?
+    }
+}

@@ -1,0 +1,337 @@
+//! PassActor: one per pass in use. The single place a pass is consumed or changed, so a
+//! single-use pass is admitted once even when two gates ask at the same instant: the actor's
+//! atomic handlers run one at a time, each to the end of its durable write.
+//!
+//! Activated on first use from the dormant state; passivated after `pass_idle` without messages
+//! (its state goes back to the dormant map, see [`Passivate`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::decision::{Gate, PassState, Request, Verdict, ZoneLoad, after_passage, decide};
+use crate::domain::{CredentialKind, Direction, PassStatus, Reason};
+use crate::engine::{Engine, OrgSnapshot, PassSlot};
+use crate::events::Event;
+use crate::gate_actor::Outcome;
+use crate::journal::{CheckinRecord, JournalRecord, PassEventRecord, Revocation};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    /// The actor was passivated; the caller retries on a fresh one.
+    #[error("the pass moved")]
+    Moved,
+    #[error("the pass is not active")]
+    NotActive,
+    #[error("the pass is not suspended")]
+    NotSuspended,
+    #[error("`valid_to` must be after `valid_from`")]
+    BadValidity,
+    #[error("the change could not be made durable: {0}")]
+    Journal(String),
+}
+
+/// Decide for this pass at a gate (sent by the GateActor).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Outcome, PassError>")]
+pub struct Admit {
+    pub snapshot: Arc<OrgSnapshot>,
+    pub gate: Gate,
+    pub direction: Direction,
+    pub now: DateTime<Utc>,
+    pub qr_step: Option<u64>,
+    /// Passes admitted inward at this gate recently (for escorts).
+    pub recent: Vec<(Uuid, DateTime<Utc>)>,
+    pub source: &'static str,
+    pub kind: Option<CredentialKind>,
+}
+
+/// An operator's (or the clock's) change to a pass.
+#[derive(Debug, Clone)]
+pub enum PassChange {
+    Revoke { reason: String },
+    Suspend,
+    Resume,
+    Extend { valid_to: DateTime<Utc> },
+    Expire,
+}
+
+/// Apply a change, durably.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<PassState, PassError>")]
+pub struct Change {
+    pub change: PassChange,
+    pub actor: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// The current state.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<PassState, PassError>")]
+pub struct GetState;
+
+/// Hand the state back to the dormant map and stop (sent by the actor to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Passivate;
+
+pub struct PassActor {
+    state: PassState,
+    engine: Engine,
+    last_used: Instant,
+    // INVARIANT: once set, every handler answers `Moved`: the dormant map owns the state.
+    passivated: bool,
+    draining: bool,
+}
+
+impl PassActor {
+    pub fn new(state: PassState, engine: Engine) -> Self {
+        PassActor { state, engine, last_used: Instant::now(), passivated: false, draining: false }
+    }
+
+    fn event_record(&self, state: &PassState, kind: &'static str, msg: &Change, reason: Option<String>) -> JournalRecord {
+        JournalRecord::PassEvent(PassEventRecord {
+            org_id: state.org_id,
+            pass_id: state.id,
+            kind,
+            status: state.status,
+            uses_count: state.uses_count,
+            actor_id: msg.actor,
+            reason,
+            at: msg.at,
+        })
+    }
+}
+
+impl Actor for PassActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.engine.shared.settings.pass_idle;
+        ctx.run_interval((idle / 2).max(Duration::from_millis(50)), move |act, ctx| {
+            if act.draining || act.last_used.elapsed() < idle {
+                return;
+            }
+            // Mark the slot draining so no new sender finds this actor, then queue Passivate
+            // behind whatever is already in the mailbox.
+            let me = ctx.address();
+            if let Some(mut slot) = act.engine.shared.passes.get_mut(&act.state.id)
+                && matches!(&*slot, PassSlot::Active(addr) if *addr == me)
+            {
+                *slot = PassSlot::Draining;
+                act.draining = true;
+                me.do_send(Passivate);
+            }
+        });
+    }
+}
+
+impl Handler<Passivate> for PassActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        let shared = &self.engine.shared;
+        shared.dormant.insert(self.state.id, self.state.clone());
+        shared.passes.remove(&self.state.id);
+        self.passivated = true;
+        metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
+        ctx.stop();
+    }
+}
+
+fn moved<A: Actor, T: 'static>(act: &A) -> AtomicResponse<A, Result<T, PassError>> {
+    AtomicResponse::new(Box::pin(async { Err(PassError::Moved) }.into_actor(act)))
+}
+
+impl Handler<Admit> for PassActor {
+    type Result = AtomicResponse<Self, Result<Outcome, PassError>>;
+
+    fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
+        if self.passivated {
+            return moved(self);
+        }
+        self.last_used = Instant::now();
+        let shared = self.engine.shared.clone();
+        let zone_id = msg.gate.zone_id;
+        let capacity = msg.snapshot.zones.get(&zone_id).copied().flatten();
+        let counter = shared.occupancy.entry(zone_id).or_insert_with(|| AtomicI64::new(0));
+        let req = Request {
+            now: msg.now,
+            direction: msg.direction,
+            gate: &msg.gate,
+            org: &msg.snapshot.policy,
+            rule: msg.snapshot.rules.get(&self.state.rule_id),
+            pass: &self.state,
+            zone: ZoneLoad { inside: counter.load(Ordering::SeqCst), capacity },
+            escort_seen_at: self
+                .state
+                .escort_pass_id
+                .and_then(|escort| msg.recent.iter().find(|(p, _)| *p == escort).map(|(_, t)| *t)),
+            qr_step: msg.qr_step,
+        };
+        let mut verdict = decide(&req);
+        // The capacity check above read a counter other passes share: reserve the place
+        // atomically, or refuse.
+        let mut reserved = false;
+        if verdict.is_allow() && verdict.reason == Reason::Allowed && msg.direction == Direction::In {
+            let reservation = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match capacity {
+                Some(cap) if n >= cap => None,
+                _ => Some(n + 1),
+            });
+            match reservation {
+                Ok(_) => reserved = true,
+                Err(_) => verdict = Verdict::deny(Reason::OccupancyFull),
+            }
+        }
+        let next = after_passage(&self.state, &req, &verdict);
+        if verdict.is_allow() && msg.direction == Direction::Out && self.state.inside {
+            let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some((n - 1).max(0)));
+        }
+        drop(counter);
+
+        let (gate_id, open_ms, direction, now) = (msg.gate.id, msg.gate.open_ms, msg.direction, msg.now);
+        let outcome = move |verdict: &Verdict, state: &PassState| Outcome {
+            gate_id,
+            decision: verdict.decision,
+            reason: verdict.reason,
+            direction,
+            pass_id: Some(state.id),
+            holder_name: Some(state.holder_name.to_string()),
+            open_ms: verdict.is_allow().then_some(open_ms),
+            decided_at: now,
+            alert: verdict.alert.map(|a| a.as_str()),
+        };
+        let checkin = |verdict: &Verdict| {
+            JournalRecord::Checkin(CheckinRecord {
+                id: Uuid::now_v7(),
+                org_id: msg.snapshot.org_id,
+                gate_id: msg.gate.id,
+                pass_id: Some(next.id),
+                direction: msg.direction,
+                decision: verdict.decision,
+                reason: verdict.reason,
+                source: msg.source,
+                credential_kind: msg.kind,
+                decided_at: msg.now,
+            })
+        };
+        let mut records = vec![checkin(&verdict)];
+        if next != self.state {
+            records.push(JournalRecord::Pass { state: Box::new(next.clone()), revocation: None });
+        }
+        let journal = shared.journal.clone();
+        if !verdict.consumes {
+            // Nothing used up: apply now, let the journal catch up within milliseconds.
+            self.state = next;
+            let done = outcome(&verdict, &self.state);
+            return AtomicResponse::new(Box::pin(
+                async move {
+                    let _ = journal.write(records).await;
+                    Ok(done)
+                }
+                .into_actor(self),
+            ));
+        }
+        // A consuming admit opens the gate only once the journal holds it.
+        let refused = Verdict::deny(Reason::JournalUnavailable);
+        let refused_record = checkin(&refused);
+        let write = async move {
+            let result = journal.write_durable(records).await;
+            if result.is_err() {
+                let _ = journal.write(vec![refused_record]).await;
+            }
+            result
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, _| match result {
+            Ok(()) => {
+                act.state = next;
+                Ok(outcome(&verdict, &act.state))
+            }
+            Err(err) => {
+                tracing::error!(pass_id = %act.state.id, error = %err, "consuming admit refused: journal unavailable");
+                if reserved && let Some(counter) = shared.occupancy.get(&zone_id) {
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                }
+                Ok(outcome(&refused, &act.state))
+            }
+        })))
+    }
+}
+
+impl Handler<Change> for PassActor {
+    type Result = AtomicResponse<Self, Result<PassState, PassError>>;
+
+    fn handle(&mut self, msg: Change, _: &mut Context<Self>) -> Self::Result {
+        if self.passivated {
+            return moved(self);
+        }
+        self.last_used = Instant::now();
+        let mut next = self.state.clone();
+        let live = matches!(self.state.status, PassStatus::Active | PassStatus::Suspended);
+        let (kind, reason, revocation, event) = match &msg.change {
+            PassChange::Revoke { reason } if live => {
+                next.status = PassStatus::Revoked;
+                let revocation = Revocation { at: msg.at, by: msg.actor, reason: reason.clone() };
+                let event = Event::PassRevoked { pass_id: next.id, revoked_by: msg.actor, reason: reason.clone() };
+                ("revoked", Some(reason.clone()), Some(revocation), Some(event))
+            }
+            PassChange::Suspend if self.state.status == PassStatus::Active => {
+                next.status = PassStatus::Suspended;
+                ("suspended", None, None, Some(Event::PassSuspended { pass_id: next.id }))
+            }
+            PassChange::Resume if self.state.status == PassStatus::Suspended => {
+                next.status = PassStatus::Active;
+                ("resumed", None, None, Some(Event::PassResumed { pass_id: next.id }))
+            }
+            PassChange::Resume => return err(self, PassError::NotSuspended),
+            PassChange::Extend { valid_to } if live => {
+                if *valid_to <= next.valid_from {
+                    return err(self, PassError::BadValidity);
+                }
+                next.valid_to = *valid_to;
+                ("extended", None, None, None)
+            }
+            PassChange::Expire if live => {
+                next.status = PassStatus::Expired;
+                ("expired", None, None, Some(Event::PassExpired { pass_id: next.id }))
+            }
+            _ => return err(self, PassError::NotActive),
+        };
+        let records = vec![
+            JournalRecord::Pass { state: Box::new(next.clone()), revocation },
+            self.event_record(&next, kind, &msg, reason),
+        ];
+        let journal = self.engine.shared.journal.clone();
+        AtomicResponse::new(Box::pin(async move { journal.write_durable(records).await }.into_actor(self).map(
+            move |result, act, _| {
+                result.map_err(|e| PassError::Journal(e.to_string()))?;
+                // In force from here on: every later decision reaches this actor and sees it.
+                act.state = next;
+                if let Some(event) = event {
+                    act.engine.publish(act.state.org_id, event);
+                }
+                Ok(act.state.clone())
+            },
+        )))
+    }
+}
+
+fn err<T: 'static>(act: &PassActor, error: PassError) -> AtomicResponse<PassActor, Result<T, PassError>> {
+    AtomicResponse::new(Box::pin(async move { Err(error) }.into_actor(act)))
+}
+
+impl Handler<GetState> for PassActor {
+    type Result = AtomicResponse<Self, Result<PassState, PassError>>;
+
+    fn handle(&mut self, _: GetState, _: &mut Context<Self>) -> Self::Result {
+        if self.passivated {
+            return moved(self);
+        }
+        let state = self.state.clone();
+        AtomicResponse::new(Box::pin(async move { Ok(state) }.into_actor(self)))
+    }
+}

@@ -1,0 +1,274 @@
+//! Credentials at the edge: what a gate presents becomes lookup keys for the engine's index.
+//!
+//! Everything is hashed with the server pepper before it is looked up, so the index, like the
+//! database, holds no card number, PIN or QR secret. Malformed input is a 422 naming the field;
+//! input that is well-formed but unreadable (a Wiegand frame with bad parity) is a deny.
+//!
+//! QR codes rotate: `PCL1.<credential id>.<time step>.<mac>`, where the step is 30 s of Unix time
+//! and the MAC is HMAC-SHA-256 under a per-credential seed derived from the pepper, truncated to
+//! 16 bytes. A code is accepted during its step and the next one; older is `stale_qr`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use portcullis_actors::domain::{CardFormat, CredentialKind, Reason};
+use portcullis_actors::engine::Presented;
+use portcullis_adapters::wiegand;
+use secrecy::SecretString;
+use serde::Deserialize;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::crypto;
+use crate::error::ApiError;
+
+pub const QR_STEP_SECS: i64 = 30;
+const QR_PREFIX: &str = "PCL1";
+const MAC_BYTES: usize = 16;
+
+/// Purposes of the lookup hashes (see `crypto::keyed_hash`).
+pub const CARD: &str = "card";
+pub const CARD_NUMBER: &str = "card-number";
+pub const PIN: &str = "pin";
+pub const QR: &str = "qr";
+const QR_SEED: &str = "qr-seed";
+
+/// A credential in a decision request (API.md).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialInput {
+    Qr { value: String },
+    Card { value: String },
+    Pin { value: String },
+    Wiegand { bits: String },
+}
+
+fn to_key(hash: Vec<u8>) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let n = hash.len().min(32);
+    key[..n].copy_from_slice(&hash[..n]);
+    key
+}
+
+pub fn lookup_key(pepper: &SecretString, purpose: &str, value: &str) -> [u8; 32] {
+    to_key(crypto::keyed_hash(pepper, purpose, value))
+}
+
+/// The card key: facility and number, facility 0 for formats without one.
+pub fn card_value(facility: u64, number: u64) -> String {
+    format!("{facility}:{number}")
+}
+
+fn digits(field: &str, value: &str, max_len: usize) -> Result<u64, ApiError> {
+    if value.is_empty() || value.len() > max_len || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::field(field, format!("must be 1 to {max_len} digits")));
+    }
+    value.parse().map_err(|_| ApiError::field(field, "is too large"))
+}
+
+/// Turns a presented credential into lookup keys, or a verdict the edge can already give.
+pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc>) -> Result<Presented, ApiError> {
+    let presented = |kind, lookups, qr_step, verdict| Presented { kind: Some(kind), lookups, qr_step, verdict };
+    match input {
+        CredentialInput::Card { value } => {
+            let lookups = match value.split_once(':') {
+                Some((facility, number)) => {
+                    let facility = digits("credential.value", facility, 5)?;
+                    let number = digits("credential.value", number, 11)?;
+                    vec![lookup_key(pepper, CARD, &card_value(facility, number))]
+                }
+                None => {
+                    let number = digits("credential.value", value, 11)?;
+                    vec![lookup_key(pepper, CARD_NUMBER, &number.to_string())]
+                }
+            };
+            Ok(presented(CredentialKind::Card, lookups, None, None))
+        }
+        CredentialInput::Wiegand { bits } => {
+            let frame = wiegand::parse_bits(bits).map_err(|e| ApiError::field("credential.bits", e.to_string()))?;
+            match wiegand::decode(&frame) {
+                Ok(cards) => {
+                    let lookups =
+                        cards.iter().map(|c| lookup_key(pepper, CARD, &card_value(c.facility, c.number))).collect();
+                    Ok(presented(CredentialKind::Card, lookups, None, None))
+                }
+                // The reader sent something it could not read properly: a deny, not a client error.
+                Err(err) => {
+                    tracing::info!(error = %err, "unreadable Wiegand frame");
+                    Ok(presented(CredentialKind::Card, Vec::new(), None, Some(Reason::InvalidCredential)))
+                }
+            }
+        }
+        CredentialInput::Pin { value } => {
+            if value.len() < 4 || value.len() > 12 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::field("credential.value", "a PIN is 4 to 12 digits"));
+            }
+            Ok(presented(CredentialKind::Pin, vec![lookup_key(pepper, PIN, value)], None, None))
+        }
+        CredentialInput::Qr { value } => {
+            let code = QrCode::parse(value).ok_or_else(|| ApiError::field("credential.value", "is not a Portcullis QR code"))?;
+            let lookups = vec![lookup_key(pepper, QR, &code.credential_id.to_string())];
+            let current = step_at(now);
+            let verdict = if !code.verify(pepper) {
+                Some(Reason::InvalidCredential)
+            } else if code.step + 1 < current || code.step > current + 1 {
+                Some(Reason::StaleQr)
+            } else {
+                None
+            };
+            Ok(presented(CredentialKind::Qr, lookups, Some(code.step), verdict))
+        }
+    }
+}
+
+/// Lookup keys to store for a new card credential: (facility+number, number alone).
+pub fn card_keys(pepper: &SecretString, format: CardFormat, facility: Option<u64>, number: u64) -> Result<([u8; 32], [u8; 32]), ApiError> {
+    let (max_facility, max_number, has_facility) = match format {
+        CardFormat::H10301 => (255, 65_535, true),
+        CardFormat::H10306 => (65_535, 65_535, true),
+        CardFormat::H10304 => (65_535, 524_287, true),
+        CardFormat::H10302 => (0, (1 << 35) - 1, false),
+    };
+    let facility = match (facility, has_facility) {
+        (Some(f), true) if f <= max_facility => f,
+        (Some(_), true) => return Err(ApiError::field("credential.facility_code", format!("must be at most {max_facility} for {format}"))),
+        (None, true) => return Err(ApiError::field("credential.facility_code", format!("is required for {format}"))),
+        (Some(_), false) => return Err(ApiError::field("credential.facility_code", format!("{format} has no facility code"))),
+        (None, false) => 0,
+    };
+    if number > max_number {
+        return Err(ApiError::field("credential.card_number", format!("must be at most {max_number} for {format}")));
+    }
+    Ok((lookup_key(pepper, CARD, &card_value(facility, number)), lookup_key(pepper, CARD_NUMBER, &number.to_string())))
+}
+
+pub fn step_at(now: DateTime<Utc>) -> u64 {
+    u64::try_from(now.timestamp() / QR_STEP_SECS).unwrap_or(0)
+}
+
+/// A parsed QR payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrCode {
+    pub credential_id: Uuid,
+    pub step: u64,
+    mac: Vec<u8>,
+}
+
+impl QrCode {
+    fn mac_for(pepper: &SecretString, credential_id: Uuid, step: u64) -> Vec<u8> {
+        let seed = qr_seed(pepper, credential_id);
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&seed) else { return Vec::new() };
+        mac.update(format!("{QR_PREFIX}.{credential_id}.{step}").as_bytes());
+        mac.finalize().into_bytes()[..MAC_BYTES].to_vec()
+    }
+
+    /// The code valid at `now`.
+    pub fn issue(pepper: &SecretString, credential_id: Uuid, now: DateTime<Utc>) -> (String, i64) {
+        let step = step_at(now);
+        let mac = Self::mac_for(pepper, credential_id, step);
+        let payload = format!("{QR_PREFIX}.{}.{step}.{}", URL_SAFE_NO_PAD.encode(credential_id.as_bytes()), URL_SAFE_NO_PAD.encode(mac));
+        // Accepted through the end of the next step.
+        let expires_in = i64::try_from(step + 2).unwrap_or(i64::MAX) * QR_STEP_SECS - now.timestamp();
+        (payload, expires_in)
+    }
+
+    pub fn parse(payload: &str) -> Option<QrCode> {
+        let mut parts = payload.trim().split('.');
+        if parts.next()? != QR_PREFIX {
+            return None;
+        }
+        let id = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+        let credential_id = Uuid::from_slice(&id).ok()?;
+        let step = parts.next()?.parse().ok()?;
+        let mac = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+        (parts.next().is_none() && mac.len() == MAC_BYTES).then_some(QrCode { credential_id, step, mac })
+    }
+
+    /// Constant-time comparison of the MAC.
+    pub fn verify(&self, pepper: &SecretString) -> bool {
+        let seed = qr_seed(pepper, self.credential_id);
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&seed) else { return false };
+        mac.update(format!("{QR_PREFIX}.{}.{}", self.credential_id, self.step).as_bytes());
+        mac.verify_truncated_left(&self.mac).is_ok()
+    }
+}
+
+/// The per-credential QR seed: derived, never stored; shown once when the pass is issued.
+pub fn qr_seed(pepper: &SecretString, credential_id: Uuid) -> Vec<u8> {
+    crypto::keyed_hash(pepper, QR_SEED, &credential_id.to_string())
+}
+
+pub fn qr_seed_text(pepper: &SecretString, credential_id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(qr_seed(pepper, credential_id))
+}
+
+/// An SVG image of a payload.
+pub fn qr_svg(payload: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::new(payload.as_bytes()).map_err(ApiError::internal)?;
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(240, 240).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn pepper() -> SecretString {
+        SecretString::from("unit-test-pepper-0123456789abcdef-0123".to_owned())
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+    }
+
+    fn verdict(value: &str, now: DateTime<Utc>) -> Option<Reason> {
+        present(&CredentialInput::Qr { value: value.to_owned() }, &pepper(), now).ok().and_then(|p| p.verdict)
+    }
+
+    #[test]
+    fn a_fresh_code_verifies_and_rotates() {
+        let id = Uuid::new_v4();
+        let (code, expires_in) = QrCode::issue(&pepper(), id, at(1_800_000_000));
+        assert!(expires_in > 30 && expires_in <= 60, "{expires_in}");
+        assert_eq!(verdict(&code, at(1_800_000_000)), None);
+        assert_eq!(verdict(&code, at(1_800_000_000 + 30)), None, "still good during the next step");
+        assert_eq!(verdict(&code, at(1_800_000_000 + 90)), Some(Reason::StaleQr), "a minute-old screenshot");
+        let (later, _) = QrCode::issue(&pepper(), id, at(1_800_000_000 + 60));
+        assert_ne!(code, later);
+    }
+
+    #[test]
+    fn a_forged_or_foreign_code_is_refused() {
+        let id = Uuid::new_v4();
+        let (code, _) = QrCode::issue(&pepper(), id, at(1_800_000_000));
+        let other = SecretString::from("another-pepper-0123456789abcdef-012345".to_owned());
+        let (foreign, _) = QrCode::issue(&other, id, at(1_800_000_000));
+        assert_eq!(verdict(&foreign, at(1_800_000_000)), Some(Reason::InvalidCredential));
+        // Change the step without re-signing.
+        let parts: Vec<&str> = code.split('.').collect();
+        let bumped = format!("{}.{}.{}.{}", parts[0], parts[1], "1", parts[3]);
+        assert_eq!(verdict(&bumped, at(1_800_000_000)), Some(Reason::InvalidCredential));
+        assert!(present(&CredentialInput::Qr { value: "https://example.com".into() }, &pepper(), at(0)).is_err());
+    }
+
+    #[test]
+    fn cards_pins_and_frames_become_lookups_or_field_errors() {
+        let p = pepper();
+        let card = |v: &str| present(&CredentialInput::Card { value: v.into() }, &p, at(0));
+        assert_eq!(card("123:4567").ok().map(|c| c.lookups), Some(vec![lookup_key(&p, CARD, "123:4567")]));
+        assert_eq!(card("4567").ok().map(|c| c.lookups), Some(vec![lookup_key(&p, CARD_NUMBER, "4567")]));
+        assert!(card("12a").is_err() && card("").is_err() && card("1:").is_err());
+        let frame = present(&CredentialInput::Wiegand { bits: "10111101100010001110101110".into() }, &p, at(0));
+        assert_eq!(frame.ok().map(|c| c.lookups), Some(vec![lookup_key(&p, CARD, "123:4567")]));
+        let bad_parity = present(&CredentialInput::Wiegand { bits: "10111101100010001110101111".into() }, &p, at(0));
+        assert_eq!(bad_parity.ok().and_then(|c| c.verdict), Some(Reason::InvalidCredential));
+        assert!(present(&CredentialInput::Wiegand { bits: "10201".into() }, &p, at(0)).is_err());
+        assert!(present(&CredentialInput::Pin { value: "12".into() }, &p, at(0)).is_err());
+        let keys = card_keys(&p, CardFormat::H10301, Some(123), 4567).ok();
+        assert_eq!(keys.map(|k| k.0), Some(lookup_key(&p, CARD, "123:4567")));
+        assert!(card_keys(&p, CardFormat::H10301, Some(256), 1).is_err());
+        assert!(card_keys(&p, CardFormat::H10301, None, 1).is_err());
+        assert!(card_keys(&p, CardFormat::H10302, None, 4567).is_ok());
+    }
+}
