@@ -10,8 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Duration, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use portcullis_actors::domain::{CardFormat, CredentialKind, GateDirection, PassType, Role};
@@ -426,16 +424,20 @@ async fn ensure_credential(
     pass_id: Uuid,
     spec: &CredentialSpec,
 ) -> Result<serde_json::Value, DemoError> {
-    let (kind, format, lookup, hint) = match spec {
+    use crate::engine::credentials::{self as cred, lookup_key};
+    let (kind, format, lookup, number_hash, hint) = match spec {
         // A QR credential is looked up by its own id; the seed is derived, never stored.
-        CredentialSpec::Qr => (CredentialKind::Qr, None, None, None),
+        CredentialSpec::Qr => (CredentialKind::Qr, None, None, None, None),
         CredentialSpec::Card { facility, number } => (
             CredentialKind::Card,
             Some(CardFormat::H10301),
-            Some(crypto::keyed_hash(pepper, "card", &format!("{facility}:{number}"))),
+            Some(lookup_key(pepper, cred::CARD, &cred::card_value(u64::from(*facility), *number)).to_vec()),
+            Some(lookup_key(pepper, cred::CARD_NUMBER, &number.to_string()).to_vec()),
             Some(format!("…{:02}", number % 100)),
         ),
-        CredentialSpec::Pin(pin) => (CredentialKind::Pin, None, Some(crypto::keyed_hash(pepper, "pin", pin)), None),
+        CredentialSpec::Pin(pin) => {
+            (CredentialKind::Pin, None, Some(lookup_key(pepper, cred::PIN, pin).to_vec()), None, None)
+        }
     };
     let live = tx
         .query_opt(
@@ -453,11 +455,11 @@ async fn ensure_credential(
             )
             .await?;
             let id = Uuid::now_v7();
-            let hash = lookup.unwrap_or_else(|| crypto::keyed_hash(pepper, "qr", &id.to_string()));
+            let hash = lookup.unwrap_or_else(|| lookup_key(pepper, cred::QR, &id.to_string()).to_vec());
             tx.execute(
-                "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, display_hint)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&id, &org_id, &pass_id, &kind.as_str(), &format.map(CardFormat::as_str), &hash, &hint],
+                "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&id, &org_id, &pass_id, &kind.as_str(), &format.map(CardFormat::as_str), &hash, &number_hash, &hint],
             )
             .await?;
             id
@@ -467,7 +469,7 @@ async fn ensure_credential(
         CredentialSpec::Qr => json!({
             "kind": "qr",
             "credential_id": credential_id,
-            "seed": URL_SAFE_NO_PAD.encode(crypto::keyed_hash(pepper, "qr-seed", &credential_id.to_string())),
+            "seed": cred::qr_seed_text(pepper, credential_id),
         }),
         CredentialSpec::Card { facility, number } => json!({
             "kind": "card", "format": "h10301", "facility_code": facility, "card_number": number,

@@ -168,6 +168,15 @@ impl From<actix_web::error::BlockingError> for ApiError {
 }
 
 impl ApiError {
+    /// A foreign-key violation on delete: something still refers to the row (409 `in_use`).
+    pub fn in_use(err: tokio_postgres::Error, message: &str) -> Self {
+        if err.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+            ApiError::Conflict { code: "in_use", message: message.to_owned() }
+        } else {
+            ApiError::internal(err)
+        }
+    }
+
     /// A unique violation becomes 409 `already_exists` with `message`; anything else is a 500.
     pub fn unique(err: tokio_postgres::Error, message: &str) -> Self {
         if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {

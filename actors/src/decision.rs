@@ -348,7 +348,13 @@ mod tests {
             self.ask_with(direction, ZoneLoad::default(), None, None)
         }
 
-        fn ask_with(&self, direction: Direction, zone: ZoneLoad, escort: Option<DateTime<Utc>>, qr: Option<u64>) -> Verdict {
+        fn ask_with(
+            &self,
+            direction: Direction,
+            zone: ZoneLoad,
+            escort: Option<DateTime<Utc>>,
+            qr: Option<u64>,
+        ) -> Verdict {
             decide(&Request {
                 now: self.now,
                 direction,
@@ -529,7 +535,10 @@ mod tests {
         assert!(w.pass_through(In).is_allow());
         w.pass.status = PassStatus::Revoked;
         let v = w.ask(Out);
-        assert_eq!((v.decision, v.reason, v.alert), (Decision::Allow, Reason::RevokedExit, Some(Alert::RevokedPassInside)));
+        assert_eq!(
+            (v.decision, v.reason, v.alert),
+            (Decision::Allow, Reason::RevokedExit, Some(Alert::RevokedPassInside))
+        );
         let v = w.ask(In);
         assert_eq!((v.reason, v.alert), (Reason::PassRevoked, Some(Alert::RevokedPassInside)));
         w.org.revoked_may_exit = false;

@@ -129,12 +129,8 @@ impl Engine {
     /// Installs or replaces an organization's configuration; in force when this returns.
     pub async fn configure(&self, snapshot: OrgSnapshot) -> Result<(), EngineError> {
         let org_id = snapshot.org_id;
-        let addr = self
-            .shared
-            .orgs
-            .entry(org_id)
-            .or_insert_with(|| OrgActor::new(org_id, self.clone()).start())
-            .clone();
+        let addr =
+            self.shared.orgs.entry(org_id).or_insert_with(|| OrgActor::new(org_id, self.clone()).start()).clone();
         addr.send(Configure(Arc::new(snapshot))).await.map_err(|_| EngineError::Unavailable)
     }
 
@@ -160,7 +156,11 @@ impl Engine {
 
     /// Adds a pass (issued, or loaded at start) and indexes its credentials; usable when this
     /// returns.
-    pub async fn add_pass(&self, state: PassState, credentials: Vec<([u8; 32], CredentialRef)>) -> Result<(), EngineError> {
+    pub async fn add_pass(
+        &self,
+        state: PassState,
+        credentials: Vec<([u8; 32], CredentialRef)>,
+    ) -> Result<(), EngineError> {
         let org_id = state.org_id;
         self.shared.dormant.insert(state.id, state);
         self.index(org_id, credentials).await
@@ -202,7 +202,9 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Outcome, EngineError> {
         let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
-        addr.send(Decide { presented, direction, source: "test", now: Some(now) }).await.map_err(|_| EngineError::Unavailable)?
+        addr.send(Decide { presented, direction, source: "test", now: Some(now) })
+            .await
+            .map_err(|_| EngineError::Unavailable)?
     }
 
     /// The pass's actor, activating it from the dormant state if needed; `None` if the engine
@@ -246,7 +248,12 @@ impl Engine {
 
     /// Changes a pass (revoke, suspend, resume, extend, expire); in force at every gate, and
     /// durable, when this returns.
-    pub async fn change_pass(&self, pass_id: Uuid, change: PassChange, actor: Option<Uuid>) -> Result<PassState, EngineError> {
+    pub async fn change_pass(
+        &self,
+        pass_id: Uuid,
+        change: PassChange,
+        actor: Option<Uuid>,
+    ) -> Result<PassState, EngineError> {
         self.with_pass(pass_id, Change { change, actor, at: Utc::now() }).await
     }
 

@@ -60,6 +60,10 @@ struct OrgChannel {
     tx: broadcast::Sender<Arc<Envelope>>,
 }
 
+/// A live subscription, the retained events it missed (`None`: too many, start over), and the
+/// newest seq at the moment of subscribing.
+pub type Subscription = (broadcast::Receiver<Arc<Envelope>>, Option<Vec<Arc<Envelope>>>, u64);
+
 pub struct EventHub {
     orgs: DashMap<Uuid, Arc<OrgChannel>>,
     retain: usize,
@@ -96,11 +100,7 @@ impl EventHub {
 
     /// A live subscription, plus the retained events after `since` (`None` if some were dropped
     /// from the ring: the caller must start over from a snapshot) and the newest seq.
-    pub fn subscribe(
-        &self,
-        org_id: Uuid,
-        since: Option<u64>,
-    ) -> (broadcast::Receiver<Arc<Envelope>>, Option<Vec<Arc<Envelope>>>, u64) {
+    pub fn subscribe(&self, org_id: Uuid, since: Option<u64>) -> Subscription {
         let channel = self.channel(org_id);
         let Ok(state) = channel.state.lock() else { return (channel.tx.subscribe(), None, 0) };
         let rx = channel.tx.subscribe();

@@ -46,7 +46,10 @@ pub struct PassEventRecord {
 pub enum JournalRecord {
     Checkin(CheckinRecord),
     /// The pass's state as it is now (uses, inside, status, validity), and its revocation if any.
-    Pass { state: Box<PassState>, revocation: Option<Revocation> },
+    Pass {
+        state: Box<PassState>,
+        revocation: Option<Revocation>,
+    },
     PassEvent(PassEventRecord),
 }
 

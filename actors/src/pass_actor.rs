@@ -93,7 +93,13 @@ impl PassActor {
         PassActor { state, engine, last_used: Instant::now(), passivated: false, draining: false }
     }
 
-    fn event_record(&self, state: &PassState, kind: &'static str, msg: &Change, reason: Option<String>) -> JournalRecord {
+    fn event_record(
+        &self,
+        state: &PassState,
+        kind: &'static str,
+        msg: &Change,
+        reason: Option<String>,
+    ) -> JournalRecord {
         JournalRecord::PassEvent(PassEventRecord {
             org_id: state.org_id,
             pass_id: state.id,

@@ -63,7 +63,11 @@ impl TimeWindow {
     /// Whether a local time of day falls in the window.
     pub fn contains(&self, time: NaiveTime) -> bool {
         let minute = u16::try_from(time.hour() * 60 + time.minute()).unwrap_or(0);
-        if self.from < self.to { self.from <= minute && minute < self.to } else { minute >= self.from || minute < self.to }
+        if self.from < self.to {
+            self.from <= minute && minute < self.to
+        } else {
+            minute >= self.from || minute < self.to
+        }
     }
 }
 
@@ -162,7 +166,9 @@ mod tests {
         assert!(TimeWindow::new("08:00", "19:00").is_ok());
         assert!(TimeWindow::new("22:00", "06:00").is_ok());
         assert!(TimeWindow::new("00:00", "24:00").is_ok());
-        for (a, b) in [("8:00", "19:00"), ("08:60", "19:00"), ("25:00", "01:00"), ("08:00", "08:00"), ("24:00", "01:00")] {
+        for (a, b) in
+            [("8:00", "19:00"), ("08:60", "19:00"), ("25:00", "01:00"), ("08:00", "08:00"), ("24:00", "01:00")]
+        {
             assert!(TimeWindow::new(a, b).is_err(), "{a}-{b}");
         }
         assert!(Schedule::new([0], vec![]).is_err());

@@ -99,7 +99,7 @@ fn ones(bits: &[bool], (from, to): (usize, usize)) -> usize {
 fn parity_ok(format: Format, bits: &[bool]) -> bool {
     let layout = format.layout();
     let last = bits.len() - 1;
-    let even_ok = (ones(bits, layout.even) + usize::from(bits[0])) % 2 == 0;
+    let even_ok = (ones(bits, layout.even) + usize::from(bits[0])).is_multiple_of(2);
     let odd_ok = (ones(bits, layout.odd) + usize::from(bits[last])) % 2 == 1;
     even_ok && odd_ok
 }
@@ -145,7 +145,7 @@ pub fn encode(card: Card) -> Result<Vec<bool>, WiegandError> {
     put(layout.number, card.number);
     let last = bits.len() - 1;
     bits[0] = ones(&bits, layout.even) % 2 == 1;
-    bits[last] = ones(&bits, layout.odd) % 2 == 0;
+    bits[last] = ones(&bits, layout.odd).is_multiple_of(2);
     Ok(bits)
 }
 
@@ -208,7 +208,8 @@ mod tests {
     fn the_osdp_raw_example_is_h10301_123_4567() {
         // RAW bytes `bd 88 eb 80`, 26 bits, MSB first, left-justified.
         let bytes = [0xbdu8, 0x88, 0xeb, 0x80];
-        let bits: Vec<bool> = bytes.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1)).take(26).collect();
+        let bits: Vec<bool> =
+            bytes.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1)).take(26).collect();
         assert_eq!(decode(&bits), Ok(vec![Card { format: Format::H10301, facility: 123, number: 4567 }]));
     }
 

@@ -221,7 +221,12 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Principal, Ap
             }
         });
     }
-    Ok(Principal::Key(KeyPrincipal { key_id: entry.key_id, org_id: entry.org_id, scopes: entry.scopes, gate_ids: entry.gate_ids }))
+    Ok(Principal::Key(KeyPrincipal {
+        key_id: entry.key_id,
+        org_id: entry.org_id,
+        scopes: entry.scopes,
+        gate_ids: entry.gate_ids,
+    }))
 }
 
 fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {

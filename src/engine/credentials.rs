@@ -107,7 +107,8 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
             Ok(presented(CredentialKind::Pin, vec![lookup_key(pepper, PIN, value)], None, None))
         }
         CredentialInput::Qr { value } => {
-            let code = QrCode::parse(value).ok_or_else(|| ApiError::field("credential.value", "is not a Portcullis QR code"))?;
+            let code = QrCode::parse(value)
+                .ok_or_else(|| ApiError::field("credential.value", "is not a Portcullis QR code"))?;
             let lookups = vec![lookup_key(pepper, QR, &code.credential_id.to_string())];
             let current = step_at(now);
             let verdict = if !code.verify(pepper) {
@@ -123,7 +124,12 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
 }
 
 /// Lookup keys to store for a new card credential: (facility+number, number alone).
-pub fn card_keys(pepper: &SecretString, format: CardFormat, facility: Option<u64>, number: u64) -> Result<([u8; 32], [u8; 32]), ApiError> {
+pub fn card_keys(
+    pepper: &SecretString,
+    format: CardFormat,
+    facility: Option<u64>,
+    number: u64,
+) -> Result<([u8; 32], [u8; 32]), ApiError> {
     let (max_facility, max_number, has_facility) = match format {
         CardFormat::H10301 => (255, 65_535, true),
         CardFormat::H10306 => (65_535, 65_535, true),
@@ -132,9 +138,16 @@ pub fn card_keys(pepper: &SecretString, format: CardFormat, facility: Option<u64
     };
     let facility = match (facility, has_facility) {
         (Some(f), true) if f <= max_facility => f,
-        (Some(_), true) => return Err(ApiError::field("credential.facility_code", format!("must be at most {max_facility} for {format}"))),
+        (Some(_), true) => {
+            return Err(ApiError::field(
+                "credential.facility_code",
+                format!("must be at most {max_facility} for {format}"),
+            ));
+        }
         (None, true) => return Err(ApiError::field("credential.facility_code", format!("is required for {format}"))),
-        (Some(_), false) => return Err(ApiError::field("credential.facility_code", format!("{format} has no facility code"))),
+        (Some(_), false) => {
+            return Err(ApiError::field("credential.facility_code", format!("{format} has no facility code")));
+        }
         (None, false) => 0,
     };
     if number > max_number {
@@ -167,7 +180,11 @@ impl QrCode {
     pub fn issue(pepper: &SecretString, credential_id: Uuid, now: DateTime<Utc>) -> (String, i64) {
         let step = step_at(now);
         let mac = Self::mac_for(pepper, credential_id, step);
-        let payload = format!("{QR_PREFIX}.{}.{step}.{}", URL_SAFE_NO_PAD.encode(credential_id.as_bytes()), URL_SAFE_NO_PAD.encode(mac));
+        let payload = format!(
+            "{QR_PREFIX}.{}.{step}.{}",
+            URL_SAFE_NO_PAD.encode(credential_id.as_bytes()),
+            URL_SAFE_NO_PAD.encode(mac)
+        );
         // Accepted through the end of the next step.
         let expires_in = i64::try_from(step + 2).unwrap_or(i64::MAX) * QR_STEP_SECS - now.timestamp();
         (payload, expires_in)

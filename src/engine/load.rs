@@ -31,7 +31,10 @@ fn parsed<T: std::str::FromStr>(what: &'static str, value: &str) -> Result<T, Lo
 /// Reads one organization's configuration.
 pub async fn org_snapshot(client: &impl GenericClient, org_id: Uuid) -> Result<Option<OrgSnapshot>, LoadError> {
     let Some(org) = client
-        .query_opt("SELECT timezone, lockdown, revoked_may_exit, access_mode FROM organizations WHERE id = $1", &[&org_id])
+        .query_opt(
+            "SELECT timezone, lockdown, revoked_may_exit, access_mode FROM organizations WHERE id = $1",
+            &[&org_id],
+        )
         .await?
     else {
         return Ok(None);
@@ -107,7 +110,8 @@ fn rule_from_row(row: &Row) -> Result<Rule, LoadError> {
 }
 
 /// The columns `pass_from_row` reads, in order.
-pub const PASS_COLUMNS: &str = "id, org_id, access_rule_id, holder_name, type, max_uses, group_size, uses_count, status,
+pub const PASS_COLUMNS: &str =
+    "id, org_id, access_rule_id, holder_name, type, max_uses, group_size, uses_count, status,
      valid_from, valid_to, inside, last_gate_id, last_passage_at, escort_pass_id";
 
 pub fn pass_from_row(row: &Row) -> Result<PassState, LoadError> {
@@ -147,8 +151,11 @@ pub async fn pass_credentials(
         .await?;
     let mut entries = Vec::new();
     for row in rows {
-        let credential =
-            CredentialRef { credential_id: row.try_get(0)?, pass_id: row.try_get(1)?, kind: parsed::<CredentialKind>("credential kind", row.try_get(2)?)? };
+        let credential = CredentialRef {
+            credential_id: row.try_get(0)?,
+            pass_id: row.try_get(1)?,
+            kind: parsed::<CredentialKind>("credential kind", row.try_get(2)?)?,
+        };
         for hash in [Some(row.try_get::<_, Vec<u8>>(3)?), row.try_get::<_, Option<Vec<u8>>>(4)?].into_iter().flatten() {
             if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
                 entries.push((key, credential));
@@ -170,8 +177,12 @@ pub async fn reload_org(client: &impl GenericClient, engine: &Engine, org_id: Uu
 /// Loads everything at start: configurations, passes that can still be presented, the
 /// credential index, and zone occupancy from the journal.
 pub async fn load_all(client: &impl GenericClient, engine: &Engine) -> Result<(usize, usize), LoadError> {
-    let orgs: Vec<Uuid> =
-        client.query("SELECT id FROM organizations", &[]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    let orgs: Vec<Uuid> = client
+        .query("SELECT id FROM organizations", &[])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     for org_id in &orgs {
         reload_org(client, engine, *org_id).await?;
     }

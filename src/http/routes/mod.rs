@@ -3,7 +3,11 @@
 mod api_keys;
 mod audit;
 mod auth;
+mod checkins;
+mod config;
+mod decisions;
 mod orgs;
+mod passes;
 mod service;
 mod users;
 
@@ -36,7 +40,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/orgs/{org}/api-keys").post(api_keys::create).get(api_keys::list))
                 .service(web::resource("/orgs/{org}/api-keys/{key}").get(api_keys::get))
                 .service(web::resource("/orgs/{org}/api-keys/{key}/rotate").post(api_keys::rotate))
-                .service(web::resource("/orgs/{org}/api-keys/{key}/revoke").post(api_keys::revoke)),
+                .service(web::resource("/orgs/{org}/api-keys/{key}/revoke").post(api_keys::revoke))
+                .service(web::resource("/orgs/{org}/lockdown").post(config::set_lockdown))
+                .service(web::resource("/orgs/{org}/zones").post(config::create_zone).get(config::list_zones))
+                .service(
+                    web::resource("/orgs/{org}/zones/{zone}")
+                        .get(config::get_zone)
+                        .patch(config::update_zone)
+                        .delete(config::delete_zone),
+                )
+                .service(web::resource("/orgs/{org}/gates").post(config::create_gate).get(config::list_gates))
+                .service(
+                    web::resource("/orgs/{org}/gates/{gate}")
+                        .get(config::get_gate)
+                        .patch(config::update_gate)
+                        .delete(config::delete_gate),
+                )
+                .service(web::resource("/orgs/{org}/gates/{gate}/mode").post(config::set_gate_mode))
+                .service(web::resource("/orgs/{org}/access-rules").post(config::create_rule).get(config::list_rules))
+                .service(
+                    web::resource("/orgs/{org}/access-rules/{rule}")
+                        .get(config::get_rule)
+                        .patch(config::update_rule)
+                        .delete(config::delete_rule),
+                )
+                .service(web::resource("/orgs/{org}/holidays").post(config::create_holiday).get(config::list_holidays))
+                .service(
+                    web::resource("/orgs/{org}/holidays/{holiday}")
+                        .get(config::get_holiday)
+                        .patch(config::update_holiday)
+                        .delete(config::delete_holiday),
+                )
+                .service(web::resource("/orgs/{org}/passes").post(passes::issue).get(passes::list))
+                .service(web::resource("/orgs/{org}/passes/{pass}").get(passes::get).patch(passes::extend))
+                .service(web::resource("/orgs/{org}/passes/{pass}/revoke").post(passes::revoke))
+                .service(web::resource("/orgs/{org}/passes/{pass}/suspend").post(passes::suspend))
+                .service(web::resource("/orgs/{org}/passes/{pass}/resume").post(passes::resume))
+                .service(web::resource("/orgs/{org}/passes/{pass}/qr").get(passes::qr))
+                .service(web::resource("/orgs/{org}/checkins").get(checkins::list))
+                .service(web::resource("/gates/{gate}/decisions").post(decisions::decide)),
         );
 }
 

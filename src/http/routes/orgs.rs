@@ -94,6 +94,8 @@ pub async fn create(
     .map_err(|e| ApiError::unique(e, "an organization with this slug exists"))?;
     audit::record(&tx, Actor::of(&principal, addr), Event::new(Some(id), "org.created", "organization", id)).await?;
     tx.commit().await?;
+    let client = state.pool.get().await?;
+    crate::engine::load::reload_org(&client, &state.engine, id).await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Created().json(load(&state, id).await?))
 }
 
@@ -198,6 +200,8 @@ pub async fn update(
         audit::record(&tx, actor, event).await?;
     }
     tx.commit().await?;
+    let client = state.pool.get().await?;
+    crate::engine::load::reload_org(&client, &state.engine, org_id).await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(load(&state, org_id).await?))
 }
 

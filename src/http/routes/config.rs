@@ -1,0 +1,679 @@
+//! Organization set-up: zones, gates and their modes, access rules, holidays, lockdown.
+//!
+//! Every change is written to PostgreSQL, then the organization's configuration is reloaded into
+//! its OrgActor before the response is sent: a gate created, locked down or re-zoned is in force
+//! at once.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use chrono::NaiveDate;
+use deadpool_postgres::GenericClient;
+use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
+use portcullis_actors::events::Event;
+use portcullis_actors::schedule::{Schedule, TimeWindow};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, Event as AuditEvent};
+use crate::auth::principal::{Authorized, ClientAddr, policy};
+use crate::db::{query_json, query_json_opt};
+use crate::engine::load::reload_org;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::extract::Json;
+use crate::http::pagination::{self, Page};
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+fn id(text: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(text).map_err(|_| ApiError::NotFound(what))
+}
+
+fn check_name(fields: &mut BTreeMap<String, String>, name: Option<&str>) {
+    if let Some(name) = name {
+        let chars = name.trim().chars().count();
+        if chars == 0 || chars > 200 {
+            fields.insert("name".into(), "must be 1 to 200 characters".into());
+        }
+    }
+}
+
+fn done(fields: BTreeMap<String, String>) -> Result<(), ApiError> {
+    if fields.is_empty() { Ok(()) } else { Err(ApiError::Validation { fields }) }
+}
+
+async fn reload(state: &AppState, client: &impl GenericClient, org_id: Uuid) -> Result<(), ApiError> {
+    reload_org(client, &state.engine, org_id).await.map_err(ApiError::internal)
+}
+
+async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid) -> Result<bool, ApiError> {
+    let sql = format!("SELECT 1 FROM {table} WHERE org_id = $1 AND id = $2");
+    Ok(client.query_opt(&sql, &[&org_id, &id]).await?.is_some())
+}
+
+async fn list(state: &AppState, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<HttpResponse, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
+    let client = state.pool.get().await?;
+    let items = query_json(
+        &client,
+        &format!("{table_select} WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"),
+        &[&org_id, &after, &(limit + 1)],
+    )
+    .await?;
+    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn one(
+    client: &impl GenericClient,
+    table_select: &str,
+    org_id: Uuid,
+    id: Uuid,
+    what: &'static str,
+) -> Result<Value, ApiError> {
+    query_json_opt(client, &format!("{table_select} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
+        .await?
+        .ok_or(ApiError::NotFound(what))
+}
+
+async fn remove(
+    state: &AppState,
+    table: &str,
+    org_id: Uuid,
+    id: Uuid,
+    what: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let deleted = client
+        .execute(&format!("DELETE FROM {table} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
+        .await
+        .map_err(|e| ApiError::in_use(e, &format!("the {what} is still in use")))?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound(what));
+    }
+    reload(state, &client, org_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- zones ----
+
+const ZONE_SELECT: &str = "SELECT id, org_id, name, capacity, created_at, updated_at FROM zones";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneBody {
+    name: Option<String>,
+    capacity: Option<i32>,
+}
+
+fn check_capacity(fields: &mut BTreeMap<String, String>, capacity: Option<i32>) {
+    if capacity.is_some_and(|c| c < 1) {
+        fields.insert("capacity".into(), "must be at least 1".into());
+    }
+}
+
+pub async fn create_zone(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    Json(body): Json<ZoneBody>,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = BTreeMap::new();
+    let name = body.name.as_deref().unwrap_or_default();
+    check_name(&mut fields, Some(name));
+    check_capacity(&mut fields, body.capacity);
+    done(fields)?;
+    let (org_id, zone_id) = (auth.org.id, Uuid::now_v7());
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO zones (id, org_id, name, capacity) VALUES ($1, $2, $3, $4)",
+            &[&zone_id, &org_id, &name.trim(), &body.capacity],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "a zone with this name exists"))?;
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Created().json(one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?))
+}
+
+pub async fn list_zones(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list(&state, ZONE_SELECT, auth.org.id, &q).await
+}
+
+pub async fn get_zone(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let mut zone = one(&client, ZONE_SELECT, auth.org.id, id(&path.1, "zone")?, "zone").await?;
+    let zone_id = id(&path.1, "zone")?;
+    zone["inside"] = json!(state.engine.occupancy(zone_id));
+    Ok(HttpResponse::Ok().json(zone))
+}
+
+pub async fn update_zone(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+    Json(body): Json<ZoneBody>,
+) -> Result<HttpResponse, ApiError> {
+    let zone_id = id(&path.1, "zone")?;
+    let mut fields = BTreeMap::new();
+    check_name(&mut fields, body.name.as_deref());
+    check_capacity(&mut fields, body.capacity);
+    done(fields)?;
+    let client = state.pool.get().await?;
+    let updated = client
+        .execute(
+            "UPDATE zones SET name = coalesce($3, name), capacity = coalesce($4, capacity), updated_at = now(),
+                    version = version + 1
+             WHERE org_id = $1 AND id = $2",
+            &[&auth.org.id, &zone_id, &body.name.as_deref().map(str::trim), &body.capacity],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "a zone with this name exists"))?;
+    if updated == 0 {
+        return Err(ApiError::NotFound("zone"));
+    }
+    reload(&state, &client, auth.org.id).await?;
+    Ok(HttpResponse::Ok().json(one(&client, ZONE_SELECT, auth.org.id, zone_id, "zone").await?))
+}
+
+pub async fn delete_zone(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    remove(&state, "zones", auth.org.id, id(&path.1, "zone")?, "zone").await
+}
+
+// ---- gates ----
+
+const GATE_SELECT: &str =
+    "SELECT id, org_id, zone_id, name, direction, fail_mode, mode, open_ms, created_at, updated_at FROM gates";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateBody {
+    name: Option<String>,
+    zone_id: Option<Uuid>,
+    direction: Option<GateDirection>,
+    fail_mode: Option<FailMode>,
+    open_ms: Option<i32>,
+}
+
+async fn check_gate(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    body: &GateBody,
+    creating: bool,
+) -> Result<(), ApiError> {
+    let mut fields = BTreeMap::new();
+    check_name(
+        &mut fields,
+        if creating { Some(body.name.as_deref().unwrap_or_default()) } else { body.name.as_deref() },
+    );
+    if creating && body.direction.is_none() {
+        fields.insert("direction".into(), "is required".into());
+    }
+    match body.zone_id {
+        Some(zone) if !exists(client, "zones", org_id, zone).await? => {
+            fields.insert("zone_id".into(), "no such zone in this organization".into());
+        }
+        None if creating => {
+            fields.insert("zone_id".into(), "is required".into());
+        }
+        _ => {}
+    }
+    if body.open_ms.is_some_and(|ms| !(100..=60_000).contains(&ms)) {
+        fields.insert("open_ms".into(), "must be between 100 and 60000".into());
+    }
+    done(fields)
+}
+
+pub async fn create_gate(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    Json(body): Json<GateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, gate_id) = (auth.org.id, Uuid::now_v7());
+    let client = state.pool.get().await?;
+    check_gate(&client, org_id, &body, true).await?;
+    client
+        .execute(
+            "INSERT INTO gates (id, org_id, zone_id, name, direction, fail_mode, open_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &gate_id,
+                &org_id,
+                &body.zone_id,
+                &body.name.as_deref().map(str::trim),
+                &body.direction.map(GateDirection::as_str),
+                &body.fail_mode.unwrap_or(FailMode::Closed).as_str(),
+                &body.open_ms.unwrap_or(3000),
+            ],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "a gate with this name exists"))?;
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Created().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
+}
+
+pub async fn list_gates(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list(&state, GATE_SELECT, auth.org.id, &q).await
+}
+
+/// A gate, with its live entry queue.
+pub async fn get_gate(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let gate_id = id(&path.1, "gate")?;
+    let client = state.pool.get().await?;
+    let mut gate = one(&client, GATE_SELECT, auth.org.id, gate_id, "gate").await?;
+    gate["queue"] = json!(state.engine.gate_queue(gate_id).await);
+    Ok(HttpResponse::Ok().json(gate))
+}
+
+pub async fn update_gate(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+    Json(body): Json<GateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
+    let client = state.pool.get().await?;
+    check_gate(&client, org_id, &body, false).await?;
+    let updated = client
+        .execute(
+            "UPDATE gates SET name = coalesce($3, name), zone_id = coalesce($4, zone_id), direction = coalesce($5, direction),
+                    fail_mode = coalesce($6, fail_mode), open_ms = coalesce($7, open_ms), updated_at = now(), version = version + 1
+             WHERE org_id = $1 AND id = $2",
+            &[
+                &org_id,
+                &gate_id,
+                &body.name.as_deref().map(str::trim),
+                &body.zone_id,
+                &body.direction.map(GateDirection::as_str),
+                &body.fail_mode.map(FailMode::as_str),
+                &body.open_ms,
+            ],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "a gate with this name exists"))?;
+    if updated == 0 {
+        return Err(ApiError::NotFound("gate"));
+    }
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Ok().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
+}
+
+pub async fn delete_gate(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    remove(&state, "gates", auth.org.id, id(&path.1, "gate")?, "gate").await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    mode: GateMode,
+}
+
+pub async fn set_gate_mode(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::GateModeSet>,
+    path: web::Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<ModeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let updated = tx
+        .execute(
+            "UPDATE gates SET mode = $3, updated_at = now() WHERE org_id = $1 AND id = $2",
+            &[&org_id, &gate_id, &body.mode.as_str()],
+        )
+        .await?;
+    if updated == 0 {
+        return Err(ApiError::NotFound("gate"));
+    }
+    let event =
+        AuditEvent::new(Some(org_id), "gate.mode_changed", "gate", gate_id).details(json!({ "mode": body.mode }));
+    audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
+    tx.commit().await?;
+    reload(&state, &client, org_id).await?;
+    state.engine.publish(org_id, Event::GateMode { gate_id, mode: body.mode });
+    Ok(HttpResponse::Ok().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockdownBody {
+    lockdown: bool,
+}
+
+/// Organization-wide lockdown: every gate refuses every credential until lifted.
+pub async fn set_lockdown(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::GateModeSet>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<LockdownBody>,
+) -> Result<HttpResponse, ApiError> {
+    let org_id = auth.org.id;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("UPDATE organizations SET lockdown = $2, updated_at = now() WHERE id = $1", &[&org_id, &body.lockdown])
+        .await?;
+    let event = AuditEvent::new(Some(org_id), "org.lockdown_changed", "organization", org_id)
+        .details(json!({ "lockdown": body.lockdown }));
+    audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
+    tx.commit().await?;
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "org_id": org_id, "lockdown": body.lockdown })))
+}
+
+// ---- access rules ----
+
+const RULE_SELECT: &str =
+    "SELECT r.id, r.org_id, r.name, r.weekdays, r.time_windows, r.escort_required, r.anti_passback,
+        r.anti_passback_minutes, r.created_at, r.updated_at,
+        (SELECT coalesce(array_agg(z.zone_id ORDER BY z.zone_id), '{}') FROM access_rule_zones z
+         WHERE z.org_id = r.org_id AND z.rule_id = r.id) AS zone_ids
+     FROM access_rules r";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    name: Option<String>,
+    zone_ids: Option<Vec<Uuid>>,
+    weekdays: Option<Vec<i64>>,
+    time_windows: Option<Vec<TimeWindow>>,
+    escort_required: Option<bool>,
+    anti_passback: Option<AntiPassback>,
+    anti_passback_minutes: Option<i32>,
+}
+
+async fn check_rule(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    body: &RuleBody,
+    creating: bool,
+) -> Result<(), ApiError> {
+    let mut fields = BTreeMap::new();
+    check_name(
+        &mut fields,
+        if creating { Some(body.name.as_deref().unwrap_or_default()) } else { body.name.as_deref() },
+    );
+    if let Some(zones) = &body.zone_ids {
+        let known: i64 = client
+            .query_one("SELECT count(*) FROM zones WHERE org_id = $1 AND id = ANY($2)", &[&org_id, zones])
+            .await?
+            .try_get(0)?;
+        let mut unique = zones.clone();
+        unique.sort();
+        unique.dedup();
+        if usize::try_from(known).ok() != Some(unique.len()) {
+            fields.insert("zone_ids".into(), "every zone must belong to this organization".into());
+        }
+    } else if creating {
+        fields.insert("zone_ids".into(), "is required".into());
+    }
+    if let Some(days) = &body.weekdays
+        && let Err(err) = Schedule::new(days.iter().copied(), Vec::new())
+    {
+        fields.insert("weekdays".into(), err.to_string());
+    }
+    if body.anti_passback == Some(AntiPassback::Timed) && body.anti_passback_minutes.is_none_or(|m| m < 1) {
+        fields.insert(
+            "anti_passback_minutes".into(),
+            "timed anti-passback needs a number of minutes (at least 1)".into(),
+        );
+    }
+    done(fields)
+}
+
+async fn set_rule_zones(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    rule_id: Uuid,
+    zones: &[Uuid],
+) -> Result<(), ApiError> {
+    client.execute("DELETE FROM access_rule_zones WHERE org_id = $1 AND rule_id = $2", &[&org_id, &rule_id]).await?;
+    client
+        .execute(
+            "INSERT INTO access_rule_zones (org_id, rule_id, zone_id) SELECT $1, $2, unnest($3::uuid[]) ON CONFLICT DO NOTHING",
+            &[&org_id, &rule_id, &zones],
+        )
+        .await?;
+    Ok(())
+}
+
+fn weekdays_sql(days: &Option<Vec<i64>>) -> Option<Vec<i16>> {
+    days.as_ref().map(|d| d.iter().filter_map(|x| i16::try_from(*x).ok()).collect())
+}
+
+pub async fn create_rule(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    Json(body): Json<RuleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, rule_id) = (auth.org.id, Uuid::now_v7());
+    let mut client = state.pool.get().await?;
+    check_rule(&client, org_id, &body, true).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO access_rules (id, org_id, name, weekdays, time_windows, escort_required, anti_passback, anti_passback_minutes)
+         VALUES ($1, $2, $3, coalesce($4, '{1,2,3,4,5,6,7}'), $5, $6, $7, $8)",
+        &[
+            &rule_id,
+            &org_id,
+            &body.name.as_deref().map(str::trim),
+            &weekdays_sql(&body.weekdays),
+            &json!(body.time_windows.clone().unwrap_or_default()),
+            &body.escort_required.unwrap_or(false),
+            &body.anti_passback.unwrap_or(AntiPassback::Off).as_str(),
+            &body.anti_passback_minutes,
+        ],
+    )
+    .await
+    .map_err(|e| ApiError::unique(e, "an access rule with this name exists"))?;
+    set_rule_zones(&tx, org_id, rule_id, body.zone_ids.as_deref().unwrap_or_default()).await?;
+    tx.commit().await?;
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Created().json(one(&client, RULE_SELECT, org_id, rule_id, "access rule").await?))
+}
+
+pub async fn list_rules(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = pagination::limit(q.limit)?;
+    let after: Option<Uuid> = pagination::decode(q.cursor.as_deref())?;
+    let client = state.pool.get().await?;
+    let items = query_json(
+        &client,
+        &format!("{RULE_SELECT} WHERE r.org_id = $1 AND ($2::uuid IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3"),
+        &[&auth.org.id, &after, &(limit + 1)],
+    )
+    .await?;
+    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    Ok(HttpResponse::Ok().json(page))
+}
+
+pub async fn get_rule(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let rule_id = id(&path.1, "access rule")?;
+    let rule =
+        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&auth.org.id, &rule_id])
+            .await?
+            .ok_or(ApiError::NotFound("access rule"))?;
+    Ok(HttpResponse::Ok().json(rule))
+}
+
+pub async fn update_rule(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+    Json(body): Json<RuleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, rule_id) = (auth.org.id, id(&path.1, "access rule")?);
+    let mut client = state.pool.get().await?;
+    check_rule(&client, org_id, &body, false).await?;
+    let tx = client.transaction().await?;
+    let updated = tx
+        .execute(
+            "UPDATE access_rules SET name = coalesce($3, name), weekdays = coalesce($4, weekdays),
+                    time_windows = coalesce($5, time_windows), escort_required = coalesce($6, escort_required),
+                    anti_passback = coalesce($7, anti_passback),
+                    anti_passback_minutes = CASE WHEN $7::text IS NULL AND $8::int IS NULL THEN anti_passback_minutes ELSE $8 END,
+                    updated_at = now(), version = version + 1
+             WHERE org_id = $1 AND id = $2",
+            &[
+                &org_id,
+                &rule_id,
+                &body.name.as_deref().map(str::trim),
+                &weekdays_sql(&body.weekdays),
+                &body.time_windows.as_ref().map(|w| json!(w)),
+                &body.escort_required,
+                &body.anti_passback.map(AntiPassback::as_str),
+                &body.anti_passback_minutes,
+            ],
+        )
+        .await
+        .map_err(|e| if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) {
+            ApiError::field("anti_passback_minutes", "timed anti-passback needs a number of minutes")
+        } else {
+            ApiError::unique(e, "an access rule with this name exists")
+        })?;
+    if updated == 0 {
+        return Err(ApiError::NotFound("access rule"));
+    }
+    if let Some(zones) = &body.zone_ids {
+        set_rule_zones(&tx, org_id, rule_id, zones).await?;
+    }
+    tx.commit().await?;
+    reload(&state, &client, org_id).await?;
+    let rule =
+        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
+            .await?
+            .ok_or(ApiError::NotFound("access rule"))?;
+    Ok(HttpResponse::Ok().json(rule))
+}
+
+pub async fn delete_rule(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    remove(&state, "access_rules", auth.org.id, id(&path.1, "access rule")?, "access rule").await
+}
+
+// ---- holidays ----
+
+const HOLIDAY_SELECT: &str = "SELECT id, org_id, date, name FROM holidays";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolidayBody {
+    date: Option<NaiveDate>,
+    name: Option<String>,
+}
+
+pub async fn create_holiday(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    Json(body): Json<HolidayBody>,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = BTreeMap::new();
+    check_name(&mut fields, Some(body.name.as_deref().unwrap_or_default()));
+    if body.date.is_none() {
+        fields.insert("date".into(), "is required (YYYY-MM-DD)".into());
+    }
+    done(fields)?;
+    let (org_id, holiday_id) = (auth.org.id, Uuid::now_v7());
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO holidays (id, org_id, date, name) VALUES ($1, $2, $3, $4)",
+            &[&holiday_id, &org_id, &body.date, &body.name.as_deref().map(str::trim)],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "there is already a holiday on this date"))?;
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Created().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
+}
+
+pub async fn list_holidays(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list(&state, HOLIDAY_SELECT, auth.org.id, &q).await
+}
+
+pub async fn get_holiday(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigRead>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, auth.org.id, id(&path.1, "holiday")?, "holiday").await?))
+}
+
+pub async fn update_holiday(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+    Json(body): Json<HolidayBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (org_id, holiday_id) = (auth.org.id, id(&path.1, "holiday")?);
+    let mut fields = BTreeMap::new();
+    check_name(&mut fields, body.name.as_deref());
+    done(fields)?;
+    let client = state.pool.get().await?;
+    let updated = client
+        .execute(
+            "UPDATE holidays SET date = coalesce($3, date), name = coalesce($4, name) WHERE org_id = $1 AND id = $2",
+            &[&org_id, &holiday_id, &body.date, &body.name.as_deref().map(str::trim)],
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "there is already a holiday on this date"))?;
+    if updated == 0 {
+        return Err(ApiError::NotFound("holiday"));
+    }
+    reload(&state, &client, org_id).await?;
+    Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
+}
+
+pub async fn delete_holiday(
+    state: web::Data<AppState>,
+    auth: Authorized<policy::ConfigWrite>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    remove(&state, "holidays", auth.org.id, id(&path.1, "holiday")?, "holiday").await
+}
