@@ -81,17 +81,27 @@ fn serve_without_secrets_names_the_missing_one_and_never_prints_given_ones() -> 
 }
 
 /// A running engine process whose output is collected as it comes.
-struct Engine {
+pub struct Engine {
     child: Child,
     output: Arc<Mutex<String>>,
 }
 
 impl Engine {
     fn start(data_dir: &Path) -> TestResult<Engine> {
-        let mut child = engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        Engine::spawn(engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]))
+    }
+
+    /// `serve` against an existing database (in the shared test cluster).
+    pub fn serve(dbname: &str) -> TestResult<Engine> {
+        let mut cmd = engine_cmd(&["serve", "--bind", "127.0.0.1:0"]);
+        cmd.env("PORTCULLIS__DATABASE__URL", crate::helpers::connection_string(dbname))
+            .env("PORTCULLIS__AUTH__JWT_SECRET", crate::helpers::JWT_SECRET)
+            .env("PORTCULLIS__AUTH__API_KEY_PEPPER", crate::helpers::PEPPER);
+        Engine::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> TestResult<Engine> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -118,7 +128,7 @@ impl Engine {
     }
 
     /// The port from the "listening" log line, once the engine is serving.
-    fn wait_for_port(&mut self) -> TestResult<u16> {
+    pub fn wait_for_port(&mut self) -> TestResult<u16> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             let port = self
@@ -137,8 +147,15 @@ impl Engine {
         Err(format!("engine did not start listening:\n{}", self.output()).into())
     }
 
+    /// SIGKILL: no chance to flush or stop anything.
+    pub fn kill(mut self) -> TestResult<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for the exit.
-    fn terminate(mut self) -> TestResult<(ExitStatus, String)> {
+    pub fn terminate(mut self) -> TestResult<(ExitStatus, String)> {
         kill(Pid::from_raw(i32::try_from(self.child.id())?), Signal::SIGTERM)?;
         // Generous: this is a liveness bound, not a performance assertion.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -170,7 +187,13 @@ fn http_get(port: u16, path: &str) -> TestResult<(u16, String)> {
 }
 
 /// Plain HTTP/1.1 with an optional bearer token and JSON body.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> TestResult<(u16, String)> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> TestResult<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;

@@ -93,6 +93,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<Te
     let dbname = fresh_database().await?;
     let mut settings = test_settings(&dbname)?;
     adjust(&mut settings);
+    // `TEST_LOG=1 cargo test …` shows the engine's log (a failing request's cause is there).
+    if std::env::var_os("TEST_LOG").is_some() {
+        portcullis::telemetry::init_logging(&settings.log);
+    }
     let db = Database::open(&settings.database, &settings.data_dir).await?;
     let app = Application::build(settings, db).await?;
     let address = format!("http://127.0.0.1:{}", app.port());

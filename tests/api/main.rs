@@ -4,10 +4,13 @@ mod helpers;
 
 mod api_keys;
 mod authz;
-mod engine_process;
+mod decisions;
+pub mod engine_process;
 mod errors;
 mod identity;
 mod migrations;
 mod orgs;
+mod rules;
 mod seed;
 mod service;
+mod site;

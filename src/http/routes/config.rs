@@ -483,7 +483,7 @@ pub async fn create_rule(
     let tx = client.transaction().await?;
     tx.execute(
         "INSERT INTO access_rules (id, org_id, name, weekdays, time_windows, escort_required, anti_passback, anti_passback_minutes)
-         VALUES ($1, $2, $3, coalesce($4, '{1,2,3,4,5,6,7}'), $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, coalesce($4::smallint[], '{1,2,3,4,5,6,7}'::smallint[]), $5, $6, $7, $8)",
         &[
             &rule_id,
             &org_id,

@@ -1,0 +1,224 @@
+//! The engine's guarantees: revocation at every gate on return, one admit for a single-use pass
+//! however many gates ask at once, state that survives passivation, the journal, and the errors.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{TestResult, spawn_app, spawn_app_with};
+use crate::site::{Site, allow, deny};
+
+#[actix_web::test]
+async fn a_revocation_is_in_force_at_every_gate_when_the_call_returns() -> TestResult {
+    let site = Site::build(spawn_app().await?, 2, 4).await?;
+    let (pass, pin) = site.pass(json!({})).await?;
+    for gate in 0..site.gates.len() {
+        let direction = if gate % 2 == 0 { "in" } else { "out" };
+        assert!(site.decide(gate, &pin, direction).await?.0 == "allow");
+    }
+    site.post(&format!("/passes/{pass}/revoke"), json!({"reason": "badge reported stolen"})).await?;
+    // Immediately, at all gates at once.
+    let verdicts = join_all((0..site.gates.len()).map(|gate| site.decide(gate, &pin, "in"))).await;
+    for (gate, verdict) in verdicts.into_iter().enumerate() {
+        assert_eq!(verdict?, deny("pass_revoked"), "gate {gate}");
+    }
+    let stored = site.get(&format!("/passes/{pass}")).await?;
+    assert_eq!(stored["status"], "revoked");
+    assert_eq!(stored["revoke_reason"], "badge reported stolen");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn fifty_simultaneous_decisions_for_a_single_use_pass_admit_exactly_one() -> TestResult {
+    let site = Site::build(spawn_app().await?, 2, 5).await?;
+    let (pass, pin) = site.pass(json!({"type": "single"})).await?;
+    let gates = site.gates.len();
+    let verdicts = join_all((0..50).map(|i| site.decide(i % gates, &pin, "in"))).await;
+    let verdicts: Vec<_> = verdicts.into_iter().collect::<Result<_, _>>()?;
+    let allowed = verdicts.iter().filter(|v| v.0 == "allow").count();
+    assert_eq!(allowed, 1, "{verdicts:?}");
+    assert!(verdicts.iter().filter(|v| v.0 == "deny").all(|v| v.1 == "uses_exhausted"), "{verdicts:?}");
+
+    // The journal has every one of them, and the pass is used up in the database too.
+    let db = site.app.db().await?;
+    let pass_id = uuid::Uuid::try_parse(&pass)?;
+    let mut logged = 0;
+    for _ in 0..50 {
+        logged = db.query_one("SELECT count(*) FROM checkins WHERE pass_id = $1", &[&pass_id]).await?.get::<_, i64>(0);
+        if logged == 50 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(logged, 50);
+    let row = db.query_one("SELECT uses_count, (SELECT count(*) FROM checkins WHERE pass_id = $1 AND decision = 'allow') FROM passes WHERE id = $1", &[&pass_id]).await?;
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1, 1));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_pass_keeps_its_state_when_its_actor_is_passivated() -> TestResult {
+    let app = spawn_app_with(|s| s.engine.pass_idle_secs = 1).await?;
+    let site = Site::build(app, 1, 2).await?;
+    let (_, pin) = site.pass(json!({"type": "single"})).await?;
+    assert_eq!(site.decide(0, &pin, "in").await?, allow());
+    // Idle long enough to be passivated, then woken by the next swipe.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(site.decide(1, &pin, "in").await?, deny("uses_exhausted"));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn bad_requests_get_their_codes() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 2).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    let gate = site.gates[0].clone();
+    let ask = |body: serde_json::Value| site.decide_raw(&gate, &site.device_key, body);
+    let field =
+        |reply: &crate::helpers::Reply, name: &str| reply.json()["error"]["details"]["fields"][name].is_string();
+
+    let r = ask(json!({"credential": {"kind": "pin"}})).await?;
+    assert!(r.status == 422 && field(&r, "credential.value"), "{}", r.text());
+    let r = ask(json!({"credential": {"kind": "retina", "value": "x"}})).await?;
+    assert!(r.status == 422 && field(&r, "credential.kind"), "{}", r.text());
+    let r = ask(json!({"credential": pin, "direction": "sideways"})).await?;
+    assert!(r.status == 422 && field(&r, "direction"), "{}", r.text());
+    let r = ask(json!({"credential": {"kind": "wiegand", "bits": "10x1"}})).await?;
+    assert!(r.status == 422 && field(&r, "credential.bits"), "{}", r.text());
+    let r = ask(json!({"credential": {"kind": "qr", "value": "https://evil.example"}})).await?;
+    assert!(r.status == 422 && field(&r, "credential.value"), "{}", r.text());
+    let r = site
+        .app
+        .send(
+            site.app
+                .client
+                .post(site.app.url(&format!("/api/v1/gates/{gate}/decisions")))
+                .insert_header(("authorization", format!("Bearer {}", site.device_key)))
+                .insert_header(("content-type", "application/json")),
+            Some(b"{not json"),
+        )
+        .await?;
+    assert_eq!((r.status, r.json()["error"]["details"]["fields"]["body"].as_str()), (422, Some("is not valid JSON")));
+
+    let unknown =
+        site.decide_raw(&uuid::Uuid::new_v4().to_string(), &site.device_key, json!({"credential": pin})).await?;
+    assert_eq!((unknown.status, unknown.error_code().as_deref()), (404, Some("not_found")));
+
+    // A key bound to the first gate only.
+    let (_, narrow) = site.app.create_key(&site.root, &site.org, &["gate:decide"], &[&site.gates[0]]).await?;
+    let r = site.decide_raw(&site.gates[1], &narrow, json!({"credential": pin})).await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (403, Some("key_not_bound_to_gate")));
+    assert_eq!(site.decide_raw(&site.gates[0], &narrow, json!({"credential": pin})).await?.status, 200);
+    // A key without the scope, and an operator's token.
+    let (_, reader) = site.app.create_key(&site.root, &site.org, &["passes:read"], &[]).await?;
+    assert_eq!(site.decide_raw(&gate, &reader, json!({"credential": pin})).await?.status, 403);
+    assert_eq!(site.decide_raw(&gate, &site.root.access, json!({"credential": pin})).await?.status, 403);
+    assert_eq!(site.decide_raw(&gate, "pcl_live_forged", json!({"credential": pin})).await?.status, 401);
+    // A blocked organization's gates refuse to decide.
+    site.app.call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"access_mode": "blocked"}))).await?;
+    let r = ask(json!({"credential": pin})).await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (403, Some("org_blocked")));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn every_decision_is_journaled_and_can_be_read_back() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 2).await?;
+    let (pass, pin) = site.pass(json!({"type": "single"})).await?;
+    site.decide(0, &pin, "in").await?;
+    site.decide(1, &pin, "in").await?;
+    site.decide(1, &json!({"kind": "pin", "value": "99999999"}), "in").await?;
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        items = site.get("/checkins").await?["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 3 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(items.len(), 3);
+    let reasons: Vec<&str> = items.iter().filter_map(|c| c["reason"].as_str()).collect();
+    assert_eq!(reasons, ["unknown_credential", "uses_exhausted", "allowed"], "newest first");
+    assert_eq!(items[2]["pass_id"], pass.as_str());
+    assert_eq!(items[2]["gate_id"], site.gates[0].as_str());
+    assert_eq!(items[2]["source"], "api");
+
+    let denied = site.get(&format!("/checkins?decision=deny&gate_id={}", site.gates[1])).await?;
+    assert_eq!(denied["items"].as_array().map(Vec::len), Some(2));
+    let mine = site.get(&format!("/checkins?pass_id={pass}&limit=1")).await?;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    let next = mine["next_cursor"].as_str().unwrap_or_default();
+    let rest = site.get(&format!("/checkins?pass_id={pass}&limit=1&cursor={next}")).await?;
+    assert_eq!(rest["items"][0]["reason"], "allowed");
+
+    // The gate's live queue shows the same, in order.
+    let gate = site.get(&format!("/gates/{}", site.gates[1])).await?;
+    let queue: Vec<&str> =
+        gate["queue"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(queue, ["uses_exhausted", "unknown_credential"]);
+    let metrics = site.app.get("/metrics").await?.text();
+    for series in [
+        "portcullis_decisions_total{decision=\"deny\",reason=\"uses_exhausted\"}",
+        "portcullis_decision_duration_seconds_bucket",
+        "portcullis_journal_batch_records",
+        "portcullis_journal_commit_seconds",
+    ] {
+        assert!(metrics.contains(series), "{series} missing");
+    }
+    Ok(())
+}
+
+#[actix_web::test]
+async fn config_changes_are_in_force_at_once() -> TestResult {
+    let site = Site::build(spawn_app().await?, 2, 1).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    assert_eq!(site.decide(1, &pin, "in").await?, allow());
+    // Take the second zone out of the rule: the next swipe there is refused.
+    let path = site.path(&format!("/access-rules/{}", site.rule));
+    let r = site.app.call("PATCH", &path, Some(&site.root.access), Some(json!({"zone_ids": [site.zones[0]]}))).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(site.decide(1, &pin, "out").await?, deny("zone_not_allowed"));
+    // A new gate works as soon as it is created (and its key names it).
+    let gate = site.post("/gates", json!({"name": "New door", "zone_id": site.zones[0], "direction": "in"})).await?;
+    let gate_id = gate["id"].as_str().unwrap_or_default().to_owned();
+    let (_, key) = site.app.create_key(&site.root, &site.org, &["gate:decide"], &[&gate_id]).await?;
+    let r = site.decide_raw(&gate_id, &key, json!({"credential": pin})).await?;
+    assert_eq!(r.json()["reason"], "allowed");
+    let r = site.decide_raw(&gate_id, &key, json!({"credential": pin, "direction": "out"})).await?;
+    assert_eq!(r.json()["reason"], "wrong_direction");
+    // A zone still used by gates cannot be deleted.
+    let r = site
+        .app
+        .call("DELETE", &site.path(&format!("/zones/{}", site.zones[0])), Some(&site.root.access), None)
+        .await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (409, Some("in_use")));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_consumed_pass_stays_consumed_when_the_engine_is_killed_right_after() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let (pass, pin) = site.pass(json!({"type": "single"})).await?;
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let body = json!({"credential": pin, "direction": "in"});
+
+    // Another engine process on the same database: admit, then die at once.
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    let port = engine.wait_for_port()?;
+    let (status, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"allow\""), "{reply}");
+    engine.kill()?;
+
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    let port = engine.wait_for_port()?;
+    let (_, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;
+    assert!(reply.contains("uses_exhausted"), "the restarted engine must know the pass is used: {reply}");
+    let (status, _) = engine.terminate()?;
+    assert!(status.success());
+    let db = site.app.db().await?;
+    let used: i32 =
+        db.query_one("SELECT uses_count FROM passes WHERE id = $1", &[&uuid::Uuid::try_parse(&pass)?]).await?.get(0);
+    assert_eq!(used, 1);
+    Ok(())
+}
