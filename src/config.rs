@@ -13,6 +13,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// Re-exported so tools (the bench) can load settings without the process environment.
+pub mod figment_env {
+    pub use figment::providers::Env;
+}
+
 /// The defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
 

@@ -52,7 +52,7 @@ impl Application {
     /// Loads the engine, binds the listener (port 0 picks a free port) and builds the server;
     /// nothing is served until [`Application::run_until_stopped`] is awaited.
     pub async fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
-        let engine = crate::engine::start(database.pool(), &settings.engine).await?;
+        let engine = crate::engine::start(database.pool(), database.config(), &settings.engine).await?;
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
@@ -93,6 +93,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The engine the server decides with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Stops the server gracefully when called (tests; signals do the same in production).

@@ -44,6 +44,7 @@ pub enum DbError {
 #[derive(Debug)]
 pub struct Database {
     pool: Pool,
+    config: tokio_postgres::Config,
     schema_version: i32,
     managed: Option<ManagedPostgres>,
 }
@@ -69,11 +70,11 @@ impl Database {
                 create_database_if_missing(pg).await?;
             }
             let schema_version = migrate(&config).await?;
-            let pool = build_pool(config, settings)?;
+            let pool = build_pool(config.clone(), settings)?;
             Ok::<_, DbError>((pool, schema_version))
         };
         match prepared.await {
-            Ok((pool, schema_version)) => Ok(Database { pool, schema_version, managed }),
+            Ok((pool, schema_version)) => Ok(Database { pool, config, schema_version, managed }),
             Err(err) => {
                 // Do not leave a cluster running behind a failed start.
                 if let Some(pg) = managed {
@@ -99,7 +100,7 @@ impl Database {
                     .query_one("SELECT coalesce(max(version), 0) FROM refinery_schema_history", &[])
                     .await?
                     .try_get::<_, i32>(0)?;
-                Ok(Database { pool: build_pool(config, settings)?, schema_version, managed: None })
+                Ok(Database { pool: build_pool(config.clone(), settings)?, config, schema_version, managed: None })
             }
             other => other,
         }
@@ -107,6 +108,11 @@ impl Database {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Connection settings, for components that hold a dedicated connection (the journal).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     /// The newest migration applied to this database.

@@ -3,21 +3,80 @@
 //!
 //! A group that fails is retried batch by batch, so one bad record (a gate deleted meanwhile)
 //! fails only its own batch. Records that still cannot be written are logged and counted.
+//! Retrying is safe: a commit whose answer was lost with its connection may have happened, so
+//! check-ins are inserted idempotently (by their id) and pass updates write absolute values.
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
 use futures_util::future::try_join_all;
 use portcullis_actors::journal::{JournalBatch, JournalError, JournalRecord};
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+/// The journal's statements, prepared once per connection.
+struct Statements {
+    checkin: Statement,
+    pass: Statement,
+    event: Statement,
+}
+
+/// The journal's own connection, reopened when lost.
+struct Connection {
+    config: Config,
+    open: Option<(Client, Statements)>,
+}
+
+impl Connection {
+    async fn get(&mut self) -> Result<&mut (Client, Statements), String> {
+        if self.open.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+            self.open = None;
+            let err = |e: tokio_postgres::Error| crate::error::error_chain(&e);
+            let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
+            actix_web::rt::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "journal connection lost");
+                }
+            });
+            let statements = Statements {
+                checkin: client
+                    .prepare(
+                        "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(err)?,
+                pass: client
+                    .prepare(
+                        "UPDATE passes SET uses_count = $3, inside = $4, last_gate_id = $5, last_passage_at = $6, status = $7,
+                                valid_to = $8, revoked_at = coalesce($9, revoked_at), revoked_by = coalesce($10, revoked_by),
+                                revoke_reason = coalesce($11, revoke_reason), updated_at = now(), version = version + 1
+                         WHERE org_id = $1 AND id = $2",
+                    )
+                    .await
+                    .map_err(err)?,
+                event: client
+                    .prepare(
+                        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id, reason, at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .await
+                    .map_err(err)?,
+            };
+            self.open = Some((client, statements));
+        }
+        self.open.as_mut().ok_or_else(|| "no connection".to_owned())
+    }
+}
 
 /// Most batches in one transaction.
 const MAX_GROUP: usize = 512;
 /// How long a group with no durable waiter lingers to gather more.
 const LINGER: Duration = Duration::from_millis(2);
 
-pub async fn run(pool: Pool, mut rx: mpsc::Receiver<JournalBatch>) {
+pub async fn run(config: Config, mut rx: mpsc::Receiver<JournalBatch>) {
+    let mut conn = Connection { config, open: None };
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         drain(&mut rx, &mut group);
@@ -28,14 +87,14 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<JournalBatch>) {
         let records: usize = group.iter().map(|b| b.records.len()).sum();
         metrics::histogram!("portcullis_journal_batch_records").record(records as f64);
         let started = Instant::now();
-        let result = commit(&pool, &group).await;
+        let result = commit(&mut conn, &group).await;
         metrics::histogram!("portcullis_journal_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => acknowledge(group, Ok(())),
             Err(err) if group.len() > 1 => {
                 tracing::warn!(error = %err, batches = group.len(), "journal group failed; retrying batch by batch");
                 for batch in group {
-                    let result = commit(&pool, std::slice::from_ref(&batch)).await;
+                    let result = commit(&mut conn, std::slice::from_ref(&batch)).await;
                     if let Err(err) = &result {
                         lost(batch.records.len(), err);
                     }
@@ -73,39 +132,17 @@ fn acknowledge(group: Vec<JournalBatch>, result: Result<(), JournalError>) {
     }
 }
 
-async fn commit(pool: &Pool, group: &[JournalBatch]) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), String> {
+    let (client, statements) = conn.get().await?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let checkin = tx
-        .prepare_cached(
-            "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let pass = tx
-        .prepare_cached(
-            "UPDATE passes SET uses_count = $3, inside = $4, last_gate_id = $5, last_passage_at = $6, status = $7,
-                    valid_to = $8, revoked_at = coalesce($9, revoked_at), revoked_by = coalesce($10, revoked_by),
-                    revoke_reason = coalesce($11, revoke_reason), updated_at = now(), version = version + 1
-             WHERE org_id = $1 AND id = $2",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let event = tx
-        .prepare_cached(
-            "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id, reason, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let (checkin, pass, event) = (&statements.checkin, &statements.pass, &statements.event);
 
     // Statements are pipelined on the connection, in submission order.
     let mut pending = Vec::new();
     for record in group.iter().flat_map(|b| &b.records) {
-        let (statement, params): (_, Vec<Box<dyn ToSql + Sync + Send>>) = match record {
+        let (statement, params): (&Statement, Vec<Box<dyn ToSql + Sync + Send>>) = match record {
             JournalRecord::Checkin(c) => (
-                &checkin,
+                checkin,
                 vec![
                     Box::new(c.id),
                     Box::new(c.org_id),
@@ -120,7 +157,7 @@ async fn commit(pool: &Pool, group: &[JournalBatch]) -> Result<(), String> {
                 ],
             ),
             JournalRecord::Pass { state, revocation } => (
-                &pass,
+                pass,
                 vec![
                     Box::new(state.org_id),
                     Box::new(state.id),
@@ -136,7 +173,7 @@ async fn commit(pool: &Pool, group: &[JournalBatch]) -> Result<(), String> {
                 ],
             ),
             JournalRecord::PassEvent(e) => (
-                &event,
+                event,
                 vec![
                     Box::new(e.org_id),
                     Box::new(e.pass_id),

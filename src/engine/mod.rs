@@ -22,9 +22,13 @@ use load::LoadError;
 const JOURNAL_CAPACITY: usize = 16_384;
 
 /// Starts the journal writer and the engine, and loads the engine from the database.
-pub async fn start(pool: &Pool, settings: &Settings) -> Result<Engine, LoadError> {
+///
+/// The journal writes over its own connection, driven on this (the engine's) runtime: pooled
+/// connections are driven by whichever HTTP worker opened them and end with that worker, which
+/// would cut the journal off in the middle of the shutdown flush.
+pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Settings) -> Result<Engine, LoadError> {
     let (journal, rx) = JournalHandle::channel(JOURNAL_CAPACITY);
-    actix_web::rt::spawn(journal::run(pool.clone(), rx));
+    actix_web::rt::spawn(journal::run(config.clone(), rx));
     let engine = Engine::new(
         journal,
         EngineSettings {
