@@ -54,6 +54,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub engine: EngineSettings,
+    pub stream: StreamSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub heartbeat_secs: u64,
+    pub client_timeout_secs: u64,
+    pub session_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

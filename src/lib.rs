@@ -6,6 +6,7 @@
 //! - [`config`] — layered settings (defaults, file, environment, flags) with secrets kept secret.
 //! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
 //! - [`http`] — extractors, the request-context middleware, and the routes.
+//! - [`stream`] — live entry streams: the WebSocket SessionActor and its snapshot.
 //! - [`error`] — [`error::ApiError`], the one error type of the API and its stable codes.
 //! - [`db`] — the PostgreSQL pool, migrations from `schema/`, the managed local cluster.
 //! - [`engine`] — the engine's server side: loading actors, the journal writer, credentials.
@@ -26,4 +27,5 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod startup;
+pub mod stream;
 pub mod telemetry;

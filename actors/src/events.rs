@@ -28,7 +28,7 @@ pub enum Event {
         decided_at: DateTime<Utc>,
     },
     #[serde(rename = "pass.issued")]
-    PassIssued { pass_id: Uuid, holder_name: String },
+    PassIssued { pass_id: Uuid, holder_name: String, issued_by: Option<Uuid> },
     #[serde(rename = "pass.revoked")]
     PassRevoked { pass_id: Uuid, revoked_by: Option<Uuid>, reason: String },
     #[serde(rename = "pass.suspended")]
@@ -41,6 +41,31 @@ pub enum Event {
     GateMode { gate_id: Uuid, mode: GateMode },
     #[serde(rename = "alert")]
     Alert { alert: &'static str, gate_id: Uuid, pass_id: Option<Uuid> },
+}
+
+impl Event {
+    /// The gate an event is about, if any (for viewers watching chosen gates).
+    pub fn gate_id(&self) -> Option<Uuid> {
+        match self {
+            Event::Decision { gate_id, .. } | Event::GateMode { gate_id, .. } | Event::Alert { gate_id, .. } => {
+                Some(*gate_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The pass an event is about, if any (for hosts, who see only their own visitors).
+    pub fn pass_id(&self) -> Option<Uuid> {
+        match self {
+            Event::Decision { pass_id, .. } | Event::Alert { pass_id, .. } => *pass_id,
+            Event::PassIssued { pass_id, .. }
+            | Event::PassRevoked { pass_id, .. }
+            | Event::PassSuspended { pass_id }
+            | Event::PassResumed { pass_id }
+            | Event::PassExpired { pass_id } => Some(*pass_id),
+            Event::GateMode { .. } => None,
+        }
+    }
 }
 
 /// An event as delivered: numbered within its organization.

@@ -81,6 +81,8 @@ pub struct TestApp {
     pub address: String,
     pub dbname: String,
     pub client: awc::Client,
+    /// The running engine, for tests that publish events directly.
+    pub engine: portcullis_actors::engine::Engine,
 }
 
 /// Starts the engine on port 0 against a fresh, migrated database.
@@ -100,9 +102,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<Te
     let db = Database::open(&settings.database, &settings.data_dir).await?;
     let app = Application::build(settings, db).await?;
     let address = format!("http://127.0.0.1:{}", app.port());
+    let engine = app.engine().clone();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    Ok(TestApp { address, dbname, client })
+    Ok(TestApp { address, dbname, client, engine })
 }
 
 /// A response, read whole.

@@ -14,3 +14,4 @@ mod rules;
 mod seed;
 mod service;
 mod site;
+mod streams;

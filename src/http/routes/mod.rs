@@ -5,10 +5,12 @@ mod audit;
 mod auth;
 mod checkins;
 mod config;
+mod dashboard;
 mod decisions;
 mod orgs;
 mod passes;
 mod service;
+mod stream;
 mod users;
 
 use actix_web::body::MessageBody;
@@ -20,7 +22,10 @@ use crate::error::ApiError;
 
 /// Every route of the engine.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").get(service::health))
+    cfg.service(web::resource("/").get(dashboard::index))
+        .service(web::resource("/app.js").get(dashboard::script))
+        .service(web::resource("/app.css").get(dashboard::style))
+        .service(web::resource("/health").get(service::health))
         .service(web::resource("/ready").get(service::ready))
         .service(web::resource("/version").get(service::version))
         .service(web::resource("/metrics").get(service::metrics))
@@ -78,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/orgs/{org}/passes/{pass}/resume").post(passes::resume))
                 .service(web::resource("/orgs/{org}/passes/{pass}/qr").get(passes::qr))
                 .service(web::resource("/orgs/{org}/checkins").get(checkins::list))
+                .service(web::resource("/orgs/{org}/stream").get(stream::stream))
                 .service(web::resource("/gates/{gate}/decisions").post(decisions::decide)),
         );
 }

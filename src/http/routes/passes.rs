@@ -61,6 +61,8 @@ pub struct IssuePass {
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<PassStatus>,
+    /// Part of the holder's name (case-insensitive).
+    q: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -268,7 +270,7 @@ pub async fn issue(
         keys.push((number, credential));
     }
     state.engine.add_pass(pass, keys).await.map_err(ApiError::internal)?;
-    state.engine.publish(org_id, Event::PassIssued { pass_id: id, holder_name: holder.to_owned() });
+    state.engine.publish(org_id, Event::PassIssued { pass_id: id, holder_name: holder.to_owned(), issued_by });
 
     let mut json = describe(&state, &client, org_id, id, None).await?;
     if kind == CredentialKind::Qr {
@@ -295,9 +297,11 @@ pub async fn list(
         &client,
         &format!(
             "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
-               AND ($4::uuid IS NULL OR id > $4) ORDER BY id LIMIT $5"
+               AND ($4::uuid IS NULL OR id > $4)
+               AND ($6::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($6, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')
+             ORDER BY id LIMIT $5"
         ),
-        &[&auth.org.id, &q.status.map(PassStatus::as_str), &only, &after, &(limit + 1)],
+        &[&auth.org.id, &q.status.map(PassStatus::as_str), &only, &after, &(limit + 1), &q.q.as_deref().filter(|s| !s.is_empty())],
     )
     .await?;
     let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));

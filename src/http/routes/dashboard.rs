@@ -1,0 +1,34 @@
+//! The operator dashboard: one page and its script and style, compiled into the binary.
+//! The Content-Security-Policy allows nothing but this origin (and its WebSocket).
+
+use actix_web::HttpResponse;
+use actix_web::http::header;
+
+const INDEX: &str = include_str!("../../../static/index.html");
+const SCRIPT: &str = include_str!("../../../static/app.js");
+const STYLE: &str = include_str!("../../../static/app.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self' ws: wss:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .body(body)
+}
+
+pub async fn index() -> HttpResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn style() -> HttpResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}

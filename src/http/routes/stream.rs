@@ -1,0 +1,78 @@
+//! `GET /api/v1/orgs/{org}/stream?gates=&since=` — the live entry stream (WebSocket).
+//! The token comes in `Authorization` or, since browsers cannot set headers on a WebSocket, in
+//! `access_token` (never logged: the request log records the path only).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::permissions::Permission;
+use crate::auth::principal::{Principal, authenticate, authorize, bearer_token};
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::stream::session::{Credential, Filter, SessionActor, Timing};
+use crate::stream::snapshot::host_passes;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    gates: Option<String>,
+    since: Option<u64>,
+    access_token: Option<String>,
+}
+
+pub async fn stream(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = match bearer_token(&req) {
+        Ok(token) => token,
+        Err(ApiError::MissingToken) => query.access_token.clone().ok_or(ApiError::MissingToken)?,
+        Err(err) => return Err(err),
+    };
+    let principal = authenticate(&state, &token).await?;
+    let org_id = Uuid::try_parse(&path).map_err(|_| ApiError::NotFound("organization"))?;
+    authorize(&state, &principal, org_id, Permission::StreamWatch).await?;
+
+    let gates = match query.gates.as_deref().filter(|g| !g.is_empty()) {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|id| Uuid::try_parse(id.trim()))
+                .collect::<Result<HashSet<_>, _>>()
+                .map_err(|_| ApiError::field("gates", "must be gate ids separated by commas"))?,
+        ),
+    };
+    let mut filter = Filter { gates, ..Filter::default() };
+    if principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host) {
+        let user = principal.user_id().ok_or(ApiError::Forbidden)?;
+        filter.host_passes = Some(host_passes(&state.pool, org_id, user).await?);
+        filter.host_id = Some(user);
+    }
+    let credential = match &principal {
+        Principal::User(user) => {
+            let claims = state.auth.tokens.verify_access(&token)?;
+            let now = chrono::Utc::now().timestamp().max(0).unsigned_abs();
+            Credential::Session {
+                session_id: user.session_id,
+                expires_in: Duration::from_secs(claims.exp.saturating_sub(now)),
+            }
+        }
+        Principal::Key(key) => Credential::Key { key_id: key.key_id },
+    };
+    let settings = &state.settings.stream;
+    let timing = Timing {
+        heartbeat: Duration::from_secs(settings.heartbeat_secs.max(1)),
+        client_timeout: Duration::from_secs(settings.client_timeout_secs.max(1)),
+        session_check: Duration::from_secs(settings.session_check_secs.max(1)),
+    };
+    let actor =
+        SessionActor::new(org_id, state.engine.clone(), state.pool.clone(), filter, query.since, credential, timing);
+    ws::start(actor, &req, payload).map_err(|e| ApiError::field("connection", format!("not a WebSocket upgrade: {e}")))
+}

@@ -1,0 +1,4 @@
+//! Live entry streams: one [`session::SessionActor`] per WebSocket connection.
+
+pub mod session;
+pub mod snapshot;

@@ -1,0 +1,238 @@
+//! SessionActor: one per WebSocket connection (operator or security dashboard).
+//!
+//! It subscribes to its organization's events, sends a snapshot (or, after a reconnect with
+//! `since`, the events it missed), then one frame per event, filtered by the chosen gates and by
+//! the viewer's role. It never slows a publisher: events come from a broadcast channel, and a
+//! viewer that falls behind the retained window is disconnected with `slow_consumer` and can
+//! resume with `since`. It pings, closes connections that went silent, and closes itself when the
+//! token expires or its session or key is revoked.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use portcullis_actors::engine::Engine;
+use portcullis_actors::events::{Envelope, Event};
+use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use uuid::Uuid;
+
+use crate::stream::snapshot;
+
+/// What a viewer may see.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only these gates (`?gates=`); `None`: all.
+    pub gates: Option<HashSet<Uuid>>,
+    /// A host sees only these passes (those they issued); `None`: all.
+    pub host_passes: Option<HashSet<Uuid>>,
+    /// The host, to follow passes they issue while watching.
+    pub host_id: Option<Uuid>,
+}
+
+impl Filter {
+    fn admits(&mut self, event: &Event) -> bool {
+        if let Some(gate) = event.gate_id()
+            && !self.shows_gate(gate)
+        {
+            return false;
+        }
+        if let (Some(own), Event::PassIssued { pass_id, issued_by, .. }) = (&mut self.host_passes, event)
+            && issued_by.is_some()
+            && *issued_by == self.host_id
+        {
+            own.insert(*pass_id);
+        }
+        match event {
+            Event::GateMode { .. } => true,
+            _ => self.shows_pass(event.pass_id()),
+        }
+    }
+}
+
+/// How the viewer signed in, to re-check it while the stream is open.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential {
+    Session { session_id: Uuid, expires_in: Duration },
+    Key { key_id: Uuid },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub client_timeout: Duration,
+    pub session_check: Duration,
+}
+
+pub struct SessionActor {
+    org_id: Uuid,
+    engine: Engine,
+    pool: Pool,
+    filter: Filter,
+    since: Option<u64>,
+    credential: Credential,
+    timing: Timing,
+    last_heard: Instant,
+}
+
+impl SessionActor {
+    pub fn new(
+        org_id: Uuid,
+        engine: Engine,
+        pool: Pool,
+        filter: Filter,
+        since: Option<u64>,
+        credential: Credential,
+        timing: Timing,
+    ) -> Self {
+        SessionActor { org_id, engine, pool, filter, since, credential, timing, last_heard: Instant::now() }
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
+        metrics::counter!("portcullis_stream_frames_total").increment(1);
+        ctx.text(frame);
+    }
+
+    /// Closes with a reason the client can act on (`slow_consumer`: resume with `since`).
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &'static str) {
+        metrics::counter!("portcullis_stream_sessions_dropped_total", "reason" => reason).increment(1);
+        tracing::info!(org_id = %self.org_id, reason, "closing stream");
+        ctx.close(Some(ws::CloseReason { code, description: Some(reason.to_owned()) }));
+        ctx.stop();
+    }
+
+    fn send_snapshot(&self, ctx: &mut ws::WebsocketContext<Self>, seq: u64) {
+        let (engine, pool, org_id, filter) = (self.engine.clone(), self.pool.clone(), self.org_id, self.filter.clone());
+        // `wait`: nothing else is sent until the snapshot is, so events follow it in order.
+        ctx.wait(async move { snapshot::build(&engine, &pool, org_id, seq, &filter).await }.into_actor(self).map(
+            |built, act, ctx| match built {
+                Ok(frame) => act.send(ctx, frame.to_string()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "stream snapshot failed");
+                    act.close(ctx, ws::CloseCode::Error, "snapshot_failed");
+                }
+            },
+        ));
+    }
+
+    fn start_checks(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.run_interval(self.timing.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.timing.client_timeout {
+                act.close(ctx, ws::CloseCode::Away, "heartbeat_timeout");
+                return;
+            }
+            ctx.ping(b"");
+        });
+        if let Credential::Session { expires_in, .. } = self.credential {
+            ctx.run_later(expires_in, |act, ctx| act.close(ctx, ws::CloseCode::Policy, "token_expired"));
+        }
+        ctx.run_interval(self.timing.session_check, |act, ctx| {
+            let (pool, credential) = (act.pool.clone(), act.credential);
+            ctx.spawn(async move { still_valid(&pool, credential).await }.into_actor(act).map(|valid, act, ctx| {
+                if valid == Some(false) {
+                    act.close(ctx, ws::CloseCode::Policy, "token_revoked");
+                }
+            }));
+        });
+    }
+}
+
+/// Whether the sign-in behind a stream still holds; `None` when it cannot be checked right now.
+async fn still_valid(pool: &Pool, credential: Credential) -> Option<bool> {
+    let client = pool.get().await.ok()?;
+    let row = match credential {
+        Credential::Session { session_id, .. } => client
+            .query_opt("SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE id = $1", &[&session_id])
+            .await
+            .ok()?,
+        Credential::Key { key_id } => client
+            .query_opt(
+                "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) FROM api_keys WHERE id = $1",
+                &[&key_id],
+            )
+            .await
+            .ok()?,
+    };
+    Some(row.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false))
+}
+
+impl Actor for SessionActor {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!("portcullis_stream_sessions_open").increment(1.0);
+        // Subscribe first, so nothing published while the snapshot is built is lost.
+        let (rx, missed, newest) = self.engine.events().subscribe(self.org_id, self.since);
+        match (self.since, missed) {
+            (Some(_), Some(missed)) => {
+                for envelope in missed {
+                    if self.filter.admits(&envelope.event) {
+                        self.send(ctx, frame(&envelope));
+                    }
+                }
+            }
+            (Some(_), None) => {
+                self.send(ctx, json!({"type": "reset", "seq": newest}).to_string());
+                self.send_snapshot(ctx, newest);
+            }
+            (None, _) => self.send_snapshot(ctx, newest),
+        }
+        // Events the replay or snapshot already covered are skipped by seq.
+        let start_after = if self.since.is_some() { newest.max(self.since.unwrap_or(0)) } else { newest };
+        ctx.add_stream(BroadcastStream::new(rx).filter_map(move |item| {
+            let keep = match &item {
+                Ok(envelope) => envelope.seq > start_after,
+                Err(_) => true,
+            };
+            std::future::ready(keep.then_some(item))
+        }));
+        self.start_checks(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!("portcullis_stream_sessions_open").decrement(1.0);
+    }
+}
+
+fn frame(envelope: &Envelope) -> String {
+    serde_json::to_string(envelope).unwrap_or_default()
+}
+
+impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionActor {
+    fn handle(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(envelope) => {
+                if self.filter.admits(&envelope.event) {
+                    self.send(ctx, frame(&envelope));
+                }
+            }
+            // The viewer fell behind what the hub retains: it would miss events. Tell it to
+            // resume with `since` (or take a fresh snapshot) rather than hold anything up.
+            Err(BroadcastStreamRecvError::Lagged(_)) => self.close(ctx, ws::CloseCode::Policy, "slow_consumer"),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.close(ctx, ws::CloseCode::Away, "organization_closed");
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
+            Ok(ws::Message::Close(_)) => ctx.stop(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::info!(error = %err, "stream protocol error");
+                ctx.stop();
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Live entry streams over real WebSockets.
+
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use awc::ws::{Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestResult, spawn_app, spawn_app_with};
+use crate::site::{Site, allow};
+
+type Framed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+/// A stream client that answers pings unless told to stay silent.
+struct Viewer {
+    framed: Framed,
+    answer_pings: bool,
+}
+
+enum Received {
+    Json(Value),
+    Closed(Option<String>),
+}
+
+impl Viewer {
+    async fn connect(app: &TestApp, org: &str, token: &str, query: &str) -> TestResult<Viewer> {
+        let url =
+            format!("{}/api/v1/orgs/{org}/stream?access_token={token}{query}", app.address.replace("http://", "ws://"));
+        let (_, framed) = awc::Client::new().ws(url).connect().await.map_err(|e| format!("connect: {e}"))?;
+        Ok(Viewer { framed, answer_pings: true })
+    }
+
+    /// The next JSON frame or the close, within `wait`.
+    async fn next(&mut self, wait: Duration) -> TestResult<Option<Received>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Ok(Some(Received::Closed(None))),
+                Ok(Some(frame)) => frame?,
+            };
+            match frame {
+                Frame::Text(bytes) => return Ok(Some(Received::Json(serde_json::from_slice(&bytes)?))),
+                Frame::Close(reason) => return Ok(Some(Received::Closed(reason.and_then(|r| r.description)))),
+                Frame::Ping(bytes) if self.answer_pings => self.framed.send(Message::Pong(bytes)).await?,
+                _ => {}
+            }
+        }
+    }
+
+    async fn json(&mut self) -> TestResult<Value> {
+        match self.next(Duration::from_secs(10)).await? {
+            Some(Received::Json(value)) => Ok(value),
+            Some(Received::Closed(reason)) => Err(format!("stream closed: {reason:?}").into()),
+            None => Err("no frame within 10 s".into()),
+        }
+    }
+
+    /// Frames until one of `kind` arrives (others are returned too, for order checks).
+    async fn until(&mut self, kind: &str) -> TestResult<Vec<Value>> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.json().await?;
+            let done = frame["type"] == kind;
+            seen.push(frame);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
+    async fn close_reason(&mut self, wait: Duration) -> TestResult<Option<String>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            match self.next(deadline - tokio::time::Instant::now()).await? {
+                Some(Received::Closed(reason)) => return Ok(reason),
+                Some(Received::Json(_)) => {}
+                None => break,
+            }
+        }
+        Err("the stream was not closed".into())
+    }
+}
+
+async fn operator(site: &Site) -> TestResult<crate::helpers::Login> {
+    site.app.create_user(&site.root, &site.org, "operator").await
+}
+
+#[actix_web::test]
+async fn a_snapshot_comes_first_then_each_decision_with_its_verdict_in_order() -> TestResult {
+    let site = Site::build(spawn_app().await?, 2, 2).await?;
+    let (pass, pin) = site.pass(json!({"holder_name": "Ada"})).await?;
+    site.decide(0, &pin, "in").await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    let snapshot = viewer.json().await?;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["gates"].as_array().map(Vec::len), Some(4));
+    let gate0 = snapshot["gates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["id"] == site.gates[0].as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(gate0["mode"], "normal");
+    assert_eq!(gate0["queue"][0]["holder_name"], "Ada", "the recent queue is in the snapshot");
+    assert_eq!(snapshot["occupancy"].as_array().map(Vec::len), Some(2));
+    let seq = snapshot["seq"].as_u64().unwrap_or(0);
+
+    assert_eq!(site.decide(1, &pin, "out").await?, allow());
+    assert_eq!(site.decide(2, &json!({"kind": "pin", "value": "00000000"}), "in").await?.1, "unknown_credential");
+    let first = viewer.json().await?;
+    let second = viewer.json().await?;
+    assert_eq!(
+        (first["type"].as_str(), first["decision"].as_str(), first["reason"].as_str()),
+        (Some("decision"), Some("allow"), Some("allowed"))
+    );
+    assert_eq!(first["pass_id"], pass.as_str());
+    assert_eq!(first["gate_id"], site.gates[1].as_str());
+    assert_eq!((second["decision"].as_str(), second["reason"].as_str()), (Some("deny"), Some("unknown_credential")));
+    assert_eq!(first["seq"].as_u64(), Some(seq + 1));
+    assert_eq!(second["seq"].as_u64(), Some(seq + 2));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_revocation_reaches_every_stream_of_the_organization_and_no_other() -> TestResult {
+    let app = spawn_app().await?;
+    let site = Site::build(app, 1, 2).await?;
+    let (pass, _) = site.pass(json!({})).await?;
+    let op = operator(&site).await?;
+    let officer = site.app.create_user(&site.root, &site.org, "security_officer").await?;
+    let other_org = site.app.create_org(&site.root, "elsewhere").await?;
+    let stranger = site.app.create_user(&site.root, &other_org, "operator").await?;
+    let mut a = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    let mut b = Viewer::connect(&site.app, &site.org, &officer.access, "").await?;
+    let mut other = Viewer::connect(&site.app, &other_org, &stranger.access, "").await?;
+    for viewer in [&mut a, &mut b, &mut other] {
+        assert_eq!(viewer.json().await?["type"], "snapshot");
+    }
+    site.post(&format!("/passes/{pass}/revoke"), json!({"reason": "tailgating"})).await?;
+    for viewer in [&mut a, &mut b] {
+        let frame = viewer.until("pass.revoked").await?.pop().unwrap_or_default();
+        assert_eq!(frame["pass_id"], pass.as_str());
+        assert_eq!(frame["reason"], "tailgating");
+    }
+    assert!(other.next(Duration::from_millis(700)).await?.is_none(), "another organization hears nothing");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_viewer_that_reconnects_with_since_loses_nothing() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 4).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    let seq = viewer.json().await?["seq"].as_u64().unwrap_or(0);
+    assert_eq!(site.decide(0, &pin, "in").await?, allow());
+    let last_seen = viewer.json().await?["seq"].as_u64().unwrap_or(0);
+    assert_eq!(last_seen, seq + 1);
+    drop(viewer);
+
+    // While it is away, decisions keep coming from four gates at once.
+    let burst = futures_util::future::join_all(
+        (0..40).map(|i| site.decide(i % 4, &pin, if i % 2 == 0 { "out" } else { "in" })),
+    )
+    .await;
+    assert!(burst.iter().all(Result::is_ok));
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, &format!("&since={last_seen}")).await?;
+    let mut seqs = Vec::new();
+    for _ in 0..40 {
+        let frame = viewer.json().await?;
+        assert_eq!(frame["type"], "decision", "a replay, not a snapshot: {frame}");
+        seqs.push(frame["seq"].as_u64().unwrap_or(0));
+    }
+    let expected: Vec<u64> = (last_seen + 1..=last_seen + 40).collect();
+    assert_eq!(seqs, expected, "every missed event, once, in order");
+    // And it is live again.
+    site.decide(0, &pin, "out").await?;
+    assert_eq!(viewer.json().await?["seq"].as_u64(), Some(last_seen + 41));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_since_older_than_what_is_retained_gets_a_reset_and_a_fresh_snapshot() -> TestResult {
+    let app = spawn_app_with(|s| s.engine.retained_events = 4).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    for i in 0..10 {
+        site.decide(0, &pin, if i % 2 == 0 { "in" } else { "out" }).await?;
+    }
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "&since=1").await?;
+    assert_eq!(viewer.json().await?["type"], "reset");
+    let snapshot = viewer.json().await?;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot["seq"].as_u64().is_some_and(|s| s >= 10));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_host_sees_only_their_own_visitors() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let host = site.app.create_user(&site.root, &site.org, "host").await?;
+    let issued = site.app.call("POST", &site.path("/passes"), Some(&host.access), Some(json!({
+        "holder_name": "Host's guest", "access_rule_id": site.rule, "type": "multi", "max_uses": 5,
+        "valid_from": chrono::Utc::now().to_rfc3339(), "valid_to": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
+        "credential": {"kind": "pin", "value": "24680135"}}))).await?;
+    assert_eq!(issued.status, 201, "{}", issued.text());
+    let (_, stranger) = site.pass(json!({"holder_name": "Someone else's guest"})).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &host.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    site.decide(0, &stranger, "in").await?;
+    site.decide(0, &json!({"kind": "pin", "value": "24680135"}), "in").await?;
+    let frame = viewer.json().await?;
+    assert_eq!(frame["holder_name"], "Host's guest", "the other visitor's entry is not shown: {frame}");
+    // A host does not see other passes through the API either.
+    let listed = site.app.call("GET", &site.path("/passes"), Some(&host.access), None).await?.json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_stuck_viewer_is_dropped_and_slows_no_one() -> TestResult {
+    let app = spawn_app_with(|s| s.engine.retained_events = 16).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    let op = operator(&site).await?;
+    let mut stuck = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    let mut healthy = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(stuck.json().await?["type"], "snapshot");
+    assert_eq!(healthy.json().await?["type"], "snapshot");
+    // Enough traffic to fill every socket buffer between the server and a viewer that reads nothing.
+    let org = uuid::Uuid::try_parse(&site.org)?;
+    let reason = "x".repeat(4096);
+    let total = 6000u64;
+    let mut healthy_seen = 0u64;
+    for i in 0..total {
+        site.app.engine.publish(
+            org,
+            portcullis_actors::events::Event::PassRevoked {
+                pass_id: uuid::Uuid::nil(),
+                revoked_by: None,
+                reason: reason.clone(),
+            },
+        );
+        if i % 8 == 7 {
+            // The healthy viewer keeps up (chunks smaller than the 16 events the hub retains).
+            while healthy_seen <= i {
+                match healthy.next(Duration::from_secs(10)).await? {
+                    Some(Received::Json(_)) => healthy_seen += 1,
+                    other => {
+                        return Err(
+                            format!("healthy viewer lost: {}", matches!(other, Some(Received::Closed(_)))).into()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Gates still answer at once.
+    assert_eq!(site.decide(0, &pin, "in").await?, allow());
+    // The stuck one, once it reads, finds it was dropped with a reason it can act on.
+    stuck.answer_pings = false;
+    assert_eq!(stuck.close_reason(Duration::from_secs(60)).await?.as_deref(), Some("slow_consumer"));
+    let metrics = site.app.get("/metrics").await?.text();
+    assert!(
+        metrics.contains("portcullis_stream_sessions_dropped_total{reason=\"slow_consumer\"}"),
+        "dropped sessions are counted"
+    );
+    Ok(())
+}
+
+#[actix_web::test]
+async fn signing_out_closes_the_stream() -> TestResult {
+    let app = spawn_app_with(|s| s.stream.session_check_secs = 1).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    assert_eq!(site.app.call("POST", "/api/v1/auth/logout", Some(&op.access), None).await?.status, 204);
+    assert_eq!(viewer.close_reason(Duration::from_secs(10)).await?.as_deref(), Some("token_revoked"));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_silent_viewer_is_pinged_then_closed() -> TestResult {
+    let app = spawn_app_with(|s| {
+        s.stream.heartbeat_secs = 1;
+        s.stream.client_timeout_secs = 2;
+    })
+    .await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    viewer.answer_pings = false;
+    let mut pinged = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let frame = tokio::time::timeout_at(deadline, viewer.framed.next()).await?;
+        match frame {
+            Some(Ok(Frame::Ping(_))) => pinged = true,
+            Some(Ok(Frame::Close(reason))) => break reason.and_then(|r| r.description),
+            None => break None,
+            _ => {}
+        }
+    };
+    assert!(pinged, "the server pings");
+    assert_eq!(reason.as_deref(), Some("heartbeat_timeout"));
+    // A viewer that answers stays.
+    let mut lively = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(lively.json().await?["type"], "snapshot");
+    assert!(lively.next(Duration::from_secs(4)).await?.is_none(), "still open after two timeouts' worth");
+    let _ = lively.framed.send(Message::Close(None)).await;
+    let _ = Bytes::new();
+    Ok(())
+}
+
+#[actix_web::test]
+async fn streams_are_authorized_like_every_route() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let guest = site.app.create_user(&site.root, &site.org, "guest").await?;
+    let other_org = site.app.create_org(&site.root, "elsewhere").await?;
+    let stranger = site.app.create_user(&site.root, &other_org, "org_admin").await?;
+    let url = |org: &str, token: &str| {
+        format!("{}/api/v1/orgs/{org}/stream?access_token={token}", site.app.address.replace("http://", "ws://"))
+    };
+    let status = |result: Result<_, awc::error::WsClientError>| match result {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+        Ok(_) => 101,
+        Err(_) => 0,
+    };
+    assert_eq!(status(awc::Client::new().ws(url(&site.org, "")).connect().await.map(|_| ())), 401);
+    assert_eq!(status(awc::Client::new().ws(url(&site.org, &guest.access)).connect().await.map(|_| ())), 403);
+    assert_eq!(status(awc::Client::new().ws(url(&site.org, &stranger.access)).connect().await.map(|_| ())), 404);
+    // Header authentication works too, and an events:read key may watch.
+    let (_, key) = site.app.create_key(&site.root, &site.org, &["events:read"], &[]).await?;
+    let ws_url = format!("{}/api/v1/orgs/{}/stream", site.app.address.replace("http://", "ws://"), site.org);
+    let (_, mut framed) = awc::Client::new().ws(ws_url).bearer_auth(&key).connect().await.map_err(|e| e.to_string())?;
+    let first = framed.next().await.ok_or("no frame")??;
+    assert!(
+        matches!(first, Frame::Text(ref t) if t.starts_with(b"{") && String::from_utf8_lossy(t).contains("snapshot"))
+    );
+    Ok(())
+}
