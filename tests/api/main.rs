@@ -4,6 +4,7 @@ mod helpers;
 
 mod api_keys;
 mod authz;
+mod dashboard;
 mod decisions;
 pub mod engine_process;
 mod errors;
