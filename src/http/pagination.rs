@@ -39,6 +39,29 @@ pub fn encode(key: impl ToString) -> String {
     URL_SAFE_NO_PAD.encode(key.to_string())
 }
 
+/// A page of rows ordered by a UUIDv7 column, each row as JSON. `select` is a query whose last
+/// clause is a `WHERE` (its parameters are `params`); the cursor condition, order and limit are
+/// appended here.
+pub async fn by_id(
+    client: &impl deadpool_postgres::GenericClient,
+    select: &str,
+    id_column: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    cursor: Option<&str>,
+    limit_asked: Option<u32>,
+) -> Result<Page<serde_json::Value>, ApiError> {
+    let limit = limit(limit_asked)?;
+    let after: Option<uuid::Uuid> = decode(cursor)?;
+    let fetch = limit + 1;
+    let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.to_vec();
+    all.push(&after);
+    all.push(&fetch);
+    let (a, l) = (params.len() + 1, params.len() + 2);
+    let sql = format!("{select} AND (${a}::uuid IS NULL OR {id_column} > ${a}) ORDER BY {id_column} LIMIT ${l}");
+    let rows = crate::db::query_json(client, &sql, &all).await?;
+    Ok(page(rows, limit, |v| v["id"].as_str().map(str::to_owned)))
+}
+
 /// Builds a page from up to `limit + 1` rows fetched in order: the extra row only says there is more.
 pub fn page<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> Option<String>) -> Page<T> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

@@ -222,3 +222,24 @@ async fn a_consumed_pass_stays_consumed_when_the_engine_is_killed_right_after() 
     assert_eq!(used, 1);
     Ok(())
 }
+
+#[actix_web::test]
+async fn passes_are_found_by_part_of_the_holders_name() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    for holder in ["Ada Lovelace", "Alan Turing", "100% Guest"] {
+        site.pass(json!({"holder_name": holder})).await?;
+    }
+    let names = |page: serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["holder_name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(site.get("/passes?q=ADA").await?), ["Ada Lovelace"], "case-insensitive");
+    assert_eq!(names(site.get("/passes?q=%25").await?), ["100% Guest"], "a % is a percent sign, not a wildcard");
+    assert!(names(site.get("/passes?q=_").await?).is_empty(), "an underscore is literal too");
+    assert_eq!(names(site.get("/passes?limit=2").await?).len(), 2);
+    Ok(())
+}

@@ -3,7 +3,6 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::audit::Actor;
@@ -11,11 +10,10 @@ use crate::auth::keys::{self, KEY_COLUMNS, KeySpec};
 use crate::auth::permissions::Scope;
 use crate::auth::principal::{Authorized, ClientAddr, policy};
 use crate::crypto::KeyEnv;
-use crate::db::query_json;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::Json;
-use crate::http::pagination::{self, Page};
+use crate::http::pagination;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,16 +69,9 @@ pub async fn list(
     auth: Authorized<policy::KeysManage>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let client = state.pool.get().await?;
-    let items = query_json(
-        &client,
-        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"),
-        &[&auth.org.id, &after, &(limit + 1)],
-    )
-    .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1");
+    let page = pagination::by_id(&client, &select, "id", &[&auth.org.id], query.cursor.as_deref(), query.limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

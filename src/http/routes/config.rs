@@ -18,12 +18,12 @@ use uuid::Uuid;
 
 use crate::audit::{self, Actor, Event as AuditEvent};
 use crate::auth::principal::{Authorized, ClientAddr, policy};
-use crate::db::{query_json, query_json_opt};
+use crate::db::query_json_opt;
 use crate::engine::load::reload_org;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::Json;
-use crate::http::pagination::{self, Page};
+use crate::http::pagination;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -58,16 +58,9 @@ async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid
 }
 
 async fn list(state: &AppState, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let client = state.pool.get().await?;
-    let items = query_json(
-        &client,
-        &format!("{table_select} WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"),
-        &[&org_id, &after, &(limit + 1)],
-    )
-    .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    let select = format!("{table_select} WHERE org_id = $1");
+    let page = pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -508,16 +501,9 @@ pub async fn list_rules(
     auth: Authorized<policy::ConfigRead>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<Uuid> = pagination::decode(q.cursor.as_deref())?;
     let client = state.pool.get().await?;
-    let items = query_json(
-        &client,
-        &format!("{RULE_SELECT} WHERE r.org_id = $1 AND ($2::uuid IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3"),
-        &[&auth.org.id, &after, &(limit + 1)],
-    )
-    .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    let select = format!("{RULE_SELECT} WHERE r.org_id = $1");
+    let page = pagination::by_id(&client, &select, "r.id", &[&auth.org.id], q.cursor.as_deref(), q.limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -15,7 +15,7 @@ use crate::db::{query_json, query_json_opt};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::Json;
-use crate::http::pagination::{self, Page};
+use crate::http::pagination;
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
 
@@ -105,27 +105,26 @@ pub async fn list(
     Authenticated(principal): Authenticated,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let client = state.pool.get().await?;
     let (all, member_of, key_org): (bool, Option<Uuid>, Option<Uuid>) = match &principal {
         Principal::User(u) if u.access.is_platform_admin => (true, None, None),
         Principal::User(u) => (false, Some(u.access.user_id), None),
         Principal::Key(k) => (false, None, Some(k.org_id)),
     };
-    let items = query_json(
+    let select = format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o
+         WHERE ($1 OR o.id = $3 OR EXISTS (
+             SELECT 1 FROM memberships m WHERE m.org_id = o.id AND m.user_id = $2 AND m.disabled_at IS NULL))"
+    );
+    let page = pagination::by_id(
         &client,
-        &format!(
-            "SELECT {ORG_COLUMNS} FROM organizations o
-             WHERE ($1 OR o.id = $3 OR EXISTS (
-                 SELECT 1 FROM memberships m WHERE m.org_id = o.id AND m.user_id = $2 AND m.disabled_at IS NULL))
-               AND ($4::uuid IS NULL OR o.id > $4)
-             ORDER BY o.id LIMIT $5"
-        ),
-        &[&all, &member_of, &key_org, &after, &(limit + 1)],
+        &select,
+        "o.id",
+        &[&all, &member_of, &key_org],
+        query.cursor.as_deref(),
+        query.limit,
     )
     .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -27,7 +27,7 @@ use crate::engine::load::{PASS_COLUMNS, pass_from_row};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::Json;
-use crate::http::pagination::{self, Page};
+use crate::http::pagination;
 
 const PASS_SELECT: &str =
     "SELECT id, org_id, access_rule_id, appointment_id, visitor_id, escort_pass_id, holder_name, type,
@@ -289,22 +289,17 @@ pub async fn list(
     auth: Authorized<policy::PassesRead>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<Uuid> = pagination::decode(q.cursor.as_deref())?;
     let client = state.pool.get().await?;
     let only = issued_by_filter(&auth.principal, auth.org.id);
-    let items = query_json(
-        &client,
-        &format!(
-            "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
-               AND ($4::uuid IS NULL OR id > $4)
-               AND ($6::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($6, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')
-             ORDER BY id LIMIT $5"
-        ),
-        &[&auth.org.id, &q.status.map(PassStatus::as_str), &only, &after, &(limit + 1), &q.q.as_deref().filter(|s| !s.is_empty())],
-    )
-    .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    let status = q.status.map(PassStatus::as_str);
+    let name = q.q.as_deref().filter(|s| !s.is_empty());
+    let select = format!(
+        "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
+           AND ($4::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')"
+    );
+    let page =
+        pagination::by_id(&client, &select, "id", &[&auth.org.id, &status, &only, &name], q.cursor.as_deref(), q.limit)
+            .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -11,11 +11,11 @@ use uuid::Uuid;
 use crate::audit::{self, Actor, Event};
 use crate::auth::principal::{Authorized, ClientAddr, policy};
 use crate::auth::sessions::{check_password_policy, hash_password};
-use crate::db::{query_json, query_json_opt};
+use crate::db::query_json_opt;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::Json;
-use crate::http::pagination::{self, Page};
+use crate::http::pagination;
 
 const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at IS NOT NULL AS disabled, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";
@@ -115,16 +115,10 @@ pub async fn list(
     auth: Authorized<policy::UsersRead>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let client = state.pool.get().await?;
-    let items = query_json(
-        &client,
-        &format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2::uuid IS NULL OR u.id > $2) ORDER BY u.id LIMIT $3"),
-        &[&auth.org.id, &after, &(limit + 1)],
-    )
-    .await?;
-    let page: Page<Value> = pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned));
+    let select = format!("{MEMBER_SELECT} WHERE m.org_id = $1");
+    let page =
+        pagination::by_id(&client, &select, "u.id", &[&auth.org.id], query.cursor.as_deref(), query.limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
