@@ -23,11 +23,13 @@ pub async fn build(
     gates.sort_by(|a, b| a.name.cmp(&b.name));
     let mut gate_frames = Vec::new();
     for gate in gates {
-        let queue: Vec<_> =
-            engine.gate_queue(gate.id).await.into_iter().filter(|o| filter.shows_pass(o.pass_id)).collect();
+        let all = engine.gate_queue(gate.id).await;
+        // Health as far as the engine knows it: when the gate's device last asked for a decision.
+        let last_seen_at = all.last().map(|o| o.decided_at);
+        let queue: Vec<_> = all.into_iter().filter(|o| filter.shows_pass(o.pass_id)).collect();
         gate_frames.push(json!({
             "id": gate.id, "name": &*gate.name, "zone_id": gate.zone_id, "direction": gate.direction,
-            "mode": gate.mode, "queue": queue,
+            "mode": gate.mode, "health": {"last_seen_at": last_seen_at}, "queue": queue,
         }));
     }
     let client = pool.get().await?;

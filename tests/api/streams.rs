@@ -106,6 +106,7 @@ async fn a_snapshot_comes_first_then_each_decision_with_its_verdict_in_order() -
         .unwrap_or_default();
     assert_eq!(gate0["mode"], "normal");
     assert_eq!(gate0["queue"][0]["holder_name"], "Ada", "the recent queue is in the snapshot");
+    assert_eq!(gate0["health"]["last_seen_at"], gate0["queue"][0]["decided_at"], "the device was last seen asking");
     assert_eq!(snapshot["occupancy"].as_array().map(Vec::len), Some(2));
     let seq = snapshot["seq"].as_u64().unwrap_or(0);
 
