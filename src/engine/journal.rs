@@ -1,5 +1,6 @@
 //! The Journal's writer: drains the actors' records and commits them to PostgreSQL in groups
-//! (one transaction per group, statements pipelined), then tells each durable waiter.
+//! (one transaction per group: all check-ins in one `unnest` insert, the last state of each pass,
+//! its events; statements pipelined), then tells each durable waiter.
 //!
 //! A group that fails is retried batch by batch, so one bad record (a gate deleted meanwhile)
 //! fails only its own batch. Records that still cannot be written are logged and counted.
@@ -9,10 +10,58 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use portcullis_actors::journal::{JournalBatch, JournalError, JournalRecord};
+use std::collections::HashMap;
+
+use portcullis_actors::decision::PassState;
+use portcullis_actors::journal::{CheckinRecord, JournalBatch, JournalError, JournalRecord, Revocation};
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement};
+
+/// A group's check-ins, column by column, for one `unnest` insert.
+#[derive(Default)]
+struct CheckinColumns {
+    id: Vec<uuid::Uuid>,
+    org_id: Vec<uuid::Uuid>,
+    gate_id: Vec<uuid::Uuid>,
+    pass_id: Vec<Option<uuid::Uuid>>,
+    direction: Vec<&'static str>,
+    decision: Vec<&'static str>,
+    reason: Vec<&'static str>,
+    source: Vec<&'static str>,
+    kind: Vec<Option<&'static str>>,
+    decided_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CheckinColumns {
+    fn push(&mut self, c: &CheckinRecord) {
+        self.id.push(c.id);
+        self.org_id.push(c.org_id);
+        self.gate_id.push(c.gate_id);
+        self.pass_id.push(c.pass_id);
+        self.direction.push(c.direction.as_str());
+        self.decision.push(c.decision.as_str());
+        self.reason.push(c.reason.as_str());
+        self.source.push(c.source);
+        self.kind.push(c.credential_kind.map(|k| k.as_str()));
+        self.decided_at.push(c.decided_at);
+    }
+
+    fn into_params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        vec![
+            Box::new(self.id),
+            Box::new(self.org_id),
+            Box::new(self.gate_id),
+            Box::new(self.pass_id),
+            Box::new(self.direction),
+            Box::new(self.decision),
+            Box::new(self.reason),
+            Box::new(self.source),
+            Box::new(self.kind),
+            Box::new(self.decided_at),
+        ]
+    }
+}
 
 /// The journal's statements, prepared once per connection.
 struct Statements {
@@ -42,7 +91,8 @@ impl Connection {
                 checkin: client
                     .prepare(
                         "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                                              $7::text[], $8::text[], $9::text[], $10::timestamptz[])
                          ON CONFLICT (id) DO NOTHING",
                     )
                     .await
@@ -137,56 +187,67 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let (checkin, pass, event) = (&statements.checkin, &statements.pass, &statements.event);
 
-    // Statements are pipelined on the connection, in submission order.
-    let mut pending = Vec::new();
+    // The whole group's check-ins go in as one statement.
+    let mut checkins = CheckinColumns::default();
+    // Each pass record is the pass's whole state, so only the last one of a group needs writing;
+    // a revocation anywhere in the group is kept with it.
+    let mut passes: Vec<(&PassState, Option<&Revocation>)> = Vec::new();
+    let mut pass_index: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut events = Vec::new();
     for record in group.iter().flat_map(|b| &b.records) {
-        let (statement, params): (&Statement, Vec<Box<dyn ToSql + Sync + Send>>) = match record {
-            JournalRecord::Checkin(c) => (
-                checkin,
-                vec![
-                    Box::new(c.id),
-                    Box::new(c.org_id),
-                    Box::new(c.gate_id),
-                    Box::new(c.pass_id),
-                    Box::new(c.direction.as_str()),
-                    Box::new(c.decision.as_str()),
-                    Box::new(c.reason.as_str()),
-                    Box::new(c.source),
-                    Box::new(c.credential_kind.map(|k| k.as_str())),
-                    Box::new(c.decided_at),
-                ],
-            ),
-            JournalRecord::Pass { state, revocation } => (
-                pass,
-                vec![
-                    Box::new(state.org_id),
-                    Box::new(state.id),
-                    Box::new(i32::try_from(state.uses_count).unwrap_or(i32::MAX)),
-                    Box::new(state.inside),
-                    Box::new(state.last_gate_id),
-                    Box::new(state.last_passage_at),
-                    Box::new(state.status.as_str()),
-                    Box::new(state.valid_to),
-                    Box::new(revocation.as_ref().map(|r| r.at)),
-                    Box::new(revocation.as_ref().and_then(|r| r.by)),
-                    Box::new(revocation.as_ref().map(|r| r.reason.clone())),
-                ],
-            ),
-            JournalRecord::PassEvent(e) => (
-                event,
-                vec![
-                    Box::new(e.org_id),
-                    Box::new(e.pass_id),
-                    Box::new(e.kind),
-                    Box::new(e.status.as_str()),
-                    Box::new(i32::try_from(e.uses_count).unwrap_or(i32::MAX)),
-                    Box::new(e.actor_id),
-                    Box::new(e.reason.clone()),
-                    Box::new(e.at),
-                ],
-            ),
-        };
-        pending.push((statement, params));
+        match record {
+            JournalRecord::Checkin(c) => checkins.push(c),
+            JournalRecord::Pass { state, revocation } => match pass_index.get(&state.id) {
+                Some(&i) => {
+                    passes[i].0 = state;
+                    passes[i].1 = revocation.as_ref().or(passes[i].1);
+                }
+                None => {
+                    pass_index.insert(state.id, passes.len());
+                    passes.push((state, revocation.as_ref()));
+                }
+            },
+            JournalRecord::PassEvent(e) => events.push(e),
+        }
+    }
+
+    // Statements are pipelined on the connection, in submission order.
+    let mut pending: Vec<(&Statement, Vec<Box<dyn ToSql + Sync + Send>>)> = Vec::new();
+    if !checkins.id.is_empty() {
+        pending.push((checkin, checkins.into_params()));
+    }
+    for (state, revocation) in passes {
+        pending.push((
+            pass,
+            vec![
+                Box::new(state.org_id),
+                Box::new(state.id),
+                Box::new(i32::try_from(state.uses_count).unwrap_or(i32::MAX)),
+                Box::new(state.inside),
+                Box::new(state.last_gate_id),
+                Box::new(state.last_passage_at),
+                Box::new(state.status.as_str()),
+                Box::new(state.valid_to),
+                Box::new(revocation.map(|r| r.at)),
+                Box::new(revocation.and_then(|r| r.by)),
+                Box::new(revocation.map(|r| r.reason.clone())),
+            ],
+        ));
+    }
+    for e in events {
+        pending.push((
+            event,
+            vec![
+                Box::new(e.org_id),
+                Box::new(e.pass_id),
+                Box::new(e.kind),
+                Box::new(e.status.as_str()),
+                Box::new(i32::try_from(e.uses_count).unwrap_or(i32::MAX)),
+                Box::new(e.actor_id),
+                Box::new(e.reason.clone()),
+                Box::new(e.at),
+            ],
+        ));
     }
     let executions = pending.iter().map(|(statement, params)| {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
