@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
@@ -190,21 +190,7 @@ impl Engine {
         source: &'static str,
     ) -> Result<Outcome, EngineError> {
         let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
-        addr.send(Decide { presented, direction, source, now: None }).await.map_err(|_| EngineError::Unavailable)?
-    }
-
-    /// Like [`Engine::decide`] at a given instant (tests of time-dependent rules).
-    pub async fn decide_at(
-        &self,
-        gate_id: Uuid,
-        presented: Presented,
-        direction: Option<Direction>,
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, EngineError> {
-        let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
-        addr.send(Decide { presented, direction, source: "test", now: Some(now) })
-            .await
-            .map_err(|_| EngineError::Unavailable)?
+        addr.send(Decide { presented, direction, source }).await.map_err(|_| EngineError::Unavailable)?
     }
 
     /// The pass's actor, activating it from the dormant state if needed; `None` if the engine

@@ -23,8 +23,6 @@ pub struct Decide {
     pub presented: Presented,
     pub direction: Option<Direction>,
     pub source: &'static str,
-    /// Decide as of this instant instead of now (tests).
-    pub now: Option<DateTime<Utc>>,
 }
 
 /// The gate's recent entries.
@@ -104,7 +102,7 @@ impl Handler<Decide> for GateActor {
     fn handle(&mut self, msg: Decide, _: &mut Context<Self>) -> Self::Result {
         let engine = self.engine.clone();
         let (gate_id, org_id) = (self.gate_id, self.org_id);
-        let now = msg.now.unwrap_or_else(Utc::now);
+        let now = Utc::now();
         let recent = self.recent_entries(now);
         let work = async move {
             let snapshot = engine.snapshot(org_id).ok_or(EngineError::UnknownGate)?;

@@ -141,7 +141,10 @@ impl Handler<Passivate> for PassActor {
 
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
         let shared = &self.engine.shared;
-        shared.dormant.insert(self.state.id, self.state.clone());
+        // A pass of an organization deleted meanwhile has nowhere to go back to.
+        if shared.snapshots.contains_key(&self.state.org_id) {
+            shared.dormant.insert(self.state.id, self.state.clone());
+        }
         shared.passes.remove(&self.state.id);
         self.passivated = true;
         metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
