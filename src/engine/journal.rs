@@ -83,8 +83,13 @@ impl Connection {
             let err = |e: tokio_postgres::Error| crate::error::error_chain(&e);
             let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
             actix_web::rt::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "journal connection lost");
+                match connection.await {
+                    // The server is stopping (as with the managed cluster at shutdown): expected.
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
+                        tracing::info!("journal connection closed by the server's shutdown");
+                    }
+                    Err(e) => tracing::warn!(error = %crate::error::error_chain(&e), "journal connection lost"),
+                    Ok(()) => {}
                 }
             });
             let statements = Statements {
