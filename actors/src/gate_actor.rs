@@ -129,6 +129,10 @@ impl Handler<Decide> for GateActor {
                 Some(settled(verdict.reason, verdict.decision, None))
             } else if let Some(reason) = msg.presented.verdict {
                 Some(settled(reason, Decision::Deny, credential.map(|c| c.pass_id)))
+            } else if let Some(found) = credential.filter(|c| !engine.holds_pass(c.pass_id)) {
+                // Indexed but not held (a pass past its life): unknown, rather than fail the gate.
+                tracing::warn!(pass_id = %found.pass_id, "credential indexed for a pass the engine does not hold");
+                Some(settled(Reason::UnknownCredential, Decision::Deny, None))
             } else if credential.is_none() {
                 Some(settled(Reason::UnknownCredential, Decision::Deny, None))
             } else {
@@ -162,15 +166,7 @@ impl Handler<Decide> for GateActor {
                 source: msg.source,
                 kind: msg.presented.kind,
             };
-            match engine.with_pass(credential.pass_id, admit).await {
-                Ok(outcome) => Ok(outcome),
-                // Indexed but not held: treat as unknown rather than fail the gate.
-                Err(EngineError::UnknownPass) => {
-                    tracing::warn!(pass_id = %credential.pass_id, "credential indexed for a pass the engine does not hold");
-                    Ok(settled(Reason::UnknownCredential, Decision::Deny, None))
-                }
-                Err(err) => Err(err),
-            }
+            engine.with_pass(credential.pass_id, admit).await
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _| {
             if let Ok(outcome) = &result {

@@ -153,8 +153,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     if token.starts_with("pcl_") {
         return authenticate_key(state, token).await;
     }
-    let client = state.pool.get().await?;
+    // Signature and expiry first: a forged token never takes a database connection.
     let claims = state.auth.tokens.verify_access(token)?;
+    let client = state.pool.get().await?;
     let live = client
         .query_opt(
             "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()",
