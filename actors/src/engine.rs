@@ -106,6 +106,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(journal: JournalHandle, settings: EngineSettings, retained_events: usize) -> Self {
+        // Present from the start (at 0), not only once a pass is first used.
+        metrics::gauge!("portcullis_pass_actors_active").increment(0.0);
         Engine {
             shared: Arc::new(Shared {
                 snapshots: DashMap::new(),

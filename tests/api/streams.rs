@@ -346,3 +346,19 @@ async fn streams_are_authorized_like_every_route() -> TestResult {
     );
     Ok(())
 }
+
+#[actix_web::test]
+async fn a_stream_ends_when_its_access_token_expires() -> TestResult {
+    let app = spawn_app_with(|s| s.auth.access_token_ttl_secs = 2).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    assert_eq!(viewer.close_reason(Duration::from_secs(10)).await?.as_deref(), Some("token_expired"));
+    let metrics = site.app.get("/metrics").await?.text();
+    for series in ["portcullis_stream_sessions_open", "portcullis_stream_frames_total", "portcullis_pass_actors_active"]
+    {
+        assert!(metrics.contains(series), "{series} missing");
+    }
+    Ok(())
+}
