@@ -52,6 +52,8 @@ impl Application {
     /// Loads the engine, binds the listener (port 0 picks a free port) and builds the server;
     /// nothing is served until [`Application::run_until_stopped`] is awaited.
     pub async fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
+        // The recorder first: whatever the engine reports while it loads must not be lost.
+        let metrics = telemetry::metrics_handle()?;
         let engine = crate::engine::start(database.pool(), database.config(), &settings.engine).await?;
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
@@ -61,7 +63,7 @@ impl Application {
             engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),
-            metrics: telemetry::metrics_handle()?,
+            metrics,
             schema_version: database.schema_version(),
             started_at: Instant::now(),
             settings: Arc::new(settings),
