@@ -4,9 +4,9 @@
 use actix_web::HttpResponse;
 use actix_web::http::header;
 
-const INDEX: &str = include_str!("../../../static/index.html");
-const SCRIPT: &str = include_str!("../../../static/app.js");
-const STYLE: &str = include_str!("../../../static/app.css");
+const INDEX: &str = include_str!("../static/index.html");
+const SCRIPT: &str = include_str!("../static/app.js");
+const STYLE: &str = include_str!("../static/app.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self' ws: wss:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
