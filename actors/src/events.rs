@@ -131,9 +131,11 @@ impl EventHub {
         let rx = channel.tx.subscribe();
         let missed = match since {
             None => Some(Vec::new()),
+            // A `since` beyond the newest seq comes from another life of the hub (the engine
+            // restarted and numbering began again): the viewer must start over too.
             Some(since) => {
                 let oldest = state.1.front().map_or(state.0 + 1, |e| e.seq);
-                (since + 1 >= oldest || since >= state.0)
+                (since <= state.0 && since + 1 >= oldest)
                     .then(|| state.1.iter().filter(|e| e.seq > since).cloned().collect())
             }
         };
@@ -172,6 +174,10 @@ mod tests {
         let (_, missed, newest) = hub.subscribe(a, Some(newest_minus(&hub, a, 1)));
         assert_eq!(missed.map(|m| m.len()), Some(1));
         assert_eq!(newest, 7);
+        let (_, missed, _) = hub.subscribe(a, Some(7));
+        assert_eq!(missed.map(|m| m.len()), Some(0), "up to date");
+        let (_, missed, _) = hub.subscribe(a, Some(500));
+        assert!(missed.is_none(), "a seq from before a restart: start over");
     }
 
     fn newest_minus(hub: &EventHub, org: Uuid, n: u64) -> u64 {

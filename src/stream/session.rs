@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use deadpool_postgres::Pool;
-use futures_util::StreamExt;
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::{Envelope, Event};
 use serde_json::json;
@@ -182,15 +181,9 @@ impl Actor for SessionActor {
             }
             (None, _) => self.send_snapshot(ctx, newest),
         }
-        // Events the replay or snapshot already covered are skipped by seq.
-        let start_after = if self.since.is_some() { newest.max(self.since.unwrap_or(0)) } else { newest };
-        ctx.add_stream(BroadcastStream::new(rx).filter_map(move |item| {
-            let keep = match &item {
-                Ok(envelope) => envelope.seq > start_after,
-                Err(_) => true,
-            };
-            std::future::ready(keep.then_some(item))
-        }));
+        // INVARIANT: `rx` was created under the hub's lock together with `newest`, so it carries
+        // exactly the events after the replay or snapshot: none twice, none missing.
+        ctx.add_stream(BroadcastStream::new(rx));
         self.start_checks(ctx);
     }
 
