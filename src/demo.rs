@@ -456,12 +456,17 @@ async fn ensure_credential(
             .await?;
             let id = Uuid::now_v7();
             let hash = lookup.unwrap_or_else(|| lookup_key(pepper, cred::QR, &id.to_string()).to_vec());
-            tx.execute(
-                "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&id, &org_id, &pass_id, &kind.as_str(), &format.map(CardFormat::as_str), &hash, &number_hash, &hint],
-            )
-            .await?;
+            let stored = cred::StoredCredential {
+                id,
+                org_id,
+                pass_id,
+                kind,
+                format,
+                lookup_hash: &hash,
+                number_hash: number_hash.as_deref(),
+                display_hint: hint.as_deref(),
+            };
+            cred::store(tx, &stored).await?;
             id
         }
     };

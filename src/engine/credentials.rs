@@ -220,6 +220,41 @@ pub fn qr_seed_text(pepper: &SecretString, credential_id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(qr_seed(pepper, credential_id))
 }
 
+/// A credential row as stored: the lookup hashes, never the value itself.
+pub struct StoredCredential<'a> {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub pass_id: Uuid,
+    pub kind: CredentialKind,
+    pub format: Option<CardFormat>,
+    pub lookup_hash: &'a [u8],
+    pub number_hash: Option<&'a [u8]>,
+    pub display_hint: Option<&'a str>,
+}
+
+/// Writes a credential (pass issuance and the demo seed alike).
+pub async fn store(
+    client: &impl deadpool_postgres::GenericClient,
+    c: &StoredCredential<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &c.id,
+                &c.org_id,
+                &c.pass_id,
+                &c.kind.as_str(),
+                &c.format.map(CardFormat::as_str),
+                &c.lookup_hash,
+                &c.number_hash,
+                &c.display_hint,
+            ],
+        )
+        .await
+}
+
 /// An SVG image of a payload.
 pub fn qr_svg(payload: &str) -> Result<String, ApiError> {
     let code = qrcode::QrCode::new(payload.as_bytes()).map_err(ApiError::internal)?;

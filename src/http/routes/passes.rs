@@ -236,22 +236,19 @@ pub async fn issue(
         ],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &credential_id,
-            &org_id,
-            &id,
-            &kind.as_str(),
-            &format.map(CardFormat::as_str),
-            &lookup.as_slice(),
-            &number_hash.as_ref().map(|h| h.as_slice()),
-            &hint,
-        ],
-    )
-    .await
-    .map_err(|e| ApiError::unique(e, "a live credential with this value exists in the organization"))?;
+    let stored = credentials::StoredCredential {
+        id: credential_id,
+        org_id,
+        pass_id: id,
+        kind,
+        format,
+        lookup_hash: &lookup,
+        number_hash: number_hash.as_ref().map(|h| h.as_slice()),
+        display_hint: hint.as_deref(),
+    };
+    credentials::store(&tx, &stored)
+        .await
+        .map_err(|e| ApiError::unique(e, "a live credential with this value exists in the organization"))?;
     tx.execute(
         "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id) VALUES ($1, $2, 'issued', 'active', 0, $3)",
         &[&org_id, &id, &issued_by],
