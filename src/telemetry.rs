@@ -1,7 +1,7 @@
 //! Logs (tracing) and metrics (Prometheus).
 
 use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -30,10 +30,17 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+// INVARIANT: held while installing, so two applications starting at once (tests) cannot both try
+// to install the process-wide recorder.
+static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// The process-wide Prometheus recorder, installed on first use. Every metric is named
 /// `portcullis_*`; several applications in one process (tests) share it.
 pub fn metrics_handle() -> Result<PrometheusHandle, BuildError> {
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
+    let _installing = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(handle) = RECORDER.get() {
         return Ok(handle.clone());
     }
