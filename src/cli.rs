@@ -169,7 +169,7 @@ async fn create_key(
     secrets: &crate::config::Secrets,
     args: CreateKeyArgs,
 ) -> Result<serde_json::Value, CliError> {
-    use crate::auth::keys::{self, KeySpec};
+    use crate::auth::keys::{self, Grantor, KeySpec};
     use crate::crypto::KeyEnv;
     let usage = |e: crate::error::ApiError| match e {
         crate::error::ApiError::Validation { fields } => {
@@ -198,7 +198,7 @@ async fn create_key(
         .map_err(DbError::from)?;
     let spec = KeySpec { name: args.name, env, scopes, gate_ids: args.gates, expires_at: None };
     let actor = crate::audit::Actor::default();
-    let key = keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, actor, None).await.map_err(usage)?;
+    let key = keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, Grantor::Console, actor).await.map_err(usage)?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(key)
 }

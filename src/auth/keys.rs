@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Event};
+use portcullis_actors::domain::Role;
+
 use crate::auth::permissions::Scope;
 use crate::crypto::{self, KeyEnv};
 use crate::db::query_json_opt;
@@ -16,6 +18,33 @@ use crate::error::ApiError;
 
 /// The columns a client may see (never `key_hash`).
 pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from";
+
+/// Who acts on a key. Creating, rotating and revoking a key all pass the same rule, checked here
+/// and nowhere else: a member may act only on keys whose every scope they could grant
+/// ([`Scope::first_beyond`]); the console (`portcullis api-key`, run by whoever operates the
+/// server) may act on any.
+#[derive(Debug, Clone, Copy)]
+pub enum Grantor {
+    Member(Role),
+    Console,
+}
+
+impl Grantor {
+    fn first_beyond(self, scopes: &[Scope]) -> Option<Scope> {
+        match self {
+            Grantor::Member(role) => Scope::first_beyond(role, scopes),
+            Grantor::Console => None,
+        }
+    }
+
+    /// For an existing key: 403, like any other action the caller's role does not allow.
+    fn check_existing(self, scopes: &[Scope]) -> Result<(), ApiError> {
+        match self.first_beyond(scopes) {
+            Some(_) => Err(ApiError::Forbidden),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A checked request for a new key.
 #[derive(Debug, Clone)]
@@ -53,10 +82,25 @@ pub async fn create(
     pepper: &SecretString,
     org_id: Uuid,
     spec: &KeySpec,
+    grantor: Grantor,
+    actor: Actor,
+) -> Result<Value, ApiError> {
+    spec.check()?;
+    // Nobody mints a key that can do more than they can.
+    if let Some(scope) = grantor.first_beyond(&spec.scopes) {
+        return Err(ApiError::field("scopes", format!("your role may not grant `{scope}`")));
+    }
+    insert(client, pepper, org_id, spec, actor, None).await
+}
+
+async fn insert(
+    client: &impl GenericClient,
+    pepper: &SecretString,
+    org_id: Uuid,
+    spec: &KeySpec,
     actor: Actor,
     rotated_from: Option<Uuid>,
 ) -> Result<Value, ApiError> {
-    spec.check()?;
     let known: i64 = client
         .query_one("SELECT count(*) FROM gates WHERE org_id = $1 AND id = ANY($2)", &[&org_id, &spec.gate_ids])
         .await?
@@ -100,8 +144,14 @@ pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Re
     .ok_or(ApiError::NotFound("api key"))
 }
 
-/// Locks a live key of `org_id` for a change; 404 if unknown, 409 `key_revoked` if revoked.
-async fn lock_live(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<tokio_postgres::Row, ApiError> {
+/// Locks a live key of `org_id` for a change by `grantor`: 404 if unknown, 403 if the key holds a
+/// scope the grantor may not grant, 409 `key_revoked` if revoked.
+async fn lock_live(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    id: Uuid,
+    grantor: Grantor,
+) -> Result<(tokio_postgres::Row, Vec<Scope>), ApiError> {
     let row = client
         .query_opt(
             "SELECT name, env, scopes, gate_ids, expires_at, revoked_at IS NOT NULL FROM api_keys
@@ -110,10 +160,17 @@ async fn lock_live(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Resul
         )
         .await?
         .ok_or(ApiError::NotFound("api key"))?;
+    let stored: Vec<String> = row.try_get(2)?;
+    // A scope this build does not know is one nobody below the console may act on.
+    let scopes: Vec<Scope> = stored.iter().filter_map(|s| s.parse().ok()).collect();
+    if scopes.len() != stored.len() && matches!(grantor, Grantor::Member(_)) {
+        return Err(ApiError::Forbidden);
+    }
+    grantor.check_existing(&scopes)?;
     if row.try_get::<_, bool>(5)? {
         return Err(ApiError::Conflict { code: "key_revoked", message: "the key is revoked".into() });
     }
-    Ok(row)
+    Ok((row, scopes))
 }
 
 /// Replaces a key by a new one with the same attributes, atomically: when this returns (and the
@@ -123,23 +180,29 @@ pub async fn rotate(
     pepper: &SecretString,
     org_id: Uuid,
     id: Uuid,
+    grantor: Grantor,
     actor: Actor,
 ) -> Result<Value, ApiError> {
-    let row = lock_live(client, org_id, id).await?;
-    let scopes: Vec<String> = row.try_get(2)?;
+    let (row, scopes) = lock_live(client, org_id, id, grantor).await?;
     let spec = KeySpec {
         name: row.try_get(0)?,
         env: if row.try_get::<_, &str>(1)? == "test" { KeyEnv::Test } else { KeyEnv::Live },
-        scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+        scopes,
         gate_ids: row.try_get(3)?,
         expires_at: row.try_get(4)?,
     };
     client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
-    create(client, pepper, org_id, &spec, actor, Some(id)).await
+    insert(client, pepper, org_id, &spec, actor, Some(id)).await
 }
 
-pub async fn revoke(client: &impl GenericClient, org_id: Uuid, id: Uuid, actor: Actor) -> Result<Value, ApiError> {
-    lock_live(client, org_id, id).await?;
+pub async fn revoke(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    id: Uuid,
+    grantor: Grantor,
+    actor: Actor,
+) -> Result<Value, ApiError> {
+    lock_live(client, org_id, id, grantor).await?;
     client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
     audit::record(client, actor, Event::new(Some(org_id), "api_key.revoked", "api_key", id)).await?;
     describe(client, org_id, id).await

@@ -31,6 +31,9 @@ pub enum Permission {
     GateModeSet,
     PassesRead,
     PassesIssue,
+    /// Show a pass's live QR code: it opens gates as the holder, so it is for those who issue
+    /// passes, never for read-only callers.
+    PassesShowQr,
     /// Revoke, suspend, resume.
     PassesRevoke,
     CheckinsRead,
@@ -55,6 +58,7 @@ impl Permission {
         Permission::GateModeSet,
         Permission::PassesRead,
         Permission::PassesIssue,
+        Permission::PassesShowQr,
         Permission::PassesRevoke,
         Permission::CheckinsRead,
         Permission::StreamWatch,
@@ -93,7 +97,7 @@ impl Permission {
             OrgUpdate | ConfigWrite | GateModeSet => Scope::ConfigWrite,
             ConfigRead => Scope::ConfigRead,
             PassesRead => Scope::PassesRead,
-            PassesIssue | PassesRevoke => Scope::PassesWrite,
+            PassesIssue | PassesShowQr | PassesRevoke => Scope::PassesWrite,
             CheckinsRead => Scope::CheckinsRead,
             StreamWatch => Scope::EventsRead,
             AuditRead => Scope::AuditRead,
@@ -118,6 +122,7 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
                 | GateModeSet
                 | PassesRead
                 | PassesIssue
+                | PassesShowQr
                 | PassesRevoke
                 | CheckinsRead
                 | StreamWatch
@@ -125,10 +130,11 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
         ),
         Operator => matches!(
             permission,
-            OrgRead | ConfigRead | PassesRead | PassesIssue | PassesRevoke | CheckinsRead | StreamWatch
+            OrgRead | ConfigRead | PassesRead | PassesIssue | PassesShowQr | PassesRevoke | CheckinsRead | StreamWatch
         ),
-        // A host's reads and streams are narrowed to their own visitors by the queries themselves.
-        Host => matches!(permission, OrgRead | PassesRead | PassesIssue | StreamWatch),
+        // A host's reads, QR codes and streams are narrowed to their own visitors by the queries
+        // themselves.
+        Host => matches!(permission, OrgRead | PassesRead | PassesIssue | PassesShowQr | StreamWatch),
         Guest => matches!(permission, OrgRead),
         Developer => matches!(permission, OrgRead | ConfigRead | PassesRead | CheckinsRead | KeysManage),
     }
@@ -197,6 +203,12 @@ impl Scope {
             _ => self.permissions().all(|p| role_allows(role, p)),
         }
     }
+
+    /// The one rule for acting on a key (creating, rotating, revoking it): the caller must be able
+    /// to grant every scope the key holds. Returns the first scope `role` may not grant.
+    pub fn first_beyond(role: Role, scopes: &[Scope]) -> Option<Scope> {
+        scopes.iter().copied().find(|scope| !scope.grantable_by(role))
+    }
 }
 
 impl fmt::Display for Scope {
@@ -258,5 +270,25 @@ mod tests {
         assert!(!Scope::PassesWrite.grantable_by(Role::Developer));
         assert!(!Scope::AuditRead.grantable_by(Role::Developer));
         assert!(Scope::AuditRead.grantable_by(Role::OrgAdmin));
+    }
+
+    #[test]
+    fn reading_a_pass_does_not_show_its_live_qr_code() {
+        for role in [Role::Developer, Role::Guest] {
+            assert!(!role_allows(role, Permission::PassesShowQr), "{role}");
+        }
+        for role in [Role::OrgAdmin, Role::SecurityOfficer, Role::Operator, Role::Host] {
+            assert!(role_allows(role, Permission::PassesShowQr), "{role}");
+        }
+        assert_eq!(Permission::PassesShowQr.scope(), Some(Scope::PassesWrite));
+        assert!(Scope::PassesRead.permissions().all(|p| p != Permission::PassesShowQr));
+    }
+
+    #[test]
+    fn acting_on_a_key_needs_every_one_of_its_scopes() {
+        let strong = [Scope::OrgRead, Scope::AuditRead, Scope::PassesWrite];
+        assert_eq!(Scope::first_beyond(Role::Developer, &strong), Some(Scope::AuditRead));
+        assert_eq!(Scope::first_beyond(Role::Developer, &[Scope::OrgRead, Scope::GateDecide]), None);
+        assert_eq!(Scope::first_beyond(Role::OrgAdmin, &strong), None);
     }
 }

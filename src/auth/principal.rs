@@ -301,6 +301,7 @@ pub mod policy {
         GateModeSet,
         PassesRead,
         PassesIssue,
+        PassesShowQr,
         PassesRevoke,
         CheckinsRead,
         StreamWatch,

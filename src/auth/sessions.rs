@@ -91,13 +91,25 @@ pub async fn login(
     let email = email.trim().to_lowercase();
     state.auth.limiter.check(&email, addr)?;
     let client = state.pool.get().await?;
+    // A known address is one the account has signed in from before (its sessions remember it).
     let row = client
-        .query_opt("SELECT id, password_hash, disabled_at IS NOT NULL FROM users WHERE email = $1", &[&email])
+        .query_opt(
+            "SELECT u.id, u.password_hash, u.disabled_at IS NOT NULL,
+                    EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id AND s.client_addr = $2)
+             FROM users u WHERE u.email = $1",
+            &[&email, &addr],
+        )
         .await?;
-    let (user_id, hash, disabled) = match &row {
-        Some(row) => (Some(row.try_get::<_, Uuid>(0)?), row.try_get::<_, String>(1)?, row.try_get::<_, bool>(2)?),
-        None => (None, decoy_hash().to_owned(), false),
+    let (user_id, hash, disabled, known) = match &row {
+        Some(row) => (
+            Some(row.try_get::<_, Uuid>(0)?),
+            row.try_get::<_, String>(1)?,
+            row.try_get::<_, bool>(2)?,
+            row.try_get::<_, bool>(3)?,
+        ),
+        None => (None, decoy_hash().to_owned(), false, false),
     };
+    state.auth.limiter.check_account(&email, known)?;
     let matches = verify_password(password, hash).await?;
     let failure = match (user_id, matches, disabled) {
         (None, _, _) => Some("unknown_account"),
@@ -107,6 +119,10 @@ pub async fn login(
     };
     let actor = Actor::user(user_id, addr);
     if let Some(reason) = failure {
+        // A disabled account with the right password is not a guess: it does not back off.
+        if reason != "account_disabled" {
+            state.auth.limiter.failed(&email, addr, known);
+        }
         metrics::counter!("portcullis_logins_total", "outcome" => "failed").increment(1);
         let target = user_id.map(|id| id.to_string()).unwrap_or_default();
         let event = Event::new(None, "auth.login_failed", "user", target).details(json!({ "reason": reason }));
@@ -115,6 +131,7 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     }
     let user_id = user_id.ok_or(ApiError::InvalidCredentials)?;
+    state.auth.limiter.succeeded(&email, addr);
     let session_id = Uuid::now_v7();
     let (refresh_token, refresh_hash) = state.auth.tokens.new_refresh(session_id);
     let expires_at =
@@ -155,8 +172,21 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
     if row.try_get::<_, DateTime<Utc>>(3)? <= Utc::now() {
         return Err(ApiError::TokenExpired);
     }
-    if row.try_get::<_, &[u8]>(1)? != state.auth.tokens.refresh_hash(token).as_slice() {
-        // An old token of a live session: it was copied. End the session for everyone holding it.
+    let presented = state.auth.tokens.refresh_hash(token);
+    if row.try_get::<_, &[u8]>(1)? != presented.as_slice() {
+        let spent = tx
+            .query_opt(
+                "SELECT 1 FROM spent_refresh_tokens WHERE token_hash = $1 AND session_id = $2",
+                &[&presented, &session_id],
+            )
+            .await?;
+        if spent.is_none() {
+            // Never issued for this session (a guess or a forgery naming it): merely invalid. Ending
+            // the session here would let anyone who read its id log its owner out.
+            return Err(ApiError::InvalidToken);
+        }
+        // A token this session really issued and already spent: it was copied. End the session
+        // for everyone holding it.
         tx.execute(
             "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reused' WHERE id = $1",
             &[&session_id],
@@ -181,6 +211,8 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
         &[&session_id, &refresh_hash],
     )
     .await?;
+    tx.execute("INSERT INTO spent_refresh_tokens (token_hash, session_id) VALUES ($1, $2)", &[&presented, &session_id])
+        .await?;
     tx.commit().await?;
     Ok(TokenPair {
         access_token: state.auth.tokens.issue_access(user_id, session_id)?,
@@ -222,6 +254,8 @@ pub async fn change_password(
         client.query_one("SELECT password_hash FROM users WHERE id = $1", &[&user_id]).await?.try_get(0)?;
     let actor = Actor::user(Some(user_id), addr);
     if !verify_password(current, hash).await? {
+        // Signed in already, so the address is known: only the pair backs off.
+        state.auth.limiter.failed(&user.access.email, addr, true);
         let event = Event::new(None, "auth.password_change_failed", "user", user_id);
         audit::record(&client, actor, event).await?;
         return Err(ApiError::InvalidCredentials);

@@ -232,6 +232,55 @@ pub struct StoredCredential<'a> {
     pub display_hint: Option<&'a str>,
 }
 
+/// Digits of a new PIN for an organization holding `live` PINs: at least 6, and 4 more than the
+/// digits of `live`, so that a random guess hits some live PIN at most about once in 10,000 tries
+/// however large the organization grows (at most 12, the longest a keypad takes).
+pub fn pin_digits(live: u64) -> u32 {
+    let digits_of_live = live.checked_ilog10().map_or(1, |d| d + 1);
+    (digits_of_live + 4).clamp(6, 12)
+}
+
+/// A fresh random PIN of `digits` digits.
+pub fn random_pin(digits: u32) -> String {
+    use rand::Rng;
+    let bound = 10u64.pow(digits);
+    let n = rand::rngs::OsRng.gen_range(0..bound);
+    format!("{n:0width$}", width = digits as usize)
+}
+
+/// Chooses a PIN no live credential of `org_id` holds, inside the issuing transaction; returns
+/// the PIN (to show once) and its lookup key. A clash is retried, never reported: whether a PIN
+/// is in use is nobody's business.
+pub async fn new_pin(
+    client: &impl deadpool_postgres::GenericClient,
+    pepper: &SecretString,
+    org_id: Uuid,
+) -> Result<(String, [u8; 32]), ApiError> {
+    let live: i64 = client
+        .query_one(
+            "SELECT count(*) FROM credentials WHERE org_id = $1 AND kind = 'pin' AND revoked_at IS NULL",
+            &[&org_id],
+        )
+        .await?
+        .try_get(0)?;
+    let digits = pin_digits(live.unsigned_abs());
+    for _ in 0..16 {
+        let pin = random_pin(digits);
+        let key = lookup_key(pepper, PIN, &pin);
+        let taken = client
+            .query_opt(
+                "SELECT 1 FROM credentials WHERE org_id = $1 AND kind = 'pin' AND lookup_hash = $2 AND revoked_at IS NULL",
+                &[&org_id, &key.as_slice()],
+            )
+            .await?;
+        if taken.is_none() {
+            return Ok((pin, key));
+        }
+    }
+    // Sixteen clashes in a row at under 1 in 10,000 each: the count above was badly wrong.
+    Err(ApiError::internal("no free PIN found in 16 tries"))
+}
+
 /// Writes a credential (pass issuance and the demo seed alike).
 pub async fn store(
     client: &impl deadpool_postgres::GenericClient,
@@ -264,6 +313,18 @@ pub fn qr_svg(payload: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_grow_with_the_organization() {
+        assert_eq!(pin_digits(0), 6);
+        assert_eq!(pin_digits(99), 6);
+        assert_eq!(pin_digits(100), 7);
+        assert_eq!(pin_digits(12_345), 9);
+        assert_eq!(pin_digits(u64::MAX), 12);
+        let pin = random_pin(9);
+        assert_eq!(pin.len(), 9);
+        assert!(pin.bytes().all(|b| b.is_ascii_digit()), "{pin}");
+    }
     use chrono::TimeZone;
 
     fn pepper() -> SecretString {

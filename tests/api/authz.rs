@@ -14,8 +14,12 @@ enum Target {
     Org,
     /// A new user of the organization (`{user}`).
     User,
-    /// A new API key of the organization (`{key}`).
+    /// A new API key of the organization (`{key}`) with `org:read` only.
     Key,
+    /// A new API key with scopes a developer may not grant (`{key}`).
+    StrongKey,
+    /// A new pass with a QR credential, issued by the platform admin (`{pass}`).
+    Pass,
     /// A new organization in which the caller holds the role (for deleting it).
     OwnOrg,
 }
@@ -25,7 +29,8 @@ struct Case {
     path: &'static str,
     body: fn() -> Option<Value>,
     target: Target,
-    /// One character per role in ROLES order: Y allowed, . denied.
+    /// One character per role in ROLES order: Y allowed, . denied (403), o allowed on what the
+    /// caller owns only (another's object is 404, as if it did not exist).
     expected: &'static str,
 }
 
@@ -94,12 +99,44 @@ const CASES: &[Case] = &[
         target: Target::Key,
         expected: "YY....Y",
     },
+    // Rotating or revoking a key passes the rule of creating it: a developer may not act on a key
+    // that holds scopes they could not grant.
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/api-keys/{key}/rotate",
+        body: none,
+        target: Target::StrongKey,
+        expected: "YY.....",
+    },
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/api-keys/{key}/revoke",
+        body: none,
+        target: Target::StrongKey,
+        expected: "YY.....",
+    },
+    Case { method: "GET", path: "/orgs/{org}/passes", body: none, target: Target::Org, expected: "YYYYY.Y" },
+    Case { method: "GET", path: "/orgs/{org}/passes/{pass}", body: none, target: Target::Pass, expected: "YYYYo.Y" },
+    // A live QR code opens gates as its holder: for those who issue passes, not for readers.
+    Case { method: "GET", path: "/orgs/{org}/passes/{pass}/qr", body: none, target: Target::Pass, expected: "YYYYo.." },
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/passes/{pass}/revoke",
+        body: || Some(json!({"reason": "matrix"})),
+        target: Target::Pass,
+        expected: "YYYY...",
+    },
 ];
+
+/// Scopes beyond a developer's own permissions.
+const STRONG_SCOPES: [&str; 4] = ["audit:read", "passes:write", "config:write", "events:read"];
 
 struct World {
     app: TestApp,
     root: Login,
     org: String,
+    /// An access rule of the organization, for passes.
+    rule: String,
     /// One signed-in user per role of ROLES (the platform admin first).
     members: Vec<Login>,
 }
@@ -113,7 +150,29 @@ impl World {
         for role in &ROLES[1..] {
             members.push(app.create_user(&root, &org, role).await?);
         }
-        Ok(World { app, root, org, members })
+        let zones = format!("/api/v1/orgs/{org}/zones");
+        let zone = app.call("POST", &zones, Some(&root.access), Some(json!({"name": "Lobby"}))).await?;
+        let zone = zone.json()["id"].as_str().unwrap_or_default().to_owned();
+        let rule = json!({"name": "Always", "zone_ids": [zone]});
+        let rule = app.call("POST", &format!("/api/v1/orgs/{org}/access-rules"), Some(&root.access), Some(rule)).await?;
+        let rule = rule.json()["id"].as_str().unwrap_or_default().to_owned();
+        Ok(World { app, root, org, rule, members })
+    }
+
+    /// A pass with a QR credential, issued by the platform admin.
+    async fn issue_pass(&self) -> TestResult<String> {
+        let now = chrono::Utc::now();
+        let body = json!({
+            "holder_name": "Matrix visitor", "access_rule_id": self.rule, "type": "multi", "max_uses": 3,
+            "valid_from": now.to_rfc3339(), "valid_to": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "credential": {"kind": "qr"},
+        });
+        let reply =
+            self.app.call("POST", &format!("/api/v1/orgs/{}/passes", self.org), Some(&self.root.access), Some(body)).await?;
+        if reply.status != 201 {
+            return Err(format!("issue pass failed: {} {}", reply.status, reply.text()).into());
+        }
+        Ok(reply.json()["id"].as_str().unwrap_or_default().to_owned())
     }
 
     /// The path and caller for one case and role, with a fresh target.
@@ -131,6 +190,11 @@ impl World {
                 let (key_id, _) = self.app.create_key(&self.root, &self.org, &["org:read"], &[]).await?;
                 path = path.replace("{key}", &key_id);
             }
+            Target::StrongKey => {
+                let (key_id, _) = self.app.create_key(&self.root, &self.org, &STRONG_SCOPES, &[]).await?;
+                path = path.replace("{key}", &key_id);
+            }
+            Target::Pass => path = path.replace("{pass}", &self.issue_pass().await?),
             Target::OwnOrg => {
                 org = self.app.create_org(&self.root, &format!("own-{}", uuid::Uuid::new_v4().simple())).await?;
                 if role_index > 0 {
@@ -150,11 +214,10 @@ async fn every_role_gets_exactly_what_the_permission_table_says() -> TestResult 
         for (i, role) in ROLES.iter().enumerate() {
             let (path, caller) = world.prepare(case, i).await?;
             let reply = world.app.call(case.method, &path, Some(&caller.access), (case.body)()).await?;
-            let allowed = case.expected.as_bytes()[i] == b'Y';
-            let ok = if allowed {
-                (200..300).contains(&reply.status)
-            } else {
-                reply.status == 403 && reply.error_code().as_deref() == Some("forbidden")
+            let ok = match case.expected.as_bytes()[i] {
+                b'Y' => (200..300).contains(&reply.status),
+                b'o' => reply.status == 404 && reply.error_code().as_deref() == Some("not_found"),
+                _ => reply.status == 403 && reply.error_code().as_deref() == Some("forbidden"),
             };
             if !ok {
                 mismatches.push(format!("{role} {} {}: {} {}", case.method, case.path, reply.status, reply.text()));

@@ -12,6 +12,7 @@ mod identity;
 mod migrations;
 mod orgs;
 mod rules;
+mod security;
 mod seed;
 mod service;
 mod site;

@@ -76,7 +76,6 @@ impl Site {
     /// Issues a pass with a PIN credential (PINs make the simplest test credential) and returns
     /// (pass id, credential for decisions). `overrides` replace fields of the default body.
     pub async fn pass(&self, overrides: Value) -> TestResult<(String, Value)> {
-        let pin = format!("{:08}", rand_u32() % 100_000_000);
         let now = chrono::Utc::now();
         let mut body = json!({
             "holder_name": "Visitor",
@@ -85,13 +84,12 @@ impl Site {
             "max_uses": 100,
             "valid_from": (now - chrono::Duration::hours(1)).to_rfc3339(),
             "valid_to": (now + chrono::Duration::hours(8)).to_rfc3339(),
-            "credential": {"kind": "pin", "value": pin},
+            "credential": {"kind": "pin"},
         });
         if let (Some(body), Some(extra)) = (body.as_object_mut(), overrides.as_object()) {
             body.extend(extra.clone());
         }
-        let credential = match body["credential"]["kind"].as_str() {
-            Some("pin") => json!({"kind": "pin", "value": body["credential"]["value"]}),
+        let card = match body["credential"]["kind"].as_str() {
             Some("card") => {
                 let c = &body["credential"];
                 json!({"kind": "card", "value": format!("{}:{}", c["facility_code"].as_u64().unwrap_or(0), c["card_number"])})
@@ -99,6 +97,11 @@ impl Site {
             _ => Value::Null,
         };
         let pass = self.post("/passes", body).await?;
+        // The engine chose the PIN and shows it this once.
+        let credential = match pass["credential"]["kind"].as_str() {
+            Some("pin") => json!({"kind": "pin", "value": pass["credential"]["value"]}),
+            _ => card,
+        };
         Ok((pass["id"].as_str().unwrap_or_default().to_owned(), credential))
     }
 
@@ -129,8 +132,4 @@ pub fn allow() -> Verdict {
 
 pub fn deny(reason: &str) -> Verdict {
     ("deny".into(), reason.into())
-}
-
-fn rand_u32() -> u32 {
-    u32::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..4].try_into().unwrap_or([7; 4]))
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Actor;
-use crate::auth::keys::{self, KEY_COLUMNS, KeySpec};
+use crate::auth::keys::{self, Grantor, KEY_COLUMNS, KeySpec};
 use crate::auth::permissions::Scope;
 use crate::auth::principal::{Authorized, ClientAddr, policy};
 use crate::crypto::KeyEnv;
@@ -32,6 +32,11 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
+/// The caller as a grantor of key scopes (keys never manage keys: `KeysManage` is user-only).
+fn grantor(auth: &Authorized<policy::KeysManage>) -> Result<Grantor, ApiError> {
+    auth.principal.role_in(auth.org.id).map(Grantor::Member).ok_or(ApiError::Forbidden)
+}
+
 fn key_id(path: &(String, String)) -> Result<Uuid, ApiError> {
     Uuid::try_parse(&path.1).map_err(|_| ApiError::NotFound("api key"))
 }
@@ -51,15 +56,10 @@ pub async fn create(
         Some("test") => KeyEnv::Test,
         Some(_) => return Err(ApiError::field("env", "must be `live` or `test`")),
     };
-    // Nobody mints a key that can do more than they can.
-    let role = auth.principal.role_in(auth.org.id).ok_or(ApiError::Forbidden)?;
-    if let Some(scope) = scopes.iter().find(|s| !s.grantable_by(role)) {
-        return Err(ApiError::field("scopes", format!("your role may not grant `{scope}`")));
-    }
     let spec = KeySpec { name: body.name, env, scopes, gate_ids: body.gate_ids, expires_at: body.expires_at };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let key = keys::create(&tx, &state.auth.pepper, auth.org.id, &spec, Actor::of(&auth.principal, addr), None).await?;
+    let key = keys::create(&tx, &state.auth.pepper, auth.org.id, &spec, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(key))
 }
@@ -93,7 +93,7 @@ pub async fn rotate(
     let id = key_id(&path)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
+    let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
     state.auth.keys.invalidate(id);
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(key))
@@ -108,7 +108,7 @@ pub async fn revoke(
     let id = key_id(&path)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let key = keys::revoke(&tx, auth.org.id, id, Actor::of(&auth.principal, addr)).await?;
+    let key = keys::revoke(&tx, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
     state.auth.keys.invalidate(id);
     Ok(HttpResponse::Ok().json(key))
