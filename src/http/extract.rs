@@ -57,6 +57,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
 /// Deserializes, reporting the path of the first offending field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(field) = find_nul(bytes) {
+        return Err(ApiError::field(field, NUL_REASON));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -66,6 +69,50 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end().map_err(|_| ApiError::field("body", "has trailing characters after the JSON value"))?;
     Ok(value)
+}
+
+pub const NUL_REASON: &str = "must not contain NUL characters";
+
+/// The path of the first string (or key) holding U+0000, which no field has a use for and
+/// PostgreSQL text cannot store. In JSON it can only arrive escaped, so a body without `\u0000`
+/// is not parsed twice.
+fn find_nul(bytes: &[u8]) -> Option<String> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    nul_path(&value, "")
+}
+
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let named = |path: &str| if path.is_empty() { "body".to_owned() } else { path.to_owned() };
+    match value {
+        Value::String(s) => s.contains('\0').then(|| named(path)),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(named(path));
+            }
+            let inner = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            nul_path(item, &inner)
+        }),
+        _ => None,
+    }
+}
+
+/// The query parameter (`query.<name>`) or `path` of a URI carrying an encoded NUL (`%00`).
+pub fn nul_in_uri(uri: &actix_web::http::Uri) -> Option<String> {
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0');
+    if has_nul(uri.path()) {
+        return Some("path".to_owned());
+    }
+    let query = uri.query()?;
+    query.split('&').find(|pair| has_nul(pair)).map(|pair| {
+        let name = pair.split('=').next().unwrap_or_default();
+        let sane = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if sane { format!("query.{name}") } else { "query".to_owned() }
+    })
 }
 
 /// Turns serde's message into a field name and a short reason without Rust type names.
@@ -146,6 +193,19 @@ mod tests {
     fn unknown_field_is_named() {
         let f = fields(r#"{"credential": {"kind": "qr", "value": "x", "extra": 1}}"#);
         assert_eq!(f.get("credential.extra").map(String::as_str), Some("is not a known field"), "{f:?}");
+    }
+
+    #[test]
+    fn a_nul_character_is_named_by_its_field() {
+        let f = fields(r#"{"credential": {"kind": "qr", "value": "a\u0000b"}}"#);
+        assert_eq!(f.get("credential.value").map(String::as_str), Some(NUL_REASON), "{f:?}");
+        // An escaped backslash followed by `u0000` is text, not a NUL.
+        let f = fields(r#"{"credential": {"kind": "qr", "value": "a\\u0000b"}, "count": 1}"#);
+        assert!(f.is_empty() || !f.values().any(|r| r == NUL_REASON), "{f:?}");
+        let uri: actix_web::http::Uri = "/x?gate_id=1&q=a%00b".parse().unwrap_or_default();
+        assert_eq!(nul_in_uri(&uri).as_deref(), Some("query.q"));
+        let uri: actix_web::http::Uri = "/x?q=ab".parse().unwrap_or_default();
+        assert_eq!(nul_in_uri(&uri), None);
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
+
+use crate::error::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,7 +40,14 @@ pub async fn request_context(
     // come from a middleware and is answered by actix itself.
     // INVARIANT: no clone of the HttpRequest may be held across `next.call`: routing needs it
     // uniquely owned to record the matched path.
-    let mut res = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
+    // An encoded NUL in the path or query is refused before any route: PostgreSQL text cannot
+    // hold it, and no identifier or search has a use for it.
+    let mut res = match crate::http::extract::nul_in_uri(req.uri()) {
+        Some(field) => req.error_response(ApiError::field(field, crate::http::extract::NUL_REASON)),
+        None => next.call(req).instrument(span.clone()).await?.map_into_boxed_body(),
+    };
+    // No response is to be sniffed into another type (an SVG or JSON rendered as HTML).
+    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let elapsed = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);

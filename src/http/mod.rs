@@ -2,6 +2,7 @@
 //! domain type, call one service, respond.
 
 pub mod extract;
+pub mod input;
 pub mod middleware;
 pub mod pagination;
 pub mod routes;

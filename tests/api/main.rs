@@ -1,6 +1,7 @@
 //! Integration tests: the real server, real sockets, a real PostgreSQL.
 
 mod helpers;
+mod hostile_input;
 
 mod api_keys;
 mod authz;

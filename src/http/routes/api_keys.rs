@@ -23,6 +23,7 @@ pub struct CreateKey {
     #[serde(default)]
     gate_ids: Vec<Uuid>,
     env: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
     expires_at: Option<DateTime<Utc>>,
 }
 

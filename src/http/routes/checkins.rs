@@ -18,7 +18,9 @@ pub struct CheckinQuery {
     gate_id: Option<Uuid>,
     pass_id: Option<Uuid>,
     decision: Option<Decision>,
+    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
     from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
     to: Option<DateTime<Utc>>,
     cursor: Option<String>,
     limit: Option<u32>,

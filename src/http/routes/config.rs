@@ -586,6 +586,7 @@ const HOLIDAY_SELECT: &str = "SELECT id, org_id, date, name FROM holidays";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HolidayBody {
+    #[serde(default, deserialize_with = "crate::http::input::opt_date")]
     date: Option<NaiveDate>,
     name: Option<String>,
 }

@@ -55,7 +55,9 @@ pub struct IssuePass {
     pass_type: PassType,
     max_uses: Option<i32>,
     group_size: Option<i32>,
+    #[serde(deserialize_with = "crate::http::input::timestamp")]
     valid_from: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::http::input::timestamp")]
     valid_to: DateTime<Utc>,
     credential: CredentialSpec,
     escort_pass_id: Option<Uuid>,
@@ -79,6 +81,7 @@ pub struct RevokeBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
+    #[serde(deserialize_with = "crate::http::input::timestamp")]
     valid_to: DateTime<Utc>,
 }
 
