@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Event};
+use crate::auth::AccessChange;
 use crate::auth::cache::UserAccess;
 use crate::auth::principal::UserPrincipal;
 use crate::auth::tokens::TokenKeys;
@@ -199,6 +200,7 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
         )
         .await?;
         tx.commit().await?;
+        state.auth.changed(AccessChange::Session(session_id));
         return Err(ApiError::InvalidToken);
     }
     let user = match state.auth.cache.get(&tx, user_id).await? {
@@ -230,6 +232,7 @@ pub async fn logout(state: &AppState, user: &UserPrincipal, addr: Option<IpAddr>
             &[&user.session_id],
         )
         .await?;
+    state.auth.changed(AccessChange::Session(user.session_id));
     let actor = Actor::user(Some(user.access.user_id), addr);
     audit::record(&client, actor, Event::new(None, "auth.logout", "session", user.session_id)).await?;
     Ok(())
@@ -277,6 +280,8 @@ pub async fn change_password(
     let event = Event::new(None, "auth.password_changed", "user", user_id).details(json!({ "sessions_ended": ended }));
     audit::record(&tx, actor, event).await?;
     tx.commit().await?;
+    // The user's other sessions ended: so do their streams.
+    state.auth.changed(AccessChange::User(user_id));
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use deadpool_postgres::Pool;
+use portcullis_actors::domain::{AccessMode, Role};
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::{Envelope, Event};
 use serde_json::json;
@@ -21,6 +22,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
+use crate::auth::permissions::{Permission, role_allows};
+use crate::auth::{AccessChange, AuthContext};
 use crate::stream::snapshot;
 
 /// What a viewer may see.
@@ -57,8 +60,22 @@ impl Filter {
 /// How the viewer signed in, to re-check it while the stream is open.
 #[derive(Debug, Clone, Copy)]
 pub enum Credential {
-    Session { session_id: Uuid, expires_in: Duration },
+    /// A member; `role` is what they held when the stream opened (it shaped the filter).
+    Session { session_id: Uuid, user_id: Uuid, role: Role, expires_in: Duration },
     Key { key_id: Uuid },
+}
+
+impl Credential {
+    /// Whether an access change may concern this viewer of `org_id`.
+    fn concerned_by(&self, change: AccessChange, org_id: Uuid) -> bool {
+        match (change, *self) {
+            (AccessChange::Org(org), _) => org == org_id,
+            (AccessChange::User(user), Credential::Session { user_id, .. }) => user == user_id,
+            (AccessChange::Session(session), Credential::Session { session_id, .. }) => session == session_id,
+            (AccessChange::Key(key), Credential::Key { key_id }) => key == key_id,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +89,7 @@ pub struct SessionActor {
     org_id: Uuid,
     engine: Engine,
     pool: Pool,
+    auth: Arc<AuthContext>,
     filter: Filter,
     since: Option<u64>,
     credential: Credential,
@@ -80,16 +98,30 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         org_id: Uuid,
         engine: Engine,
         pool: Pool,
+        auth: Arc<AuthContext>,
         filter: Filter,
         since: Option<u64>,
         credential: Credential,
         timing: Timing,
     ) -> Self {
-        SessionActor { org_id, engine, pool, filter, since, credential, timing, last_heard: Instant::now() }
+        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, last_heard: Instant::now() }
+    }
+
+    /// Re-checks the viewer's access now; closes the stream if it is gone.
+    fn recheck(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let (pool, auth, credential, org_id) = (self.pool.clone(), self.auth.clone(), self.credential, self.org_id);
+        ctx.spawn(async move { lost_access(&pool, &auth, credential, org_id).await }.into_actor(self).map(
+            |lost, act, ctx| {
+                if let Some(reason) = lost {
+                    act.close(ctx, ws::CloseCode::Policy, reason);
+                }
+            },
+        ));
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
@@ -130,21 +162,19 @@ impl SessionActor {
         if let Credential::Session { expires_in, .. } = self.credential {
             ctx.run_later(expires_in, |act, ctx| act.close(ctx, ws::CloseCode::Policy, "token_expired"));
         }
-        ctx.run_interval(self.timing.session_check, |act, ctx| {
-            let (pool, credential) = (act.pool.clone(), act.credential);
-            ctx.spawn(async move { still_valid(&pool, credential).await }.into_actor(act).map(|valid, act, ctx| {
-                if valid == Some(false) {
-                    act.close(ctx, ws::CloseCode::Policy, "token_revoked");
-                }
-            }));
-        });
+        // Changes made through this node arrive at once (see `AccessChange`); this catches those
+        // made elsewhere.
+        ctx.run_interval(self.timing.session_check, |act, ctx| act.recheck(ctx));
     }
 }
 
-/// Whether the sign-in behind a stream still holds; `None` when it cannot be checked right now.
-async fn still_valid(pool: &Pool, credential: Credential) -> Option<bool> {
+/// Why the viewer may no longer watch, if so: `token_revoked` when the session or key ended,
+/// `access_revoked` when the member was disabled, lost the permission or changed role, or the
+/// organization was blocked. `None` also when it cannot be checked right now (the database is
+/// away): the stream goes on, bounded by the token's expiry.
+async fn lost_access(pool: &Pool, auth: &AuthContext, credential: Credential, org_id: Uuid) -> Option<&'static str> {
     let client = pool.get().await.ok()?;
-    let row = match credential {
+    let live = match credential {
         Credential::Session { session_id, .. } => client
             .query_opt("SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE id = $1", &[&session_id])
             .await
@@ -157,7 +187,19 @@ async fn still_valid(pool: &Pool, credential: Credential) -> Option<bool> {
             .await
             .ok()?,
     };
-    Some(row.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false))
+    if !live.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false) {
+        return Some("token_revoked");
+    }
+    if let Credential::Session { user_id, role, .. } = credential {
+        let access = auth.cache.get(&client, user_id).await.ok()?;
+        let now = access.filter(|a| !a.disabled).and_then(|a| a.role_in(org_id));
+        if now.is_none_or(|r| r != role || !role_allows(r, Permission::StreamWatch)) {
+            return Some("access_revoked");
+        }
+    }
+    let mode = client.query_opt("SELECT access_mode FROM organizations WHERE id = $1", &[&org_id]).await.ok()?;
+    let blocked = mode.is_none_or(|r| r.try_get::<_, &str>(0).is_ok_and(|m| m == AccessMode::Blocked.as_str()));
+    blocked.then_some("access_revoked")
 }
 
 impl Actor for SessionActor {
@@ -184,6 +226,7 @@ impl Actor for SessionActor {
         // INVARIANT: `rx` was created under the hub's lock together with `newest`, so it carries
         // exactly the events after the replay or snapshot: none twice, none missing.
         ctx.add_stream(BroadcastStream::new(rx));
+        ctx.add_stream(BroadcastStream::new(self.auth.subscribe_changes()));
         self.start_checks(ctx);
     }
 
@@ -213,6 +256,19 @@ impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionA
     fn finished(&mut self, ctx: &mut Self::Context) {
         self.close(ctx, ws::CloseCode::Away, "organization_closed");
     }
+}
+
+impl StreamHandler<Result<AccessChange, BroadcastStreamRecvError>> for SessionActor {
+    fn handle(&mut self, item: Result<AccessChange, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(change) if !self.credential.concerned_by(change, self.org_id) => {}
+            // Ours, or missed some (any could have been ours): look again.
+            Ok(_) | Err(BroadcastStreamRecvError::Lagged(_)) => self.recheck(ctx),
+        }
+    }
+
+    /// The server is shutting down; the event stream's end closes the session.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {

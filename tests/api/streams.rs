@@ -363,3 +363,40 @@ async fn a_stream_ends_when_its_access_token_expires() -> TestResult {
     }
     Ok(())
 }
+
+/// Security finding 4: a member disabled or downgraded, or an organization blocked, stops
+/// receiving frames at once, not when the access token expires. The periodic check is set far
+/// off, so only the change itself can close these streams in time.
+#[actix_web::test]
+async fn losing_access_ends_the_stream_at_once() -> TestResult {
+    let app = spawn_app_with(|s| s.stream.session_check_secs = 600).await?;
+    let site = Site::build(app, 1, 1).await?;
+    for change in [json!({"disabled": true}), json!({"role": "guest"}), json!({"role": "host"})] {
+        let member = operator(&site).await?;
+        let mut viewer = Viewer::connect(&site.app, &site.org, &member.access, "").await?;
+        assert_eq!(viewer.json().await?["type"], "snapshot");
+        let path = site.path(&format!("/users/{}", member.user_id));
+        let changed = site.app.call("PATCH", &path, Some(&site.root.access), Some(change.clone())).await?;
+        assert_eq!(changed.status, 200, "{}", changed.text());
+        let (_, pin) = site.pass(json!({"holder_name": "Not for them"})).await?;
+        site.decide(0, &pin, "in").await?;
+        let reason = viewer.close_reason(Duration::from_secs(3)).await;
+        assert_eq!(reason?.as_deref(), Some("access_revoked"), "after {change}");
+    }
+    // Blocking the organization ends members' and keys' streams alike.
+    let member = operator(&site).await?;
+    let (_, key) = site.app.create_key(&site.root, &site.org, &["events:read"], &[]).await?;
+    let mut viewers = vec![
+        Viewer::connect(&site.app, &site.org, &member.access, "").await?,
+        Viewer::connect(&site.app, &site.org, &key, "").await?,
+    ];
+    for viewer in &mut viewers {
+        assert_eq!(viewer.json().await?["type"], "snapshot");
+    }
+    let blocked = site.app.call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"access_mode": "blocked"}))).await?;
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
+    for viewer in &mut viewers {
+        assert_eq!(viewer.close_reason(Duration::from_secs(3)).await?.as_deref(), Some("access_revoked"));
+    }
+    Ok(())
+}

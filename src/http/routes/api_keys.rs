@@ -6,6 +6,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Actor;
+use crate::auth::AccessChange;
 use crate::auth::keys::{self, Grantor, KEY_COLUMNS, KeySpec};
 use crate::auth::permissions::Scope;
 use crate::auth::principal::{Authorized, ClientAddr, policy};
@@ -96,7 +97,7 @@ pub async fn rotate(
     let tx = client.transaction().await?;
     let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
-    state.auth.keys.invalidate(id);
+    state.auth.changed(AccessChange::Key(id));
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(key))
 }
 
@@ -111,6 +112,6 @@ pub async fn revoke(
     let tx = client.transaction().await?;
     let key = keys::revoke(&tx, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
     tx.commit().await?;
-    state.auth.keys.invalidate(id);
+    state.auth.changed(AccessChange::Key(id));
     Ok(HttpResponse::Ok().json(key))
 }

@@ -201,6 +201,9 @@ pub async fn update(
     tx.commit().await?;
     let client = state.pool.get().await?;
     crate::engine::load::reload_org(&client, &state.engine, org_id).await.map_err(ApiError::internal)?;
+    if new_mode.is_some_and(|m| m != old_mode) {
+        state.auth.changed(crate::auth::AccessChange::Org(org_id));
+    }
     Ok(HttpResponse::Ok().json(load(&state, org_id).await?))
 }
 

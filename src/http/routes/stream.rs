@@ -61,6 +61,8 @@ pub async fn stream(
             let now = chrono::Utc::now().timestamp().max(0).unsigned_abs();
             Credential::Session {
                 session_id: user.session_id,
+                user_id: user.access.user_id,
+                role: user.access.role_in(org_id).ok_or(ApiError::Forbidden)?,
                 expires_in: Duration::from_secs(claims.exp.saturating_sub(now)),
             }
         }
@@ -73,6 +75,6 @@ pub async fn stream(
         session_check: Duration::from_secs(settings.session_check_secs.max(1)),
     };
     let actor =
-        SessionActor::new(org_id, state.engine.clone(), state.pool.clone(), filter, query.since, credential, timing);
+        SessionActor::new(org_id, state.engine.clone(), state.pool.clone(), state.auth.clone(), filter, query.since, credential, timing);
     ws::start(actor, &req, payload).map_err(|e| ApiError::field("connection", format!("not a WebSocket upgrade: {e}")))
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::auth::AccessChange;
 use crate::audit::{self, Actor, Event};
 use crate::auth::principal::{Authorized, ClientAddr, policy};
 use crate::auth::sessions::{check_password_policy, hash_password};
@@ -175,7 +176,7 @@ pub async fn update(
         audit::record(&tx, actor, Event::new(Some(org_id), action, "user", user_id)).await?;
     }
     tx.commit().await?;
-    state.auth.cache.invalidate(user_id);
+    state.auth.changed(AccessChange::User(user_id));
     let client = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(member(&client, org_id, user_id).await?))
 }
