@@ -81,6 +81,7 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        .on_connect(crate::stream::connection::on_connect)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen(listener)
         .map_err(StartupError::Server)?;

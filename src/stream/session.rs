@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::auth::permissions::{Permission, role_allows};
 use crate::auth::{AccessChange, AuthContext};
+use crate::stream::connection::Flow;
 use crate::stream::snapshot;
 
 /// What a viewer may see.
@@ -85,6 +86,10 @@ pub struct Timing {
     pub session_check: Duration,
 }
 
+/// How long a closed session waits for its peer to finish the close handshake before the
+/// connection is shut down under it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 pub struct SessionActor {
     org_id: Uuid,
     engine: Engine,
@@ -94,7 +99,9 @@ pub struct SessionActor {
     since: Option<u64>,
     credential: Credential,
     timing: Timing,
-    last_heard: Instant,
+    /// The connection underneath, and when the peer was last heard from.
+    flow: Flow,
+    closing: bool,
 }
 
 impl SessionActor {
@@ -108,8 +115,20 @@ impl SessionActor {
         since: Option<u64>,
         credential: Credential,
         timing: Timing,
+        flow: Flow,
     ) -> Self {
-        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, last_heard: Instant::now() }
+        SessionActor {
+            org_id,
+            engine,
+            pool,
+            auth,
+            filter,
+            since,
+            credential,
+            timing,
+            flow,
+            closing: false,
+        }
     }
 
     /// Re-checks the viewer's access now; closes the stream if it is gone.
@@ -124,17 +143,25 @@ impl SessionActor {
         ));
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
+        if self.closing {
+            return;
+        }
         metrics::counter!("portcullis_stream_frames_total").increment(1);
         ctx.text(frame);
     }
 
     /// Closes with a reason the client can act on (`slow_consumer`: resume with `since`).
-    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &'static str) {
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &'static str) {
+        if std::mem::replace(&mut self.closing, true) {
+            return;
+        }
         metrics::counter!("portcullis_stream_sessions_dropped_total", "reason" => reason).increment(1);
         tracing::info!(org_id = %self.org_id, reason, "closing stream");
         ctx.close(Some(ws::CloseReason { code, description: Some(reason.to_owned()) }));
         ctx.stop();
+        // A peer that reads gets the close frame and answers within the grace.
+        self.flow.shut_down_after(CLOSE_GRACE);
     }
 
     fn send_snapshot(&self, ctx: &mut ws::WebsocketContext<Self>, seq: u64) {
@@ -153,7 +180,7 @@ impl SessionActor {
 
     fn start_checks(&self, ctx: &mut ws::WebsocketContext<Self>) {
         ctx.run_interval(self.timing.heartbeat, |act, ctx| {
-            if act.last_heard.elapsed() > act.timing.client_timeout {
+            if act.flow.last_heard().elapsed() > act.timing.client_timeout {
                 act.close(ctx, ws::CloseCode::Away, "heartbeat_timeout");
                 return;
             }
@@ -228,6 +255,9 @@ impl Actor for SessionActor {
         ctx.add_stream(BroadcastStream::new(rx));
         ctx.add_stream(BroadcastStream::new(self.auth.subscribe_changes()));
         self.start_checks(ctx);
+        // The checks above stop with the actor, and the actor stops running when its connection
+        // stops draining: this one watches from outside.
+        self.flow.watch(self.timing.heartbeat, self.timing.client_timeout);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -273,7 +303,7 @@ impl StreamHandler<Result<AccessChange, BroadcastStreamRecvError>> for SessionAc
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.flow.heard();
         match msg {
             Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
             Ok(ws::Message::Close(_)) => ctx.stop(),

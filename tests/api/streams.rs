@@ -7,6 +7,8 @@ use awc::ws::{Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
+use actix_web::rt::net::TcpStream;
+
 use crate::helpers::{TestApp, TestResult, spawn_app, spawn_app_with};
 use crate::site::{Site, allow};
 
@@ -398,5 +400,138 @@ async fn losing_access_ends_the_stream_at_once() -> TestResult {
     for viewer in &mut viewers {
         assert_eq!(viewer.close_reason(Duration::from_secs(3)).await?.as_deref(), Some("access_revoked"));
     }
+    Ok(())
+}
+
+/// A raw WebSocket client that completes the handshake and then never reads, with a small
+/// receive buffer: what a hung dashboard or a hostile viewer looks like to the server.
+/// (Async socket calls throughout: the engine's own tasks share this test's thread.)
+async fn never_reading_viewer(app: &TestApp, org: &str, token: &str) -> TestResult<TcpStream> {
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let socket = TcpStream::connect(&addr).await?;
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &4096)?;
+    let request = format!(
+        "GET /api/v1/orgs/{org}/stream?access_token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut written = 0;
+    while written < request.len() {
+        socket.writable().await?;
+        match socket.try_write(&request.as_bytes()[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Only the response head, a byte at a time, so nothing of the stream is consumed.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        socket.readable().await?;
+        match socket.try_read(&mut byte) {
+            Ok(0) => return Err("closed during the handshake".into()),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!("no upgrade: {head}").into());
+    }
+    Ok(socket)
+}
+
+/// Publishes about `bytes` of events to the organization's viewers.
+fn flood(app: &TestApp, org: &str, bytes: usize) -> TestResult {
+    let org = uuid::Uuid::try_parse(org)?;
+    let reason = "x".repeat(1000);
+    for _ in 0..bytes / 1000 {
+        let event = portcullis_actors::events::Event::PassRevoked {
+            pass_id: uuid::Uuid::nil(),
+            revoked_by: None,
+            reason: reason.clone(),
+        };
+        app.engine.publish(org, event);
+    }
+    Ok(())
+}
+
+/// Whether the server still holds its end of `client`'s connection: a socket that some process
+/// has open has an inode in /proc/net/tcp; one the server closed has none (or is gone).
+fn server_holds(client: &TcpStream) -> TestResult<bool> {
+    let (local, peer) = (client.local_addr()?.port(), client.peer_addr()?.port());
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let port = |field: &str| field.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+    Ok(table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 9 && port(f[1]) == Some(peer) && port(f[2]) == Some(local) && f[9] != "0"
+    }))
+}
+
+/// Waits until the server has let go of `client`'s connection; the seconds it took.
+async fn until_released(client: &TcpStream, within: Duration) -> TestResult<f64> {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < within {
+        if !server_holds(client)? {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("the server still holds the connection after {within:?}").into())
+}
+
+/// Security finding 8: a viewer that never reads (its socket buffer full) is not kept forever:
+/// the heartbeat timeout closes the session and shuts its connection down.
+#[actix_web::test]
+async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> TestResult {
+    let app = spawn_app_with(|s| {
+        s.stream.heartbeat_secs = 1;
+        s.stream.client_timeout_secs = 2;
+        s.engine.retained_events = 100_000;
+    })
+    .await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let socket = never_reading_viewer(&site.app, &site.org, &op.access).await?;
+    assert!(server_holds(&socket)?, "the stream is open");
+    flood(&site.app, &site.org, 8 << 20)?;
+    // The server closes its socket (what the kernel still holds for the peer is the kernel's).
+    let took = until_released(&socket, Duration::from_secs(6)).await?;
+    assert!(took > 0.5, "not before the timeout: {took}");
+    // A reading viewer meanwhile is unaffected.
+    let mut lively = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(lively.json().await?["type"], "snapshot");
+    Ok(())
+}
+
+/// A viewer that keeps sending (unasked pongs) but never reads is cut off all the same: what it
+/// sends is not read either while its connection is stuck.
+#[actix_web::test]
+async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
+    let app = spawn_app_with(|s| {
+        s.stream.heartbeat_secs = 1;
+        s.stream.client_timeout_secs = 2;
+        s.engine.retained_events = 100_000;
+    })
+    .await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let socket = never_reading_viewer(&site.app, &site.org, &op.access).await?;
+    flood(&site.app, &site.org, 8 << 20)?;
+    // A masked, empty pong frame every 300 ms for as long as the server lets it.
+    let talker = async {
+        for _ in 0..40 {
+            if socket.try_write(&[0x8a, 0x80, 0, 0, 0, 0]).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let (_, released) = tokio::join!(talker, until_released(&socket, Duration::from_secs(8)));
+    released?;
+    let metrics = site.app.get("/metrics").await?.text();
+    assert!(metrics.contains("portcullis_stream_sessions_dropped_total{reason=\"heartbeat_timeout\"}"));
+    assert!(metrics.contains("portcullis_stream_connections_shut_down_total"));
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authenticate, authorize, bearer_token};
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::stream::connection::{Flow, Socket};
 use crate::stream::session::{Credential, Filter, SessionActor, Timing};
 use crate::stream::snapshot::host_passes;
 
@@ -74,7 +75,19 @@ pub async fn stream(
         client_timeout: Duration::from_secs(settings.client_timeout_secs.max(1)),
         session_check: Duration::from_secs(settings.session_check_secs.max(1)),
     };
-    let actor =
-        SessionActor::new(org_id, state.engine.clone(), state.pool.clone(), state.auth.clone(), filter, query.since, credential, timing);
-    ws::start(actor, &req, payload).map_err(|e| ApiError::field("connection", format!("not a WebSocket upgrade: {e}")))
+    let mut response =
+        ws::handshake(&req).map_err(|e| ApiError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
+    let flow = Flow::of(req.conn_data::<Socket>());
+    let actor = SessionActor::new(
+        org_id,
+        state.engine.clone(),
+        state.pool.clone(),
+        state.auth.clone(),
+        filter,
+        query.since,
+        credential,
+        timing,
+        flow.clone(),
+    );
+    Ok(response.streaming(ws::WebsocketContext::create(actor, payload)))
 }
