@@ -193,3 +193,36 @@ async fn a_forged_refresh_token_does_not_log_the_victim_out() -> TestResult {
     assert_eq!(app.call("GET", "/api/v1/me", Some(&new_access), None).await?.status, 401);
     Ok(())
 }
+
+/// Finding 9: the smaller holes.
+#[actix_web::test]
+async fn another_organizations_gate_unknown_headers_and_caching() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    // Another organization's device key learns nothing of this gate's existence: the same 404 as
+    // a gate that does not exist.
+    let (_, pin) = site.pass(json!({})).await?;
+    let body = json!({"credential": pin});
+    let stranger_org = site.app.create_org(&site.root, "stranger").await?;
+    let stranger_zone = site.app.call("POST", &format!("/api/v1/orgs/{stranger_org}/zones"), Some(&site.root.access), Some(json!({"name": "Z"}))).await?;
+    let zone = stranger_zone.json()["id"].as_str().unwrap_or_default().to_owned();
+    let gate = site.app.call("POST", &format!("/api/v1/orgs/{stranger_org}/gates"), Some(&site.root.access), Some(json!({"name": "G", "zone_id": zone, "direction": "both"}))).await?;
+    let stranger_gate = gate.json()["id"].as_str().unwrap_or_default().to_owned();
+    let (_, stranger_key) = site.app.create_key(&site.root, &stranger_org, &["gate:decide"], &[&stranger_gate]).await?;
+    let foreign = site.decide_raw(&site.gates[0], &stranger_key, body.clone()).await?;
+    assert_eq!((foreign.status, foreign.error_code().as_deref()), (404, Some("not_found")), "{}", foreign.text());
+    let random = site.decide_raw(&uuid::Uuid::new_v4().to_string(), &stranger_key, body).await?;
+    assert_eq!(foreign.json(), json!({"error": {"code": "not_found", "message": random.json()["error"]["message"], "details": {}}}));
+
+    // Every response says nosniff; the export is never cached; the dashboard talks only to its origin.
+    for path in ["/health", "/api/v1/nowhere"] {
+        assert_eq!(site.app.get(path).await?.header("x-content-type-options").as_deref(), Some("nosniff"), "{path}");
+    }
+    let export = site.app.call("GET", &site.path("/export"), Some(&site.root.access), None).await?;
+    assert_eq!(export.status, 200);
+    assert_eq!(export.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(export.header("x-content-type-options").as_deref(), Some("nosniff"));
+    let csp = site.app.get("/").await?.header("content-security-policy").unwrap_or_default();
+    let connect = csp.split(';').map(str::trim).find(|d| d.starts_with("connect-src")).unwrap_or_default();
+    assert_eq!(connect, "connect-src 'self'", "{csp}");
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The operator dashboard: one page and its script and style, compiled into the binary.
-//! The Content-Security-Policy allows nothing but this origin (and its WebSocket).
+//! The Content-Security-Policy allows nothing but this origin: `connect-src 'self'` also covers
+//! its own WebSocket (`ws:`/`wss:` on the same host and port), and no other host.
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -9,7 +10,7 @@ const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/app.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self' ws: wss:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::auth::permissions::Scope;
-use crate::auth::principal::{Principal, authenticate, bearer_token};
+use crate::auth::permissions::{Permission, Scope};
+use crate::auth::principal::{Principal, Standing, authenticate, bearer_token};
 use crate::engine::credentials::{self, CredentialInput};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -34,11 +34,15 @@ pub async fn decide(
     let principal = authenticate(&state, &bearer_token(&req)?).await?;
     let gate_id = Uuid::try_parse(&path).map_err(|_| ApiError::NotFound("gate"))?;
     let org_id = state.engine.gate_org(gate_id).ok_or(ApiError::NotFound("gate"))?;
+    // Another organization's gate is not there for this caller: the same 404 as an unknown one.
+    if principal.standing(org_id, Permission::GateDecide) == Standing::NotMember {
+        return Err(ApiError::NotFound("gate"));
+    }
     let Principal::Key(key) = principal else { return Err(ApiError::Forbidden) };
     if !key.scopes.contains(&Scope::GateDecide) {
         return Err(ApiError::Forbidden);
     }
-    if key.org_id != org_id || !key.gate_ids.contains(&gate_id) {
+    if !key.gate_ids.contains(&gate_id) {
         return Err(ApiError::KeyNotBoundToGate);
     }
     if state.engine.snapshot(org_id).is_some_and(|s| s.access_mode == AccessMode::Blocked) {

@@ -313,5 +313,6 @@ pub async fn export(
         Event::new(Some(org_id), "org.exported", "organization", org_id),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(Value::Object(export)))
+    // Everything the organization holds, personal data included: no cache may keep a copy.
+    Ok(HttpResponse::Ok().insert_header((actix_web::http::header::CACHE_CONTROL, "no-store")).json(Value::Object(export)))
 }
