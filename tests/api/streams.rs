@@ -481,10 +481,9 @@ async fn until_released(client: &TcpStream, within: Duration) -> TestResult<f64>
     Err(format!("the server still holds the connection after {within:?}").into())
 }
 
-/// Security finding 8: a viewer that never reads (its socket buffer full) is not kept forever:
-/// the heartbeat timeout closes the session and shuts its connection down.
-#[actix_web::test]
-async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> TestResult {
+/// A site with a 2 s heartbeat timeout, an operator, and their never-reading viewer with
+/// several megabytes of events queued for it (more than loopback's socket buffers hold).
+async fn stuck_viewer() -> TestResult<(Site, crate::helpers::Login, TcpStream)> {
     let app = spawn_app_with(|s| {
         s.stream.heartbeat_secs = 1;
         s.stream.client_timeout_secs = 2;
@@ -496,6 +495,14 @@ async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> Test
     let socket = never_reading_viewer(&site.app, &site.org, &op.access).await?;
     assert!(server_holds(&socket)?, "the stream is open");
     flood(&site.app, &site.org, 8 << 20)?;
+    Ok((site, op, socket))
+}
+
+/// Security finding 8: a viewer that never reads (its socket buffer full) is not kept forever:
+/// the heartbeat timeout closes the session and shuts its connection down.
+#[actix_web::test]
+async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> TestResult {
+    let (site, op, socket) = stuck_viewer().await?;
     // The server closes its socket (what the kernel still holds for the peer is the kernel's).
     let took = until_released(&socket, Duration::from_secs(6)).await?;
     assert!(took > 0.5, "not before the timeout: {took}");
@@ -509,16 +516,7 @@ async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> Test
 /// sends is not read either while its connection is stuck.
 #[actix_web::test]
 async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
-    let app = spawn_app_with(|s| {
-        s.stream.heartbeat_secs = 1;
-        s.stream.client_timeout_secs = 2;
-        s.engine.retained_events = 100_000;
-    })
-    .await?;
-    let site = Site::build(app, 1, 1).await?;
-    let op = operator(&site).await?;
-    let socket = never_reading_viewer(&site.app, &site.org, &op.access).await?;
-    flood(&site.app, &site.org, 8 << 20)?;
+    let (site, _, socket) = stuck_viewer().await?;
     // A masked, empty pong frame every 300 ms for as long as the server lets it.
     let talker = async {
         for _ in 0..40 {
