@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use deadpool_postgres::GenericClient;
+use portcullis_actors::journal::AuditRecord;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -59,12 +60,37 @@ impl Event {
     }
 }
 
+/// The one statement that writes an audit row (here, and in the journal's commit).
+pub const INSERT: &str =
+    "INSERT INTO audit_log (org_id, actor_user_id, actor_key_id, action, target_type, target_id, client_addr, details)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// The log line of a committed audit row (no details: they may name people).
+pub fn logged(action: &str, target_type: &str, target_id: &str) {
+    tracing::info!(action, target_type, target_id, "audit");
+}
+
+impl Event {
+    /// The row for the journal, to be committed with the change it describes.
+    pub fn for_journal(self, actor: Actor) -> AuditRecord {
+        AuditRecord {
+            org_id: self.org_id,
+            actor_user_id: actor.user_id,
+            actor_key_id: actor.key_id,
+            client_addr: actor.addr,
+            action: self.action,
+            target_type: self.target_type,
+            target_id: self.target_id,
+            details: self.details,
+        }
+    }
+}
+
 /// Writes the event, in the caller's transaction when there is one.
 pub async fn record(client: &impl GenericClient, actor: Actor, event: Event) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO audit_log (org_id, actor_user_id, actor_key_id, action, target_type, target_id, client_addr, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            INSERT,
             &[
                 &event.org_id,
                 &actor.user_id,
@@ -77,6 +103,6 @@ pub async fn record(client: &impl GenericClient, actor: Actor, event: Event) -> 
             ],
         )
         .await?;
-    tracing::info!(action = event.action, target_type = event.target_type, target_id = %event.target_id, "audit");
+    logged(event.action, event.target_type, &event.target_id);
     Ok(())
 }

@@ -171,8 +171,8 @@ async fn create_key(
 ) -> Result<serde_json::Value, CliError> {
     use crate::auth::keys::{self, Grantor, KeySpec};
     use crate::crypto::KeyEnv;
-    let usage = |e: crate::error::ApiError| match e {
-        crate::error::ApiError::Validation { fields } => {
+    let usage = |e: crate::error::AppError| match e {
+        crate::error::AppError::Validation { fields } => {
             CliError::Usage(fields.iter().map(|(k, v)| format!("`{k}` {v}")).collect::<Vec<_>>().join("; "))
         }
         other => CliError::Usage(crate::error::error_chain(&other)),

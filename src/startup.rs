@@ -6,16 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{App, HttpServer, web};
-
 use portcullis_actors::engine::Engine;
 
+use crate::app::App;
 use crate::auth::AuthContext;
 use crate::config::Settings;
 use crate::db::{Database, DbError};
-use crate::http::{AppState, middleware, routes};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +55,7 @@ impl Application {
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
-        let state = AppState {
+        let state = App {
             engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),
@@ -68,28 +64,8 @@ impl Application {
             started_at: Instant::now(),
             settings: Arc::new(settings),
         };
-        let settings = state.settings.clone();
-        let body_limit = settings.server.body_limit_bytes;
-        let data = web::Data::new(state);
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .app_data(web::QueryConfig::default().error_handler(routes::query_error))
-                .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed))
-                .wrap(from_fn(middleware::request_context))
-                .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
-        })
-        .on_connect(crate::stream::connection::on_connect)
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .listen(listener)
-        .map_err(StartupError::Server)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server.run();
-        actix_web::rt::spawn(sweep(database.pool().clone(), auth));
+        let server = crate::http::server(state, listener).map_err(StartupError::Server)?;
+        actix_rt::spawn(sweep(database.pool().clone(), auth));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
         Ok(Application { port, server, database, engine })
     }
@@ -124,13 +100,13 @@ impl Application {
 
 /// Background housekeeping: expired sessions, recovered rate-limit keys, stale permission entries.
 async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
-    let mut ticker = actix_web::rt::time::interval(SWEEP_INTERVAL);
+    let mut ticker = actix_rt::time::interval(SWEEP_INTERVAL);
     loop {
         ticker.tick().await;
         if pool.is_closed() {
             return;
         }
-        match crate::auth::sessions::sweep_expired(&pool).await {
+        match crate::app::sessions::sweep_expired(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "removed expired sessions"),
             Err(err) => tracing::warn!(error = %err, "session sweep failed"),

@@ -242,7 +242,12 @@ impl Engine {
         change: PassChange,
         actor: Option<Uuid>,
     ) -> Result<PassState, EngineError> {
-        self.with_pass(pass_id, Change { change, actor, at: Utc::now() }).await
+        self.apply(pass_id, Change { org_id: None, change, actor, at: Utc::now(), audit: None }).await
+    }
+
+    /// Applies a change as described (organization check, time, audit row committed with it).
+    pub async fn apply(&self, pass_id: Uuid, change: Change) -> Result<PassState, EngineError> {
+        self.with_pass(pass_id, change).await
     }
 
     /// The pass's current state.

@@ -42,6 +42,19 @@ pub struct PassEventRecord {
     pub at: DateTime<Utc>,
 }
 
+/// An audit row committed with the change it describes (same transaction).
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub org_id: Option<Uuid>,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_key_id: Option<Uuid>,
+    pub client_addr: Option<std::net::IpAddr>,
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub details: serde_json::Value,
+}
+
 #[derive(Debug, Clone)]
 pub enum JournalRecord {
     Checkin(CheckinRecord),
@@ -51,6 +64,7 @@ pub enum JournalRecord {
         revocation: Option<Revocation>,
     },
     PassEvent(PassEventRecord),
+    Audit(Box<AuditRecord>),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

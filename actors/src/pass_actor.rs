@@ -18,7 +18,7 @@ use crate::domain::{CredentialKind, Direction, PassStatus, Reason};
 use crate::engine::{Engine, OrgSnapshot, PassSlot};
 use crate::events::Event;
 use crate::gate_actor::Outcome;
-use crate::journal::{CheckinRecord, JournalRecord, PassEventRecord, Revocation};
+use crate::journal::{AuditRecord, CheckinRecord, JournalRecord, PassEventRecord, Revocation};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PassError {
@@ -27,6 +27,8 @@ pub enum PassError {
     Moved,
     #[error("the pass is not active")]
     NotActive,
+    #[error("no such pass in this organization")]
+    OtherOrganization,
     #[error("the pass is not suspended")]
     NotSuspended,
     #[error("`valid_to` must be after `valid_from`")]
@@ -64,9 +66,13 @@ pub enum PassChange {
 #[derive(Message, Clone)]
 #[rtype(result = "Result<PassState, PassError>")]
 pub struct Change {
+    /// The organization the caller acts in: a pass of another one is not there for it.
+    pub org_id: Option<Uuid>,
     pub change: PassChange,
     pub actor: Option<Uuid>,
     pub at: DateTime<Utc>,
+    /// The audit row, committed in the same transaction as the change.
+    pub audit: Option<AuditRecord>,
 }
 
 /// The current state.
@@ -279,6 +285,9 @@ impl Handler<Change> for PassActor {
             return moved(self);
         }
         self.last_used = Instant::now();
+        if msg.org_id.is_some_and(|org| org != self.state.org_id) {
+            return err(self, PassError::OtherOrganization);
+        }
         let mut next = self.state.clone();
         let live = matches!(self.state.status, PassStatus::Active | PassStatus::Suspended);
         let (kind, reason, revocation, event) = match &msg.change {
@@ -310,10 +319,13 @@ impl Handler<Change> for PassActor {
             }
             _ => return err(self, PassError::NotActive),
         };
-        let records = vec![
+        let mut records = vec![
             JournalRecord::Pass { state: Box::new(next.clone()), revocation },
             self.event_record(&next, kind, &msg, reason),
         ];
+        if let Some(audit) = msg.audit {
+            records.push(JournalRecord::Audit(Box::new(audit)));
+        }
         let journal = self.engine.shared.journal.clone();
         AtomicResponse::new(Box::pin(async move { journal.write_durable(records).await }.into_actor(self).map(
             move |result, act, _| {

@@ -14,7 +14,7 @@ use portcullis_actors::domain::Role;
 use crate::auth::permissions::Scope;
 use crate::crypto::{self, KeyEnv};
 use crate::db::query_json_opt;
-use crate::error::ApiError;
+use crate::error::AppError;
 
 /// The columns a client may see (never `key_hash`).
 pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from";
@@ -38,9 +38,9 @@ impl Grantor {
     }
 
     /// For an existing key: 403, like any other action the caller's role does not allow.
-    fn check_existing(self, scopes: &[Scope]) -> Result<(), ApiError> {
+    fn check_existing(self, scopes: &[Scope]) -> Result<(), AppError> {
         match self.first_beyond(scopes) {
-            Some(_) => Err(ApiError::Forbidden),
+            Some(_) => Err(AppError::Forbidden),
             None => Ok(()),
         }
     }
@@ -58,19 +58,19 @@ pub struct KeySpec {
 
 impl KeySpec {
     /// Checks what can be checked without the database; errors name the field.
-    pub fn check(&self) -> Result<(), ApiError> {
+    pub fn check(&self) -> Result<(), AppError> {
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::field("name", "must be 1 to 200 characters"));
+            return Err(AppError::field("name", "must be 1 to 200 characters"));
         }
         if self.scopes.is_empty() {
-            return Err(ApiError::field("scopes", "must name at least one scope"));
+            return Err(AppError::field("scopes", "must name at least one scope"));
         }
         if self.scopes.contains(&Scope::GateDecide) && self.gate_ids.is_empty() {
-            return Err(ApiError::field("gate_ids", "a gate:decide key must be bound to its gates"));
+            return Err(AppError::field("gate_ids", "a gate:decide key must be bound to its gates"));
         }
         if self.expires_at.is_some_and(|t| t <= Utc::now()) {
-            return Err(ApiError::field("expires_at", "must be in the future"));
+            return Err(AppError::field("expires_at", "must be in the future"));
         }
         Ok(())
     }
@@ -84,11 +84,11 @@ pub async fn create(
     spec: &KeySpec,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     spec.check()?;
     // Nobody mints a key that can do more than they can.
     if let Some(scope) = grantor.first_beyond(&spec.scopes) {
-        return Err(ApiError::field("scopes", format!("your role may not grant `{scope}`")));
+        return Err(AppError::field("scopes", format!("your role may not grant `{scope}`")));
     }
     insert(client, pepper, org_id, spec, actor, None).await
 }
@@ -100,7 +100,7 @@ async fn insert(
     spec: &KeySpec,
     actor: Actor,
     rotated_from: Option<Uuid>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     let known: i64 = client
         .query_one("SELECT count(*) FROM gates WHERE org_id = $1 AND id = ANY($2)", &[&org_id, &spec.gate_ids])
         .await?
@@ -109,7 +109,7 @@ async fn insert(
     unique.sort();
     unique.dedup();
     if usize::try_from(known).ok() != Some(unique.len()) {
-        return Err(ApiError::field("gate_ids", "every gate must belong to this organization"));
+        return Err(AppError::field("gate_ids", "every gate must belong to this organization"));
     }
     let new = crypto::new_api_key(spec.env, pepper);
     let id = Uuid::now_v7();
@@ -134,14 +134,14 @@ async fn insert(
 }
 
 /// The public description of a key of `org_id`.
-pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<Value, ApiError> {
+pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
     query_json_opt(
         client,
         &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
         &[&org_id, &id],
     )
     .await?
-    .ok_or(ApiError::NotFound("api key"))
+    .ok_or(AppError::NotFound("api key"))
 }
 
 /// Locks a live key of `org_id` for a change by `grantor`: 404 if unknown, 403 if the key holds a
@@ -151,7 +151,7 @@ async fn lock_live(
     org_id: Uuid,
     id: Uuid,
     grantor: Grantor,
-) -> Result<(tokio_postgres::Row, Vec<Scope>), ApiError> {
+) -> Result<(tokio_postgres::Row, Vec<Scope>), AppError> {
     let row = client
         .query_opt(
             "SELECT name, env, scopes, gate_ids, expires_at, revoked_at IS NOT NULL FROM api_keys
@@ -159,16 +159,16 @@ async fn lock_live(
             &[&org_id, &id],
         )
         .await?
-        .ok_or(ApiError::NotFound("api key"))?;
+        .ok_or(AppError::NotFound("api key"))?;
     let stored: Vec<String> = row.try_get(2)?;
     // A scope this build does not know is one nobody below the console may act on.
     let scopes: Vec<Scope> = stored.iter().filter_map(|s| s.parse().ok()).collect();
     if scopes.len() != stored.len() && matches!(grantor, Grantor::Member(_)) {
-        return Err(ApiError::Forbidden);
+        return Err(AppError::Forbidden);
     }
     grantor.check_existing(&scopes)?;
     if row.try_get::<_, bool>(5)? {
-        return Err(ApiError::Conflict { code: "key_revoked", message: "the key is revoked".into() });
+        return Err(AppError::Conflict { code: crate::error::Conflict::KeyRevoked, message: "the key is revoked".into() });
     }
     Ok((row, scopes))
 }
@@ -182,7 +182,7 @@ pub async fn rotate(
     id: Uuid,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     let (row, scopes) = lock_live(client, org_id, id, grantor).await?;
     let spec = KeySpec {
         name: row.try_get(0)?,
@@ -201,7 +201,7 @@ pub async fn revoke(
     id: Uuid,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     lock_live(client, org_id, id, grantor).await?;
     client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
     audit::record(client, actor, Event::new(Some(org_id), "api_key.revoked", "api_key", id)).await?;

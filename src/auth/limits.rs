@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::ApiError;
+use crate::error::AppError;
 
 /// The longest a back-off grows.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
@@ -74,11 +74,11 @@ pub struct LoginLimiter {
     clock: DefaultClock,
 }
 
-fn limited(wait: Duration) -> ApiError {
+fn limited(wait: Duration) -> AppError {
     metrics::counter!("portcullis_login_rate_limited_total").increment(1);
     // Round up: a client that waits Retry-After seconds must not be refused again.
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    ApiError::RateLimited { retry_after_secs: secs.max(1) }
+    AppError::RateLimited { retry_after_secs: secs.max(1) }
 }
 
 impl LoginLimiter {
@@ -96,7 +96,7 @@ impl LoginLimiter {
 
     /// Before the account is looked up: counts one attempt from `address`, and refuses while the
     /// pair (account, address) is backing off. `account` must be normalized.
-    pub fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), AppError> {
         if let Some(address) = address {
             self.per_address
                 .check_key(&address)
@@ -111,7 +111,7 @@ impl LoginLimiter {
 
     /// Once the account is known: an address it never signed in from also waits while the
     /// account as a whole is backing off.
-    pub fn check_account(&self, account: &str, known_address: bool) -> Result<(), ApiError> {
+    pub fn check_account(&self, account: &str, known_address: bool) -> Result<(), AppError> {
         if known_address {
             return Ok(());
         }
@@ -173,7 +173,7 @@ mod tests {
             assert!(l.check("a@x", attacker).is_ok());
             l.failed("a@x", attacker, false);
         }
-        assert!(matches!(l.check("a@x", attacker), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(l.check("a@x", attacker), Err(AppError::RateLimited { .. })));
         assert!(l.check("a@x", owner).is_ok());
         assert!(l.check_account("a@x", false).is_ok(), "3 failures are within the account's budget");
     }
@@ -184,7 +184,7 @@ mod tests {
         for i in 0..12u8 {
             l.failed("a@x", Some(IpAddr::from([10, 0, 1, i])), false);
         }
-        assert!(matches!(l.check_account("a@x", false), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(l.check_account("a@x", false), Err(AppError::RateLimited { .. })));
         assert!(l.check_account("a@x", true).is_ok());
     }
 

@@ -6,7 +6,6 @@
 //!   [`principal::Authorized`] extractor that every organization route uses.
 //! - [`cache`] — per-user roles, cached with a TTL and invalidated on change.
 //! - [`limits`] — login rate limits per account and per client address.
-//! - [`sessions`] — login, refresh, logout, password change.
 //! - [`keys`] — API keys: create, rotate, revoke (HTTP and CLI).
 
 pub mod cache;
@@ -14,7 +13,6 @@ pub mod keys;
 pub mod limits;
 pub mod permissions;
 pub mod principal;
-pub mod sessions;
 pub mod tokens;
 
 use secrecy::SecretString;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::crypto;
-use crate::error::ApiError;
+use crate::error::AppError;
 
 const ISSUER: &str = "portcullis";
 const REFRESH_PREFIX: &str = "pcr_";
@@ -57,7 +57,7 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String, ApiError> {
+    pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String, AppError> {
         let now = unix_now();
         let claims = AccessClaims {
             sub: user_id,
@@ -66,15 +66,15 @@ impl TokenKeys {
             exp: now + self.access_ttl_secs,
             iss: ISSUER.into(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(AppError::internal)
     }
 
     /// Checks signature, algorithm, issuer and expiry.
-    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, ApiError> {
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, AppError> {
         jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(
             |err| match err.kind() {
-                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                _ => ApiError::InvalidToken,
+                ErrorKind::ExpiredSignature => AppError::TokenExpired,
+                _ => AppError::InvalidToken,
             },
         )
     }
@@ -130,15 +130,15 @@ mod tests {
         let mut tampered = token.clone();
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
-        assert!(matches!(keys(60).verify_access(&tampered), Err(ApiError::InvalidToken)));
+        assert!(matches!(keys(60).verify_access(&tampered), Err(AppError::InvalidToken)));
         let other = TokenKeys::new(
             &SecretString::from("another-secret-entirely-0123456789abcdef!".to_owned()),
             SecretString::from("pepper".to_owned()),
             60,
             60,
         );
-        assert!(matches!(other.verify_access(&token), Err(ApiError::InvalidToken)));
-        assert!(matches!(keys(60).verify_access("not.a.jwt"), Err(ApiError::InvalidToken)));
+        assert!(matches!(other.verify_access(&token), Err(AppError::InvalidToken)));
+        assert!(matches!(keys(60).verify_access("not.a.jwt"), Err(AppError::InvalidToken)));
     }
 
     #[test]
@@ -153,7 +153,7 @@ mod tests {
             iss: ISSUER.into(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap_or_default();
-        assert!(matches!(keys.verify_access(&token), Err(ApiError::TokenExpired)));
+        assert!(matches!(keys.verify_access(&token), Err(AppError::TokenExpired)));
     }
 
     #[test]
@@ -161,7 +161,7 @@ mod tests {
         // {"alg":"none"} header with valid-looking claims and no signature.
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         let token = format!("{header}.e30.");
-        assert!(matches!(keys(60).verify_access(&token), Err(ApiError::InvalidToken)));
+        assert!(matches!(keys(60).verify_access(&token), Err(AppError::InvalidToken)));
     }
 
     #[test]

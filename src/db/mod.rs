@@ -5,6 +5,7 @@
 //! a PostgreSQL advisory lock so that engines starting together do not race.
 
 pub mod managed;
+pub mod pagination;
 
 use std::path::Path;
 use std::time::Duration;

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::crypto;
-use crate::error::ApiError;
+use crate::error::AppError;
 
 pub const QR_STEP_SECS: i64 = 30;
 const QR_PREFIX: &str = "PCL1";
@@ -60,15 +60,15 @@ pub fn card_value(facility: u64, number: u64) -> String {
     format!("{facility}:{number}")
 }
 
-fn digits(field: &str, value: &str, max_len: usize) -> Result<u64, ApiError> {
+fn digits(field: &str, value: &str, max_len: usize) -> Result<u64, AppError> {
     if value.is_empty() || value.len() > max_len || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::field(field, format!("must be 1 to {max_len} digits")));
+        return Err(AppError::field(field, format!("must be 1 to {max_len} digits")));
     }
-    value.parse().map_err(|_| ApiError::field(field, "is too large"))
+    value.parse().map_err(|_| AppError::field(field, "is too large"))
 }
 
 /// Turns a presented credential into lookup keys, or a verdict the edge can already give.
-pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc>) -> Result<Presented, ApiError> {
+pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc>) -> Result<Presented, AppError> {
     let presented = |kind, lookups, qr_step, verdict| Presented { kind: Some(kind), lookups, qr_step, verdict };
     match input {
         CredentialInput::Card { value } => {
@@ -86,7 +86,7 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
             Ok(presented(CredentialKind::Card, lookups, None, None))
         }
         CredentialInput::Wiegand { bits } => {
-            let frame = wiegand::parse_bits(bits).map_err(|e| ApiError::field("credential.bits", e.to_string()))?;
+            let frame = wiegand::parse_bits(bits).map_err(|e| AppError::field("credential.bits", e.to_string()))?;
             match wiegand::decode(&frame) {
                 Ok(cards) => {
                     let lookups =
@@ -102,13 +102,13 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
         }
         CredentialInput::Pin { value } => {
             if value.len() < 4 || value.len() > 12 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ApiError::field("credential.value", "a PIN is 4 to 12 digits"));
+                return Err(AppError::field("credential.value", "a PIN is 4 to 12 digits"));
             }
             Ok(presented(CredentialKind::Pin, vec![lookup_key(pepper, PIN, value)], None, None))
         }
         CredentialInput::Qr { value } => {
             let code = QrCode::parse(value)
-                .ok_or_else(|| ApiError::field("credential.value", "is not a Portcullis QR code"))?;
+                .ok_or_else(|| AppError::field("credential.value", "is not a Portcullis QR code"))?;
             let lookups = vec![lookup_key(pepper, QR, &code.credential_id.to_string())];
             let current = step_at(now);
             let verdict = if !code.verify(pepper) {
@@ -129,7 +129,7 @@ pub fn card_keys(
     format: CardFormat,
     facility: Option<u64>,
     number: u64,
-) -> Result<([u8; 32], [u8; 32]), ApiError> {
+) -> Result<([u8; 32], [u8; 32]), AppError> {
     let (max_facility, max_number, has_facility) = match format {
         CardFormat::H10301 => (255, 65_535, true),
         CardFormat::H10306 => (65_535, 65_535, true),
@@ -139,19 +139,19 @@ pub fn card_keys(
     let facility = match (facility, has_facility) {
         (Some(f), true) if f <= max_facility => f,
         (Some(_), true) => {
-            return Err(ApiError::field(
+            return Err(AppError::field(
                 "credential.facility_code",
                 format!("must be at most {max_facility} for {format}"),
             ));
         }
-        (None, true) => return Err(ApiError::field("credential.facility_code", format!("is required for {format}"))),
+        (None, true) => return Err(AppError::field("credential.facility_code", format!("is required for {format}"))),
         (Some(_), false) => {
-            return Err(ApiError::field("credential.facility_code", format!("{format} has no facility code")));
+            return Err(AppError::field("credential.facility_code", format!("{format} has no facility code")));
         }
         (None, false) => 0,
     };
     if number > max_number {
-        return Err(ApiError::field("credential.card_number", format!("must be at most {max_number} for {format}")));
+        return Err(AppError::field("credential.card_number", format!("must be at most {max_number} for {format}")));
     }
     Ok((lookup_key(pepper, CARD, &card_value(facility, number)), lookup_key(pepper, CARD_NUMBER, &number.to_string())))
 }
@@ -255,7 +255,7 @@ pub async fn new_pin(
     client: &impl deadpool_postgres::GenericClient,
     pepper: &SecretString,
     org_id: Uuid,
-) -> Result<(String, [u8; 32]), ApiError> {
+) -> Result<(String, [u8; 32]), AppError> {
     let live: i64 = client
         .query_one(
             "SELECT count(*) FROM credentials WHERE org_id = $1 AND kind = 'pin' AND revoked_at IS NULL",
@@ -278,7 +278,7 @@ pub async fn new_pin(
         }
     }
     // Sixteen clashes in a row at under 1 in 10,000 each: the count above was badly wrong.
-    Err(ApiError::internal("no free PIN found in 16 tries"))
+    Err(AppError::internal("no free PIN found in 16 tries"))
 }
 
 /// Writes a credential (pass issuance and the demo seed alike).
@@ -305,8 +305,8 @@ pub async fn store(
 }
 
 /// An SVG image of a payload.
-pub fn qr_svg(payload: &str) -> Result<String, ApiError> {
-    let code = qrcode::QrCode::new(payload.as_bytes()).map_err(ApiError::internal)?;
+pub fn qr_svg(payload: &str) -> Result<String, AppError> {
+    let code = qrcode::QrCode::new(payload.as_bytes()).map_err(AppError::internal)?;
     Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(240, 240).build())
 }
 

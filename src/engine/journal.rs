@@ -68,6 +68,7 @@ struct Statements {
     checkin: Statement,
     pass: Statement,
     event: Statement,
+    audit: Statement,
 }
 
 /// The journal's own connection, reopened when lost.
@@ -82,7 +83,7 @@ impl Connection {
             self.open = None;
             let err = |e: tokio_postgres::Error| crate::error::error_chain(&e);
             let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
-            actix_web::rt::spawn(async move {
+            actix_rt::spawn(async move {
                 match connection.await {
                     // The server is stopping (as with the managed cluster at shutdown): expected.
                     Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
@@ -118,6 +119,7 @@ impl Connection {
                     )
                     .await
                     .map_err(err)?,
+                audit: client.prepare(crate::audit::INSERT).await.map_err(err)?,
             };
             self.open = Some((client, statements));
         }
@@ -190,7 +192,7 @@ fn acknowledge(group: Vec<JournalBatch>, result: Result<(), JournalError>) {
 async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), String> {
     let (client, statements) = conn.get().await?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let (checkin, pass, event) = (&statements.checkin, &statements.pass, &statements.event);
+    let (checkin, pass, event, audit) = (&statements.checkin, &statements.pass, &statements.event, &statements.audit);
 
     // The whole group's check-ins go in as one statement.
     let mut checkins = CheckinColumns::default();
@@ -199,6 +201,7 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
     let mut passes: Vec<(&PassState, Option<&Revocation>)> = Vec::new();
     let mut pass_index: HashMap<uuid::Uuid, usize> = HashMap::new();
     let mut events = Vec::new();
+    let mut audits = Vec::new();
     for record in group.iter().flat_map(|b| &b.records) {
         match record {
             JournalRecord::Checkin(c) => checkins.push(c),
@@ -213,6 +216,7 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
                 }
             },
             JournalRecord::PassEvent(e) => events.push(e),
+            JournalRecord::Audit(a) => audits.push(a),
         }
     }
 
@@ -254,11 +258,30 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
             ],
         ));
     }
+    for a in &audits {
+        pending.push((
+            audit,
+            vec![
+                Box::new(a.org_id),
+                Box::new(a.actor_user_id),
+                Box::new(a.actor_key_id),
+                Box::new(a.action),
+                Box::new(a.target_type),
+                Box::new(a.target_id.clone()),
+                Box::new(a.client_addr),
+                Box::new(a.details.clone()),
+            ],
+        ));
+    }
     let executions = pending.iter().map(|(statement, params)| {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         let tx = &tx;
         async move { tx.execute(*statement, &refs).await }
     });
     try_join_all(executions).await.map_err(|e| crate::error::error_chain(&e))?;
-    tx.commit().await.map_err(|e| e.to_string())
+    tx.commit().await.map_err(|e| e.to_string())?;
+    for a in audits {
+        crate::audit::logged(a.action, a.target_type, &a.target_id);
+    }
+    Ok(())
 }

@@ -28,7 +28,7 @@ const JOURNAL_CAPACITY: usize = 16_384;
 /// would cut the journal off in the middle of the shutdown flush.
 pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Settings) -> Result<Engine, LoadError> {
     let (journal, rx) = JournalHandle::channel(JOURNAL_CAPACITY);
-    actix_web::rt::spawn(journal::run(config.clone(), rx));
+    actix_rt::spawn(journal::run(config.clone(), rx));
     let engine = Engine::new(
         journal,
         EngineSettings {
@@ -40,14 +40,14 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
     let client = pool.get().await?;
     let (orgs, passes) = load::load_all(&client, &engine).await?;
     tracing::info!(orgs, passes, "engine loaded");
-    actix_web::rt::spawn(expire(pool.clone(), engine.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1))));
+    actix_rt::spawn(expire(pool.clone(), engine.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1))));
     Ok(engine)
 }
 
 /// Marks passes past `valid_to` expired, through their actors (so the change is journaled and
 /// published like any other).
 async fn expire(pool: Pool, engine: Engine, every: Duration) {
-    let mut ticker = actix_web::rt::time::interval(every);
+    let mut ticker = actix_rt::time::interval(every);
     loop {
         ticker.tick().await;
         if pool.is_closed() {

@@ -11,8 +11,8 @@ use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 
 /// Fallback when no state is registered (unit tests of the extractor).
 const DEFAULT_LIMIT: usize = 64 * 1024;
@@ -20,12 +20,12 @@ const DEFAULT_LIMIT: usize = 64 * 1024;
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit =
-            req.app_data::<web::Data<AppState>>().map(|s| s.settings.server.body_limit_bytes).unwrap_or(DEFAULT_LIMIT);
+            req.app_data::<web::Data<App>>().map(|s| s.settings.server.body_limit_bytes).unwrap_or(DEFAULT_LIMIT);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -38,17 +38,17 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             if !is_json {
-                return Err(ApiError::UnsupportedMediaType);
+                return Err(AppError::UnsupportedMediaType);
             }
             let bytes: Bytes = body.await.map_err(|err| {
                 use actix_web::error::PayloadError;
                 match err.as_error::<PayloadError>() {
-                    Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
-                    _ => ApiError::field("body", "could not be read"),
+                    Some(PayloadError::Overflow) => AppError::PayloadTooLarge { limit },
+                    _ => AppError::field("body", "could not be read"),
                 }
             })?;
             if bytes.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
+                return Err(AppError::PayloadTooLarge { limit });
             }
             parse(&bytes).map(Json)
         })
@@ -56,18 +56,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 }
 
 /// Deserializes, reporting the path of the first offending field.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if let Some(field) = find_nul(bytes) {
-        return Err(ApiError::field(field, NUL_REASON));
+        return Err(AppError::field(field, NUL_REASON));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let (field, reason) = describe(&path, &inner);
-        ApiError::Validation { fields: BTreeMap::from([(field, reason)]) }
+        AppError::Validation { fields: BTreeMap::from([(field, reason)]) }
     })?;
-    de.end().map_err(|_| ApiError::field("body", "has trailing characters after the JSON value"))?;
+    de.end().map_err(|_| AppError::field("body", "has trailing characters after the JSON value"))?;
     Ok(value)
 }
 
@@ -172,7 +172,7 @@ mod tests {
 
     fn fields(body: &str) -> BTreeMap<String, String> {
         match parse::<Request>(body.as_bytes()) {
-            Err(ApiError::Validation { fields }) => fields,
+            Err(AppError::Validation { fields }) => fields,
             other => BTreeMap::from([("unexpected".to_owned(), format!("{:?}", other.map(|_| ())))]),
         }
     }

@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::AppError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,14 +36,14 @@ pub async fn request_context(
     // The path only: query strings may carry tokens (`access_token` on WebSocket upgrades).
     let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
     let started = Instant::now();
-    // Handler errors arrive here as responses (ApiError is a ResponseError); an `Err` can only
+    // Handler errors arrive here as responses (AppError is a ResponseError); an `Err` can only
     // come from a middleware and is answered by actix itself.
     // INVARIANT: no clone of the HttpRequest may be held across `next.call`: routing needs it
     // uniquely owned to record the matched path.
     // An encoded NUL in the path or query is refused before any route: PostgreSQL text cannot
     // hold it, and no identifier or search has a use for it.
     let mut res = match crate::http::extract::nul_in_uri(req.uri()) {
-        Some(field) => req.error_response(ApiError::field(field, crate::http::extract::NUL_REASON)),
+        Some(field) => req.error_response(AppError::field(field, crate::http::extract::NUL_REASON)),
         None => next.call(req).instrument(span.clone()).await?.map_into_boxed_body(),
     };
     // No response is to be sniffed into another type (an SVG or JSON rendered as HTML).

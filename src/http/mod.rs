@@ -1,29 +1,41 @@
-//! The HTTP edge: extractors, middleware and routes. Handlers are thin: extract, parse into a
-//! domain type, call one service, respond.
+//! The HTTP edge: extractors, middleware, the error mapping and the routes. It is the only module
+//! that knows HTTP. Handlers are thin: extract, call one `app::` function, respond.
 
+pub mod auth;
+pub mod error;
 pub mod extract;
-pub mod input;
 pub mod middleware;
-pub mod pagination;
 pub mod routes;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::net::TcpListener;
 
-use deadpool_postgres::Pool;
-use metrics_exporter_prometheus::PrometheusHandle;
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{HttpServer, web};
 
-use crate::auth::AuthContext;
-use crate::config::Settings;
+use crate::app::App;
 
-/// Shared, read-only state of every worker.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: Pool,
-    pub settings: Arc<Settings>,
-    pub auth: Arc<AuthContext>,
-    pub engine: portcullis_actors::engine::Engine,
-    pub metrics: PrometheusHandle,
-    pub schema_version: i32,
-    pub started_at: Instant,
+/// The HTTP server over `app`, on a bound listener; it serves once awaited.
+pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
+    let settings = app.settings.clone();
+    let body_limit = settings.server.body_limit_bytes;
+    let data = web::Data::new(app);
+    let mut server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+            .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed))
+            .wrap(from_fn(middleware::request_context))
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .on_connect(crate::stream::connection::on_connect)
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .listen(listener)?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    Ok(server.run())
 }

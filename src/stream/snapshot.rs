@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db::query_json;
-use crate::error::ApiError;
+use crate::error::AppError;
 use crate::stream::session::Filter;
 
 pub async fn build(
@@ -17,8 +17,8 @@ pub async fn build(
     org_id: Uuid,
     seq: u64,
     filter: &Filter,
-) -> Result<Value, ApiError> {
-    let snapshot = engine.snapshot(org_id).ok_or(ApiError::NotFound("organization"))?;
+) -> Result<Value, AppError> {
+    let snapshot = engine.snapshot(org_id).ok_or(AppError::NotFound("organization"))?;
     let mut gates: Vec<_> = snapshot.gates.values().filter(|g| filter.shows_gate(g.id)).cloned().collect();
     gates.sort_by(|a, b| a.name.cmp(&b.name));
     let mut gate_frames = Vec::new();
@@ -74,7 +74,7 @@ pub async fn host_passes(
     pool: &deadpool_postgres::Pool,
     org_id: Uuid,
     user_id: Uuid,
-) -> Result<HashSet<Uuid>, ApiError> {
+) -> Result<HashSet<Uuid>, AppError> {
     let client = pool.get().await?;
     let rows = client.query("SELECT id FROM passes WHERE org_id = $1 AND issued_by = $2", &[&org_id, &user_id]).await?;
     Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())

@@ -9,12 +9,13 @@ use crate::audit::Actor;
 use crate::auth::AccessChange;
 use crate::auth::keys::{self, Grantor, KEY_COLUMNS, KeySpec};
 use crate::auth::permissions::Scope;
-use crate::auth::principal::{Authorized, ClientAddr, policy};
+use crate::auth::principal::policy;
+use crate::http::auth::{Authorized, ClientAddr};
 use crate::crypto::KeyEnv;
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
-use crate::http::pagination;
+use crate::db::pagination;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +25,7 @@ pub struct CreateKey {
     #[serde(default)]
     gate_ids: Vec<Uuid>,
     env: Option<String>,
-    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
     expires_at: Option<DateTime<Utc>>,
 }
 
@@ -35,28 +36,28 @@ pub struct ListQuery {
 }
 
 /// The caller as a grantor of key scopes (keys never manage keys: `KeysManage` is user-only).
-fn grantor(auth: &Authorized<policy::KeysManage>) -> Result<Grantor, ApiError> {
-    auth.principal.role_in(auth.org.id).map(Grantor::Member).ok_or(ApiError::Forbidden)
+fn grantor(auth: &Authorized<policy::KeysManage>) -> Result<Grantor, AppError> {
+    auth.principal.role_in(auth.org.id).map(Grantor::Member).ok_or(AppError::Forbidden)
 }
 
-fn key_id(path: &(String, String)) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(&path.1).map_err(|_| ApiError::NotFound("api key"))
+fn key_id(path: &(String, String)) -> Result<Uuid, AppError> {
+    Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("api key"))
 }
 
 pub async fn create(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::KeysManage>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<CreateKey>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let mut scopes = Vec::new();
     for (i, scope) in body.scopes.iter().enumerate() {
-        scopes.push(scope.parse::<Scope>().map_err(|e| ApiError::field(format!("scopes[{i}]"), e.to_string()))?);
+        scopes.push(scope.parse::<Scope>().map_err(|e| AppError::field(format!("scopes[{i}]"), e.to_string()))?);
     }
     let env = match body.env.as_deref() {
         None | Some("live") => KeyEnv::Live,
         Some("test") => KeyEnv::Test,
-        Some(_) => return Err(ApiError::field("env", "must be `live` or `test`")),
+        Some(_) => return Err(AppError::field("env", "must be `live` or `test`")),
     };
     let spec = KeySpec { name: body.name, env, scopes, gate_ids: body.gate_ids, expires_at: body.expires_at };
     let mut client = state.pool.get().await?;
@@ -67,10 +68,10 @@ pub async fn create(
 }
 
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::KeysManage>,
     query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1");
     let page = pagination::by_id(&client, &select, "id", &[&auth.org.id], query.cursor.as_deref(), query.limit).await?;
@@ -78,20 +79,20 @@ pub async fn list(
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::KeysManage>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(keys::describe(&client, auth.org.id, key_id(&path)?).await?))
 }
 
 pub async fn rotate(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::KeysManage>,
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = key_id(&path)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -102,11 +103,11 @@ pub async fn rotate(
 }
 
 pub async fn revoke(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::KeysManage>,
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let id = key_id(&path)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;

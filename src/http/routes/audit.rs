@@ -4,11 +4,12 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::principal::{Authorized, policy};
+use crate::auth::principal::policy;
+use crate::http::auth::Authorized;
 use crate::db::query_json;
-use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::pagination::{self, Page};
+use crate::error::AppError;
+use crate::app::App;
+use crate::db::pagination::{self, Page};
 
 #[derive(Deserialize)]
 pub struct AuditQuery {
@@ -18,10 +19,10 @@ pub struct AuditQuery {
 }
 
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::AuditRead>,
     query: web::Query<AuditQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let limit = pagination::limit(query.limit)?;
     let before: Option<i64> = pagination::decode(query.cursor.as_deref())?;
     let client = state.pool.get().await?;

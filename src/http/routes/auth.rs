@@ -4,10 +4,11 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::auth::principal::{Authenticated, ClientAddr, Principal, UserPrincipal};
-use crate::auth::sessions::{self, user_json};
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::auth::principal::{Principal, UserPrincipal};
+use crate::http::auth::{Authenticated, ClientAddr};
+use crate::app::sessions::{self, user_json};
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
 
 #[derive(Deserialize)]
@@ -30,19 +31,19 @@ pub struct ChangePasswordRequest {
     new_password: String,
 }
 
-fn operator(principal: Principal) -> Result<UserPrincipal, ApiError> {
+fn operator(principal: Principal) -> Result<UserPrincipal, AppError> {
     match principal {
         Principal::User(user) => Ok(user),
-        Principal::Key(_) => Err(ApiError::Forbidden),
+        Principal::Key(_) => Err(AppError::Forbidden),
     }
 }
 
 pub async fn login(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     req: HttpRequest,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<LoginRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let user_agent =
         req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect());
     let pair = sessions::login(&state, &body.email, body.password, addr, user_agent).await?;
@@ -50,34 +51,34 @@ pub async fn login(
 }
 
 pub async fn refresh(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<RefreshRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let pair = sessions::refresh(&state, &body.refresh_token, addr).await?;
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(pair.to_json()))
 }
 
 pub async fn logout(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     ClientAddr(addr): ClientAddr,
     Authenticated(principal): Authenticated,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     sessions::logout(&state, &operator(principal)?, addr).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn change_password(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     ClientAddr(addr): ClientAddr,
     Authenticated(principal): Authenticated,
     Json(body): Json<ChangePasswordRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let user = operator(principal)?;
     sessions::change_password(&state, &user, body.current_password, body.new_password, addr).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn me(Authenticated(principal): Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn me(Authenticated(principal): Authenticated) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(user_json(&operator(principal)?.access)))
 }

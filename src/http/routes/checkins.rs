@@ -7,30 +7,31 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::principal::{Authorized, policy};
+use crate::auth::principal::policy;
+use crate::http::auth::Authorized;
 use crate::db::query_json;
-use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::pagination::{self, Page};
+use crate::error::AppError;
+use crate::app::App;
+use crate::db::pagination::{self, Page};
 
 #[derive(Deserialize)]
 pub struct CheckinQuery {
     gate_id: Option<Uuid>,
     pass_id: Option<Uuid>,
     decision: Option<Decision>,
-    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
     from: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "crate::http::input::opt_timestamp")]
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
     to: Option<DateTime<Utc>>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::CheckinsRead>,
     q: web::Query<CheckinQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let limit = pagination::limit(q.limit)?;
     // Check-in ids are time-ordered (UUIDv7), so the id is the cursor.
     let before: Option<Uuid> = pagination::decode(q.cursor.as_deref())?;

@@ -17,13 +17,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Event as AuditEvent};
-use crate::auth::principal::{Authorized, ClientAddr, policy};
+use crate::auth::principal::policy;
+use crate::http::auth::{Authorized, ClientAddr};
 use crate::db::query_json_opt;
 use crate::engine::load::reload_org;
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
-use crate::http::pagination;
+use crate::db::pagination;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -31,8 +32,8 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-fn id(text: &str, what: &'static str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(text).map_err(|_| ApiError::NotFound(what))
+fn id(text: &str, what: &'static str) -> Result<Uuid, AppError> {
+    Uuid::try_parse(text).map_err(|_| AppError::NotFound(what))
 }
 
 fn check_name(fields: &mut BTreeMap<String, String>, name: Option<&str>) {
@@ -44,20 +45,20 @@ fn check_name(fields: &mut BTreeMap<String, String>, name: Option<&str>) {
     }
 }
 
-fn done(fields: BTreeMap<String, String>) -> Result<(), ApiError> {
-    if fields.is_empty() { Ok(()) } else { Err(ApiError::Validation { fields }) }
+fn done(fields: BTreeMap<String, String>) -> Result<(), AppError> {
+    if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }
 }
 
-async fn reload(state: &AppState, client: &impl GenericClient, org_id: Uuid) -> Result<(), ApiError> {
-    reload_org(client, &state.engine, org_id).await.map_err(ApiError::internal)
+async fn reload(state: &App, client: &impl GenericClient, org_id: Uuid) -> Result<(), AppError> {
+    reload_org(client, &state.engine, org_id).await.map_err(AppError::internal)
 }
 
-async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid) -> Result<bool, ApiError> {
+async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid) -> Result<bool, AppError> {
     let sql = format!("SELECT 1 FROM {table} WHERE org_id = $1 AND id = $2");
     Ok(client.query_opt(&sql, &[&org_id, &id]).await?.is_some())
 }
 
-async fn list(state: &AppState, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<HttpResponse, ApiError> {
+async fn list(state: &App, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let select = format!("{table_select} WHERE org_id = $1");
     let page = pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await?;
@@ -70,26 +71,26 @@ async fn one(
     org_id: Uuid,
     id: Uuid,
     what: &'static str,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     query_json_opt(client, &format!("{table_select} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
         .await?
-        .ok_or(ApiError::NotFound(what))
+        .ok_or(AppError::NotFound(what))
 }
 
 async fn remove(
-    state: &AppState,
+    state: &App,
     table: &str,
     org_id: Uuid,
     id: Uuid,
     what: &'static str,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let deleted = client
         .execute(&format!("DELETE FROM {table} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
         .await
-        .map_err(|e| ApiError::in_use(e, &format!("the {what} is still in use")))?;
+        .map_err(|e| AppError::in_use(e, &format!("the {what} is still in use")))?;
     if deleted == 0 {
-        return Err(ApiError::NotFound(what));
+        return Err(AppError::NotFound(what));
     }
     reload(state, &client, org_id).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -113,10 +114,10 @@ fn check_capacity(fields: &mut BTreeMap<String, String>, capacity: Option<i32>) 
 }
 
 pub async fn create_zone(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     Json(body): Json<ZoneBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let mut fields = BTreeMap::new();
     let name = body.name.as_deref().unwrap_or_default();
     check_name(&mut fields, Some(name));
@@ -130,24 +131,24 @@ pub async fn create_zone(
             &[&zone_id, &org_id, &name.trim(), &body.capacity],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "a zone with this name exists"))?;
+        .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
     reload(&state, &client, org_id).await?;
     Ok(HttpResponse::Created().json(one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?))
 }
 
 pub async fn list_zones(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     list(&state, ZONE_SELECT, auth.org.id, &q).await
 }
 
 pub async fn get_zone(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let mut zone = one(&client, ZONE_SELECT, auth.org.id, id(&path.1, "zone")?, "zone").await?;
     let zone_id = id(&path.1, "zone")?;
@@ -156,11 +157,11 @@ pub async fn get_zone(
 }
 
 pub async fn update_zone(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
     Json(body): Json<ZoneBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let zone_id = id(&path.1, "zone")?;
     let mut fields = BTreeMap::new();
     check_name(&mut fields, body.name.as_deref());
@@ -175,19 +176,19 @@ pub async fn update_zone(
             &[&auth.org.id, &zone_id, &body.name.as_deref().map(str::trim), &body.capacity],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "a zone with this name exists"))?;
+        .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
     if updated == 0 {
-        return Err(ApiError::NotFound("zone"));
+        return Err(AppError::NotFound("zone"));
     }
     reload(&state, &client, auth.org.id).await?;
     Ok(HttpResponse::Ok().json(one(&client, ZONE_SELECT, auth.org.id, zone_id, "zone").await?))
 }
 
 pub async fn delete_zone(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     remove(&state, "zones", auth.org.id, id(&path.1, "zone")?, "zone").await
 }
 
@@ -211,7 +212,7 @@ async fn check_gate(
     org_id: Uuid,
     body: &GateBody,
     creating: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     let mut fields = BTreeMap::new();
     check_name(
         &mut fields,
@@ -236,10 +237,10 @@ async fn check_gate(
 }
 
 pub async fn create_gate(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     Json(body): Json<GateBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, gate_id) = (auth.org.id, Uuid::now_v7());
     let client = state.pool.get().await?;
     check_gate(&client, org_id, &body, true).await?;
@@ -258,25 +259,25 @@ pub async fn create_gate(
             ],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "a gate with this name exists"))?;
+        .map_err(|e| AppError::unique(e, "a gate with this name exists"))?;
     reload(&state, &client, org_id).await?;
     Ok(HttpResponse::Created().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
 }
 
 pub async fn list_gates(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     list(&state, GATE_SELECT, auth.org.id, &q).await
 }
 
 /// A gate, with its live entry queue.
 pub async fn get_gate(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let gate_id = id(&path.1, "gate")?;
     let client = state.pool.get().await?;
     let mut gate = one(&client, GATE_SELECT, auth.org.id, gate_id, "gate").await?;
@@ -285,11 +286,11 @@ pub async fn get_gate(
 }
 
 pub async fn update_gate(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
     Json(body): Json<GateBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
     let client = state.pool.get().await?;
     check_gate(&client, org_id, &body, false).await?;
@@ -309,19 +310,19 @@ pub async fn update_gate(
             ],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "a gate with this name exists"))?;
+        .map_err(|e| AppError::unique(e, "a gate with this name exists"))?;
     if updated == 0 {
-        return Err(ApiError::NotFound("gate"));
+        return Err(AppError::NotFound("gate"));
     }
     reload(&state, &client, org_id).await?;
     Ok(HttpResponse::Ok().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
 }
 
 pub async fn delete_gate(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     remove(&state, "gates", auth.org.id, id(&path.1, "gate")?, "gate").await
 }
 
@@ -332,12 +333,12 @@ pub struct ModeBody {
 }
 
 pub async fn set_gate_mode(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::GateModeSet>,
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<ModeBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -348,7 +349,7 @@ pub async fn set_gate_mode(
         )
         .await?;
     if updated == 0 {
-        return Err(ApiError::NotFound("gate"));
+        return Err(AppError::NotFound("gate"));
     }
     let event =
         AuditEvent::new(Some(org_id), "gate.mode_changed", "gate", gate_id).details(json!({ "mode": body.mode }));
@@ -367,11 +368,11 @@ pub struct LockdownBody {
 
 /// Organization-wide lockdown: every gate refuses every credential until lifted.
 pub async fn set_lockdown(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::GateModeSet>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<LockdownBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let org_id = auth.org.id;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -411,7 +412,7 @@ async fn check_rule(
     org_id: Uuid,
     body: &RuleBody,
     creating: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     let mut fields = BTreeMap::new();
     check_name(
         &mut fields,
@@ -450,7 +451,7 @@ async fn set_rule_zones(
     org_id: Uuid,
     rule_id: Uuid,
     zones: &[Uuid],
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     client.execute("DELETE FROM access_rule_zones WHERE org_id = $1 AND rule_id = $2", &[&org_id, &rule_id]).await?;
     client
         .execute(
@@ -466,10 +467,10 @@ fn weekdays_sql(days: &Option<Vec<i64>>) -> Option<Vec<i16>> {
 }
 
 pub async fn create_rule(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     Json(body): Json<RuleBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, rule_id) = (auth.org.id, Uuid::now_v7());
     let mut client = state.pool.get().await?;
     check_rule(&client, org_id, &body, true).await?;
@@ -489,7 +490,7 @@ pub async fn create_rule(
         ],
     )
     .await
-    .map_err(|e| ApiError::unique(e, "an access rule with this name exists"))?;
+    .map_err(|e| AppError::unique(e, "an access rule with this name exists"))?;
     set_rule_zones(&tx, org_id, rule_id, body.zone_ids.as_deref().unwrap_or_default()).await?;
     tx.commit().await?;
     reload(&state, &client, org_id).await?;
@@ -497,10 +498,10 @@ pub async fn create_rule(
 }
 
 pub async fn list_rules(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let select = format!("{RULE_SELECT} WHERE r.org_id = $1");
     let page = pagination::by_id(&client, &select, "r.id", &[&auth.org.id], q.cursor.as_deref(), q.limit).await?;
@@ -508,25 +509,25 @@ pub async fn list_rules(
 }
 
 pub async fn get_rule(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let rule_id = id(&path.1, "access rule")?;
     let rule =
         query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&auth.org.id, &rule_id])
             .await?
-            .ok_or(ApiError::NotFound("access rule"))?;
+            .ok_or(AppError::NotFound("access rule"))?;
     Ok(HttpResponse::Ok().json(rule))
 }
 
 pub async fn update_rule(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
     Json(body): Json<RuleBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, rule_id) = (auth.org.id, id(&path.1, "access rule")?);
     let mut client = state.pool.get().await?;
     check_rule(&client, org_id, &body, false).await?;
@@ -552,12 +553,12 @@ pub async fn update_rule(
         )
         .await
         .map_err(|e| if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) {
-            ApiError::field("anti_passback_minutes", "timed anti-passback needs a number of minutes")
+            AppError::field("anti_passback_minutes", "timed anti-passback needs a number of minutes")
         } else {
-            ApiError::unique(e, "an access rule with this name exists")
+            AppError::unique(e, "an access rule with this name exists")
         })?;
     if updated == 0 {
-        return Err(ApiError::NotFound("access rule"));
+        return Err(AppError::NotFound("access rule"));
     }
     if let Some(zones) = &body.zone_ids {
         set_rule_zones(&tx, org_id, rule_id, zones).await?;
@@ -567,15 +568,15 @@ pub async fn update_rule(
     let rule =
         query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
             .await?
-            .ok_or(ApiError::NotFound("access rule"))?;
+            .ok_or(AppError::NotFound("access rule"))?;
     Ok(HttpResponse::Ok().json(rule))
 }
 
 pub async fn delete_rule(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     remove(&state, "access_rules", auth.org.id, id(&path.1, "access rule")?, "access rule").await
 }
 
@@ -586,16 +587,16 @@ const HOLIDAY_SELECT: &str = "SELECT id, org_id, date, name FROM holidays";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HolidayBody {
-    #[serde(default, deserialize_with = "crate::http::input::opt_date")]
+    #[serde(default, deserialize_with = "crate::app::input::opt_date")]
     date: Option<NaiveDate>,
     name: Option<String>,
 }
 
 pub async fn create_holiday(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     Json(body): Json<HolidayBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, Some(body.name.as_deref().unwrap_or_default()));
     if body.date.is_none() {
@@ -610,34 +611,34 @@ pub async fn create_holiday(
             &[&holiday_id, &org_id, &body.date, &body.name.as_deref().map(str::trim)],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "there is already a holiday on this date"))?;
+        .map_err(|e| AppError::unique(e, "there is already a holiday on this date"))?;
     reload(&state, &client, org_id).await?;
     Ok(HttpResponse::Created().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
 }
 
 pub async fn list_holidays(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     list(&state, HOLIDAY_SELECT, auth.org.id, &q).await
 }
 
 pub async fn get_holiday(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, auth.org.id, id(&path.1, "holiday")?, "holiday").await?))
 }
 
 pub async fn update_holiday(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
     Json(body): Json<HolidayBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let (org_id, holiday_id) = (auth.org.id, id(&path.1, "holiday")?);
     let mut fields = BTreeMap::new();
     check_name(&mut fields, body.name.as_deref());
@@ -649,18 +650,18 @@ pub async fn update_holiday(
             &[&org_id, &holiday_id, &body.date, &body.name.as_deref().map(str::trim)],
         )
         .await
-        .map_err(|e| ApiError::unique(e, "there is already a holiday on this date"))?;
+        .map_err(|e| AppError::unique(e, "there is already a holiday on this date"))?;
     if updated == 0 {
-        return Err(ApiError::NotFound("holiday"));
+        return Err(AppError::NotFound("holiday"));
     }
     reload(&state, &client, org_id).await?;
     Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
 }
 
 pub async fn delete_holiday(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::ConfigWrite>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     remove(&state, "holidays", auth.org.id, id(&path.1, "holiday")?, "holiday").await
 }

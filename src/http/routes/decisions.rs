@@ -11,10 +11,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::permissions::{Permission, Scope};
-use crate::auth::principal::{Principal, Standing, authenticate, bearer_token};
+use crate::auth::principal::{Principal, Standing};
+use crate::http::auth::{authenticate_with, bearer_token};
 use crate::engine::credentials::{self, CredentialInput};
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
 
 #[derive(Deserialize)]
@@ -25,34 +26,34 @@ pub struct DecisionRequest {
 }
 
 pub async fn decide(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     req: HttpRequest,
     path: web::Path<String>,
     Json(body): Json<DecisionRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let started = Instant::now();
-    let principal = authenticate(&state, &bearer_token(&req)?).await?;
-    let gate_id = Uuid::try_parse(&path).map_err(|_| ApiError::NotFound("gate"))?;
-    let org_id = state.engine.gate_org(gate_id).ok_or(ApiError::NotFound("gate"))?;
+    let principal = authenticate_with(&state, &bearer_token(&req)?).await?;
+    let gate_id = Uuid::try_parse(&path).map_err(|_| AppError::NotFound("gate"))?;
+    let org_id = state.engine.gate_org(gate_id).ok_or(AppError::NotFound("gate"))?;
     // Another organization's gate is not there for this caller: the same 404 as an unknown one.
     if principal.standing(org_id, Permission::GateDecide) == Standing::NotMember {
-        return Err(ApiError::NotFound("gate"));
+        return Err(AppError::NotFound("gate"));
     }
-    let Principal::Key(key) = principal else { return Err(ApiError::Forbidden) };
+    let Principal::Key(key) = principal else { return Err(AppError::Forbidden) };
     if !key.scopes.contains(&Scope::GateDecide) {
-        return Err(ApiError::Forbidden);
+        return Err(AppError::Forbidden);
     }
     if !key.gate_ids.contains(&gate_id) {
-        return Err(ApiError::KeyNotBoundToGate);
+        return Err(AppError::KeyNotBoundToGate);
     }
     if state.engine.snapshot(org_id).is_some_and(|s| s.access_mode == AccessMode::Blocked) {
-        return Err(ApiError::OrgBlocked);
+        return Err(AppError::OrgBlocked);
     }
     let presented = credentials::present(&body.credential, &state.auth.pepper, Utc::now())?;
     let outcome = match state.engine.decide(gate_id, presented, body.direction, "api").await {
         Ok(outcome) => outcome,
-        Err(EngineError::UnknownGate) => return Err(ApiError::NotFound("gate")),
-        Err(err) => return Err(ApiError::internal(err)),
+        Err(EngineError::UnknownGate) => return Err(AppError::NotFound("gate")),
+        Err(err) => return Err(AppError::internal(err)),
     };
     metrics::histogram!("portcullis_decision_duration_seconds").record(started.elapsed().as_secs_f64());
     let mut body = json!({

@@ -18,7 +18,7 @@ use actix_web::dev::ServiceResponse;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{ResponseError, web};
 
-use crate::error::ApiError;
+use crate::error::AppError;
 
 /// Every route of the engine.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -90,17 +90,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A query string that does not parse: 422 naming the query.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
-    ApiError::field("query", err.to_string()).into()
+    AppError::field("query", err.to_string()).into()
 }
 
 /// Anything no route matches.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound("route"))
+pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
+    Err(AppError::NotFound("route"))
 }
 
 /// actix answers a known path with the wrong method by an empty 405; give it our error shape.
 pub fn method_not_allowed<B: MessageBody>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let (req, _) = res.into_parts();
-    let res = ServiceResponse::new(req, ApiError::MethodNotAllowed.error_response()).map_into_right_body();
+    let res = ServiceResponse::new(req, AppError::MethodNotAllowed.error_response()).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
 }

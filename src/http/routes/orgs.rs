@@ -10,12 +10,13 @@ use uuid::Uuid;
 
 use crate::audit::{self, Actor, Event};
 use crate::auth::permissions::Permission;
-use crate::auth::principal::{Authenticated, Authorized, ClientAddr, PlatformAdmin, Principal, authorize, policy};
+use crate::auth::principal::{Principal, authorize, policy};
+use crate::http::auth::{Authenticated, Authorized, ClientAddr, PlatformAdmin};
 use crate::db::{query_json, query_json_opt};
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
-use crate::http::pagination;
+use crate::db::pagination;
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
 
@@ -56,23 +57,23 @@ fn check_timezone(fields: &mut BTreeMap<String, String>, timezone: &str) {
     }
 }
 
-fn fail_on(fields: BTreeMap<String, String>) -> Result<(), ApiError> {
-    if fields.is_empty() { Ok(()) } else { Err(ApiError::Validation { fields }) }
+fn fail_on(fields: BTreeMap<String, String>) -> Result<(), AppError> {
+    if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }
 }
 
-async fn load(state: &AppState, org_id: Uuid) -> Result<Value, ApiError> {
+async fn load(state: &App, org_id: Uuid) -> Result<Value, AppError> {
     let client = state.pool.get().await?;
     query_json_opt(&client, &format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"), &[&org_id])
         .await?
-        .ok_or(ApiError::NotFound("organization"))
+        .ok_or(AppError::NotFound("organization"))
 }
 
 pub async fn create(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     PlatformAdmin(principal): PlatformAdmin,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<CreateOrg>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, &body.name);
     let slug_ok = body.slug.len() <= 63
@@ -91,20 +92,20 @@ pub async fn create(
         &[&id, &body.name.trim(), &body.slug, &body.timezone],
     )
     .await
-    .map_err(|e| ApiError::unique(e, "an organization with this slug exists"))?;
+    .map_err(|e| AppError::unique(e, "an organization with this slug exists"))?;
     audit::record(&tx, Actor::of(&principal, addr), Event::new(Some(id), "org.created", "organization", id)).await?;
     tx.commit().await?;
     let client = state.pool.get().await?;
-    crate::engine::load::reload_org(&client, &state.engine, id).await.map_err(ApiError::internal)?;
+    crate::engine::load::reload_org(&client, &state.engine, id).await.map_err(AppError::internal)?;
     Ok(HttpResponse::Created().json(load(&state, id).await?))
 }
 
 /// The organizations the caller can see.
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     Authenticated(principal): Authenticated,
     query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let (all, member_of, key_org): (bool, Option<Uuid>, Option<Uuid>) = match &principal {
         Principal::User(u) if u.access.is_platform_admin => (true, None, None),
@@ -128,29 +129,29 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-pub async fn get(state: web::Data<AppState>, auth: Authorized<policy::OrgRead>) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<App>, auth: Authorized<policy::OrgRead>) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(load(&state, auth.org.id).await?))
 }
 
 /// Name and time zone need `OrgUpdate`; the access mode needs `OrgAdminister`, which (alone)
 /// still works in a read-only or blocked organization, so the mode can always be switched back.
 pub async fn update(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     path: web::Path<String>,
     Authenticated(principal): Authenticated,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<UpdateOrg>,
-) -> Result<HttpResponse, ApiError> {
-    let org_id = Uuid::try_parse(&path).map_err(|_| ApiError::NotFound("organization"))?;
+) -> Result<HttpResponse, AppError> {
+    let org_id = Uuid::try_parse(&path).map_err(|_| AppError::NotFound("organization"))?;
     let changes_details = body.name.is_some() || body.timezone.is_some();
     if !changes_details && body.access_mode.is_none() {
-        return Err(ApiError::field("body", "names nothing to change (name, timezone, access_mode)"));
+        return Err(AppError::field("body", "names nothing to change (name, timezone, access_mode)"));
     }
     if body.access_mode.is_some() {
-        authorize(&state, &principal, org_id, Permission::OrgAdminister).await?;
+        authorize(&state.pool, &principal, org_id, Permission::OrgAdminister).await?;
     }
     if changes_details {
-        authorize(&state, &principal, org_id, Permission::OrgUpdate).await?;
+        authorize(&state.pool, &principal, org_id, Permission::OrgUpdate).await?;
     }
     let mut fields = BTreeMap::new();
     if let Some(name) = &body.name {
@@ -166,11 +167,11 @@ pub async fn update(
     let before = tx
         .query_opt("SELECT access_mode, version FROM organizations WHERE id = $1 FOR UPDATE", &[&org_id])
         .await?
-        .ok_or(ApiError::NotFound("organization"))?;
+        .ok_or(AppError::NotFound("organization"))?;
     let (old_mode, version): (String, i32) = (before.try_get(0)?, before.try_get(1)?);
     if body.version.is_some_and(|v| v != version) {
-        return Err(ApiError::Conflict {
-            code: "version_conflict",
+        return Err(AppError::Conflict {
+            code: crate::error::Conflict::VersionConflict,
             message: format!("the organization changed meanwhile (now version {version})"),
         });
     }
@@ -200,7 +201,7 @@ pub async fn update(
     }
     tx.commit().await?;
     let client = state.pool.get().await?;
-    crate::engine::load::reload_org(&client, &state.engine, org_id).await.map_err(ApiError::internal)?;
+    crate::engine::load::reload_org(&client, &state.engine, org_id).await.map_err(AppError::internal)?;
     if new_mode.is_some_and(|m| m != old_mode) {
         state.auth.changed(crate::auth::AccessChange::Org(org_id));
     }
@@ -209,10 +210,10 @@ pub async fn update(
 
 /// Deletes the organization and everything it owns, including accounts that belonged to it alone.
 pub async fn delete(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::OrgAdminister>,
     ClientAddr(addr): ClientAddr,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let org_id = auth.org.id;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -242,10 +243,10 @@ pub async fn delete(
 
 /// Everything the organization owns, as JSON; no password, key or credential hashes.
 pub async fn export(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::OrgExport>,
     ClientAddr(addr): ClientAddr,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let org_id = auth.org.id;
     let sections: [(&str, String); 16] = [
         ("organization", format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1")),

@@ -1,76 +1,19 @@
-//! `/api/v1/orgs/{org}/passes`: issue, read, list, revoke, suspend, resume, extend, QR.
-//!
-//! Issuing writes the pass to PostgreSQL, then hands it to the engine; every later change goes
-//! through the pass's actor, which makes it durable before answering. So when a revoke call
-//! returns, every gate already refuses the pass.
-
-use std::collections::BTreeMap;
+//! `/api/v1/orgs/{org}/passes`: issue, read, list, revoke, suspend, resume, extend, QR
+//! (the use cases are in `app::passes`).
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
-use portcullis_actors::decision::PassState;
-use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType, Role};
-use portcullis_actors::engine::{CredentialRef, EngineError};
-use portcullis_actors::events::Event;
-use portcullis_actors::pass_actor::{PassChange, PassError};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, Event as AuditEvent};
-use crate::auth::permissions::Permission;
-use crate::auth::principal::{Authorized, ClientAddr, Principal, Standing, policy};
-use crate::db::{query_json, query_json_opt};
-use crate::engine::credentials::{self, QrCode};
-use crate::engine::load::{PASS_COLUMNS, pass_from_row};
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::app::passes::{self, IssuePass, PassFilter};
+use crate::app::{App, Caller};
+use crate::auth::principal::policy;
+use crate::db::pagination::ListQuery;
+use crate::error::AppError;
+use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
-use crate::http::pagination;
-
-const PASS_SELECT: &str =
-    "SELECT id, org_id, access_rule_id, appointment_id, visitor_id, escort_pass_id, holder_name, type,
-        max_uses, group_size, uses_count, status, valid_from, valid_to, inside, last_gate_id, last_passage_at,
-        issued_by, revoked_at, revoked_by, revoke_reason, created_at, updated_at
-     FROM passes";
-
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CredentialSpec {
-    Qr,
-    Card { format: CardFormat, facility_code: Option<u64>, card_number: u64 },
-    /// The engine chooses the PIN (never the caller: a chosen PIN that clashes would tell the
-    /// caller that someone else's PIN works). `value` is accepted only to say so.
-    Pin { value: Option<serde_json::Value> },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuePass {
-    holder_name: String,
-    access_rule_id: Uuid,
-    #[serde(rename = "type")]
-    pass_type: PassType,
-    max_uses: Option<i32>,
-    group_size: Option<i32>,
-    #[serde(deserialize_with = "crate::http::input::timestamp")]
-    valid_from: DateTime<Utc>,
-    #[serde(deserialize_with = "crate::http::input::timestamp")]
-    valid_to: DateTime<Utc>,
-    credential: CredentialSpec,
-    escort_pass_id: Option<Uuid>,
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    status: Option<PassStatus>,
-    /// Part of the holder's name (case-insensitive).
-    q: Option<String>,
-    cursor: Option<String>,
-    limit: Option<u32>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +24,7 @@ pub struct RevokeBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
-    #[serde(deserialize_with = "crate::http::input::timestamp")]
+    #[serde(deserialize_with = "crate::app::input::timestamp")]
     valid_to: DateTime<Utc>,
 }
 
@@ -90,381 +33,99 @@ pub struct QrQuery {
     format: Option<String>,
 }
 
-/// Hosts see and act on the passes they issued; everyone else with the permission on all.
-fn issued_by_filter(principal: &Principal, org_id: Uuid) -> Option<Uuid> {
-    (principal.role_in(org_id) == Some(Role::Host)).then(|| principal.user_id()).flatten()
+fn pass_id(path: &(String, String)) -> Result<Uuid, AppError> {
+    Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("pass"))
 }
 
-/// Whether the caller may read every pass of the organization (not only those they issued).
-fn may_read_every_pass(principal: &Principal, org_id: Uuid) -> bool {
-    principal.standing(org_id, Permission::PassesRead) == Standing::Allowed
-        && issued_by_filter(principal, org_id).is_none()
-}
-
-fn pass_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(text).map_err(|_| ApiError::NotFound("pass"))
-}
-
-/// The stored pass, with the engine's live view (uses, inside, status) laid over it.
-async fn describe(
-    state: &AppState,
-    client: &impl GenericClient,
-    org_id: Uuid,
-    id: Uuid,
-    only_issued_by: Option<Uuid>,
-) -> Result<Value, ApiError> {
-    let mut pass = query_json_opt(
-        client,
-        &format!("{PASS_SELECT} WHERE org_id = $1 AND id = $2 AND ($3::uuid IS NULL OR issued_by = $3)"),
-        &[&org_id, &id, &only_issued_by],
-    )
-    .await?
-    .ok_or(ApiError::NotFound("pass"))?;
-    let live = if state.engine.holds_pass(id) { state.engine.pass_state(id).await } else { None };
-    if let Some(live) = live.filter(|l| l.org_id == org_id) {
-        pass["status"] = json!(live.status);
-        pass["uses_count"] = json!(live.uses_count);
-        pass["inside"] = json!(live.inside);
-        pass["last_gate_id"] = json!(live.last_gate_id);
-        pass["valid_to"] = json!(live.valid_to);
-        pass["uses_left"] = json!(live.uses_left());
-    } else {
-        let stored = client.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
-        let state = pass_from_row(&stored).map_err(ApiError::internal)?;
-        pass["uses_left"] = json!(state.uses_left());
-    }
-    let credentials = query_json(
-        client,
-        "SELECT id, kind, card_format, display_hint, created_at FROM credentials
-         WHERE org_id = $1 AND pass_id = $2 AND revoked_at IS NULL ORDER BY id",
-        &[&org_id, &id],
-    )
-    .await?;
-    pass["credentials"] = json!(credentials);
-    Ok(pass)
+/// Answers that carry a secret shown once.
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    response
 }
 
 pub async fn issue(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesIssue>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<IssuePass>,
-) -> Result<HttpResponse, ApiError> {
-    let org_id = auth.org.id;
-    let pepper = &state.auth.pepper;
-    let mut fields = BTreeMap::new();
-    let holder = body.holder_name.trim();
-    if holder.is_empty() || holder.chars().count() > 200 {
-        fields.insert("holder_name".to_owned(), "must be 1 to 200 characters".to_owned());
-    }
-    if body.valid_to <= body.valid_from {
-        fields.insert("valid_to".to_owned(), "must be after valid_from".to_owned());
-    }
-    let (max_uses, group_size) = match body.pass_type {
-        PassType::Single => (None, 1),
-        PassType::Multi => match body.max_uses {
-            Some(n) if n >= 1 => (Some(n), 1),
-            _ => {
-                fields.insert("max_uses".to_owned(), "a multi-use pass needs max_uses of at least 1".to_owned());
-                (None, 1)
-            }
-        },
-        PassType::Group => match body.group_size {
-            Some(n) if (2..=1000).contains(&n) => (None, n),
-            _ => {
-                fields.insert("group_size".to_owned(), "a group pass is for 2 to 1000 people".to_owned());
-                (None, 2)
-            }
-        },
-    };
-    let credential_id = Uuid::now_v7();
-    let (kind, format, lookup, number_hash, hint) = match &body.credential {
-        CredentialSpec::Qr => (
-            CredentialKind::Qr,
-            None,
-            credentials::lookup_key(pepper, credentials::QR, &credential_id.to_string()),
-            None,
-            None,
-        ),
-        CredentialSpec::Card { format, facility_code, card_number } => {
-            match credentials::card_keys(pepper, *format, *facility_code, *card_number) {
-                Ok((full, number)) => (
-                    CredentialKind::Card,
-                    Some(*format),
-                    full,
-                    Some(number),
-                    Some(format!("…{:02}", card_number % 100)),
-                ),
-                Err(ApiError::Validation { fields: f }) => {
-                    fields.extend(f);
-                    (CredentialKind::Card, Some(*format), [0; 32], None, None)
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        CredentialSpec::Pin { value } => {
-            if value.is_some() {
-                fields.insert(
-                    "credential.value".to_owned(),
-                    "PINs are generated by the engine and returned once; leave `value` out".to_owned(),
-                );
-            }
-            // Chosen below, inside the transaction, once the organization's PIN count is known.
-            (CredentialKind::Pin, None, [0; 32], None, None)
-        }
-    };
-    // A card number is chosen by the caller, so a clash with another pass's card cannot be hidden
-    // from them: cards are assigned only by callers who may read every pass anyway.
-    if kind == CredentialKind::Card && !may_read_every_pass(&auth.principal, org_id) {
-        return Err(ApiError::Forbidden);
-    }
-    let mut client = state.pool.get().await?;
-    if client
-        .query_opt("SELECT 1 FROM access_rules WHERE org_id = $1 AND id = $2", &[&org_id, &body.access_rule_id])
-        .await?
-        .is_none()
-    {
-        fields.insert("access_rule_id".to_owned(), "no such access rule in this organization".to_owned());
-    }
-    if let Some(escort) = body.escort_pass_id
-        && client.query_opt("SELECT 1 FROM passes WHERE org_id = $1 AND id = $2", &[&org_id, &escort]).await?.is_none()
-    {
-        fields.insert("escort_pass_id".to_owned(), "no such pass in this organization".to_owned());
-    }
-    if !fields.is_empty() {
-        return Err(ApiError::Validation { fields });
-    }
-
-    let id = Uuid::now_v7();
-    let issued_by = auth.principal.user_id();
-    let tx = client.transaction().await?;
-    let mut lookup = lookup;
-    let pin = match kind {
-        CredentialKind::Pin => {
-            let (pin, key) = credentials::new_pin(&tx, pepper, org_id).await?;
-            lookup = key;
-            Some(pin)
-        }
-        _ => None,
-    };
-    tx.execute(
-        "INSERT INTO passes (id, org_id, access_rule_id, holder_name, type, max_uses, group_size, valid_from, valid_to,
-                             escort_pass_id, issued_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            &id,
-            &org_id,
-            &body.access_rule_id,
-            &holder,
-            &body.pass_type.as_str(),
-            &max_uses,
-            &group_size,
-            &body.valid_from,
-            &body.valid_to,
-            &body.escort_pass_id,
-            &issued_by,
-        ],
-    )
-    .await?;
-    let stored = credentials::StoredCredential {
-        id: credential_id,
-        org_id,
-        pass_id: id,
-        kind,
-        format,
-        lookup_hash: &lookup,
-        number_hash: number_hash.as_ref().map(|h| h.as_slice()),
-        display_hint: hint.as_deref(),
-    };
-    credentials::store(&tx, &stored)
-        .await
-        .map_err(|e| ApiError::unique(e, "this card is assigned to another live pass of the organization"))?;
-    tx.execute(
-        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id) VALUES ($1, $2, 'issued', 'active', 0, $3)",
-        &[&org_id, &id, &issued_by],
-    )
-    .await?;
-    let event = AuditEvent::new(Some(org_id), "pass.issued", "pass", id)
-        .details(json!({ "type": body.pass_type, "credential": kind }));
-    audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
-    let row = tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
-    tx.commit().await?;
-
-    let pass = pass_from_row(&row).map_err(ApiError::internal)?;
-    let credential = CredentialRef { pass_id: id, credential_id, kind };
-    let mut keys = vec![(lookup, credential)];
-    if let Some(number) = number_hash {
-        keys.push((number, credential));
-    }
-    state.engine.add_pass(pass, keys).await.map_err(ApiError::internal)?;
-    state.engine.publish(org_id, Event::PassIssued { pass_id: id, holder_name: holder.to_owned(), issued_by });
-
-    let mut json = describe(&state, &client, org_id, id, None).await?;
-    if kind == CredentialKind::Qr {
-        // The seed is shown this once; it is derived, never stored.
-        let (payload, expires_in) = QrCode::issue(pepper, credential_id, Utc::now());
-        json["credential"] = json!({
-            "kind": "qr", "credential_id": credential_id, "seed": credentials::qr_seed_text(pepper, credential_id),
-            "payload": payload, "expires_in": expires_in,
-        });
-    }
-    if let Some(pin) = pin {
-        // Shown this once; only its keyed hash is stored.
-        json["credential"] = json!({ "kind": "pin", "credential_id": credential_id, "value": pin });
-    }
-    Ok(HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(json))
+) -> Result<HttpResponse, AppError> {
+    let caller = Caller { principal: &auth.principal, addr };
+    let pass = passes::issue(&state, &caller, auth.org.id, body).await?;
+    Ok(no_store(HttpResponse::Created()).json(pass))
 }
 
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesRead>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
-    let only = issued_by_filter(&auth.principal, auth.org.id);
-    let status = q.status.map(PassStatus::as_str);
-    let name = q.q.as_deref().filter(|s| !s.is_empty());
-    let select = format!(
-        "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
-           AND ($4::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')"
-    );
-    let page =
-        pagination::by_id(&client, &select, "id", &[&auth.org.id, &status, &only, &name], q.cursor.as_deref(), q.limit)
-            .await?;
-    Ok(HttpResponse::Ok().json(page))
+    filter: web::Query<PassFilter>,
+    page: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(passes::list(&state, &auth.principal, auth.org.id, &filter, &page).await?))
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
-    let only = issued_by_filter(&auth.principal, auth.org.id);
-    Ok(HttpResponse::Ok().json(describe(&state, &client, auth.org.id, pass_id(&path.1)?, only).await?))
-}
-
-/// Applies a change through the pass's actor (durable, in force at every gate on return).
-async fn change(
-    state: &AppState,
-    org_id: Uuid,
-    id: Uuid,
-    change: PassChange,
-    actor: Option<Uuid>,
-) -> Result<PassState, ApiError> {
-    let client = state.pool.get().await?;
-    let stored = client.query_opt("SELECT status FROM passes WHERE org_id = $1 AND id = $2", &[&org_id, &id]).await?;
-    let Some(stored) = stored else { return Err(ApiError::NotFound("pass")) };
-    match state.engine.change_pass(id, change, actor).await {
-        Ok(pass) => Ok(pass),
-        Err(EngineError::Pass(PassError::NotActive)) => {
-            Err(ApiError::Conflict { code: "pass_not_active", message: "the pass is not active".into() })
-        }
-        Err(EngineError::Pass(PassError::NotSuspended)) => {
-            Err(ApiError::Conflict { code: "pass_not_suspended", message: "the pass is not suspended".into() })
-        }
-        Err(EngineError::Pass(PassError::BadValidity)) => Err(ApiError::field("valid_to", "must be after valid_from")),
-        // Expired or revoked long ago: the engine no longer holds it.
-        Err(EngineError::UnknownPass) => {
-            let status: String = stored.try_get(0)?;
-            Err(ApiError::Conflict { code: "pass_not_active", message: format!("the pass is {status}") })
-        }
-        Err(other) => Err(ApiError::internal(other)),
-    }
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(passes::get(&state, &auth.principal, auth.org.id, pass_id(&path)?).await?))
 }
 
 pub async fn revoke(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesRevoke>,
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<RevokeBody>,
-) -> Result<HttpResponse, ApiError> {
-    let reason = body.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::field("reason", "must be 1 to 500 characters"));
-    }
-    let (org_id, id) = (auth.org.id, pass_id(&path.1)?);
-    let by = auth.principal.user_id();
-    change(&state, org_id, id, PassChange::Revoke { reason: reason.clone() }, by).await?;
-    let client = state.pool.get().await?;
-    audit::record(&client, Actor::of(&auth.principal, addr), AuditEvent::new(Some(org_id), "pass.revoked", "pass", id))
-        .await?;
-    let row = client
-        .query_one("SELECT revoked_at, revoked_by FROM passes WHERE org_id = $1 AND id = $2", &[&org_id, &id])
-        .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "id": id, "status": "revoked", "revoked_at": row.try_get::<_, Option<DateTime<Utc>>>(0)?,
-        "revoked_by": row.try_get::<_, Option<Uuid>>(1)?, "reason": reason,
-    })))
-}
-
-async fn simple_change(
-    state: &AppState,
-    auth: &Authorized<policy::PassesRevoke>,
-    id: Uuid,
-    what: PassChange,
-) -> Result<HttpResponse, ApiError> {
-    change(state, auth.org.id, id, what, auth.principal.user_id()).await?;
-    let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(describe(state, &client, auth.org.id, id, None).await?))
+) -> Result<HttpResponse, AppError> {
+    let caller = Caller { principal: &auth.principal, addr };
+    let revoked = passes::revoke(&state, &caller, auth.org.id, pass_id(&path)?, &body.reason).await?;
+    Ok(HttpResponse::Ok().json(revoked))
 }
 
 pub async fn suspend(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesRevoke>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    simple_change(&state, &auth, pass_id(&path.1)?, PassChange::Suspend).await
+    ClientAddr(addr): ClientAddr,
+) -> Result<HttpResponse, AppError> {
+    let caller = Caller { principal: &auth.principal, addr };
+    Ok(HttpResponse::Ok().json(passes::suspend(&state, &caller, auth.org.id, pass_id(&path)?).await?))
 }
 
 pub async fn resume(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesRevoke>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    simple_change(&state, &auth, pass_id(&path.1)?, PassChange::Resume).await
+    ClientAddr(addr): ClientAddr,
+) -> Result<HttpResponse, AppError> {
+    let caller = Caller { principal: &auth.principal, addr };
+    Ok(HttpResponse::Ok().json(passes::resume(&state, &caller, auth.org.id, pass_id(&path)?).await?))
 }
 
 pub async fn extend(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesIssue>,
     path: web::Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
     Json(body): Json<ExtendBody>,
-) -> Result<HttpResponse, ApiError> {
-    let (org_id, id) = (auth.org.id, pass_id(&path.1)?);
-    let only = issued_by_filter(&auth.principal, org_id);
-    let client = state.pool.get().await?;
-    describe(&state, &client, org_id, id, only).await?;
-    change(&state, org_id, id, PassChange::Extend { valid_to: body.valid_to }, auth.principal.user_id()).await?;
-    Ok(HttpResponse::Ok().json(describe(&state, &client, org_id, id, None).await?))
+) -> Result<HttpResponse, AppError> {
+    let caller = Caller { principal: &auth.principal, addr };
+    Ok(HttpResponse::Ok().json(passes::extend(&state, &caller, auth.org.id, pass_id(&path)?, body.valid_to).await?))
 }
 
 /// The pass's current QR code, as `{payload, expires_in}` or (`?format=svg`) an image.
 pub async fn qr(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::PassesShowQr>,
     path: web::Path<(String, String)>,
     q: web::Query<QrQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (org_id, id) = (auth.org.id, pass_id(&path.1)?);
-    let only = issued_by_filter(&auth.principal, org_id);
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT c.id FROM credentials c JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
-             WHERE c.org_id = $1 AND c.pass_id = $2 AND c.kind = 'qr' AND c.revoked_at IS NULL
-               AND ($3::uuid IS NULL OR p.issued_by = $3)",
-            &[&org_id, &id, &only],
-        )
-        .await?
-        .ok_or(ApiError::NotFound("QR credential"))?;
-    let (payload, expires_in) = QrCode::issue(&state.auth.pepper, row.try_get(0)?, Utc::now());
-    let mut response = HttpResponse::Ok();
-    response.insert_header((header::CACHE_CONTROL, "no-store"));
+) -> Result<HttpResponse, AppError> {
+    let code = passes::qr(&state, &auth.principal, auth.org.id, pass_id(&path)?).await?;
+    let mut response = no_store(HttpResponse::Ok());
     match q.format.as_deref() {
-        None | Some("json") => Ok(response.json(json!({ "payload": payload, "expires_in": expires_in }))),
-        Some("svg") => Ok(response.content_type("image/svg+xml").body(credentials::qr_svg(&payload)?)),
-        Some(_) => Err(ApiError::field("format", "must be `json` or `svg`")),
+        None | Some("json") => Ok(response.json(code)),
+        Some("svg") => Ok(response.content_type("image/svg+xml").body(crate::engine::credentials::qr_svg(&code.payload)?)),
+        Some(_) => Err(AppError::field("format", "must be `json` or `svg`")),
     }
 }

@@ -8,8 +8,8 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,7 +20,7 @@ pub async fn health() -> HttpResponse {
 }
 
 /// The engine can do its job: the database answers.
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn ready(state: web::Data<App>) -> Result<HttpResponse, AppError> {
     let probe = async {
         let client = state.pool.get().await.map_err(|e| e.to_string())?;
         client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
@@ -34,12 +34,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
                 _ => "timed out".to_owned(),
             };
             tracing::warn!(%reason, "readiness check failed: database");
-            Err(ApiError::NotReady { checks: BTreeMap::from([("database", "unreachable".to_owned())]) })
+            Err(AppError::NotReady { checks: BTreeMap::from([("database", "unreachable".to_owned())]) })
         }
     }
 }
 
-pub async fn version(state: web::Data<AppState>) -> HttpResponse {
+pub async fn version(state: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
@@ -48,7 +48,7 @@ pub async fn version(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<App>) -> HttpResponse {
     let status = state.pool.status();
     metrics::gauge!("portcullis_db_pool_connections", "state" => "open").set(status.size as f64);
     metrics::gauge!("portcullis_db_pool_connections", "state" => "idle").set(status.available as f64);

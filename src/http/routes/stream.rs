@@ -11,9 +11,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::permissions::Permission;
-use crate::auth::principal::{Principal, authenticate, authorize, bearer_token};
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::auth::principal::{Principal, authorize};
+use crate::http::auth::{authenticate_with, bearer_token};
+use crate::error::AppError;
+use crate::app::App;
 use crate::stream::connection::{Flow, Socket};
 use crate::stream::session::{Credential, Filter, SessionActor, Timing};
 use crate::stream::snapshot::host_passes;
@@ -26,20 +27,20 @@ pub struct StreamQuery {
 }
 
 pub async fn stream(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     req: HttpRequest,
     payload: web::Payload,
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let token = match bearer_token(&req) {
         Ok(token) => token,
-        Err(ApiError::MissingToken) => query.access_token.clone().ok_or(ApiError::MissingToken)?,
+        Err(AppError::MissingToken) => query.access_token.clone().ok_or(AppError::MissingToken)?,
         Err(err) => return Err(err),
     };
-    let principal = authenticate(&state, &token).await?;
-    let org_id = Uuid::try_parse(&path).map_err(|_| ApiError::NotFound("organization"))?;
-    authorize(&state, &principal, org_id, Permission::StreamWatch).await?;
+    let principal = authenticate_with(&state, &token).await?;
+    let org_id = Uuid::try_parse(&path).map_err(|_| AppError::NotFound("organization"))?;
+    authorize(&state.pool, &principal, org_id, Permission::StreamWatch).await?;
 
     let gates = match query.gates.as_deref().filter(|g| !g.is_empty()) {
         None => None,
@@ -47,12 +48,12 @@ pub async fn stream(
             list.split(',')
                 .map(|id| Uuid::try_parse(id.trim()))
                 .collect::<Result<HashSet<_>, _>>()
-                .map_err(|_| ApiError::field("gates", "must be gate ids separated by commas"))?,
+                .map_err(|_| AppError::field("gates", "must be gate ids separated by commas"))?,
         ),
     };
     let mut filter = Filter { gates, ..Filter::default() };
     if principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host) {
-        let user = principal.user_id().ok_or(ApiError::Forbidden)?;
+        let user = principal.user_id().ok_or(AppError::Forbidden)?;
         filter.host_passes = Some(host_passes(&state.pool, org_id, user).await?);
         filter.host_id = Some(user);
     }
@@ -63,7 +64,7 @@ pub async fn stream(
             Credential::Session {
                 session_id: user.session_id,
                 user_id: user.access.user_id,
-                role: user.access.role_in(org_id).ok_or(ApiError::Forbidden)?,
+                role: user.access.role_in(org_id).ok_or(AppError::Forbidden)?,
                 expires_in: Duration::from_secs(claims.exp.saturating_sub(now)),
             }
         }
@@ -76,7 +77,7 @@ pub async fn stream(
         session_check: Duration::from_secs(settings.session_check_secs.max(1)),
     };
     let mut response =
-        ws::handshake(&req).map_err(|e| ApiError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
+        ws::handshake(&req).map_err(|e| AppError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
     let flow = Flow::of(req.conn_data::<Socket>());
     let actor = SessionActor::new(
         org_id,

@@ -10,13 +10,14 @@ use uuid::Uuid;
 
 use crate::auth::AccessChange;
 use crate::audit::{self, Actor, Event};
-use crate::auth::principal::{Authorized, ClientAddr, policy};
-use crate::auth::sessions::{check_password_policy, hash_password};
+use crate::auth::principal::policy;
+use crate::http::auth::{Authorized, ClientAddr};
+use crate::app::sessions::{check_password_policy, hash_password};
 use crate::db::query_json_opt;
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 use crate::http::extract::Json;
-use crate::http::pagination;
+use crate::db::pagination;
 
 const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at IS NOT NULL AS disabled, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";
@@ -44,9 +45,9 @@ pub struct ListQuery {
 }
 
 /// Roles that can be held in an organization (platform_admin is global, not granted here).
-fn org_role(field: &str, role: Role) -> Result<Role, ApiError> {
+fn org_role(field: &str, role: Role) -> Result<Role, AppError> {
     if role == Role::PlatformAdmin {
-        return Err(ApiError::field(field, "platform_admin is not an organization role"));
+        return Err(AppError::field(field, "platform_admin is not an organization role"));
     }
     Ok(role)
 }
@@ -55,18 +56,18 @@ async fn member(
     client: &impl deadpool_postgres::GenericClient,
     org_id: Uuid,
     user_id: Uuid,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AppError> {
     query_json_opt(client, &format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"), &[&org_id, &user_id])
         .await?
-        .ok_or(ApiError::NotFound("user"))
+        .ok_or(AppError::NotFound("user"))
 }
 
 pub async fn create(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::UsersManage>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<CreateUser>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let email = body.email.trim().to_lowercase();
     let mut fields = BTreeMap::new();
     let valid_email = email.len() <= 254
@@ -79,14 +80,14 @@ pub async fn create(
     if name_chars == 0 || name_chars > 200 {
         fields.insert("name".to_owned(), "must be 1 to 200 characters".to_owned());
     }
-    if let Err(ApiError::Validation { fields: f }) = check_password_policy("password", &body.password) {
+    if let Err(AppError::Validation { fields: f }) = check_password_policy("password", &body.password) {
         fields.extend(f);
     }
-    if let Err(ApiError::Validation { fields: f }) = org_role("role", body.role) {
+    if let Err(AppError::Validation { fields: f }) = org_role("role", body.role) {
         fields.extend(f);
     }
     if !fields.is_empty() {
-        return Err(ApiError::Validation { fields });
+        return Err(AppError::Validation { fields });
     }
     let hash = hash_password(body.password).await?;
     let id = Uuid::now_v7();
@@ -98,7 +99,7 @@ pub async fn create(
         &[&id, &email, &body.name.trim(), &hash],
     )
     .await
-    .map_err(|e| ApiError::unique(e, "a user with this email exists"))?;
+    .map_err(|e| AppError::unique(e, "a user with this email exists"))?;
     tx.execute(
         "INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, $3)",
         &[&org_id, &id, &body.role.as_str()],
@@ -112,10 +113,10 @@ pub async fn create(
 }
 
 pub async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::UsersRead>,
     query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let client = state.pool.get().await?;
     let select = format!("{MEMBER_SELECT} WHERE m.org_id = $1");
     let page =
@@ -124,25 +125,25 @@ pub async fn list(
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::UsersRead>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let user_id = Uuid::try_parse(&path.1).map_err(|_| ApiError::NotFound("user"))?;
+) -> Result<HttpResponse, AppError> {
+    let user_id = Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("user"))?;
     let client = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(member(&client, auth.org.id, user_id).await?))
 }
 
 pub async fn update(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     auth: Authorized<policy::UsersManage>,
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<UpdateUser>,
-) -> Result<HttpResponse, ApiError> {
-    let user_id = Uuid::try_parse(&path.1).map_err(|_| ApiError::NotFound("user"))?;
+) -> Result<HttpResponse, AppError> {
+    let user_id = Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("user"))?;
     if body.role.is_none() && body.disabled.is_none() {
-        return Err(ApiError::field("body", "names nothing to change (role, disabled)"));
+        return Err(AppError::field("body", "names nothing to change (role, disabled)"));
     }
     let role = body.role.map(|r| org_role("role", r)).transpose()?;
     let org_id = auth.org.id;
@@ -154,7 +155,7 @@ pub async fn update(
             &[&org_id, &user_id],
         )
         .await?
-        .ok_or(ApiError::NotFound("user"))?;
+        .ok_or(AppError::NotFound("user"))?;
     let (old_role, was_disabled): (String, bool) = (before.try_get(0)?, before.try_get(1)?);
     tx.execute(
         "UPDATE memberships SET role = coalesce($3, role),

@@ -5,12 +5,19 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::AppError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+
+/// `?cursor=&limit=`: the query of every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
@@ -19,17 +26,17 @@ pub struct Page<T> {
 }
 
 /// The page size asked for, checked.
-pub fn limit(limit: Option<u32>) -> Result<i64, ApiError> {
+pub fn limit(limit: Option<u32>) -> Result<i64, AppError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         n @ 1..=MAX_LIMIT => Ok(i64::from(n)),
-        _ => Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+        _ => Err(AppError::field("limit", format!("must be between 1 and {MAX_LIMIT}"))),
     }
 }
 
 /// The sort key a cursor stands for.
-pub fn decode<T: FromStr>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
+pub fn decode<T: FromStr>(cursor: Option<&str>) -> Result<Option<T>, AppError> {
     let Some(cursor) = cursor.filter(|c| !c.is_empty()) else { return Ok(None) };
-    let invalid = || ApiError::field("cursor", "is not a cursor this API returned");
+    let invalid = || AppError::field("cursor", "is not a cursor this API returned");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     text.parse().map(Some).map_err(|_| invalid())
@@ -49,7 +56,7 @@ pub async fn by_id(
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     cursor: Option<&str>,
     limit_asked: Option<u32>,
-) -> Result<Page<serde_json::Value>, ApiError> {
+) -> Result<Page<serde_json::Value>, AppError> {
     let limit = limit(limit_asked)?;
     let after: Option<uuid::Uuid> = decode(cursor)?;
     let fetch = limit + 1;

@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
-use actix_web::web;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
@@ -17,8 +16,8 @@ use crate::auth::cache::UserAccess;
 use crate::auth::principal::UserPrincipal;
 use crate::auth::tokens::TokenKeys;
 use crate::crypto;
-use crate::error::ApiError;
-use crate::http::AppState;
+use crate::error::AppError;
+use crate::app::App;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -62,33 +61,33 @@ fn decoy_hash() -> &'static str {
 }
 
 /// Checks a new password against the policy; the error names `field`.
-pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError> {
+pub fn check_password_policy(field: &str, password: &str) -> Result<(), AppError> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        return Err(ApiError::field(field, format!("must be at least {MIN_PASSWORD_CHARS} characters")));
+        return Err(AppError::field(field, format!("must be at least {MIN_PASSWORD_CHARS} characters")));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(ApiError::field(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+        return Err(AppError::field(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
     }
     Ok(())
 }
 
 /// argon2 is deliberately slow: run it off the async workers.
-pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    Ok(web::block(move || crypto::verify_password(&password, &hash)).await?)
+pub async fn verify_password(password: String, hash: String) -> Result<bool, AppError> {
+    Ok(tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash)).await?)
 }
 
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    web::block(move || crypto::hash_password(&password)).await?.map_err(ApiError::internal)
+pub async fn hash_password(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || crypto::hash_password(&password)).await?.map_err(AppError::internal)
 }
 
 pub async fn login(
-    state: &AppState,
+    state: &App,
     email: &str,
     password: String,
     addr: Option<IpAddr>,
     user_agent: Option<String>,
-) -> Result<TokenPair, ApiError> {
+) -> Result<TokenPair, AppError> {
     let email = email.trim().to_lowercase();
     state.auth.limiter.check(&email, addr)?;
     let client = state.pool.get().await?;
@@ -129,9 +128,9 @@ pub async fn login(
         let event = Event::new(None, "auth.login_failed", "user", target).details(json!({ "reason": reason }));
         audit::record(&client, actor, event).await?;
         // One answer for every failure: it must not tell whether the email exists.
-        return Err(ApiError::InvalidCredentials);
+        return Err(AppError::InvalidCredentials);
     }
-    let user_id = user_id.ok_or(ApiError::InvalidCredentials)?;
+    let user_id = user_id.ok_or(AppError::InvalidCredentials)?;
     state.auth.limiter.succeeded(&email, addr);
     let session_id = Uuid::now_v7();
     let (refresh_token, refresh_hash) = state.auth.tokens.new_refresh(session_id);
@@ -146,7 +145,7 @@ pub async fn login(
         .await?;
     audit::record(&client, actor, Event::new(None, "auth.login", "session", session_id)).await?;
     metrics::counter!("portcullis_logins_total", "outcome" => "succeeded").increment(1);
-    let user = state.auth.cache.get(&client, user_id).await?.ok_or(ApiError::InvalidCredentials)?;
+    let user = state.auth.cache.get(&client, user_id).await?.ok_or(AppError::InvalidCredentials)?;
     Ok(TokenPair {
         access_token: state.auth.tokens.issue_access(user_id, session_id)?,
         refresh_token,
@@ -155,8 +154,8 @@ pub async fn login(
     })
 }
 
-pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Result<TokenPair, ApiError> {
-    let session_id = TokenKeys::refresh_session(token).ok_or(ApiError::InvalidToken)?;
+pub async fn refresh(state: &App, token: &str, addr: Option<IpAddr>) -> Result<TokenPair, AppError> {
+    let session_id = TokenKeys::refresh_session(token).ok_or(AppError::InvalidToken)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
@@ -165,13 +164,13 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
             &[&session_id],
         )
         .await?;
-    let Some(row) = row else { return Err(ApiError::InvalidToken) };
+    let Some(row) = row else { return Err(AppError::InvalidToken) };
     let user_id: Uuid = row.try_get(0)?;
     if row.try_get::<_, Option<DateTime<Utc>>>(2)?.is_some() {
-        return Err(ApiError::InvalidToken);
+        return Err(AppError::InvalidToken);
     }
     if row.try_get::<_, DateTime<Utc>>(3)? <= Utc::now() {
-        return Err(ApiError::TokenExpired);
+        return Err(AppError::TokenExpired);
     }
     let presented = state.auth.tokens.refresh_hash(token);
     if row.try_get::<_, &[u8]>(1)? != presented.as_slice() {
@@ -184,7 +183,7 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
         if spent.is_none() {
             // Never issued for this session (a guess or a forgery naming it): merely invalid. Ending
             // the session here would let anyone who read its id log its owner out.
-            return Err(ApiError::InvalidToken);
+            return Err(AppError::InvalidToken);
         }
         // A token this session really issued and already spent: it was copied. End the session
         // for everyone holding it.
@@ -201,11 +200,11 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
         .await?;
         tx.commit().await?;
         state.auth.changed(AccessChange::Session(session_id));
-        return Err(ApiError::InvalidToken);
+        return Err(AppError::InvalidToken);
     }
     let user = match state.auth.cache.get(&tx, user_id).await? {
         Some(user) if !user.disabled => user,
-        _ => return Err(ApiError::InvalidToken),
+        _ => return Err(AppError::InvalidToken),
     };
     let (refresh_token, refresh_hash) = state.auth.tokens.new_refresh(session_id);
     tx.execute(
@@ -224,7 +223,7 @@ pub async fn refresh(state: &AppState, token: &str, addr: Option<IpAddr>) -> Res
     })
 }
 
-pub async fn logout(state: &AppState, user: &UserPrincipal, addr: Option<IpAddr>) -> Result<(), ApiError> {
+pub async fn logout(state: &App, user: &UserPrincipal, addr: Option<IpAddr>) -> Result<(), AppError> {
     let client = state.pool.get().await?;
     client
         .execute(
@@ -239,15 +238,15 @@ pub async fn logout(state: &AppState, user: &UserPrincipal, addr: Option<IpAddr>
 }
 
 pub async fn change_password(
-    state: &AppState,
+    state: &App,
     user: &UserPrincipal,
     current: String,
     new: String,
     addr: Option<IpAddr>,
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     check_password_policy("new_password", &new)?;
     if current == new {
-        return Err(ApiError::field("new_password", "must differ from the current password"));
+        return Err(AppError::field("new_password", "must differ from the current password"));
     }
     // Guessing the current password through this route is rate limited like login.
     state.auth.limiter.check(&user.access.email, addr)?;
@@ -261,7 +260,7 @@ pub async fn change_password(
         state.auth.limiter.failed(&user.access.email, addr, true);
         let event = Event::new(None, "auth.password_change_failed", "user", user_id);
         audit::record(&client, actor, event).await?;
-        return Err(ApiError::InvalidCredentials);
+        return Err(AppError::InvalidCredentials);
     }
     let new_hash = hash_password(new).await?;
     let tx = client.transaction().await?;
@@ -286,7 +285,7 @@ pub async fn change_password(
 }
 
 /// Deletes sessions past their expiry (they can no longer be refreshed or used).
-pub async fn sweep_expired(pool: &Pool) -> Result<u64, ApiError> {
+pub async fn sweep_expired(pool: &Pool) -> Result<u64, AppError> {
     let client = pool.get().await?;
     Ok(client.execute("DELETE FROM sessions WHERE expires_at < now()", &[]).await?)
 }

@@ -1,0 +1,48 @@
+//! The application layer: one module per family of use cases. A command takes the application's
+//! handles ([`App`]) and a typed input, runs its one transaction with its audit row inside, updates
+//! the engine (which publishes the event) and returns a typed result or an [`AppError`].
+//!
+//! Direction: `http -> app -> (auth, store, engine) -> actors`. Nothing here knows HTTP.
+//!
+//! [`AppError`]: crate::error::AppError
+
+pub mod input;
+pub mod passes;
+pub mod sessions;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::audit::Actor;
+use crate::auth::AuthContext;
+use crate::auth::principal::Principal;
+use crate::config::Settings;
+
+/// The application's handles, shared read-only by every worker.
+#[derive(Clone)]
+pub struct App {
+    pub pool: Pool,
+    pub settings: Arc<Settings>,
+    pub auth: Arc<AuthContext>,
+    pub engine: portcullis_actors::engine::Engine,
+    pub metrics: PrometheusHandle,
+    pub schema_version: i32,
+    pub started_at: Instant,
+}
+
+/// Who asks, and from where: what a use case needs of the caller for its checks and audit row.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub principal: &'a Principal,
+    pub addr: Option<IpAddr>,
+}
+
+impl Caller<'_> {
+    pub fn actor(&self) -> Actor {
+        Actor::of(self.principal, self.addr)
+    }
+}

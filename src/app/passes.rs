@@ -1,0 +1,421 @@
+//! Passes: issue, read, list, revoke, suspend, resume, extend, show the QR code.
+//!
+//! Issuing writes the pass to PostgreSQL in one transaction (pass, credential, pass event, audit
+//! row), then hands it to the engine; every later change goes through the pass's actor, which
+//! makes it durable before answering, with its audit row in the same commit. So when a revoke
+//! returns, every gate already refuses the pass.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::GenericClient;
+use portcullis_actors::decision::PassState;
+use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType, Role};
+use portcullis_actors::engine::{CredentialRef, EngineError};
+use portcullis_actors::events::Event;
+use portcullis_actors::pass_actor::{Change, PassChange, PassError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::app::{App, Caller};
+use crate::audit::{self, Event as AuditEvent};
+use crate::auth::permissions::Permission;
+use crate::auth::principal::{Principal, Standing};
+use crate::db::pagination::{self, Page};
+use crate::db::{query_json, query_json_opt};
+use crate::engine::credentials::{self, QrCode};
+use crate::engine::load::{PASS_COLUMNS, pass_from_row};
+use crate::error::{AppError, Conflict};
+
+const PASS_SELECT: &str =
+    "SELECT id, org_id, access_rule_id, appointment_id, visitor_id, escort_pass_id, holder_name, type,
+        max_uses, group_size, uses_count, status, valid_from, valid_to, inside, last_gate_id, last_passage_at,
+        issued_by, revoked_at, revoked_by, revoke_reason, created_at, updated_at
+     FROM passes";
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialSpec {
+    Qr,
+    Card { format: CardFormat, facility_code: Option<u64>, card_number: u64 },
+    /// The engine chooses the PIN (never the caller: a chosen PIN that clashes would tell the
+    /// caller that someone else's PIN works). `value` is accepted only to say so.
+    Pin { value: Option<serde_json::Value> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuePass {
+    holder_name: String,
+    access_rule_id: Uuid,
+    #[serde(rename = "type")]
+    pass_type: PassType,
+    max_uses: Option<i32>,
+    group_size: Option<i32>,
+    #[serde(deserialize_with = "crate::app::input::timestamp")]
+    valid_from: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::app::input::timestamp")]
+    valid_to: DateTime<Utc>,
+    credential: CredentialSpec,
+    escort_pass_id: Option<Uuid>,
+}
+
+
+#[derive(Deserialize)]
+pub struct PassFilter {
+    pub status: Option<PassStatus>,
+    /// Part of the holder's name (case-insensitive).
+    pub q: Option<String>,
+}
+
+/// What a revocation answers: the actor's own account of it, not a re-read.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    pub id: Uuid,
+    pub status: PassStatus,
+    pub revoked_at: DateTime<Utc>,
+    pub revoked_by: Option<Uuid>,
+    pub reason: String,
+}
+
+/// A live QR code: the payload and the seconds it has left.
+#[derive(Debug, Serialize)]
+pub struct LiveQr {
+    pub payload: String,
+    pub expires_in: i64,
+}
+
+/// Hosts see and act on the passes they issued; everyone else with the permission on all.
+fn issued_by_filter(principal: &Principal, org_id: Uuid) -> Option<Uuid> {
+    (principal.role_in(org_id) == Some(Role::Host)).then(|| principal.user_id()).flatten()
+}
+
+/// Whether the caller may read every pass of the organization (not only those they issued).
+fn may_read_every_pass(principal: &Principal, org_id: Uuid) -> bool {
+    principal.standing(org_id, Permission::PassesRead) == Standing::Allowed
+        && issued_by_filter(principal, org_id).is_none()
+}
+
+/// The stored pass, with the engine's live view (uses, inside, status) laid over it.
+async fn describe(
+    app: &App,
+    client: &impl GenericClient,
+    org_id: Uuid,
+    id: Uuid,
+    only_issued_by: Option<Uuid>,
+) -> Result<Value, AppError> {
+    let mut pass = query_json_opt(
+        client,
+        &format!("{PASS_SELECT} WHERE org_id = $1 AND id = $2 AND ($3::uuid IS NULL OR issued_by = $3)"),
+        &[&org_id, &id, &only_issued_by],
+    )
+    .await?
+    .ok_or(AppError::NotFound("pass"))?;
+    let live = if app.engine.holds_pass(id) { app.engine.pass_state(id).await } else { None };
+    if let Some(live) = live.filter(|l| l.org_id == org_id) {
+        pass["status"] = json!(live.status);
+        pass["uses_count"] = json!(live.uses_count);
+        pass["inside"] = json!(live.inside);
+        pass["last_gate_id"] = json!(live.last_gate_id);
+        pass["valid_to"] = json!(live.valid_to);
+        pass["uses_left"] = json!(live.uses_left());
+    } else {
+        let stored = client.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
+        let state = pass_from_row(&stored).map_err(AppError::internal)?;
+        pass["uses_left"] = json!(state.uses_left());
+    }
+    let credentials = query_json(
+        client,
+        "SELECT id, kind, card_format, display_hint, created_at FROM credentials
+         WHERE org_id = $1 AND pass_id = $2 AND revoked_at IS NULL ORDER BY id",
+        &[&org_id, &id],
+    )
+    .await?;
+    pass["credentials"] = json!(credentials);
+    Ok(pass)
+}
+
+/// Issues a pass; the answer shows its QR seed or PIN this once.
+pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass) -> Result<Value, AppError> {
+    let pepper = &app.auth.pepper;
+    let mut fields = BTreeMap::new();
+    let holder = body.holder_name.trim();
+    if holder.is_empty() || holder.chars().count() > 200 {
+        fields.insert("holder_name".to_owned(), "must be 1 to 200 characters".to_owned());
+    }
+    if body.valid_to <= body.valid_from {
+        fields.insert("valid_to".to_owned(), "must be after valid_from".to_owned());
+    }
+    let (max_uses, group_size) = match body.pass_type {
+        PassType::Single => (None, 1),
+        PassType::Multi => match body.max_uses {
+            Some(n) if n >= 1 => (Some(n), 1),
+            _ => {
+                fields.insert("max_uses".to_owned(), "a multi-use pass needs max_uses of at least 1".to_owned());
+                (None, 1)
+            }
+        },
+        PassType::Group => match body.group_size {
+            Some(n) if (2..=1000).contains(&n) => (None, n),
+            _ => {
+                fields.insert("group_size".to_owned(), "a group pass is for 2 to 1000 people".to_owned());
+                (None, 2)
+            }
+        },
+    };
+    let credential_id = Uuid::now_v7();
+    let (kind, format, lookup, number_hash, hint) = match &body.credential {
+        CredentialSpec::Qr => (
+            CredentialKind::Qr,
+            None,
+            credentials::lookup_key(pepper, credentials::QR, &credential_id.to_string()),
+            None,
+            None,
+        ),
+        CredentialSpec::Card { format, facility_code, card_number } => {
+            match credentials::card_keys(pepper, *format, *facility_code, *card_number) {
+                Ok((full, number)) => (
+                    CredentialKind::Card,
+                    Some(*format),
+                    full,
+                    Some(number),
+                    Some(format!("…{:02}", card_number % 100)),
+                ),
+                Err(AppError::Validation { fields: f }) => {
+                    fields.extend(f);
+                    (CredentialKind::Card, Some(*format), [0; 32], None, None)
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        CredentialSpec::Pin { value } => {
+            if value.is_some() {
+                fields.insert(
+                    "credential.value".to_owned(),
+                    "PINs are generated by the engine and returned once; leave `value` out".to_owned(),
+                );
+            }
+            // Chosen below, inside the transaction, once the organization's PIN count is known.
+            (CredentialKind::Pin, None, [0; 32], None, None)
+        }
+    };
+    // A card number is chosen by the caller, so a clash with another pass's card cannot be hidden
+    // from them: cards are assigned only by callers who may read every pass anyway.
+    if kind == CredentialKind::Card && !may_read_every_pass(caller.principal, org_id) {
+        return Err(AppError::Forbidden);
+    }
+    let mut client = app.pool.get().await?;
+    if client
+        .query_opt("SELECT 1 FROM access_rules WHERE org_id = $1 AND id = $2", &[&org_id, &body.access_rule_id])
+        .await?
+        .is_none()
+    {
+        fields.insert("access_rule_id".to_owned(), "no such access rule in this organization".to_owned());
+    }
+    if let Some(escort) = body.escort_pass_id
+        && client.query_opt("SELECT 1 FROM passes WHERE org_id = $1 AND id = $2", &[&org_id, &escort]).await?.is_none()
+    {
+        fields.insert("escort_pass_id".to_owned(), "no such pass in this organization".to_owned());
+    }
+    if !fields.is_empty() {
+        return Err(AppError::Validation { fields });
+    }
+
+    let id = Uuid::now_v7();
+    let issued_by = caller.principal.user_id();
+    let tx = client.transaction().await?;
+    let mut lookup = lookup;
+    let pin = match kind {
+        CredentialKind::Pin => {
+            let (pin, key) = credentials::new_pin(&tx, pepper, org_id).await?;
+            lookup = key;
+            Some(pin)
+        }
+        _ => None,
+    };
+    tx.execute(
+        "INSERT INTO passes (id, org_id, access_rule_id, holder_name, type, max_uses, group_size, valid_from, valid_to,
+                             escort_pass_id, issued_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &id,
+            &org_id,
+            &body.access_rule_id,
+            &holder,
+            &body.pass_type.as_str(),
+            &max_uses,
+            &group_size,
+            &body.valid_from,
+            &body.valid_to,
+            &body.escort_pass_id,
+            &issued_by,
+        ],
+    )
+    .await?;
+    let stored = credentials::StoredCredential {
+        id: credential_id,
+        org_id,
+        pass_id: id,
+        kind,
+        format,
+        lookup_hash: &lookup,
+        number_hash: number_hash.as_ref().map(|h| h.as_slice()),
+        display_hint: hint.as_deref(),
+    };
+    credentials::store(&tx, &stored)
+        .await
+        .map_err(|e| AppError::unique(e, "this card is assigned to another live pass of the organization"))?;
+    tx.execute(
+        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id) VALUES ($1, $2, 'issued', 'active', 0, $3)",
+        &[&org_id, &id, &issued_by],
+    )
+    .await?;
+    let event = AuditEvent::new(Some(org_id), "pass.issued", "pass", id)
+        .details(json!({ "type": body.pass_type, "credential": kind }));
+    audit::record(&tx, caller.actor(), event).await?;
+    let row = tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
+    tx.commit().await?;
+
+    let pass = pass_from_row(&row).map_err(AppError::internal)?;
+    let credential = CredentialRef { pass_id: id, credential_id, kind };
+    let mut keys = vec![(lookup, credential)];
+    if let Some(number) = number_hash {
+        keys.push((number, credential));
+    }
+    app.engine.add_pass(pass, keys).await.map_err(AppError::internal)?;
+    app.engine.publish(org_id, Event::PassIssued { pass_id: id, holder_name: holder.to_owned(), issued_by });
+
+    let mut json = describe(app, &client, org_id, id, None).await?;
+    if kind == CredentialKind::Qr {
+        // The seed is shown this once; it is derived, never stored.
+        let (payload, expires_in) = QrCode::issue(pepper, credential_id, Utc::now());
+        json["credential"] = json!({
+            "kind": "qr", "credential_id": credential_id, "seed": credentials::qr_seed_text(pepper, credential_id),
+            "payload": payload, "expires_in": expires_in,
+        });
+    }
+    if let Some(pin) = pin {
+        // Shown this once; only its keyed hash is stored.
+        json["credential"] = json!({ "kind": "pin", "credential_id": credential_id, "value": pin });
+    }
+    Ok(json)
+}
+
+
+pub async fn list(
+    app: &App,
+    principal: &Principal,
+    org_id: Uuid,
+    filter: &PassFilter,
+    page: &pagination::ListQuery,
+) -> Result<Page<Value>, AppError> {
+    let client = app.pool.get().await?;
+    let only = issued_by_filter(principal, org_id);
+    let status = filter.status.map(PassStatus::as_str);
+    let name = filter.q.as_deref().filter(|s| !s.is_empty());
+    let select = format!(
+        "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
+           AND ($4::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')"
+    );
+    pagination::by_id(&client, &select, "id", &[&org_id, &status, &only, &name], page.cursor.as_deref(), page.limit).await
+}
+
+pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    describe(app, &client, org_id, id, issued_by_filter(principal, org_id)).await
+}
+
+/// Applies a change through the pass's actor: checked against the organization in memory,
+/// durable (with `audit`, in the same commit) and in force at every gate on return.
+async fn change(
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    id: Uuid,
+    change: PassChange,
+    audit: Option<AuditEvent>,
+) -> Result<(PassState, DateTime<Utc>), AppError> {
+    // Microseconds: what PostgreSQL keeps, so the answer and a later read agree.
+    let at = Utc::now().trunc_subsecs(6);
+    let audit = audit.map(|event| event.for_journal(caller.actor()));
+    let request = Change { org_id: Some(org_id), change, actor: caller.principal.user_id(), at, audit };
+    match app.engine.apply(id, request).await {
+        Ok(pass) => Ok((pass, at)),
+        Err(EngineError::Pass(PassError::NotActive)) => {
+            Err(AppError::Conflict { code: Conflict::PassNotActive, message: "the pass is not active".into() })
+        }
+        Err(EngineError::Pass(PassError::NotSuspended)) => {
+            Err(AppError::Conflict { code: Conflict::PassNotSuspended, message: "the pass is not suspended".into() })
+        }
+        Err(EngineError::Pass(PassError::BadValidity)) => Err(AppError::field("valid_to", "must be after valid_from")),
+        Err(EngineError::Pass(PassError::OtherOrganization)) => Err(AppError::NotFound("pass")),
+        // Unknown, or expired or revoked long ago (the engine no longer holds it).
+        Err(EngineError::UnknownPass) => {
+            let client = app.pool.get().await?;
+            let stored =
+                client.query_opt("SELECT status FROM passes WHERE org_id = $1 AND id = $2", &[&org_id, &id]).await?;
+            let Some(stored) = stored else { return Err(AppError::NotFound("pass")) };
+            let status: String = stored.try_get(0)?;
+            Err(AppError::Conflict { code: Conflict::PassNotActive, message: format!("the pass is {status}") })
+        }
+        Err(other) => Err(AppError::internal(other)),
+    }
+}
+
+/// Revokes a pass: in force at every gate, and its pass row, pass event and audit row committed
+/// together, when this returns.
+pub async fn revoke(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, reason: &str) -> Result<Revoked, AppError> {
+    let reason = reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(AppError::field("reason", "must be 1 to 500 characters"));
+    }
+    let audit = AuditEvent::new(Some(org_id), "pass.revoked", "pass", id);
+    let revoke = PassChange::Revoke { reason: reason.clone() };
+    let (pass, at) = change(app, caller, org_id, id, revoke, Some(audit)).await?;
+    Ok(Revoked { id, status: pass.status, revoked_at: at, revoked_by: caller.principal.user_id(), reason })
+}
+
+pub async fn suspend(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    let audit = AuditEvent::new(Some(org_id), "pass.suspended", "pass", id);
+    change(app, caller, org_id, id, PassChange::Suspend, Some(audit)).await?;
+    describe(app, &app.pool.get().await?, org_id, id, None).await
+}
+
+pub async fn resume(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    let audit = AuditEvent::new(Some(org_id), "pass.resumed", "pass", id);
+    change(app, caller, org_id, id, PassChange::Resume, Some(audit)).await?;
+    describe(app, &app.pool.get().await?, org_id, id, None).await
+}
+
+/// Moves `valid_to` (hosts: of their own passes only).
+pub async fn extend(
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    id: Uuid,
+    valid_to: DateTime<Utc>,
+) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    describe(app, &client, org_id, id, issued_by_filter(caller.principal, org_id)).await?;
+    let audit = AuditEvent::new(Some(org_id), "pass.extended", "pass", id);
+    change(app, caller, org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
+    describe(app, &client, org_id, id, None).await
+}
+
+/// The pass's current QR code (hosts: of their own passes only).
+pub async fn qr(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<LiveQr, AppError> {
+    let only = issued_by_filter(principal, org_id);
+    let client = app.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT c.id FROM credentials c JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
+             WHERE c.org_id = $1 AND c.pass_id = $2 AND c.kind = 'qr' AND c.revoked_at IS NULL
+               AND ($3::uuid IS NULL OR p.issued_by = $3)",
+            &[&org_id, &id, &only],
+        )
+        .await?
+        .ok_or(AppError::NotFound("QR credential"))?;
+    let (payload, expires_in) = QrCode::issue(&app.auth.pepper, row.try_get(0)?, Utc::now());
+    Ok(LiveQr { payload, expires_in })
+}
