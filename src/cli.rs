@@ -198,7 +198,8 @@ async fn create_key(
         .map_err(DbError::from)?;
     let spec = KeySpec { name: args.name, env, scopes, gate_ids: args.gates, expires_at: None };
     let actor = crate::audit::Actor::default();
-    let key = keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, Grantor::Console, actor).await.map_err(usage)?;
+    let key =
+        keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, Grantor::Console, actor).await.map_err(usage)?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(key)
 }

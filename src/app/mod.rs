@@ -9,6 +9,7 @@
 pub mod input;
 pub mod passes;
 pub mod sessions;
+pub mod site;
 
 use std::net::IpAddr;
 use std::sync::Arc;

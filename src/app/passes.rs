@@ -38,10 +38,16 @@ const PASS_SELECT: &str =
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialSpec {
     Qr,
-    Card { format: CardFormat, facility_code: Option<u64>, card_number: u64 },
+    Card {
+        format: CardFormat,
+        facility_code: Option<u64>,
+        card_number: u64,
+    },
     /// The engine chooses the PIN (never the caller: a chosen PIN that clashes would tell the
     /// caller that someone else's PIN works). `value` is accepted only to say so.
-    Pin { value: Option<serde_json::Value> },
+    Pin {
+        value: Option<serde_json::Value>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -60,7 +66,6 @@ pub struct IssuePass {
     credential: CredentialSpec,
     escort_pass_id: Option<Uuid>,
 }
-
 
 #[derive(Deserialize)]
 pub struct PassFilter {
@@ -302,7 +307,6 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     Ok(json)
 }
 
-
 pub async fn list(
     app: &App,
     principal: &Principal,
@@ -318,7 +322,8 @@ pub async fn list(
         "{PASS_SELECT} WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR issued_by = $3)
            AND ($4::text IS NULL OR holder_name ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')"
     );
-    pagination::by_id(&client, &select, "id", &[&org_id, &status, &only, &name], page.cursor.as_deref(), page.limit).await
+    pagination::by_id(&client, &select, "id", &[&org_id, &status, &only, &name], page.cursor.as_deref(), page.limit)
+        .await
 }
 
 pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {

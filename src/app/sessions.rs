@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::audit::{self, Actor, Event};
 use crate::auth::AccessChange;
 use crate::auth::cache::UserAccess;
@@ -17,7 +18,6 @@ use crate::auth::principal::UserPrincipal;
 use crate::auth::tokens::TokenKeys;
 use crate::crypto;
 use crate::error::AppError;
-use crate::app::App;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const MAX_PASSWORD_CHARS: usize = 256;

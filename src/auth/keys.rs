@@ -168,7 +168,10 @@ async fn lock_live(
     }
     grantor.check_existing(&scopes)?;
     if row.try_get::<_, bool>(5)? {
-        return Err(AppError::Conflict { code: crate::error::Conflict::KeyRevoked, message: "the key is revoked".into() });
+        return Err(AppError::Conflict {
+            code: crate::error::Conflict::KeyRevoked,
+            message: "the key is revoked".into(),
+        });
     }
     Ok((row, scopes))
 }

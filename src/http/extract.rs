@@ -11,8 +11,8 @@ use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
 
-use crate::error::AppError;
 use crate::app::App;
+use crate::error::AppError;
 
 /// Fallback when no state is registered (unit tests of the extractor).
 const DEFAULT_LIMIT: usize = 64 * 1024;

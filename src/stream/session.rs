@@ -62,8 +62,15 @@ impl Filter {
 #[derive(Debug, Clone, Copy)]
 pub enum Credential {
     /// A member; `role` is what they held when the stream opened (it shaped the filter).
-    Session { session_id: Uuid, user_id: Uuid, role: Role, expires_in: Duration },
-    Key { key_id: Uuid },
+    Session {
+        session_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        expires_in: Duration,
+    },
+    Key {
+        key_id: Uuid,
+    },
 }
 
 impl Credential {
@@ -117,18 +124,7 @@ impl SessionActor {
         timing: Timing,
         flow: Flow,
     ) -> Self {
-        SessionActor {
-            org_id,
-            engine,
-            pool,
-            auth,
-            filter,
-            since,
-            credential,
-            timing,
-            flow,
-            closing: false,
-        }
+        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, flow, closing: false }
     }
 
     /// Re-checks the viewer's access now; closes the stream if it is gone.

@@ -154,7 +154,8 @@ impl World {
         let zone = app.call("POST", &zones, Some(&root.access), Some(json!({"name": "Lobby"}))).await?;
         let zone = zone.json()["id"].as_str().unwrap_or_default().to_owned();
         let rule = json!({"name": "Always", "zone_ids": [zone]});
-        let rule = app.call("POST", &format!("/api/v1/orgs/{org}/access-rules"), Some(&root.access), Some(rule)).await?;
+        let rule =
+            app.call("POST", &format!("/api/v1/orgs/{org}/access-rules"), Some(&root.access), Some(rule)).await?;
         let rule = rule.json()["id"].as_str().unwrap_or_default().to_owned();
         Ok(World { app, root, org, rule, members })
     }
@@ -167,8 +168,10 @@ impl World {
             "valid_from": now.to_rfc3339(), "valid_to": (now + chrono::Duration::hours(1)).to_rfc3339(),
             "credential": {"kind": "qr"},
         });
-        let reply =
-            self.app.call("POST", &format!("/api/v1/orgs/{}/passes", self.org), Some(&self.root.access), Some(body)).await?;
+        let reply = self
+            .app
+            .call("POST", &format!("/api/v1/orgs/{}/passes", self.org), Some(&self.root.access), Some(body))
+            .await?;
         if reply.status != 201 {
             return Err(format!("issue pass failed: {} {}", reply.status, reply.text()).into());
         }

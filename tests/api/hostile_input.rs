@@ -96,23 +96,47 @@ async fn no_request_type_answers_hostile_input_with_a_5xx() -> TestResult {
         ("POST", "/api/v1/auth/refresh".into(), json!({"refresh_token": "pcr_x_y"})),
         ("POST", "/api/v1/orgs".into(), json!({"name": "N", "slug": "n-1", "timezone": "Europe/Berlin"})),
         ("PATCH", org.clone(), json!({"name": "N", "timezone": "UTC", "version": 1})),
-        ("POST", format!("{org}/users"), json!({"email": "u@example.test", "name": "U", "password": "long enough password", "role": "guest"})),
-        ("POST", format!("{org}/api-keys"), json!({"name": "k", "scopes": ["org:read"], "gate_ids": [gate], "env": "test", "expires_at": to})),
+        (
+            "POST",
+            format!("{org}/users"),
+            json!({"email": "u@example.test", "name": "U", "password": "long enough password", "role": "guest"}),
+        ),
+        (
+            "POST",
+            format!("{org}/api-keys"),
+            json!({"name": "k", "scopes": ["org:read"], "gate_ids": [gate], "env": "test", "expires_at": to}),
+        ),
         ("POST", format!("{org}/zones"), json!({"name": "Z", "capacity": 10})),
-        ("POST", format!("{org}/gates"), json!({"name": "G", "zone_id": zone, "direction": "both", "fail_mode": "closed", "open_ms": 3000})),
+        (
+            "POST",
+            format!("{org}/gates"),
+            json!({"name": "G", "zone_id": zone, "direction": "both", "fail_mode": "closed", "open_ms": 3000}),
+        ),
         ("POST", format!("{org}/gates/{gate}/mode"), json!({"mode": "normal"})),
         ("POST", format!("{org}/lockdown"), json!({"lockdown": false})),
-        ("POST", format!("{org}/access-rules"), json!({
+        (
+            "POST",
+            format!("{org}/access-rules"),
+            json!({
             "name": "R", "zone_ids": [zone], "weekdays": [1, 7], "time_windows": [{"from": "08:00", "to": "19:00"}],
-            "escort_required": false, "anti_passback": "timed", "anti_passback_minutes": 5})),
+            "escort_required": false, "anti_passback": "timed", "anti_passback_minutes": 5}),
+        ),
         ("POST", format!("{org}/holidays"), json!({"date": "2026-12-25", "name": "H"})),
-        ("POST", format!("{org}/passes"), json!({
+        (
+            "POST",
+            format!("{org}/passes"),
+            json!({
             "holder_name": "H", "access_rule_id": site.rule, "type": "group", "group_size": 3, "max_uses": 2,
-            "valid_from": from, "valid_to": to, "credential": {"kind": "card", "format": "h10301", "facility_code": 1, "card_number": 2}})),
+            "valid_from": from, "valid_to": to, "credential": {"kind": "card", "format": "h10301", "facility_code": 1, "card_number": 2}}),
+        ),
         ("PATCH", format!("{org}/passes/{pass}"), json!({"valid_to": to})),
         ("POST", format!("{org}/passes/{pass}/suspend"), json!({})),
         ("POST", format!("{org}/passes/{pass}/revoke"), json!({"reason": "r"})),
-        ("POST", format!("/api/v1/gates/{gate}/decisions"), json!({"credential": {"kind": "card", "value": "1:2"}, "direction": "in"})),
+        (
+            "POST",
+            format!("/api/v1/gates/{gate}/decisions"),
+            json!({"credential": {"kind": "card", "value": "1:2"}, "direction": "in"}),
+        ),
     ];
     let seed: u64 = std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -145,7 +169,10 @@ async fn no_request_type_answers_hostile_input_with_a_5xx() -> TestResult {
             let value: String = value.chars().take(500).collect();
             let encoded: String = value.bytes().map(|b| format!("%{b:02X}")).collect();
             for list in ["/passes", "/checkins", "/audit", "/users", "/zones"] {
-                let reply = site.app.call("GET", &site.path(&format!("{list}?{query}={encoded}")), Some(&site.root.access), None).await?;
+                let reply = site
+                    .app
+                    .call("GET", &site.path(&format!("{list}?{query}={encoded}")), Some(&site.root.access), None)
+                    .await?;
                 sent += 1;
                 if reply.status >= 500 {
                     failures.push(format!("GET {list}?{query}={value:?}: {} {}", reply.status, reply.text()));
@@ -166,20 +193,32 @@ async fn nul_characters_and_impossible_dates_are_named_422s() -> TestResult {
         let fields = reply.json()["error"]["details"]["fields"].clone();
         (reply.status, fields.as_object().and_then(|f| f.keys().next().cloned()))
     };
-    let login = site.app.call("POST", "/api/v1/auth/login", None, Some(json!({"email": "a\u{0}@x.test", "password": "p"}))).await?;
+    let login = site
+        .app
+        .call("POST", "/api/v1/auth/login", None, Some(json!({"email": "a\u{0}@x.test", "password": "p"})))
+        .await?;
     assert_eq!(field(&login), (422, Some("email".to_owned())), "{}", login.text());
-    let renamed = site.app.call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"name": "Org\u{0}"}))).await?;
+    let renamed =
+        site.app.call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"name": "Org\u{0}"}))).await?;
     assert_eq!(field(&renamed), (422, Some("name".to_owned())), "{}", renamed.text());
     let issued = site
         .app
-        .call("POST", &site.path("/passes"), Some(&site.root.access), Some(json!({
+        .call(
+            "POST",
+            &site.path("/passes"),
+            Some(&site.root.access),
+            Some(json!({
             "holder_name": "H", "access_rule_id": site.rule, "type": "single", "credential": {"kind": "qr"},
-            "valid_from": "2026-01-01T00:00:00Z", "valid_to": "-262143-01-01T00:00:00Z"})))
+            "valid_from": "2026-01-01T00:00:00Z", "valid_to": "-262143-01-01T00:00:00Z"})),
+        )
         .await?;
     assert_eq!(field(&issued), (422, Some("valid_to".to_owned())), "{}", issued.text());
     let searched = site.app.call("GET", &site.path("/passes?q=a%00b"), Some(&site.root.access), None).await?;
     assert_eq!(field(&searched), (422, Some("query.q".to_owned())), "{}", searched.text());
-    let checkins = site.app.call("GET", &site.path("/checkins?from=-262143-01-01T00:00:00Z"), Some(&site.root.access), None).await?;
+    let checkins = site
+        .app
+        .call("GET", &site.path("/checkins?from=-262143-01-01T00:00:00Z"), Some(&site.root.access), None)
+        .await?;
     assert_eq!(checkins.status, 422, "{}", checkins.text());
     Ok(())
 }

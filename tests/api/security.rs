@@ -20,7 +20,12 @@ async fn a_developer_cannot_take_over_a_stronger_key_by_rotating_it() -> TestRes
 
     for action in ["rotate", "revoke"] {
         let reply = app.call("POST", &format!("{keys}/{strong_id}/{action}"), Some(&developer.access), None).await?;
-        assert_eq!((reply.status, reply.error_code().as_deref()), (403, Some("forbidden")), "{action}: {}", reply.text());
+        assert_eq!(
+            (reply.status, reply.error_code().as_deref()),
+            (403, Some("forbidden")),
+            "{action}: {}",
+            reply.text()
+        );
         assert!(reply.json().get("key").is_none(), "no secret in a refusal");
     }
     // The integration using the key is untouched.
@@ -73,7 +78,10 @@ async fn issuing_a_pass_is_no_oracle_for_live_credentials() -> TestResult {
         let pin = issued.json()["credential"]["value"].as_str().unwrap_or_default().to_owned();
         assert!(pin.len() >= 6 && pin.bytes().all(|b| b.is_ascii_digit()), "{pin}");
         assert_eq!(site.decide(0, &json!({"kind": "pin", "value": pin}), "in").await?, allow());
-        let again = site.app.call("GET", &format!("{passes}/{}", issued.json()["id"].as_str().unwrap_or("")), Some(&host.access), None).await?;
+        let again = site
+            .app
+            .call("GET", &format!("{passes}/{}", issued.json()["id"].as_str().unwrap_or("")), Some(&host.access), None)
+            .await?;
         assert!(!again.text().contains(&pin), "the PIN is shown only once");
         pins.push(pin);
     }
@@ -120,7 +128,12 @@ async fn reading_a_pass_does_not_yield_its_qr_code() -> TestResult {
 
 /// A login from a chosen loopback address (127.0.0.0/8 is all ours), so tests can play an
 /// attacker and the account's owner on different addresses.
-async fn login_from(app: &crate::helpers::TestApp, from: [u8; 4], email: &str, password: &str) -> TestResult<crate::helpers::Reply> {
+async fn login_from(
+    app: &crate::helpers::TestApp,
+    from: [u8; 4],
+    email: &str,
+    password: &str,
+) -> TestResult<crate::helpers::Reply> {
     let client = awc::Client::builder().local_address(std::net::IpAddr::from(from)).finish();
     let body = serde_json::to_vec(&json!({"email": email, "password": password}))?;
     let request = client.post(app.url("/api/v1/auth/login")).insert_header(("content-type", "application/json"));
@@ -184,7 +197,8 @@ async fn a_forged_refresh_token_does_not_log_the_victim_out() -> TestResult {
     assert_eq!(app.call("GET", "/api/v1/me", Some(&victim.access), None).await?.status, 200);
     let renewed = refresh(victim.refresh.clone()).await?;
     assert_eq!(renewed.status, 200, "{}", renewed.text());
-    let audit = app.db().await?.query("SELECT 1 FROM audit_log WHERE action = 'auth.refresh_reuse_detected'", &[]).await?;
+    let audit =
+        app.db().await?.query("SELECT 1 FROM audit_log WHERE action = 'auth.refresh_reuse_detected'", &[]).await?;
     assert!(audit.is_empty(), "a forgery is not a reuse");
 
     // A replay of the token just spent is a reuse: the session ends.
@@ -203,15 +217,34 @@ async fn another_organizations_gate_unknown_headers_and_caching() -> TestResult 
     let (_, pin) = site.pass(json!({})).await?;
     let body = json!({"credential": pin});
     let stranger_org = site.app.create_org(&site.root, "stranger").await?;
-    let stranger_zone = site.app.call("POST", &format!("/api/v1/orgs/{stranger_org}/zones"), Some(&site.root.access), Some(json!({"name": "Z"}))).await?;
+    let stranger_zone = site
+        .app
+        .call(
+            "POST",
+            &format!("/api/v1/orgs/{stranger_org}/zones"),
+            Some(&site.root.access),
+            Some(json!({"name": "Z"})),
+        )
+        .await?;
     let zone = stranger_zone.json()["id"].as_str().unwrap_or_default().to_owned();
-    let gate = site.app.call("POST", &format!("/api/v1/orgs/{stranger_org}/gates"), Some(&site.root.access), Some(json!({"name": "G", "zone_id": zone, "direction": "both"}))).await?;
+    let gate = site
+        .app
+        .call(
+            "POST",
+            &format!("/api/v1/orgs/{stranger_org}/gates"),
+            Some(&site.root.access),
+            Some(json!({"name": "G", "zone_id": zone, "direction": "both"})),
+        )
+        .await?;
     let stranger_gate = gate.json()["id"].as_str().unwrap_or_default().to_owned();
     let (_, stranger_key) = site.app.create_key(&site.root, &stranger_org, &["gate:decide"], &[&stranger_gate]).await?;
     let foreign = site.decide_raw(&site.gates[0], &stranger_key, body.clone()).await?;
     assert_eq!((foreign.status, foreign.error_code().as_deref()), (404, Some("not_found")), "{}", foreign.text());
     let random = site.decide_raw(&uuid::Uuid::new_v4().to_string(), &stranger_key, body).await?;
-    assert_eq!(foreign.json(), json!({"error": {"code": "not_found", "message": random.json()["error"]["message"], "details": {}}}));
+    assert_eq!(
+        foreign.json(),
+        json!({"error": {"code": "not_found", "message": random.json()["error"]["message"], "details": {}}})
+    );
 
     // Every response says nosniff; the export is never cached; the dashboard talks only to its origin.
     for path in ["/health", "/api/v1/nowhere"] {

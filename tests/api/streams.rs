@@ -395,7 +395,10 @@ async fn losing_access_ends_the_stream_at_once() -> TestResult {
     for viewer in &mut viewers {
         assert_eq!(viewer.json().await?["type"], "snapshot");
     }
-    let blocked = site.app.call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"access_mode": "blocked"}))).await?;
+    let blocked = site
+        .app
+        .call("PATCH", &site.path(""), Some(&site.root.access), Some(json!({"access_mode": "blocked"})))
+        .await?;
     assert_eq!(blocked.status, 200, "{}", blocked.text());
     for viewer in &mut viewers {
         assert_eq!(viewer.close_reason(Duration::from_secs(3)).await?.as_deref(), Some("access_revoked"));

@@ -5,17 +5,17 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::audit::Actor;
 use crate::auth::AccessChange;
 use crate::auth::keys::{self, Grantor, KEY_COLUMNS, KeySpec};
 use crate::auth::permissions::Scope;
 use crate::auth::principal::policy;
-use crate::http::auth::{Authorized, ClientAddr};
 use crate::crypto::KeyEnv;
-use crate::error::AppError;
-use crate::app::App;
-use crate::http::extract::Json;
 use crate::db::pagination;
+use crate::error::AppError;
+use crate::http::auth::{Authorized, ClientAddr};
+use crate::http::extract::Json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +62,9 @@ pub async fn create(
     let spec = KeySpec { name: body.name, env, scopes, gate_ids: body.gate_ids, expires_at: body.expires_at };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let key = keys::create(&tx, &state.auth.pepper, auth.org.id, &spec, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
+    let key =
+        keys::create(&tx, &state.auth.pepper, auth.org.id, &spec, grantor(&auth)?, Actor::of(&auth.principal, addr))
+            .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(key))
 }
@@ -96,7 +98,8 @@ pub async fn rotate(
     let id = key_id(&path)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr)).await?;
+    let key = keys::rotate(&tx, &state.auth.pepper, auth.org.id, id, grantor(&auth)?, Actor::of(&auth.principal, addr))
+        .await?;
     tx.commit().await?;
     state.auth.changed(AccessChange::Key(id));
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(key))

@@ -4,12 +4,12 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::app::App;
 use crate::auth::principal::policy;
-use crate::http::auth::Authorized;
+use crate::db::pagination::{self, Page};
 use crate::db::query_json;
 use crate::error::AppError;
-use crate::app::App;
-use crate::db::pagination::{self, Page};
+use crate::http::auth::Authorized;
 
 #[derive(Deserialize)]
 pub struct AuditQuery {

@@ -4,11 +4,11 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::auth::principal::{Principal, UserPrincipal};
-use crate::http::auth::{Authenticated, ClientAddr};
-use crate::app::sessions::{self, user_json};
-use crate::error::AppError;
 use crate::app::App;
+use crate::app::sessions::{self, user_json};
+use crate::auth::principal::{Principal, UserPrincipal};
+use crate::error::AppError;
+use crate::http::auth::{Authenticated, ClientAddr};
 use crate::http::extract::Json;
 
 #[derive(Deserialize)]

@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::auth::principal::policy;
-use crate::http::auth::Authorized;
+use crate::db::pagination::{self, Page};
 use crate::db::query_json;
 use crate::error::AppError;
-use crate::app::App;
-use crate::db::pagination::{self, Page};
+use crate::http::auth::Authorized;
 
 #[derive(Deserialize)]
 pub struct CheckinQuery {

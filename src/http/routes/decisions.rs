@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::auth::permissions::{Permission, Scope};
 use crate::auth::principal::{Principal, Standing};
-use crate::http::auth::{authenticate_with, bearer_token};
 use crate::engine::credentials::{self, CredentialInput};
 use crate::error::AppError;
-use crate::app::App;
+use crate::http::auth::{authenticate_with, bearer_token};
 use crate::http::extract::Json;
 
 #[derive(Deserialize)]

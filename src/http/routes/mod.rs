@@ -4,12 +4,12 @@ mod api_keys;
 mod audit;
 mod auth;
 mod checkins;
-mod config;
 mod dashboard;
 mod decisions;
 mod orgs;
 mod passes;
 mod service;
+mod site;
 mod stream;
 mod users;
 
@@ -46,35 +46,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/orgs/{org}/api-keys/{key}").get(api_keys::get))
                 .service(web::resource("/orgs/{org}/api-keys/{key}/rotate").post(api_keys::rotate))
                 .service(web::resource("/orgs/{org}/api-keys/{key}/revoke").post(api_keys::revoke))
-                .service(web::resource("/orgs/{org}/lockdown").post(config::set_lockdown))
-                .service(web::resource("/orgs/{org}/zones").post(config::create_zone).get(config::list_zones))
+                .service(web::resource("/orgs/{org}/lockdown").post(site::set_lockdown))
+                .service(web::resource("/orgs/{org}/zones").post(site::zones::create).get(site::zones::list))
                 .service(
                     web::resource("/orgs/{org}/zones/{zone}")
-                        .get(config::get_zone)
-                        .patch(config::update_zone)
-                        .delete(config::delete_zone),
+                        .get(site::zones::get)
+                        .patch(site::zones::update)
+                        .delete(site::zones::delete),
                 )
-                .service(web::resource("/orgs/{org}/gates").post(config::create_gate).get(config::list_gates))
+                .service(web::resource("/orgs/{org}/gates").post(site::gates::create).get(site::gates::list))
                 .service(
                     web::resource("/orgs/{org}/gates/{gate}")
-                        .get(config::get_gate)
-                        .patch(config::update_gate)
-                        .delete(config::delete_gate),
+                        .get(site::gates::get)
+                        .patch(site::gates::update)
+                        .delete(site::gates::delete),
                 )
-                .service(web::resource("/orgs/{org}/gates/{gate}/mode").post(config::set_gate_mode))
-                .service(web::resource("/orgs/{org}/access-rules").post(config::create_rule).get(config::list_rules))
+                .service(web::resource("/orgs/{org}/gates/{gate}/mode").post(site::set_gate_mode))
+                .service(web::resource("/orgs/{org}/access-rules").post(site::rules::create).get(site::rules::list))
                 .service(
                     web::resource("/orgs/{org}/access-rules/{rule}")
-                        .get(config::get_rule)
-                        .patch(config::update_rule)
-                        .delete(config::delete_rule),
+                        .get(site::rules::get)
+                        .patch(site::rules::update)
+                        .delete(site::rules::delete),
                 )
-                .service(web::resource("/orgs/{org}/holidays").post(config::create_holiday).get(config::list_holidays))
+                .service(web::resource("/orgs/{org}/holidays").post(site::holidays::create).get(site::holidays::list))
                 .service(
                     web::resource("/orgs/{org}/holidays/{holiday}")
-                        .get(config::get_holiday)
-                        .patch(config::update_holiday)
-                        .delete(config::delete_holiday),
+                        .get(site::holidays::get)
+                        .patch(site::holidays::update)
+                        .delete(site::holidays::delete),
                 )
                 .service(web::resource("/orgs/{org}/passes").post(passes::issue).get(passes::list))
                 .service(web::resource("/orgs/{org}/passes/{pass}").get(passes::get).patch(passes::extend))

@@ -8,15 +8,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::audit::{self, Actor, Event};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authorize, policy};
-use crate::http::auth::{Authenticated, Authorized, ClientAddr, PlatformAdmin};
+use crate::db::pagination;
 use crate::db::{query_json, query_json_opt};
 use crate::error::AppError;
-use crate::app::App;
+use crate::http::auth::{Authenticated, Authorized, ClientAddr, PlatformAdmin};
 use crate::http::extract::Json;
-use crate::db::pagination;
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
 
@@ -315,5 +315,7 @@ pub async fn export(
     )
     .await?;
     // Everything the organization holds, personal data included: no cache may keep a copy.
-    Ok(HttpResponse::Ok().insert_header((actix_web::http::header::CACHE_CONTROL, "no-store")).json(Value::Object(export)))
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(Value::Object(export)))
 }

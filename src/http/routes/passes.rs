@@ -125,7 +125,9 @@ pub async fn qr(
     let mut response = no_store(HttpResponse::Ok());
     match q.format.as_deref() {
         None | Some("json") => Ok(response.json(code)),
-        Some("svg") => Ok(response.content_type("image/svg+xml").body(crate::engine::credentials::qr_svg(&code.payload)?)),
+        Some("svg") => {
+            Ok(response.content_type("image/svg+xml").body(crate::engine::credentials::qr_svg(&code.payload)?))
+        }
         Some(_) => Err(AppError::field("format", "must be `json` or `svg`")),
     }
 }

@@ -10,11 +10,11 @@ use actix_web_actors::ws;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::app::App;
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authorize};
-use crate::http::auth::{authenticate_with, bearer_token};
 use crate::error::AppError;
-use crate::app::App;
+use crate::http::auth::{authenticate_with, bearer_token};
 use crate::stream::connection::{Flow, Socket};
 use crate::stream::session::{Credential, Filter, SessionActor, Timing};
 use crate::stream::snapshot::host_passes;

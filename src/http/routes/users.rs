@@ -8,16 +8,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::AccessChange;
-use crate::audit::{self, Actor, Event};
-use crate::auth::principal::policy;
-use crate::http::auth::{Authorized, ClientAddr};
+use crate::app::App;
 use crate::app::sessions::{check_password_policy, hash_password};
+use crate::audit::{self, Actor, Event};
+use crate::auth::AccessChange;
+use crate::auth::principal::policy;
+use crate::db::pagination;
 use crate::db::query_json_opt;
 use crate::error::AppError;
-use crate::app::App;
+use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
-use crate::db::pagination;
 
 const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at IS NOT NULL AS disabled, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";

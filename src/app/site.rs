@@ -1,40 +1,26 @@
-//! Organization set-up: zones, gates and their modes, access rules, holidays, lockdown.
+//! The site: zones, gates and their modes, access rules, holidays, lockdown.
 //!
 //! Every change is written to PostgreSQL, then the organization's configuration is reloaded into
-//! its OrgActor before the response is sent: a gate created, locked down or re-zoned is in force
+//! its OrgActor before the use case returns: a gate created, locked down or re-zoned is in force
 //! at once.
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, web};
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
 use portcullis_actors::events::Event;
 use portcullis_actors::schedule::{Schedule, TimeWindow};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, Event as AuditEvent};
-use crate::auth::principal::policy;
-use crate::http::auth::{Authorized, ClientAddr};
+use crate::app::{App, Caller};
+use crate::audit::{self, Event as AuditEvent};
+use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::query_json_opt;
 use crate::engine::load::reload_org;
 use crate::error::AppError;
-use crate::app::App;
-use crate::http::extract::Json;
-use crate::db::pagination;
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    cursor: Option<String>,
-    limit: Option<u32>,
-}
-
-fn id(text: &str, what: &'static str) -> Result<Uuid, AppError> {
-    Uuid::try_parse(text).map_err(|_| AppError::NotFound(what))
-}
 
 fn check_name(fields: &mut BTreeMap<String, String>, name: Option<&str>) {
     if let Some(name) = name {
@@ -49,8 +35,8 @@ fn done(fields: BTreeMap<String, String>) -> Result<(), AppError> {
     if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }
 }
 
-async fn reload(state: &App, client: &impl GenericClient, org_id: Uuid) -> Result<(), AppError> {
-    reload_org(client, &state.engine, org_id).await.map_err(AppError::internal)
+async fn reload(app: &App, client: &impl GenericClient, org_id: Uuid) -> Result<(), AppError> {
+    reload_org(client, &app.engine, org_id).await.map_err(AppError::internal)
 }
 
 async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid) -> Result<bool, AppError> {
@@ -58,11 +44,10 @@ async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid
     Ok(client.query_opt(&sql, &[&org_id, &id]).await?.is_some())
 }
 
-async fn list(state: &App, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
+async fn list(app: &App, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<Page<Value>, AppError> {
+    let client = app.pool.get().await?;
     let select = format!("{table_select} WHERE org_id = $1");
-    let page = pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await?;
-    Ok(HttpResponse::Ok().json(page))
+    pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await
 }
 
 async fn one(
@@ -77,14 +62,39 @@ async fn one(
         .ok_or(AppError::NotFound(what))
 }
 
-async fn remove(
-    state: &App,
-    table: &str,
-    org_id: Uuid,
-    id: Uuid,
-    what: &'static str,
-) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
+/// What can be deleted from a site.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource {
+    Zone,
+    Gate,
+    AccessRule,
+    Holiday,
+}
+
+impl Resource {
+    fn table(self) -> &'static str {
+        match self {
+            Resource::Zone => "zones",
+            Resource::Gate => "gates",
+            Resource::AccessRule => "access_rules",
+            Resource::Holiday => "holidays",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Zone => "zone",
+            Resource::Gate => "gate",
+            Resource::AccessRule => "access rule",
+            Resource::Holiday => "holiday",
+        }
+    }
+}
+
+/// Deletes a zone, gate, rule or holiday; `in_use` while something still refers to it.
+pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result<(), AppError> {
+    let (table, what) = (what.table(), what.name());
+    let client = app.pool.get().await?;
     let deleted = client
         .execute(&format!("DELETE FROM {table} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
         .await
@@ -92,8 +102,7 @@ async fn remove(
     if deleted == 0 {
         return Err(AppError::NotFound(what));
     }
-    reload(state, &client, org_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    reload(app, &client, org_id).await
 }
 
 // ---- zones ----
@@ -113,18 +122,14 @@ fn check_capacity(fields: &mut BTreeMap<String, String>, capacity: Option<i32>) 
     }
 }
 
-pub async fn create_zone(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    Json(body): Json<ZoneBody>,
-) -> Result<HttpResponse, AppError> {
+pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
     let mut fields = BTreeMap::new();
     let name = body.name.as_deref().unwrap_or_default();
     check_name(&mut fields, Some(name));
     check_capacity(&mut fields, body.capacity);
     done(fields)?;
-    let (org_id, zone_id) = (auth.org.id, Uuid::now_v7());
-    let client = state.pool.get().await?;
+    let (org_id, zone_id) = (org_id, Uuid::now_v7());
+    let client = app.pool.get().await?;
     client
         .execute(
             "INSERT INTO zones (id, org_id, name, capacity) VALUES ($1, $2, $3, $4)",
@@ -132,64 +137,41 @@ pub async fn create_zone(
         )
         .await
         .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Created().json(one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?))
+    reload(app, &client, org_id).await?;
+    one(&client, ZONE_SELECT, org_id, zone_id, "zone").await
 }
 
-pub async fn list_zones(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, AppError> {
-    list(&state, ZONE_SELECT, auth.org.id, &q).await
+pub async fn list_zones(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+    list(app, ZONE_SELECT, org_id, q).await
 }
 
-pub async fn get_zone(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
-    let mut zone = one(&client, ZONE_SELECT, auth.org.id, id(&path.1, "zone")?, "zone").await?;
-    let zone_id = id(&path.1, "zone")?;
-    zone["inside"] = json!(state.engine.occupancy(zone_id));
-    Ok(HttpResponse::Ok().json(zone))
+pub async fn get_zone(app: &App, org_id: Uuid, zone_id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    let mut zone = one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?;
+    zone["inside"] = json!(app.engine.occupancy(zone_id));
+    Ok(zone)
 }
 
-pub async fn update_zone(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-    Json(body): Json<ZoneBody>,
-) -> Result<HttpResponse, AppError> {
-    let zone_id = id(&path.1, "zone")?;
+pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, body.name.as_deref());
     check_capacity(&mut fields, body.capacity);
     done(fields)?;
-    let client = state.pool.get().await?;
+    let client = app.pool.get().await?;
     let updated = client
         .execute(
             "UPDATE zones SET name = coalesce($3, name), capacity = coalesce($4, capacity), updated_at = now(),
                     version = version + 1
              WHERE org_id = $1 AND id = $2",
-            &[&auth.org.id, &zone_id, &body.name.as_deref().map(str::trim), &body.capacity],
+            &[&org_id, &zone_id, &body.name.as_deref().map(str::trim), &body.capacity],
         )
         .await
         .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
     if updated == 0 {
         return Err(AppError::NotFound("zone"));
     }
-    reload(&state, &client, auth.org.id).await?;
-    Ok(HttpResponse::Ok().json(one(&client, ZONE_SELECT, auth.org.id, zone_id, "zone").await?))
-}
-
-pub async fn delete_zone(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, "zones", auth.org.id, id(&path.1, "zone")?, "zone").await
+    reload(app, &client, org_id).await?;
+    one(&client, ZONE_SELECT, org_id, zone_id, "zone").await
 }
 
 // ---- gates ----
@@ -236,13 +218,9 @@ async fn check_gate(
     done(fields)
 }
 
-pub async fn create_gate(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    Json(body): Json<GateBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, gate_id) = (auth.org.id, Uuid::now_v7());
-    let client = state.pool.get().await?;
+pub async fn create_gate(app: &App, org_id: Uuid, body: GateBody) -> Result<Value, AppError> {
+    let (org_id, gate_id) = (org_id, Uuid::now_v7());
+    let client = app.pool.get().await?;
     check_gate(&client, org_id, &body, true).await?;
     client
         .execute(
@@ -260,39 +238,24 @@ pub async fn create_gate(
         )
         .await
         .map_err(|e| AppError::unique(e, "a gate with this name exists"))?;
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Created().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
+    reload(app, &client, org_id).await?;
+    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 
-pub async fn list_gates(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, AppError> {
-    list(&state, GATE_SELECT, auth.org.id, &q).await
+pub async fn list_gates(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+    list(app, GATE_SELECT, org_id, q).await
 }
 
 /// A gate, with its live entry queue.
-pub async fn get_gate(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    let gate_id = id(&path.1, "gate")?;
-    let client = state.pool.get().await?;
-    let mut gate = one(&client, GATE_SELECT, auth.org.id, gate_id, "gate").await?;
-    gate["queue"] = json!(state.engine.gate_queue(gate_id).await);
-    Ok(HttpResponse::Ok().json(gate))
+pub async fn get_gate(app: &App, org_id: Uuid, gate_id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    let mut gate = one(&client, GATE_SELECT, org_id, gate_id, "gate").await?;
+    gate["queue"] = json!(app.engine.gate_queue(gate_id).await);
+    Ok(gate)
 }
 
-pub async fn update_gate(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-    Json(body): Json<GateBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
-    let client = state.pool.get().await?;
+pub async fn update_gate(app: &App, org_id: Uuid, gate_id: Uuid, body: GateBody) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
     check_gate(&client, org_id, &body, false).await?;
     let updated = client
         .execute(
@@ -314,16 +277,8 @@ pub async fn update_gate(
     if updated == 0 {
         return Err(AppError::NotFound("gate"));
     }
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Ok().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
-}
-
-pub async fn delete_gate(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, "gates", auth.org.id, id(&path.1, "gate")?, "gate").await
+    reload(app, &client, org_id).await?;
+    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 
 #[derive(Deserialize)]
@@ -332,15 +287,15 @@ pub struct ModeBody {
     mode: GateMode,
 }
 
+/// Sets a gate's mode (normal, locked down, free passage); the dashboards are told.
 pub async fn set_gate_mode(
-    state: web::Data<App>,
-    auth: Authorized<policy::GateModeSet>,
-    path: web::Path<(String, String)>,
-    ClientAddr(addr): ClientAddr,
-    Json(body): Json<ModeBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, gate_id) = (auth.org.id, id(&path.1, "gate")?);
-    let mut client = state.pool.get().await?;
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    gate_id: Uuid,
+    body: ModeBody,
+) -> Result<Value, AppError> {
+    let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     let updated = tx
         .execute(
@@ -353,11 +308,11 @@ pub async fn set_gate_mode(
     }
     let event =
         AuditEvent::new(Some(org_id), "gate.mode_changed", "gate", gate_id).details(json!({ "mode": body.mode }));
-    audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
+    audit::record(&tx, caller.actor(), event).await?;
     tx.commit().await?;
-    reload(&state, &client, org_id).await?;
-    state.engine.publish(org_id, Event::GateMode { gate_id, mode: body.mode });
-    Ok(HttpResponse::Ok().json(one(&client, GATE_SELECT, org_id, gate_id, "gate").await?))
+    reload(app, &client, org_id).await?;
+    app.engine.publish(org_id, Event::GateMode { gate_id, mode: body.mode });
+    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 
 #[derive(Deserialize)]
@@ -366,24 +321,30 @@ pub struct LockdownBody {
     lockdown: bool,
 }
 
+/// The organization's lockdown, as set.
+#[derive(Debug, Serialize)]
+pub struct Lockdown {
+    pub org_id: Uuid,
+    pub lockdown: bool,
+}
+
 /// Organization-wide lockdown: every gate refuses every credential until lifted.
 pub async fn set_lockdown(
-    state: web::Data<App>,
-    auth: Authorized<policy::GateModeSet>,
-    ClientAddr(addr): ClientAddr,
-    Json(body): Json<LockdownBody>,
-) -> Result<HttpResponse, AppError> {
-    let org_id = auth.org.id;
-    let mut client = state.pool.get().await?;
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    body: LockdownBody,
+) -> Result<Lockdown, AppError> {
+    let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("UPDATE organizations SET lockdown = $2, updated_at = now() WHERE id = $1", &[&org_id, &body.lockdown])
         .await?;
     let event = AuditEvent::new(Some(org_id), "org.lockdown_changed", "organization", org_id)
         .details(json!({ "lockdown": body.lockdown }));
-    audit::record(&tx, Actor::of(&auth.principal, addr), event).await?;
+    audit::record(&tx, caller.actor(), event).await?;
     tx.commit().await?;
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "org_id": org_id, "lockdown": body.lockdown })))
+    reload(app, &client, org_id).await?;
+    Ok(Lockdown { org_id, lockdown: body.lockdown })
 }
 
 // ---- access rules ----
@@ -466,13 +427,9 @@ fn weekdays_sql(days: &Option<Vec<i64>>) -> Option<Vec<i16>> {
     days.as_ref().map(|d| d.iter().filter_map(|x| i16::try_from(*x).ok()).collect())
 }
 
-pub async fn create_rule(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    Json(body): Json<RuleBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, rule_id) = (auth.org.id, Uuid::now_v7());
-    let mut client = state.pool.get().await?;
+pub async fn create_rule(app: &App, org_id: Uuid, body: RuleBody) -> Result<Value, AppError> {
+    let (org_id, rule_id) = (org_id, Uuid::now_v7());
+    let mut client = app.pool.get().await?;
     check_rule(&client, org_id, &body, true).await?;
     let tx = client.transaction().await?;
     tx.execute(
@@ -493,43 +450,27 @@ pub async fn create_rule(
     .map_err(|e| AppError::unique(e, "an access rule with this name exists"))?;
     set_rule_zones(&tx, org_id, rule_id, body.zone_ids.as_deref().unwrap_or_default()).await?;
     tx.commit().await?;
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Created().json(one(&client, RULE_SELECT, org_id, rule_id, "access rule").await?))
+    reload(app, &client, org_id).await?;
+    one(&client, RULE_SELECT, org_id, rule_id, "access rule").await
 }
 
-pub async fn list_rules(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
+pub async fn list_rules(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+    let client = app.pool.get().await?;
     let select = format!("{RULE_SELECT} WHERE r.org_id = $1");
-    let page = pagination::by_id(&client, &select, "r.id", &[&auth.org.id], q.cursor.as_deref(), q.limit).await?;
-    Ok(HttpResponse::Ok().json(page))
+    pagination::by_id(&client, &select, "r.id", &[&org_id], q.cursor.as_deref(), q.limit).await
 }
 
-pub async fn get_rule(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
-    let rule_id = id(&path.1, "access rule")?;
+pub async fn get_rule(app: &App, org_id: Uuid, rule_id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
     let rule =
-        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&auth.org.id, &rule_id])
+        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
             .await?
             .ok_or(AppError::NotFound("access rule"))?;
-    Ok(HttpResponse::Ok().json(rule))
+    Ok(rule)
 }
 
-pub async fn update_rule(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-    Json(body): Json<RuleBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, rule_id) = (auth.org.id, id(&path.1, "access rule")?);
-    let mut client = state.pool.get().await?;
+pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody) -> Result<Value, AppError> {
+    let mut client = app.pool.get().await?;
     check_rule(&client, org_id, &body, false).await?;
     let tx = client.transaction().await?;
     let updated = tx
@@ -564,20 +505,12 @@ pub async fn update_rule(
         set_rule_zones(&tx, org_id, rule_id, zones).await?;
     }
     tx.commit().await?;
-    reload(&state, &client, org_id).await?;
+    reload(app, &client, org_id).await?;
     let rule =
         query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
             .await?
             .ok_or(AppError::NotFound("access rule"))?;
-    Ok(HttpResponse::Ok().json(rule))
-}
-
-pub async fn delete_rule(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, "access_rules", auth.org.id, id(&path.1, "access rule")?, "access rule").await
+    Ok(rule)
 }
 
 // ---- holidays ----
@@ -592,19 +525,15 @@ pub struct HolidayBody {
     name: Option<String>,
 }
 
-pub async fn create_holiday(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    Json(body): Json<HolidayBody>,
-) -> Result<HttpResponse, AppError> {
+pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, Some(body.name.as_deref().unwrap_or_default()));
     if body.date.is_none() {
         fields.insert("date".into(), "is required (YYYY-MM-DD)".into());
     }
     done(fields)?;
-    let (org_id, holiday_id) = (auth.org.id, Uuid::now_v7());
-    let client = state.pool.get().await?;
+    let (org_id, holiday_id) = (org_id, Uuid::now_v7());
+    let client = app.pool.get().await?;
     client
         .execute(
             "INSERT INTO holidays (id, org_id, date, name) VALUES ($1, $2, $3, $4)",
@@ -612,38 +541,24 @@ pub async fn create_holiday(
         )
         .await
         .map_err(|e| AppError::unique(e, "there is already a holiday on this date"))?;
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Created().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
+    reload(app, &client, org_id).await?;
+    one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
 }
 
-pub async fn list_holidays(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, AppError> {
-    list(&state, HOLIDAY_SELECT, auth.org.id, &q).await
+pub async fn list_holidays(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+    list(app, HOLIDAY_SELECT, org_id, q).await
 }
 
-pub async fn get_holiday(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigRead>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, auth.org.id, id(&path.1, "holiday")?, "holiday").await?))
+pub async fn get_holiday(app: &App, org_id: Uuid, holiday_id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
 }
 
-pub async fn update_holiday(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-    Json(body): Json<HolidayBody>,
-) -> Result<HttpResponse, AppError> {
-    let (org_id, holiday_id) = (auth.org.id, id(&path.1, "holiday")?);
+pub async fn update_holiday(app: &App, org_id: Uuid, holiday_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
     let mut fields = BTreeMap::new();
     check_name(&mut fields, body.name.as_deref());
     done(fields)?;
-    let client = state.pool.get().await?;
+    let client = app.pool.get().await?;
     let updated = client
         .execute(
             "UPDATE holidays SET date = coalesce($3, date), name = coalesce($4, name) WHERE org_id = $1 AND id = $2",
@@ -654,14 +569,6 @@ pub async fn update_holiday(
     if updated == 0 {
         return Err(AppError::NotFound("holiday"));
     }
-    reload(&state, &client, org_id).await?;
-    Ok(HttpResponse::Ok().json(one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await?))
-}
-
-pub async fn delete_holiday(
-    state: web::Data<App>,
-    auth: Authorized<policy::ConfigWrite>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, "holidays", auth.org.id, id(&path.1, "holiday")?, "holiday").await
+    reload(app, &client, org_id).await?;
+    one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
 }
