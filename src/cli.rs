@@ -169,7 +169,7 @@ async fn create_key(
     secrets: &crate::config::Secrets,
     args: CreateKeyArgs,
 ) -> Result<serde_json::Value, CliError> {
-    use crate::auth::keys::{self, Grantor, KeySpec};
+    use crate::app::keys::{self, Grantor, KeySpec};
     use crate::crypto::KeyEnv;
     let usage = |e: crate::error::AppError| match e {
         crate::error::AppError::Validation { fields } => {

@@ -1,11 +1,35 @@
-//! Field types for request bodies and queries whose range is narrower than their Rust type's.
+//! Input rules written once: names, and field types for request bodies and queries whose range is
+//! narrower than their Rust type's.
 //!
 //! chrono reads years from -262143 to 262142; PostgreSQL stores 4713 BC to 294276 AD, and nobody
 //! issues a pass for the year 200000. Times and dates outside the years 1 to 9999 are a 422 naming
 //! the field, before anything reaches the engine or the database.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer};
+
+use crate::error::AppError;
+
+/// Problems found in an input, by field path: the details of a `Validation` error.
+pub type Fields = BTreeMap<String, String>;
+
+/// The longest name of anything (an organization, a zone, a holder, a key).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A name is 1 to 200 characters once trimmed.
+pub fn check_name(fields: &mut Fields, field: &str, name: &str) {
+    let chars = name.trim().chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        fields.insert(field.to_owned(), format!("must be 1 to {MAX_NAME_CHARS} characters"));
+    }
+}
+
+/// `Ok` when nothing was found, else the whole list at once.
+pub fn done(fields: Fields) -> Result<(), AppError> {
+    if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }
+}
 
 pub const FIRST_YEAR: i32 = 1;
 pub const LAST_YEAR: i32 = 9999;

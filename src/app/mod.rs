@@ -6,10 +6,16 @@
 //!
 //! [`AppError`]: crate::error::AppError
 
+pub mod decisions;
 pub mod input;
+pub mod keys;
+pub mod orgs;
 pub mod passes;
+pub mod records;
+pub mod service;
 pub mod sessions;
 pub mod site;
+pub mod users;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -5,8 +5,6 @@
 //! makes it durable before answering, with its audit row in the same commit. So when a revoke
 //! returns, every gate already refuses the pass.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::GenericClient;
 use portcullis_actors::decision::PassState;
@@ -18,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::app::input::{Fields, check_name};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::auth::permissions::Permission;
@@ -144,11 +143,9 @@ async fn describe(
 /// Issues a pass; the answer shows its QR seed or PIN this once.
 pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass) -> Result<Value, AppError> {
     let pepper = &app.auth.pepper;
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     let holder = body.holder_name.trim();
-    if holder.is_empty() || holder.chars().count() > 200 {
-        fields.insert("holder_name".to_owned(), "must be 1 to 200 characters".to_owned());
-    }
+    check_name(&mut fields, "holder_name", holder);
     if body.valid_to <= body.valid_from {
         fields.insert("valid_to".to_owned(), "must be after valid_from".to_owned());
     }

@@ -4,8 +4,6 @@
 //! its OrgActor before the use case returns: a gate created, locked down or re-zoned is in force
 //! at once.
 
-use std::collections::BTreeMap;
-
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
@@ -15,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::app::input::{self, Fields, done};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::db::pagination::{self, ListQuery, Page};
@@ -22,17 +21,11 @@ use crate::db::query_json_opt;
 use crate::engine::load::reload_org;
 use crate::error::AppError;
 
-fn check_name(fields: &mut BTreeMap<String, String>, name: Option<&str>) {
+/// A name, when one is given (creating passes `""` for a missing one), must be a valid name.
+fn check_name(fields: &mut Fields, name: Option<&str>) {
     if let Some(name) = name {
-        let chars = name.trim().chars().count();
-        if chars == 0 || chars > 200 {
-            fields.insert("name".into(), "must be 1 to 200 characters".into());
-        }
+        input::check_name(fields, "name", name);
     }
-}
-
-fn done(fields: BTreeMap<String, String>) -> Result<(), AppError> {
-    if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }
 }
 
 async fn reload(app: &App, client: &impl GenericClient, org_id: Uuid) -> Result<(), AppError> {
@@ -116,14 +109,14 @@ pub struct ZoneBody {
     capacity: Option<i32>,
 }
 
-fn check_capacity(fields: &mut BTreeMap<String, String>, capacity: Option<i32>) {
+fn check_capacity(fields: &mut Fields, capacity: Option<i32>) {
     if capacity.is_some_and(|c| c < 1) {
         fields.insert("capacity".into(), "must be at least 1".into());
     }
 }
 
 pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     let name = body.name.as_deref().unwrap_or_default();
     check_name(&mut fields, Some(name));
     check_capacity(&mut fields, body.capacity);
@@ -153,7 +146,7 @@ pub async fn get_zone(app: &App, org_id: Uuid, zone_id: Uuid) -> Result<Value, A
 }
 
 pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     check_name(&mut fields, body.name.as_deref());
     check_capacity(&mut fields, body.capacity);
     done(fields)?;
@@ -195,7 +188,7 @@ async fn check_gate(
     body: &GateBody,
     creating: bool,
 ) -> Result<(), AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     check_name(
         &mut fields,
         if creating { Some(body.name.as_deref().unwrap_or_default()) } else { body.name.as_deref() },
@@ -374,7 +367,7 @@ async fn check_rule(
     body: &RuleBody,
     creating: bool,
 ) -> Result<(), AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     check_name(
         &mut fields,
         if creating { Some(body.name.as_deref().unwrap_or_default()) } else { body.name.as_deref() },
@@ -526,7 +519,7 @@ pub struct HolidayBody {
 }
 
 pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     check_name(&mut fields, Some(body.name.as_deref().unwrap_or_default()));
     if body.date.is_none() {
         fields.insert("date".into(), "is required (YYYY-MM-DD)".into());
@@ -555,7 +548,7 @@ pub async fn get_holiday(app: &App, org_id: Uuid, holiday_id: Uuid) -> Result<Va
 }
 
 pub async fn update_holiday(app: &App, org_id: Uuid, holiday_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     check_name(&mut fields, body.name.as_deref());
     done(fields)?;
     let client = app.pool.get().await?;

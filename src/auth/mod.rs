@@ -6,10 +6,8 @@
 //!   [`principal::Authorized`] extractor that every organization route uses.
 //! - [`cache`] — per-user roles, cached with a TTL and invalidated on change.
 //! - [`limits`] — login rate limits per account and per client address.
-//! - [`keys`] — API keys: create, rotate, revoke (HTTP and CLI).
 
 pub mod cache;
-pub mod keys;
 pub mod limits;
 pub mod permissions;
 pub mod principal;

@@ -5,10 +5,15 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::app::input::{Fields, check_name, done};
+use crate::app::{App, Caller};
 use crate::audit::{self, Actor, Event};
+use crate::auth::AccessChange;
+use crate::db::pagination::{self, ListQuery, Page};
 use portcullis_actors::domain::Role;
 
 use crate::auth::permissions::Scope;
@@ -46,6 +51,35 @@ impl Grantor {
     }
 }
 
+/// A request for a new key, as a client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    gate_ids: Vec<Uuid>,
+    env: Option<String>,
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateKey {
+    /// The key it asks for; errors name the field (`scopes[1]`, `env`).
+    pub fn spec(self) -> Result<KeySpec, AppError> {
+        let mut scopes = Vec::new();
+        for (i, scope) in self.scopes.iter().enumerate() {
+            scopes.push(scope.parse::<Scope>().map_err(|e| AppError::field(format!("scopes[{i}]"), e.to_string()))?);
+        }
+        let env = match self.env.as_deref() {
+            None | Some("live") => KeyEnv::Live,
+            Some("test") => KeyEnv::Test,
+            Some(_) => return Err(AppError::field("env", "must be `live` or `test`")),
+        };
+        Ok(KeySpec { name: self.name, env, scopes, gate_ids: self.gate_ids, expires_at: self.expires_at })
+    }
+}
+
 /// A checked request for a new key.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
@@ -59,10 +93,9 @@ pub struct KeySpec {
 impl KeySpec {
     /// Checks what can be checked without the database; errors name the field.
     pub fn check(&self) -> Result<(), AppError> {
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(AppError::field("name", "must be 1 to 200 characters"));
-        }
+        let mut fields = Fields::new();
+        check_name(&mut fields, "name", &self.name);
+        done(fields)?;
         if self.scopes.is_empty() {
             return Err(AppError::field("scopes", "must name at least one scope"));
         }
@@ -131,6 +164,56 @@ async fn insert(
     let mut key = describe(client, org_id, id).await?;
     key["key"] = json!(secrecy::ExposeSecret::expose_secret(&new.key));
     Ok(key)
+}
+
+/// The keys of `org_id`, without secrets.
+pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Value>, AppError> {
+    let client = app.pool.get().await?;
+    let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1");
+    pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await
+}
+
+/// Creates a key for a caller (who may grant only what they hold); the secret is in the answer.
+pub async fn create_for(app: &App, caller: &Caller<'_>, org_id: Uuid, request: CreateKey) -> Result<Value, AppError> {
+    let spec = request.spec()?;
+    let grantor = member(caller, org_id)?;
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = create(&tx, &app.auth.pepper, org_id, &spec, grantor, caller.actor()).await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// One key of `org_id`, without its secret.
+pub async fn get(app: &App, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    describe(&app.pool.get().await?, org_id, id).await
+}
+
+/// Rotates a key for a caller; the old key is dead and the new one live when this returns.
+pub async fn rotate_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    let grantor = member(caller, org_id)?;
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = rotate(&tx, &app.auth.pepper, org_id, id, grantor, caller.actor()).await?;
+    tx.commit().await?;
+    app.auth.changed(AccessChange::Key(id));
+    Ok(key)
+}
+
+/// Revokes a key for a caller; it is refused everywhere on this node when this returns.
+pub async fn revoke_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+    let grantor = member(caller, org_id)?;
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let key = revoke(&tx, org_id, id, grantor, caller.actor()).await?;
+    tx.commit().await?;
+    app.auth.changed(AccessChange::Key(id));
+    Ok(key)
+}
+
+/// The caller as a grantor of key scopes (keys never manage keys: `KeysManage` is user-only).
+fn member(caller: &Caller<'_>, org_id: Uuid) -> Result<Grantor, AppError> {
+    caller.principal.role_in(org_id).map(Grantor::Member).ok_or(AppError::Forbidden)
 }
 
 /// The public description of a key of `org_id`.

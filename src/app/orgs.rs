@@ -1,0 +1,258 @@
+//! Organizations: create (platform admin), list, read, update, access mode, export, delete.
+
+use portcullis_actors::domain::AccessMode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::app::input::{Fields, check_name, done};
+use crate::app::{App, Caller};
+use crate::audit::{self, Event};
+use crate::auth::AccessChange;
+use crate::auth::permissions::Permission;
+use crate::auth::principal::{Principal, authorize};
+use crate::db::pagination::{self, ListQuery, Page};
+use crate::db::{query_json, query_json_opt};
+use crate::error::{AppError, Conflict};
+
+const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrg {
+    name: String,
+    slug: String,
+    timezone: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrg {
+    name: Option<String>,
+    timezone: Option<String>,
+    access_mode: Option<AccessMode>,
+    /// Optimistic concurrency: when given, the update applies only to this version.
+    version: Option<i32>,
+}
+
+fn check_timezone(fields: &mut Fields, timezone: &str) {
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        fields.insert("timezone".into(), format!("`{timezone}` is not an IANA time zone (e.g. Europe/Berlin)"));
+    }
+}
+
+/// The organization as stored.
+pub async fn load(app: &App, org_id: Uuid) -> Result<Value, AppError> {
+    let client = app.pool.get().await?;
+    query_json_opt(&client, &format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"), &[&org_id])
+        .await?
+        .ok_or(AppError::NotFound("organization"))
+}
+
+/// Creates an organization (the caller is a platform admin).
+pub async fn create(app: &App, caller: &Caller<'_>, body: CreateOrg) -> Result<Value, AppError> {
+    let mut fields = Fields::new();
+    check_name(&mut fields, "name", &body.name);
+    let slug_ok = body.slug.len() <= 63
+        && body.slug.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && body.slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !slug_ok {
+        fields.insert("slug".into(), "must be 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit".into());
+    }
+    check_timezone(&mut fields, &body.timezone);
+    done(fields)?;
+    let id = Uuid::now_v7();
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO organizations (id, name, slug, timezone) VALUES ($1, $2, $3, $4)",
+        &[&id, &body.name.trim(), &body.slug, &body.timezone],
+    )
+    .await
+    .map_err(|e| AppError::unique(e, "an organization with this slug exists"))?;
+    audit::record(&tx, caller.actor(), Event::new(Some(id), "org.created", "organization", id)).await?;
+    tx.commit().await?;
+    let client = app.pool.get().await?;
+    crate::engine::load::reload_org(&client, &app.engine, id).await.map_err(AppError::internal)?;
+    load(app, id).await
+}
+
+/// The organizations the caller can see.
+pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result<Page<Value>, AppError> {
+    let client = app.pool.get().await?;
+    let (all, member_of, key_org): (bool, Option<Uuid>, Option<Uuid>) = match principal {
+        Principal::User(u) if u.access.is_platform_admin => (true, None, None),
+        Principal::User(u) => (false, Some(u.access.user_id), None),
+        Principal::Key(k) => (false, None, Some(k.org_id)),
+    };
+    let select = format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o
+         WHERE ($1 OR o.id = $3 OR EXISTS (
+             SELECT 1 FROM memberships m WHERE m.org_id = o.id AND m.user_id = $2 AND m.disabled_at IS NULL))"
+    );
+    pagination::by_id(&client, &select, "o.id", &[&all, &member_of, &key_org], query.cursor.as_deref(), query.limit)
+        .await
+}
+
+/// Name and time zone need `OrgUpdate`; the access mode needs `OrgAdminister`, which (alone)
+/// still works in a read-only or blocked organization, so the mode can always be switched back.
+pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOrg) -> Result<Value, AppError> {
+    let principal = caller.principal;
+    let changes_details = body.name.is_some() || body.timezone.is_some();
+    if !changes_details && body.access_mode.is_none() {
+        return Err(AppError::field("body", "names nothing to change (name, timezone, access_mode)"));
+    }
+    if body.access_mode.is_some() {
+        authorize(&app.pool, principal, org_id, Permission::OrgAdminister).await?;
+    }
+    if changes_details {
+        authorize(&app.pool, principal, org_id, Permission::OrgUpdate).await?;
+    }
+    let mut fields = Fields::new();
+    if let Some(name) = &body.name {
+        check_name(&mut fields, "name", name);
+    }
+    if let Some(tz) = &body.timezone {
+        check_timezone(&mut fields, tz);
+    }
+    done(fields)?;
+
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let before = tx
+        .query_opt("SELECT access_mode, version FROM organizations WHERE id = $1 FOR UPDATE", &[&org_id])
+        .await?
+        .ok_or(AppError::NotFound("organization"))?;
+    let (old_mode, version): (String, i32) = (before.try_get(0)?, before.try_get(1)?);
+    if body.version.is_some_and(|v| v != version) {
+        return Err(AppError::Conflict {
+            code: Conflict::VersionConflict,
+            message: format!("the organization changed meanwhile (now version {version})"),
+        });
+    }
+    let new_mode = body.access_mode.map(AccessMode::as_str);
+    tx.execute(
+        "UPDATE organizations SET name = coalesce($2, name), timezone = coalesce($3, timezone),
+                access_mode = coalesce($4, access_mode), version = version + 1, updated_at = now()
+         WHERE id = $1",
+        &[&org_id, &body.name.as_deref().map(str::trim), &body.timezone, &new_mode],
+    )
+    .await?;
+    let actor = caller.actor();
+    if changes_details {
+        let changed: Vec<&str> = [("name", body.name.is_some()), ("timezone", body.timezone.is_some())]
+            .iter()
+            .filter(|c| c.1)
+            .map(|c| c.0)
+            .collect();
+        let event =
+            Event::new(Some(org_id), "org.updated", "organization", org_id).details(json!({ "fields": changed }));
+        audit::record(&tx, actor, event).await?;
+    }
+    if let Some(mode) = new_mode.filter(|m| *m != old_mode) {
+        let event = Event::new(Some(org_id), "org.access_mode_changed", "organization", org_id)
+            .details(json!({ "from": old_mode, "to": mode }));
+        audit::record(&tx, actor, event).await?;
+    }
+    tx.commit().await?;
+    let client = app.pool.get().await?;
+    crate::engine::load::reload_org(&client, &app.engine, org_id).await.map_err(AppError::internal)?;
+    if new_mode.is_some_and(|m| m != old_mode) {
+        app.auth.changed(AccessChange::Org(org_id));
+    }
+    load(app, org_id).await
+}
+
+/// Deletes the organization and everything it owns, including accounts that belonged to it alone.
+pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), AppError> {
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let members: Vec<Uuid> = tx
+        .query("SELECT user_id FROM memberships WHERE org_id = $1", &[&org_id])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    tx.execute("DELETE FROM organizations WHERE id = $1", &[&org_id]).await?;
+    let accounts = tx
+        .execute(
+            "DELETE FROM users u WHERE u.id = ANY($1) AND NOT u.is_platform_admin
+               AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id)",
+            &[&members],
+        )
+        .await?;
+    // The audit row outlives the organization (org_id is left empty, the target keeps its id).
+    let event =
+        Event::new(None, "org.deleted", "organization", org_id).details(json!({ "accounts_deleted": accounts }));
+    audit::record(&tx, caller.actor(), event).await?;
+    tx.commit().await?;
+    app.auth.cache.clear();
+    app.engine.remove_org(org_id);
+    Ok(())
+}
+
+/// Everything the organization owns, as JSON; no password, key or credential hashes.
+pub async fn export(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<Value, AppError> {
+    let sections: [(&str, String); 16] = [
+        ("organization", format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1")),
+        ("departments", "SELECT id, name, created_at FROM departments WHERE org_id = $1 ORDER BY id".into()),
+        (
+            "users",
+            "SELECT u.id, u.email, u.name, m.role, m.department_id, m.disabled_at, m.created_at
+             FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.id"
+                .into(),
+        ),
+        ("hosts", "SELECT id, user_id, department_id, name, email, phone, created_at FROM hosts WHERE org_id = $1 ORDER BY id".into()),
+        ("visitors", "SELECT id, name, email, phone, company, created_at FROM visitors WHERE org_id = $1 ORDER BY id".into()),
+        (
+            "appointments",
+            "SELECT id, host_id, visitor_id, starts_at, ends_at, purpose, status, created_at FROM appointments WHERE org_id = $1 ORDER BY id".into(),
+        ),
+        ("zones", "SELECT id, name, capacity, created_at FROM zones WHERE org_id = $1 ORDER BY id".into()),
+        ("gates", "SELECT id, zone_id, name, direction, fail_mode, mode, open_ms, created_at FROM gates WHERE org_id = $1 ORDER BY id".into()),
+        (
+            "access_rules",
+            "SELECT r.id, r.name, r.weekdays, r.time_windows, r.escort_required, r.anti_passback, r.anti_passback_minutes,
+                    (SELECT coalesce(array_agg(z.zone_id ORDER BY z.zone_id), '{}') FROM access_rule_zones z WHERE z.rule_id = r.id) AS zone_ids
+             FROM access_rules r WHERE r.org_id = $1 ORDER BY r.id".into(),
+        ),
+        ("holidays", "SELECT id, date, name FROM holidays WHERE org_id = $1 ORDER BY date".into()),
+        (
+            "passes",
+            "SELECT id, access_rule_id, appointment_id, visitor_id, holder_name, type, max_uses, group_size, uses_count,
+                    status, valid_from, valid_to, inside, last_gate_id, revoked_at, revoke_reason, created_at
+             FROM passes WHERE org_id = $1 ORDER BY id".into(),
+        ),
+        ("credentials", "SELECT id, pass_id, kind, card_format, display_hint, created_at, revoked_at FROM credentials WHERE org_id = $1 ORDER BY id".into()),
+        (
+            "checkins",
+            "SELECT id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at FROM checkins WHERE org_id = $1 ORDER BY decided_at, id".into(),
+        ),
+        ("pass_events", "SELECT id, pass_id, kind, status, uses_count, actor_id, reason, at FROM pass_events WHERE org_id = $1 ORDER BY id".into()),
+        ("api_keys", format!("SELECT {} FROM api_keys WHERE org_id = $1 ORDER BY id", crate::app::keys::KEY_COLUMNS)),
+        (
+            "audit_log",
+            "SELECT id, actor_user_id, actor_key_id, action, target_type, target_id, client_addr, details, at FROM audit_log WHERE org_id = $1 ORDER BY id".into(),
+        ),
+    ];
+    let mut client = app.pool.get().await?;
+    // One snapshot, so the sections agree with each other.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut export = serde_json::Map::new();
+    export.insert("format".into(), json!("portcullis-export/1"));
+    for (name, sql) in sections {
+        let rows = query_json(&tx, &sql, &[&org_id]).await?;
+        let value =
+            if name == "organization" { rows.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(rows) };
+        export.insert(name.into(), value);
+    }
+    tx.commit().await?;
+    let client = app.pool.get().await?;
+    audit::record(&client, caller.actor(), Event::new(Some(org_id), "org.exported", "organization", org_id)).await?;
+    Ok(Value::Object(export))
+}

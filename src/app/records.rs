@@ -1,0 +1,68 @@
+//! What happened, read back: the audit log and the check-in journal, newest first.
+
+use chrono::{DateTime, Utc};
+use portcullis_actors::domain::Decision;
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::db::pagination::{self, Page};
+use crate::db::query_json;
+use crate::error::AppError;
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    action: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckinQuery {
+    gate_id: Option<Uuid>,
+    pass_id: Option<Uuid>,
+    decision: Option<Decision>,
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
+    from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
+    to: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The organization's audit log (its ids are the cursor).
+pub async fn audit_log(app: &App, org_id: Uuid, query: &AuditQuery) -> Result<Page<Value>, AppError> {
+    let limit = pagination::limit(query.limit)?;
+    let before: Option<i64> = pagination::decode(query.cursor.as_deref())?;
+    let client = app.pool.get().await?;
+    let items = query_json(
+        &client,
+        "SELECT id, at, action, actor_user_id, actor_key_id, target_type, target_id, host(client_addr) AS client_addr, details
+         FROM audit_log
+         WHERE org_id = $1 AND ($2::text IS NULL OR action = $2) AND ($3::bigint IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
+        &[&org_id, &query.action, &before, &(limit + 1)],
+    )
+    .await?;
+    Ok(pagination::page(items, limit, |v| v["id"].as_i64().map(|id| id.to_string())))
+}
+
+/// The organization's decisions, filtered.
+pub async fn checkins(app: &App, org_id: Uuid, q: &CheckinQuery) -> Result<Page<Value>, AppError> {
+    let limit = pagination::limit(q.limit)?;
+    // Check-in ids are time-ordered (UUIDv7), so the id is the cursor.
+    let before: Option<Uuid> = pagination::decode(q.cursor.as_deref())?;
+    let client = app.pool.get().await?;
+    let items = query_json(
+        &client,
+        "SELECT id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at FROM checkins
+         WHERE org_id = $1 AND ($2::uuid IS NULL OR gate_id = $2) AND ($3::uuid IS NULL OR pass_id = $3)
+           AND ($4::text IS NULL OR decision = $4) AND ($5::timestamptz IS NULL OR decided_at >= $5)
+           AND ($6::timestamptz IS NULL OR decided_at < $6) AND ($7::uuid IS NULL OR id < $7)
+         ORDER BY id DESC LIMIT $8",
+        &[&org_id, &q.gate_id, &q.pass_id, &q.decision.map(Decision::as_str), &q.from, &q.to, &before, &(limit + 1)],
+    )
+    .await?;
+    Ok(pagination::page(items, limit, |v| v["id"].as_str().map(str::to_owned)))
+}
