@@ -57,6 +57,9 @@ pub struct Settings {
     pub stream: StreamSettings,
 }
 
+/// The longest any configured duration may be (ten years).
+const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
@@ -179,6 +182,21 @@ impl Settings {
         }
         check_secret("auth.jwt_secret", self.auth.jwt_secret.as_ref())?;
         check_secret("auth.api_key_pepper", self.auth.api_key_pepper.as_ref())?;
+        // Every duration is used as a time span at run time: bound them here, once, rather than
+        // let an absurd value overflow at the first login.
+        let durations = [
+            ("auth.access_token_ttl_secs", self.auth.access_token_ttl_secs),
+            ("auth.refresh_token_ttl_secs", self.auth.refresh_token_ttl_secs),
+            ("auth.permission_cache_ttl_secs", self.auth.permission_cache_ttl_secs),
+            ("stream.heartbeat_secs", self.stream.heartbeat_secs),
+            ("stream.client_timeout_secs", self.stream.client_timeout_secs),
+            ("stream.session_check_secs", self.stream.session_check_secs),
+        ];
+        for (key, secs) in durations {
+            if secs > MAX_DURATION_SECS {
+                return Err(value(key, "must be at most 315360000 (ten years)"));
+            }
+        }
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
             return Err(value("auth.access_token_ttl_secs", "and refresh_token_ttl_secs must be positive"));
         }
@@ -278,6 +296,14 @@ mod tests {
         assert_eq!(s.server.bind.port(), 9200);
         assert_eq!(s.data_dir, PathBuf::from("/srv/pcl"));
         Ok(())
+    }
+
+    #[test]
+    fn a_duration_too_long_to_use_is_refused_at_start() {
+        let err =
+            load(None, &[("PORTCULLIS__AUTH__REFRESH_TOKEN_TTL_SECS", "18446744073709551615")], Overrides::default());
+        let err = err.err().unwrap_or_default();
+        assert!(err.contains("auth.refresh_token_ttl_secs"), "{err}");
     }
 
     #[test]

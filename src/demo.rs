@@ -105,7 +105,8 @@ pub fn demo_secrets(configured: Option<Secrets>, data_dir: &Path) -> Result<Secr
             .map_err(|e| DemoError::Read { path: path.clone(), reason: e.to_string() })?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let stored = Stored { jwt_secret: crypto::random_token(48), api_key_pepper: crypto::random_token(48) };
-            let text = serde_json::to_vec_pretty(&json!(stored)).unwrap_or_default();
+            let text = serde_json::to_vec_pretty(&json!(stored))
+                .map_err(|e| DemoError::Write { path: path.clone(), source: std::io::Error::other(e) })?;
             write_private(&path, &text)?;
             stored
         }
@@ -133,7 +134,8 @@ pub fn read_credentials(data_dir: &Path) -> Option<DemoCredentials> {
 /// Writes the credentials file (mode 0600, replaced atomically).
 pub fn write_credentials(data_dir: &Path, credentials: &DemoCredentials) -> Result<PathBuf, DemoError> {
     let path = data_dir.join(CREDENTIALS_FILE);
-    let text = serde_json::to_vec_pretty(credentials).unwrap_or_default();
+    let text = serde_json::to_vec_pretty(credentials)
+        .map_err(|e| DemoError::Write { path: path.clone(), source: std::io::Error::other(e) })?;
     write_private(&path, &text)?;
     Ok(path)
 }

@@ -1,7 +1,9 @@
 //! Logs (tracing) and metrics (Prometheus).
 
 use std::io::IsTerminal;
-use std::sync::{Mutex, OnceLock};
+#[expect(clippy::disallowed_types, reason = "start-up only, synchronous, never held across an await")]
+use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -32,6 +34,7 @@ const LATENCY_BUCKETS: &[f64] =
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 // INVARIANT: held while installing, so two applications starting at once (tests) cannot both try
 // to install the process-wide recorder.
+#[expect(clippy::disallowed_types, reason = "start-up only, synchronous, never held across an await")]
 static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// The process-wide Prometheus recorder, installed on first use. Every metric is named

@@ -4,7 +4,11 @@
 //! broadcast channel; it never slows the publisher.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+// A blocking mutex, deliberately: publishing and subscribing are synchronous, and the lock is
+// held for a push and a broadcast, never across an await.
+use std::sync::Arc;
+#[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -78,6 +82,7 @@ pub struct Envelope {
     pub event: Event,
 }
 
+#[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
 struct OrgChannel {
     // INVARIANT: seq assignment, retention and broadcast happen under this one lock, so every
     // subscriber sees an organization's events in seq order with no gaps.
@@ -99,6 +104,7 @@ impl EventHub {
         EventHub { orgs: DashMap::new(), retain: retain.max(1) }
     }
 
+    #[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
     fn channel(&self, org_id: Uuid) -> Arc<OrgChannel> {
         self.orgs
             .entry(org_id)

@@ -152,7 +152,7 @@ impl Handler<Decide> for GateActor {
                     decided_at: now,
                 };
                 // A verdict that consumes nothing need not wait for the disk.
-                let _ = engine.shared.journal.write(vec![JournalRecord::Checkin(record)]).await;
+                engine.shared.journal.write_or_count(vec![JournalRecord::Checkin(record)]).await;
                 return Ok(outcome);
             }
             let Some(credential) = credential else { return Err(EngineError::UnknownPass) };

@@ -99,6 +99,16 @@ impl JournalHandle {
         self.tx.send(JournalBatch { records, ack: None }).await.map_err(|_| JournalError::Closed)
     }
 
+    /// Queues records whose answer does not wait for them. If the journal is shut down they are
+    /// lost: that is counted and logged, never silent.
+    pub async fn write_or_count(&self, records: Vec<JournalRecord>) {
+        let count = records.len();
+        if let Err(err) = self.write(records).await {
+            metrics::counter!("portcullis_journal_dropped_records_total").increment(count as u64);
+            tracing::warn!(records = count, error = %err, "journal records dropped");
+        }
+    }
+
     /// Queues records and waits until they are committed.
     pub async fn write_durable(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();

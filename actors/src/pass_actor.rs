@@ -245,7 +245,7 @@ impl Handler<Admit> for PassActor {
             let done = outcome(&verdict, &self.state);
             return AtomicResponse::new(Box::pin(
                 async move {
-                    let _ = journal.write(records).await;
+                    journal.write_or_count(records).await;
                     Ok(done)
                 }
                 .into_actor(self),
@@ -257,7 +257,7 @@ impl Handler<Admit> for PassActor {
         let write = async move {
             let result = journal.write_durable(records).await;
             if result.is_err() {
-                let _ = journal.write(vec![refused_record]).await;
+                journal.write_or_count(vec![refused_record]).await;
             }
             result
         };

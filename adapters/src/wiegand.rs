@@ -87,34 +87,39 @@ pub fn parse_bits(text: &str) -> Result<Vec<bool>, WiegandError> {
         .collect()
 }
 
-fn field(bits: &[bool], (from, to): (usize, usize)) -> u64 {
-    bits[from - 1..to].iter().fold(0, |acc, b| (acc << 1) | u64::from(*b))
+/// Bits `from` to `to` (1-based, inclusive), empty when the frame is shorter.
+fn span(bits: &[bool], (from, to): (usize, usize)) -> &[bool] {
+    bits.get(from.saturating_sub(1)..to).unwrap_or_default()
 }
 
-fn ones(bits: &[bool], (from, to): (usize, usize)) -> usize {
-    bits[from - 1..to].iter().filter(|b| **b).count()
+fn field(bits: &[bool], range: (usize, usize)) -> u64 {
+    span(bits, range).iter().fold(0, |acc, b| (acc << 1) | u64::from(*b))
+}
+
+fn ones(bits: &[bool], range: (usize, usize)) -> usize {
+    span(bits, range).iter().filter(|b| **b).count()
 }
 
 /// Whether the frame's parity bits are right for `format` (bits.len() must match).
 fn parity_ok(format: Format, bits: &[bool]) -> bool {
     let layout = format.layout();
-    let last = bits.len() - 1;
-    let even_ok = (ones(bits, layout.even) + usize::from(bits[0])).is_multiple_of(2);
-    let odd_ok = (ones(bits, layout.odd) + usize::from(bits[last])) % 2 == 1;
+    let (Some(&first), Some(&last)) = (bits.first(), bits.last()) else { return false };
+    let even_ok = (ones(bits, layout.even) + usize::from(first)).is_multiple_of(2);
+    let odd_ok = (ones(bits, layout.odd) + usize::from(last)) % 2 == 1;
     even_ok && odd_ok
 }
 
 /// Every reading of a frame: one card for 26 and 34 bits, two (H10304, H10302) for 37.
 pub fn decode(bits: &[bool]) -> Result<Vec<Card>, WiegandError> {
-    let formats: &[Format] = match bits.len() {
-        26 => &[Format::H10301],
-        34 => &[Format::H10306],
-        37 => &[Format::H10304, Format::H10302],
+    // All candidates of one length share the parity layout (the first's).
+    let (parity, formats): (Format, &[Format]) = match bits.len() {
+        26 => (Format::H10301, &[Format::H10301]),
+        34 => (Format::H10306, &[Format::H10306]),
+        37 => (Format::H10304, &[Format::H10304, Format::H10302]),
         n => return Err(WiegandError::UnknownLength(n)),
     };
-    // All candidates of one length share the parity layout.
-    if !parity_ok(formats[0], bits) {
-        return Err(WiegandError::Parity(formats[0]));
+    if !parity_ok(parity, bits) {
+        return Err(WiegandError::Parity(parity));
     }
     Ok(formats
         .iter()
@@ -134,7 +139,7 @@ pub fn encode(card: Card) -> Result<Vec<bool>, WiegandError> {
     let layout = format.layout();
     let mut bits = vec![false; format.bits()];
     let mut put = |(from, to): (usize, usize), value: u64| {
-        for (i, bit) in bits[from - 1..to].iter_mut().enumerate() {
+        for (i, bit) in bits.get_mut(from.saturating_sub(1)..to).unwrap_or_default().iter_mut().enumerate() {
             let shift = to - from - i;
             *bit = (value >> shift) & 1 == 1;
         }
@@ -143,9 +148,14 @@ pub fn encode(card: Card) -> Result<Vec<bool>, WiegandError> {
         put(f, card.facility);
     }
     put(layout.number, card.number);
-    let last = bits.len() - 1;
-    bits[0] = ones(&bits, layout.even) % 2 == 1;
-    bits[last] = ones(&bits, layout.odd).is_multiple_of(2);
+    let even = ones(&bits, layout.even) % 2 == 1;
+    let odd = ones(&bits, layout.odd).is_multiple_of(2);
+    if let Some(first) = bits.first_mut() {
+        *first = even;
+    }
+    if let Some(last) = bits.last_mut() {
+        *last = odd;
+    }
     Ok(bits)
 }
 

@@ -84,8 +84,8 @@ async fn run() -> Result<(), Error> {
     let card = creds
         .passes
         .iter()
-        .find(|p| p.credential["kind"] == "card")
-        .map(|p| p.credential["value"].clone())
+        .find(|p| p.credential.get("kind").is_some_and(|k| k == "card"))
+        .and_then(|p| p.credential.get("value").cloned())
         .unwrap_or_default();
     let card = card.as_str().unwrap_or_default().to_owned();
 

@@ -19,6 +19,7 @@ use portcullis_actors::domain::Role;
 use crate::auth::permissions::Scope;
 use crate::crypto::{self, KeyEnv};
 use crate::db::query_json_opt;
+use crate::db::set_field;
 use crate::error::AppError;
 
 /// The columns a client may see (never `key_hash`).
@@ -162,7 +163,7 @@ async fn insert(
         json!({ "scopes": scopes, "env": spec.env.as_str(), "gate_ids": unique, "rotated_from": rotated_from });
     audit::record(client, actor, Event::new(Some(org_id), action, "api_key", id).details(details)).await?;
     let mut key = describe(client, org_id, id).await?;
-    key["key"] = json!(secrecy::ExposeSecret::expose_secret(&new.key));
+    set_field(&mut key, "key", json!(secrecy::ExposeSecret::expose_secret(&new.key)));
     Ok(key)
 }
 

@@ -22,7 +22,7 @@ use crate::audit::{self, Event as AuditEvent};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, Standing};
 use crate::db::pagination::{self, Page};
-use crate::db::{query_json, query_json_opt};
+use crate::db::{query_json, query_json_opt, set_field};
 use crate::engine::credentials::{self, QrCode};
 use crate::engine::load::{PASS_COLUMNS, pass_from_row};
 use crate::error::{AppError, Conflict};
@@ -118,16 +118,16 @@ async fn describe(
     .ok_or(AppError::NotFound("pass"))?;
     let live = if app.engine.holds_pass(id) { app.engine.pass_state(id).await } else { None };
     if let Some(live) = live.filter(|l| l.org_id == org_id) {
-        pass["status"] = json!(live.status);
-        pass["uses_count"] = json!(live.uses_count);
-        pass["inside"] = json!(live.inside);
-        pass["last_gate_id"] = json!(live.last_gate_id);
-        pass["valid_to"] = json!(live.valid_to);
-        pass["uses_left"] = json!(live.uses_left());
+        set_field(&mut pass, "status", json!(live.status));
+        set_field(&mut pass, "uses_count", json!(live.uses_count));
+        set_field(&mut pass, "inside", json!(live.inside));
+        set_field(&mut pass, "last_gate_id", json!(live.last_gate_id));
+        set_field(&mut pass, "valid_to", json!(live.valid_to));
+        set_field(&mut pass, "uses_left", json!(live.uses_left()));
     } else {
         let stored = client.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
         let state = pass_from_row(&stored).map_err(AppError::internal)?;
-        pass["uses_left"] = json!(state.uses_left());
+        set_field(&mut pass, "uses_left", json!(state.uses_left()));
     }
     let credentials = query_json(
         client,
@@ -136,7 +136,7 @@ async fn describe(
         &[&org_id, &id],
     )
     .await?;
-    pass["credentials"] = json!(credentials);
+    set_field(&mut pass, "credentials", json!(credentials));
     Ok(pass)
 }
 
@@ -292,14 +292,18 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     if kind == CredentialKind::Qr {
         // The seed is shown this once; it is derived, never stored.
         let (payload, expires_in) = QrCode::issue(pepper, credential_id, Utc::now());
-        json["credential"] = json!({
-            "kind": "qr", "credential_id": credential_id, "seed": credentials::qr_seed_text(pepper, credential_id),
-            "payload": payload, "expires_in": expires_in,
-        });
+        set_field(
+            &mut json,
+            "credential",
+            json!({
+                "kind": "qr", "credential_id": credential_id, "seed": credentials::qr_seed_text(pepper, credential_id),
+                "payload": payload, "expires_in": expires_in,
+            }),
+        );
     }
     if let Some(pin) = pin {
         // Shown this once; only its keyed hash is stored.
-        json["credential"] = json!({ "kind": "pin", "credential_id": credential_id, "value": pin });
+        set_field(&mut json, "credential", json!({ "kind": "pin", "credential_id": credential_id, "value": pin }));
     }
     Ok(json)
 }

@@ -18,6 +18,7 @@ use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::query_json_opt;
+use crate::db::set_field;
 use crate::engine::load::reload_org;
 use crate::error::AppError;
 
@@ -141,7 +142,7 @@ pub async fn list_zones(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<V
 pub async fn get_zone(app: &App, org_id: Uuid, zone_id: Uuid) -> Result<Value, AppError> {
     let client = app.pool.get().await?;
     let mut zone = one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?;
-    zone["inside"] = json!(app.engine.occupancy(zone_id));
+    set_field(&mut zone, "inside", json!(app.engine.occupancy(zone_id)));
     Ok(zone)
 }
 
@@ -243,7 +244,7 @@ pub async fn list_gates(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<V
 pub async fn get_gate(app: &App, org_id: Uuid, gate_id: Uuid) -> Result<Value, AppError> {
     let client = app.pool.get().await?;
     let mut gate = one(&client, GATE_SELECT, org_id, gate_id, "gate").await?;
-    gate["queue"] = json!(app.engine.gate_queue(gate_id).await);
+    set_field(&mut gate, "queue", json!(app.engine.gate_queue(gate_id).await));
     Ok(gate)
 }
 

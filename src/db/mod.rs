@@ -184,6 +184,14 @@ pub async fn migrate(config: &tokio_postgres::Config) -> Result<i32, DbError> {
 /// Runs `select` (a query with an explicit column list) and returns each row as a JSON object.
 /// Column lists are spelled out at every call site, so a hash or secret column is never selected
 /// by accident.
+/// Sets `key` on a JSON object (a row from [`query_json`] is always one; anything else is left as
+/// it is rather than panic).
+pub fn set_field(target: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(object) = target.as_object_mut() {
+        object.insert(key.to_owned(), value);
+    }
+}
+
 pub async fn query_json(
     client: &impl deadpool_postgres::GenericClient,
     select: &str,

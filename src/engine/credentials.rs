@@ -46,8 +46,9 @@ pub enum CredentialInput {
 
 fn to_key(hash: Vec<u8>) -> [u8; 32] {
     let mut key = [0u8; 32];
-    let n = hash.len().min(32);
-    key[..n].copy_from_slice(&hash[..n]);
+    for (to, from) in key.iter_mut().zip(hash) {
+        *to = from;
+    }
     key
 }
 
@@ -173,7 +174,7 @@ impl QrCode {
         let seed = qr_seed(pepper, credential_id);
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&seed) else { return Vec::new() };
         mac.update(format!("{QR_PREFIX}.{credential_id}.{step}").as_bytes());
-        mac.finalize().into_bytes()[..MAC_BYTES].to_vec()
+        mac.finalize().into_bytes().iter().take(MAC_BYTES).copied().collect()
     }
 
     /// The code valid at `now`.

@@ -205,16 +205,18 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
     for record in group.iter().flat_map(|b| &b.records) {
         match record {
             JournalRecord::Checkin(c) => checkins.push(c),
-            JournalRecord::Pass { state, revocation } => match pass_index.get(&state.id) {
-                Some(&i) => {
-                    passes[i].0 = state;
-                    passes[i].1 = revocation.as_ref().or(passes[i].1);
+            JournalRecord::Pass { state, revocation } => {
+                match pass_index.get(&state.id).and_then(|&i| passes.get_mut(i)) {
+                    Some(seen) => {
+                        seen.0 = state;
+                        seen.1 = revocation.as_ref().or(seen.1);
+                    }
+                    None => {
+                        pass_index.insert(state.id, passes.len());
+                        passes.push((state, revocation.as_ref()));
+                    }
                 }
-                None => {
-                    pass_index.insert(state.id, passes.len());
-                    passes.push((state, revocation.as_ref()));
-                }
-            },
+            }
             JournalRecord::PassEvent(e) => events.push(e),
             JournalRecord::Audit(a) => audits.push(a),
         }

@@ -103,7 +103,7 @@ fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
 
 /// The query parameter (`query.<name>`) or `path` of a URI carrying an encoded NUL (`%00`).
 pub fn nul_in_uri(uri: &actix_web::http::Uri) -> Option<String> {
-    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0');
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
     if has_nul(uri.path()) {
         return Some("path".to_owned());
     }

@@ -235,8 +235,10 @@ impl Actor for SessionActor {
         match (self.since, missed) {
             (Some(_), Some(missed)) => {
                 for envelope in missed {
-                    if self.filter.admits(&envelope.event) {
-                        self.send(ctx, frame(&envelope));
+                    if self.filter.admits(&envelope.event)
+                        && let Some(text) = frame(&envelope)
+                    {
+                        self.send(ctx, text);
                     }
                 }
             }
@@ -261,16 +263,26 @@ impl Actor for SessionActor {
     }
 }
 
-fn frame(envelope: &Envelope) -> String {
-    serde_json::to_string(envelope).unwrap_or_default()
+/// An event as a text frame; one that cannot be serialized is logged and counted, never sent empty.
+fn frame(envelope: &Envelope) -> Option<String> {
+    match serde_json::to_string(envelope) {
+        Ok(text) => Some(text),
+        Err(err) => {
+            metrics::counter!("portcullis_stream_frames_unserializable_total").increment(1);
+            tracing::error!(seq = envelope.seq, error = %err, "event not sent: it cannot be serialized");
+            None
+        }
+    }
 }
 
 impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionActor {
     fn handle(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
         match item {
             Ok(envelope) => {
-                if self.filter.admits(&envelope.event) {
-                    self.send(ctx, frame(&envelope));
+                if self.filter.admits(&envelope.event)
+                    && let Some(text) = frame(&envelope)
+                {
+                    self.send(ctx, text);
                 }
             }
             // The viewer fell behind what the hub retains: it would miss events. Tell it to
