@@ -84,6 +84,23 @@ struct WindowJson {
     to: String,
 }
 
+impl utoipa::PartialSchema for TimeWindow {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let time =
+            || ObjectBuilder::new().schema_type(Type::String).pattern(Some("^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("from", time())
+            .property("to", time())
+            .required("from")
+            .required("to")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeWindow {}
+
 impl Serialize for TimeWindow {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         WindowJson { from: format_minutes(self.from), to: format_minutes(self.to) }.serialize(s)

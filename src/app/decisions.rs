@@ -14,7 +14,7 @@ use crate::auth::principal::{Principal, Standing};
 use crate::engine::credentials::{self, CredentialInput};
 use crate::error::AppError;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     credential: CredentialInput,
@@ -22,7 +22,7 @@ pub struct DecisionRequest {
 }
 
 /// The verdict as the gate receives it. A deny is a verdict, not an error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Verdict {
     pub decision: Decision,
     pub reason: Reason,

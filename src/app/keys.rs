@@ -53,7 +53,7 @@ impl Grantor {
 }
 
 /// A request for a new key, as a client sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,

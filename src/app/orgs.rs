@@ -17,7 +17,7 @@ use crate::error::{AppError, Conflict};
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     name: String,
@@ -25,7 +25,7 @@ pub struct CreateOrg {
     timezone: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
     name: Option<String>,

@@ -33,7 +33,7 @@ const PASS_SELECT: &str =
         issued_by, revoked_at, revoked_by, revoke_reason, created_at, updated_at
      FROM passes";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialSpec {
     Qr,
@@ -49,7 +49,7 @@ pub enum CredentialSpec {
     },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuePass {
     holder_name: String,
@@ -74,7 +74,7 @@ pub struct PassFilter {
 }
 
 /// What a revocation answers: the actor's own account of it, not a re-read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     pub id: Uuid,
     pub status: PassStatus,
@@ -84,7 +84,7 @@ pub struct Revoked {
 }
 
 /// A live QR code: the payload and the seconds it has left.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LiveQr {
     pub payload: String,
     pub expires_in: i64,

@@ -103,7 +103,7 @@ pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result
 
 const ZONE_SELECT: &str = "SELECT id, org_id, name, capacity, created_at, updated_at FROM zones";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneBody {
     name: Option<String>,
@@ -173,7 +173,7 @@ pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody)
 const GATE_SELECT: &str =
     "SELECT id, org_id, zone_id, name, direction, fail_mode, mode, open_ms, created_at, updated_at FROM gates";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateBody {
     name: Option<String>,
@@ -275,7 +275,7 @@ pub async fn update_gate(app: &App, org_id: Uuid, gate_id: Uuid, body: GateBody)
     one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     mode: GateMode,
@@ -309,14 +309,14 @@ pub async fn set_gate_mode(
     one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockdownBody {
     lockdown: bool,
 }
 
 /// The organization's lockdown, as set.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Lockdown {
     pub org_id: Uuid,
     pub lockdown: bool,
@@ -350,7 +350,7 @@ const RULE_SELECT: &str =
          WHERE z.org_id = r.org_id AND z.rule_id = r.id) AS zone_ids
      FROM access_rules r";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
     name: Option<String>,
@@ -511,7 +511,7 @@ pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody)
 
 const HOLIDAY_SELECT: &str = "SELECT id, org_id, date, name FROM holidays";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolidayBody {
     #[serde(default, deserialize_with = "crate::app::input::opt_date")]

@@ -17,7 +17,7 @@ use crate::error::AppError;
 const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at IS NOT NULL AS disabled, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
@@ -26,7 +26,7 @@ pub struct CreateUser {
     role: Role,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     role: Option<Role>,

@@ -35,7 +35,7 @@ pub const QR: &str = "qr";
 const QR_SEED: &str = "qr-seed";
 
 /// A credential in a decision request (API.md).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialInput {
     Qr { value: String },

@@ -73,3 +73,25 @@ async fn metrics_expose_portcullis_series_for_requests_served() -> TestResult {
     }
     Ok(())
 }
+
+#[actix_web::test]
+async fn the_api_document_describes_every_route() -> TestResult {
+    let app = spawn_app().await?;
+    let doc = app.get("/openapi.json").await?;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    for (method, path) in portcullis::http::routes::ROUTES {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        assert!(op["summary"].is_string(), "{method} {path} is not described");
+        assert!(op["description"].as_str().is_some_and(|d| d.starts_with("Who may call it")), "{method} {path}");
+    }
+    let revoke = &doc["paths"]["/api/v1/orgs/{org}/passes/{pass}/revoke"]["post"];
+    assert_eq!(
+        revoke["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Revoked"
+    );
+    assert!(revoke["responses"]["409"].is_object() && revoke["responses"]["403"].is_object());
+    assert!(doc["components"]["schemas"]["IssuePass"].is_object());
+    Ok(())
+}

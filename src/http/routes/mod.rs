@@ -1,4 +1,4 @@
-//! Route table.
+//! The route table: every route once, registered by `configure` and listed in `ROUTES`.
 
 mod api_keys;
 mod audit;
@@ -13,79 +13,76 @@ mod site;
 mod stream;
 mod users;
 
+pub use auth::{ChangePasswordRequest, LoginRequest, RefreshRequest};
+pub use passes::{ExtendBody, RevokeBody};
+
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
+use actix_web::http::Method;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{ResponseError, web};
 
 use crate::error::AppError;
 
-/// Every route of the engine.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(dashboard::index))
-        .service(web::resource("/app.js").get(dashboard::script))
-        .service(web::resource("/app.css").get(dashboard::style))
-        .service(web::resource("/health").get(service::health))
-        .service(web::resource("/ready").get(service::ready))
-        .service(web::resource("/version").get(service::version))
-        .service(web::resource("/metrics").get(service::metrics))
-        .service(
-            web::scope("/api/v1")
-                .service(web::resource("/auth/login").post(auth::login))
-                .service(web::resource("/auth/refresh").post(auth::refresh))
-                .service(web::resource("/auth/logout").post(auth::logout))
-                .service(web::resource("/auth/change-password").post(auth::change_password))
-                .service(web::resource("/me").get(auth::me))
-                .service(web::resource("/orgs").post(orgs::create).get(orgs::list))
-                .service(web::resource("/orgs/{org}").get(orgs::get).patch(orgs::update).delete(orgs::delete))
-                .service(web::resource("/orgs/{org}/export").get(orgs::export))
-                .service(web::resource("/orgs/{org}/audit").get(audit::list))
-                .service(web::resource("/orgs/{org}/users").post(users::create).get(users::list))
-                .service(web::resource("/orgs/{org}/users/{user}").get(users::get).patch(users::update))
-                .service(web::resource("/orgs/{org}/api-keys").post(api_keys::create).get(api_keys::list))
-                .service(web::resource("/orgs/{org}/api-keys/{key}").get(api_keys::get))
-                .service(web::resource("/orgs/{org}/api-keys/{key}/rotate").post(api_keys::rotate))
-                .service(web::resource("/orgs/{org}/api-keys/{key}/revoke").post(api_keys::revoke))
-                .service(web::resource("/orgs/{org}/lockdown").post(site::set_lockdown))
-                .service(web::resource("/orgs/{org}/zones").post(site::zones::create).get(site::zones::list))
-                .service(
-                    web::resource("/orgs/{org}/zones/{zone}")
-                        .get(site::zones::get)
-                        .patch(site::zones::update)
-                        .delete(site::zones::delete),
-                )
-                .service(web::resource("/orgs/{org}/gates").post(site::gates::create).get(site::gates::list))
-                .service(
-                    web::resource("/orgs/{org}/gates/{gate}")
-                        .get(site::gates::get)
-                        .patch(site::gates::update)
-                        .delete(site::gates::delete),
-                )
-                .service(web::resource("/orgs/{org}/gates/{gate}/mode").post(site::set_gate_mode))
-                .service(web::resource("/orgs/{org}/access-rules").post(site::rules::create).get(site::rules::list))
-                .service(
-                    web::resource("/orgs/{org}/access-rules/{rule}")
-                        .get(site::rules::get)
-                        .patch(site::rules::update)
-                        .delete(site::rules::delete),
-                )
-                .service(web::resource("/orgs/{org}/holidays").post(site::holidays::create).get(site::holidays::list))
-                .service(
-                    web::resource("/orgs/{org}/holidays/{holiday}")
-                        .get(site::holidays::get)
-                        .patch(site::holidays::update)
-                        .delete(site::holidays::delete),
-                )
-                .service(web::resource("/orgs/{org}/passes").post(passes::issue).get(passes::list))
-                .service(web::resource("/orgs/{org}/passes/{pass}").get(passes::get).patch(passes::extend))
-                .service(web::resource("/orgs/{org}/passes/{pass}/revoke").post(passes::revoke))
-                .service(web::resource("/orgs/{org}/passes/{pass}/suspend").post(passes::suspend))
-                .service(web::resource("/orgs/{org}/passes/{pass}/resume").post(passes::resume))
-                .service(web::resource("/orgs/{org}/passes/{pass}/qr").get(passes::qr))
-                .service(web::resource("/orgs/{org}/checkins").get(checkins::list))
-                .service(web::resource("/orgs/{org}/stream").get(stream::stream))
-                .service(web::resource("/gates/{gate}/decisions").post(decisions::decide)),
-        );
+/// Declares the route table once: `configure` registers it, and [`ROUTES`] lists it for the API
+/// document (whose test fails when a registered route is not described).
+macro_rules! routes {
+    ($( $path:literal => { $( $method:ident $handler:path ),+ $(,)? } ),+ $(,)?) => {
+        /// Every (method, path) the server registers.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path) ),+ ),+ ];
+
+        /// Every route of the engine.
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $( cfg.service(web::resource($path) $( .route(web::method(Method::$method).to($handler)) )+ ); )+
+        }
+    };
+}
+
+routes! {
+    "/" => { GET dashboard::index },
+    "/app.js" => { GET dashboard::script },
+    "/app.css" => { GET dashboard::style },
+    "/health" => { GET service::health },
+    "/ready" => { GET service::ready },
+    "/version" => { GET service::version },
+    "/metrics" => { GET service::metrics },
+    "/openapi.json" => { GET service::openapi },
+    "/api/v1/auth/login" => { POST auth::login },
+    "/api/v1/auth/refresh" => { POST auth::refresh },
+    "/api/v1/auth/logout" => { POST auth::logout },
+    "/api/v1/auth/change-password" => { POST auth::change_password },
+    "/api/v1/me" => { GET auth::me },
+    "/api/v1/orgs" => { POST orgs::create, GET orgs::list },
+    "/api/v1/orgs/{org}" => { GET orgs::get, PATCH orgs::update, DELETE orgs::delete },
+    "/api/v1/orgs/{org}/export" => { GET orgs::export },
+    "/api/v1/orgs/{org}/audit" => { GET audit::list },
+    "/api/v1/orgs/{org}/users" => { POST users::create, GET users::list },
+    "/api/v1/orgs/{org}/users/{user}" => { GET users::get, PATCH users::update },
+    "/api/v1/orgs/{org}/api-keys" => { POST api_keys::create, GET api_keys::list },
+    "/api/v1/orgs/{org}/api-keys/{key}" => { GET api_keys::get },
+    "/api/v1/orgs/{org}/api-keys/{key}/rotate" => { POST api_keys::rotate },
+    "/api/v1/orgs/{org}/api-keys/{key}/revoke" => { POST api_keys::revoke },
+    "/api/v1/orgs/{org}/lockdown" => { POST site::set_lockdown },
+    "/api/v1/orgs/{org}/zones" => { POST site::zones::create, GET site::zones::list },
+    "/api/v1/orgs/{org}/zones/{zone}" => { GET site::zones::get, PATCH site::zones::update, DELETE site::zones::delete },
+    "/api/v1/orgs/{org}/gates" => { POST site::gates::create, GET site::gates::list },
+    "/api/v1/orgs/{org}/gates/{gate}" => { GET site::gates::get, PATCH site::gates::update, DELETE site::gates::delete },
+    "/api/v1/orgs/{org}/gates/{gate}/mode" => { POST site::set_gate_mode },
+    "/api/v1/orgs/{org}/access-rules" => { POST site::rules::create, GET site::rules::list },
+    "/api/v1/orgs/{org}/access-rules/{rule}" => { GET site::rules::get, PATCH site::rules::update, DELETE site::rules::delete },
+    "/api/v1/orgs/{org}/holidays" => { POST site::holidays::create, GET site::holidays::list },
+    "/api/v1/orgs/{org}/holidays/{holiday}" => {
+        GET site::holidays::get, PATCH site::holidays::update, DELETE site::holidays::delete,
+    },
+    "/api/v1/orgs/{org}/passes" => { POST passes::issue, GET passes::list },
+    "/api/v1/orgs/{org}/passes/{pass}" => { GET passes::get, PATCH passes::extend },
+    "/api/v1/orgs/{org}/passes/{pass}/revoke" => { POST passes::revoke },
+    "/api/v1/orgs/{org}/passes/{pass}/suspend" => { POST passes::suspend },
+    "/api/v1/orgs/{org}/passes/{pass}/resume" => { POST passes::resume },
+    "/api/v1/orgs/{org}/passes/{pass}/qr" => { GET passes::qr },
+    "/api/v1/orgs/{org}/checkins" => { GET checkins::list },
+    "/api/v1/orgs/{org}/stream" => { GET stream::stream },
+    "/api/v1/gates/{gate}/decisions" => { POST decisions::decide },
 }
 
 /// A query string that does not parse: 422 naming the query.

@@ -15,13 +15,13 @@ use crate::error::AppError;
 use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     #[serde(deserialize_with = "crate::app::input::timestamp")]

@@ -27,6 +27,11 @@ pub async fn version(state: web::Data<App>) -> HttpResponse {
     }))
 }
 
+/// The API document (OpenAPI 3.1).
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::http::openapi::document())
+}
+
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok()
