@@ -392,7 +392,9 @@ async fn check_rule(
     {
         fields.insert("weekdays".into(), err.to_string());
     }
-    if body.anti_passback == Some(AntiPassback::Timed) && body.anti_passback_minutes.is_none_or(|m| m < 1) {
+    if body.anti_passback_minutes.is_some_and(|m| !(1..=MAX_ANTI_PASSBACK_MINUTES).contains(&m)) {
+        fields.insert("anti_passback_minutes".into(), format!("must be 1 to {MAX_ANTI_PASSBACK_MINUTES}"));
+    } else if body.anti_passback == Some(AntiPassback::Timed) && body.anti_passback_minutes.is_none() {
         fields.insert(
             "anti_passback_minutes".into(),
             "timed anti-passback needs a number of minutes (at least 1)".into(),
@@ -400,6 +402,9 @@ async fn check_rule(
     }
     done(fields)
 }
+
+/// The longest timed anti-passback: a week.
+const MAX_ANTI_PASSBACK_MINUTES: i32 = 7 * 24 * 60;
 
 async fn set_rule_zones(
     client: &impl GenericClient,

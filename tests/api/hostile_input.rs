@@ -222,3 +222,16 @@ async fn nul_characters_and_impossible_dates_are_named_422s() -> TestResult {
     assert_eq!(checkins.status, 422, "{}", checkins.text());
     Ok(())
 }
+
+/// Found by schemathesis: a negative anti-passback time reached the database as a 500.
+#[actix_web::test]
+async fn an_impossible_anti_passback_time_is_a_named_422() -> TestResult {
+    let site = Site::build(crate::helpers::spawn_app().await?, 1, 1).await?;
+    for minutes in [-69941, 0, 1_000_000] {
+        let body = json!({"name": format!("R{minutes}"), "zone_ids": [], "anti_passback_minutes": minutes});
+        let reply = site.app.call("POST", &site.path("/access-rules"), Some(&site.root.access), Some(body)).await?;
+        assert_eq!(reply.status, 422, "{minutes}: {}", reply.text());
+        assert!(reply.json()["error"]["details"]["fields"]["anti_passback_minutes"].is_string(), "{}", reply.text());
+    }
+    Ok(())
+}

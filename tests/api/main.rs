@@ -17,6 +17,7 @@ mod identity;
 mod migrations;
 mod orgs;
 mod rules;
+mod schemathesis;
 mod security;
 mod seed;
 mod service;
