@@ -1,15 +1,26 @@
 //! Portcullis: a realtime access-control engine.
 //!
-//! - [`app`] — [`app::App`], the application's handles, and its use cases (http calls these).
-//! - [`auth`] — identity (sessions, tokens, API keys), the permission table, the org guard.
+//! The layers, and the one direction their imports go:
+//!
+//! ```text
+//! http ──> app ──> auth, audit, db, engine ──> portcullis-actors
+//!  (edge)  (use cases)  (mechanisms, storage)   (domain, decision, actors)
+//! ```
+//!
+//! Only `http` (and the WebSocket sessions under `stream`) know HTTP; `app` holds each use case with
+//! its transaction, audit row and event; below it nothing imports `app` or `http`. `cli` and
+//! `startup` wire the layers together.
+//!
+//! - [`http`] — the edge: route table, extractors, middleware, the error mapping, the API document.
+//! - [`app`] — [`app::App`], the application's handles, and its use cases (`http` calls these).
+//! - [`auth`] — identity mechanisms: tokens, principals and the permission table, caches, limits.
 //! - [`audit`] — the audit log of security-relevant actions.
 //! - [`cli`] — `serve`, `migrate`, `demo`: what each command sets up and runs.
 //! - [`config`] — layered settings (defaults, file, environment, flags) with secrets kept secret.
 //! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
-//! - [`http`] — extractors, the request-context middleware, and the routes.
 //! - [`stream`] — live entry streams: the WebSocket SessionActor and its snapshot.
 //! - [`error`] — [`error::AppError`], the one error type of the application (`http::error` maps it to HTTP).
-//! - [`db`] — the PostgreSQL pool, migrations from `schema/`, the managed local cluster.
+//! - [`db`] — the PostgreSQL pool, migrations from `schema/`, pagination, the managed local cluster.
 //! - [`engine`] — the engine's server side: loading actors, the journal writer, credentials.
 //! - [`demo`] — the idempotent demo seed and `demo-credentials.json`.
 //! - [`crypto`] — password hashing and peppered HMAC for secrets looked up by value.

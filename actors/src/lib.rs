@@ -1,5 +1,9 @@
 //! Portcullis domain and live state.
 //!
+//! The bottom layer: it imports no other Portcullis crate and knows nothing of HTTP or SQL (the
+//! journal's records are handed to a writer in the `portcullis` crate). Everything above may
+//! import it.
+//!
 //! - [`domain`] — the vocabulary every layer shares: roles, organization access modes, gate
 //!   directions and modes, pass types and statuses, credential kinds and card formats. Each is
 //!   parsed from its stable wire/database spelling and printed back the same way, so the schema's

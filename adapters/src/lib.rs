@@ -1,6 +1,8 @@
 //! Portcullis hardware adapters: they translate what readers and panels send into decision calls,
 //! and verdicts back into what the hardware understands.
 //!
+//! Protocol code here is free of actix and of the database; it imports no other Portcullis crate.
+//!
 //! - [`wiegand`] — the Wiegand card formats (H10301, H10306, H10304, H10302): decoding with parity
 //!   checks, and encoding.
 //!
