@@ -334,7 +334,7 @@ pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Re
 
 /// Applies a change through the pass's actor: checked against the organization in memory,
 /// durable (with `audit`, in the same commit) and in force at every gate on return.
-async fn change(
+async fn change_pass(
     app: &App,
     caller: &Caller<'_>,
     org_id: Uuid,
@@ -378,19 +378,24 @@ pub async fn revoke(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, reas
     }
     let audit = AuditEvent::new(Some(org_id), "pass.revoked", "pass", id);
     let revoke = PassChange::Revoke { reason: reason.clone() };
-    let (pass, at) = change(app, caller, org_id, id, revoke, Some(audit)).await?;
+    let (pass, at) = change_pass(app, caller, org_id, id, revoke, Some(audit)).await?;
     Ok(Revoked { id, status: pass.status, revoked_at: at, revoked_by: caller.principal.user_id(), reason })
 }
 
-pub async fn suspend(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
-    let audit = AuditEvent::new(Some(org_id), "pass.suspended", "pass", id);
-    change(app, caller, org_id, id, PassChange::Suspend, Some(audit)).await?;
-    describe(app, &app.pool.get().await?, org_id, id, None).await
+/// Suspending a pass, or resuming it.
+#[derive(Debug, Clone, Copy)]
+pub enum Hold {
+    Suspend,
+    Resume,
 }
 
-pub async fn resume(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
-    let audit = AuditEvent::new(Some(org_id), "pass.resumed", "pass", id);
-    change(app, caller, org_id, id, PassChange::Resume, Some(audit)).await?;
+/// Suspends or resumes a pass: in force at every gate, and audited, when this returns.
+pub async fn hold(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, hold: Hold) -> Result<Value, AppError> {
+    let (action, change) = match hold {
+        Hold::Suspend => ("pass.suspended", PassChange::Suspend),
+        Hold::Resume => ("pass.resumed", PassChange::Resume),
+    };
+    change_pass(app, caller, org_id, id, change, Some(AuditEvent::new(Some(org_id), action, "pass", id))).await?;
     describe(app, &app.pool.get().await?, org_id, id, None).await
 }
 
@@ -405,7 +410,7 @@ pub async fn extend(
     let client = app.pool.get().await?;
     describe(app, &client, org_id, id, issued_by_filter(caller.principal, org_id)).await?;
     let audit = AuditEvent::new(Some(org_id), "pass.extended", "pass", id);
-    change(app, caller, org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
+    change_pass(app, caller, org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
     describe(app, &client, org_id, id, None).await
 }
 

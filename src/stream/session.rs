@@ -97,6 +97,20 @@ pub struct Timing {
 /// connection is shut down under it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Everything a session starts from.
+pub struct Setup {
+    pub org_id: Uuid,
+    pub engine: Engine,
+    pub pool: Pool,
+    pub auth: Arc<AuthContext>,
+    pub filter: Filter,
+    pub since: Option<u64>,
+    pub credential: Credential,
+    pub timing: Timing,
+    /// The connection underneath, and when the peer was last heard from.
+    pub flow: Flow,
+}
+
 pub struct SessionActor {
     org_id: Uuid,
     engine: Engine,
@@ -106,24 +120,13 @@ pub struct SessionActor {
     since: Option<u64>,
     credential: Credential,
     timing: Timing,
-    /// The connection underneath, and when the peer was last heard from.
     flow: Flow,
     closing: bool,
 }
 
 impl SessionActor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        org_id: Uuid,
-        engine: Engine,
-        pool: Pool,
-        auth: Arc<AuthContext>,
-        filter: Filter,
-        since: Option<u64>,
-        credential: Credential,
-        timing: Timing,
-        flow: Flow,
-    ) -> Self {
+    pub fn new(setup: Setup) -> Self {
+        let Setup { org_id, engine, pool, auth, filter, since, credential, timing, flow } = setup;
         SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, flow, closing: false }
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::app::passes::{self, IssuePass, PassFilter};
+use crate::app::passes::{self, Hold, IssuePass, PassFilter};
 use crate::app::{App, Caller};
 use crate::auth::principal::policy;
 use crate::db::pagination::ListQuery;
@@ -89,8 +89,7 @@ pub async fn suspend(
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
 ) -> Result<HttpResponse, AppError> {
-    let caller = Caller { principal: &auth.principal, addr };
-    Ok(HttpResponse::Ok().json(passes::suspend(&state, &caller, auth.org.id, pass_id(&path)?).await?))
+    hold(&state, &auth, &path, addr, Hold::Suspend).await
 }
 
 pub async fn resume(
@@ -99,8 +98,18 @@ pub async fn resume(
     path: web::Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
 ) -> Result<HttpResponse, AppError> {
+    hold(&state, &auth, &path, addr, Hold::Resume).await
+}
+
+async fn hold(
+    state: &App,
+    auth: &Authorized<policy::PassesRevoke>,
+    path: &(String, String),
+    addr: Option<std::net::IpAddr>,
+    hold: Hold,
+) -> Result<HttpResponse, AppError> {
     let caller = Caller { principal: &auth.principal, addr };
-    Ok(HttpResponse::Ok().json(passes::resume(&state, &caller, auth.org.id, pass_id(&path)?).await?))
+    Ok(HttpResponse::Ok().json(passes::hold(state, &caller, auth.org.id, pass_id(path)?, hold).await?))
 }
 
 pub async fn extend(

@@ -16,7 +16,7 @@ use crate::auth::principal::{Principal, authorize};
 use crate::error::AppError;
 use crate::http::auth::{authenticate_with, bearer_token};
 use crate::stream::connection::{Flow, Socket};
-use crate::stream::session::{Credential, Filter, SessionActor, Timing};
+use crate::stream::session::{Credential, Filter, SessionActor, Setup, Timing};
 use crate::stream::snapshot::host_passes;
 
 #[derive(Deserialize)]
@@ -79,16 +79,16 @@ pub async fn stream(
     let mut response =
         ws::handshake(&req).map_err(|e| AppError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
     let flow = Flow::of(req.conn_data::<Socket>());
-    let actor = SessionActor::new(
+    let actor = SessionActor::new(Setup {
         org_id,
-        state.engine.clone(),
-        state.pool.clone(),
-        state.auth.clone(),
+        engine: state.engine.clone(),
+        pool: state.pool.clone(),
+        auth: state.auth.clone(),
         filter,
-        query.since,
+        since: query.since,
         credential,
         timing,
-        flow.clone(),
-    );
+        flow,
+    });
     Ok(response.streaming(ws::WebsocketContext::create(actor, payload)))
 }
