@@ -4,19 +4,20 @@
 //! index, organization snapshots); none of them waits behind another actor's mailbox except the
 //! one gate and the one pass a decision is about.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
-use crate::domain::{CredentialKind, Direction, GateMode};
+use crate::domain::{CredentialKind, Direction, GateMode, PassStatus};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, GateActor, Outcome};
 use crate::journal::JournalHandle;
@@ -77,6 +78,17 @@ pub struct EngineSettings {
 }
 
 /// Where a pass's state lives right now.
+/// A pass due to expire at a time; the heap's `Reverse` makes the soonest come first.
+type Due = Reverse<(DateTime<Utc>, Uuid)>;
+
+/// The expiry schedule: a heap under a short lock, and a wake-up for the timer when an earlier
+/// expiry arrives.
+#[expect(clippy::disallowed_types, reason = "held for a push or a pop in synchronous code, never across an await")]
+struct Expiries {
+    heap: std::sync::Mutex<BinaryHeap<Due>>,
+    changed: tokio::sync::Notify,
+}
+
 pub(crate) enum PassSlot {
     Active(Addr<PassActor>),
     /// Being passivated: its state is about to move to the dormant map.
@@ -93,6 +105,9 @@ pub(crate) struct Shared {
     /// State of passes without an actor; the actor owns the state while active.
     pub(crate) dormant: DashMap<Uuid, PassState>,
     pub(crate) occupancy: DashMap<Uuid, AtomicI64>,
+    /// Live passes by `valid_to`, soonest first. Entries may be stale (a pass extended or revoked
+    /// since): the pass's actor decides, when asked to expire, whether it is due.
+    expiries: Expiries,
     pub(crate) journal: JournalHandle,
     pub(crate) events: EventHub,
     pub(crate) settings: EngineSettings,
@@ -117,6 +132,7 @@ impl Engine {
                 passes: DashMap::new(),
                 dormant: DashMap::new(),
                 occupancy: DashMap::new(),
+                expiries: Expiries { heap: Default::default(), changed: tokio::sync::Notify::new() },
                 journal,
                 events: EventHub::new(retained_events),
                 settings,
@@ -164,8 +180,50 @@ impl Engine {
         credentials: Vec<([u8; 32], CredentialRef)>,
     ) -> Result<(), EngineError> {
         let org_id = state.org_id;
+        if matches!(state.status, PassStatus::Active | PassStatus::Suspended) {
+            self.schedule_expiry(state.id, state.valid_to);
+        }
         self.shared.dormant.insert(state.id, state);
         self.index(org_id, credentials).await
+    }
+
+    /// Asks for the pass to be expired at `at` (again, if it was extended).
+    pub fn schedule_expiry(&self, pass_id: Uuid, at: DateTime<Utc>) {
+        let expiries = &self.shared.expiries;
+        let earliest = {
+            let mut heap = expiries.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let earliest = heap.peek().is_none_or(|Reverse((next, _))| at < *next);
+            heap.push(Reverse((at, pass_id)));
+            earliest
+        };
+        if earliest {
+            expiries.changed.notify_one();
+        }
+    }
+
+    /// The passes whose expiry is due at `now` (each once; stale ones included).
+    pub fn due_expiries(&self, now: DateTime<Utc>) -> Vec<Uuid> {
+        let mut heap = self.shared.expiries.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut due = Vec::new();
+        while let Some(Reverse((at, pass_id))) = heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            heap.pop();
+            due.push(pass_id);
+        }
+        due
+    }
+
+    /// When the next expiry is due, if any.
+    pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
+        let heap = self.shared.expiries.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Resolves when an expiry earlier than any before was scheduled.
+    pub async fn expiry_scheduled(&self) {
+        self.shared.expiries.changed.notified().await;
     }
 
     /// Indexes credentials through the organization's actor (the index's only writer).

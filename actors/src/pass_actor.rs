@@ -29,6 +29,9 @@ pub enum PassError {
     NotActive,
     #[error("no such pass in this organization")]
     OtherOrganization,
+    /// Asked to expire before its `valid_to` (it was extended since the expiry was scheduled).
+    #[error("the pass is not due to expire")]
+    NotDue,
     #[error("the pass is not suspended")]
     NotSuspended,
     #[error("`valid_to` must be after `valid_from`")]
@@ -313,6 +316,7 @@ impl Handler<Change> for PassActor {
                 next.valid_to = *valid_to;
                 ("extended", None, None, None)
             }
+            PassChange::Expire if live && self.state.valid_to > msg.at => return err(self, PassError::NotDue),
             PassChange::Expire if live => {
                 next.status = PassStatus::Expired;
                 ("expired", None, None, Some(Event::PassExpired { pass_id: next.id }))
@@ -331,6 +335,9 @@ impl Handler<Change> for PassActor {
             move |result, act, _| {
                 result.map_err(|e| PassError::Journal(e.to_string()))?;
                 // In force from here on: every later decision reaches this actor and sees it.
+                if next.valid_to != act.state.valid_to {
+                    act.engine.schedule_expiry(next.id, next.valid_to);
+                }
                 act.state = next;
                 if let Some(event) = event {
                     act.engine.publish(act.state.org_id, event);

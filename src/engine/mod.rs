@@ -9,11 +9,11 @@ pub mod load;
 
 use std::time::Duration;
 
+use chrono::Utc;
 use deadpool_postgres::Pool;
 use portcullis_actors::engine::{Engine, EngineError, EngineSettings};
 use portcullis_actors::journal::JournalHandle;
-use portcullis_actors::pass_actor::PassChange;
-use uuid::Uuid;
+use portcullis_actors::pass_actor::{PassChange, PassError};
 
 use crate::config::EngineSettings as Settings;
 use load::LoadError;
@@ -44,44 +44,32 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
     Ok(engine)
 }
 
-/// Marks passes past `valid_to` expired, through their actors (so the change is journaled and
-/// published like any other).
-async fn expire(pool: Pool, engine: Engine, every: Duration) {
-    let mut ticker = actix_rt::time::interval(every);
+/// Marks passes expired when their `valid_to` comes, from the engine's own schedule (no database
+/// poll), through their actors, so the change is journaled and published like any other. It
+/// sleeps until the next expiry, or at most `longest`; an earlier one scheduled meanwhile wakes it.
+async fn expire(pool: Pool, engine: Engine, longest: Duration) {
     loop {
-        ticker.tick().await;
         if pool.is_closed() {
             return;
         }
-        let due: Vec<Uuid> = match pool.get().await {
-            Ok(client) => match client
-                .query(
-                    "SELECT id FROM passes WHERE status IN ('active', 'suspended') AND valid_to <= now() ORDER BY valid_to LIMIT 500",
-                    &[],
-                )
-                .await
-            {
-                Ok(rows) => rows.iter().filter_map(|r| r.try_get(0).ok()).collect(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "expiry sweep failed");
-                    continue;
-                }
-            },
-            Err(_) => continue,
-        };
-        for pass_id in due {
+        let now = Utc::now();
+        for pass_id in engine.due_expiries(now) {
             match engine.change_pass(pass_id, PassChange::Expire, None).await {
-                Ok(_) => {}
-                // Not held by the engine (e.g. issued elsewhere and never loaded): mark it directly.
-                Err(EngineError::UnknownPass) => {
-                    if let Ok(client) = pool.get().await {
-                        let _ = client
-                            .execute("UPDATE passes SET status = 'expired', updated_at = now() WHERE id = $1 AND status IN ('active', 'suspended')", &[&pass_id])
-                            .await;
-                    }
+                // Done; or extended, revoked or removed since it was scheduled: nothing to do.
+                Ok(_)
+                | Err(EngineError::Pass(PassError::NotDue | PassError::NotActive))
+                | Err(EngineError::UnknownPass) => {}
+                Err(err) => {
+                    tracing::warn!(%pass_id, error = %err, "could not expire pass; trying again later");
+                    let retry = chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::seconds(1));
+                    engine.schedule_expiry(pass_id, now + retry);
                 }
-                Err(err) => tracing::warn!(%pass_id, error = %err, "could not expire pass"),
             }
+        }
+        let until_next = engine.next_expiry().map_or(longest, |next| (next - now).to_std().unwrap_or(Duration::ZERO));
+        tokio::select! {
+            _ = actix_rt::time::sleep(until_next.min(longest)) => {}
+            _ = engine.expiry_scheduled() => {}
         }
     }
 }

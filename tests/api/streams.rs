@@ -536,3 +536,29 @@ async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
     assert!(metrics.contains("portcullis_stream_connections_shut_down_total"));
     Ok(())
 }
+
+/// Passes expire when their `valid_to` comes, from the engine's own schedule (the longest sleep
+/// is set to a minute, so only the timer for the next expiry can do it in time); an extension
+/// moves the expiry.
+#[actix_web::test]
+async fn a_pass_expires_when_its_time_comes_and_an_extension_moves_it() -> TestResult {
+    let app = spawn_app_with(|s| s.engine.expiry_sweep_secs = 60).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    let now = chrono::Utc::now();
+    let soon = (now + chrono::Duration::seconds(2)).to_rfc3339();
+    let (expiring, _) = site.pass(json!({"valid_to": soon})).await?;
+    let (extended, _) = site.pass(json!({"valid_to": soon})).await?;
+    let later = json!({"valid_to": (now + chrono::Duration::hours(1)).to_rfc3339()});
+    let path = site.path(&format!("/passes/{extended}"));
+    assert_eq!(site.app.call("PATCH", &path, Some(&site.root.access), Some(later)).await?.status, 200);
+    let frames = tokio::time::timeout(Duration::from_secs(8), viewer.until("pass.expired")).await??;
+    let expired = frames.last().map(|f| f["pass_id"].clone()).unwrap_or_default();
+    assert_eq!(expired, json!(expiring));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(site.get(&format!("/passes/{expiring}")).await?["status"], "expired");
+    assert_eq!(site.get(&format!("/passes/{extended}")).await?["status"], "active");
+    Ok(())
+}
