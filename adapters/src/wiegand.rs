@@ -47,6 +47,11 @@ impl Format {
         let (a, b) = self.layout().number;
         (1 << (b - a + 1)) - 1
     }
+
+    /// Whether the format carries a facility code (all but H10302).
+    pub fn has_facility(self) -> bool {
+        self.layout().facility.is_some()
+    }
 }
 
 struct Layout {

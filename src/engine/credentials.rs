@@ -124,6 +124,16 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
     }
 }
 
+/// The codec's format for a card format of the API (the same four, by name).
+pub fn wiegand_format(format: CardFormat) -> wiegand::Format {
+    match format {
+        CardFormat::H10301 => wiegand::Format::H10301,
+        CardFormat::H10306 => wiegand::Format::H10306,
+        CardFormat::H10304 => wiegand::Format::H10304,
+        CardFormat::H10302 => wiegand::Format::H10302,
+    }
+}
+
 /// Lookup keys to store for a new card credential: (facility+number, number alone).
 pub fn card_keys(
     pepper: &SecretString,
@@ -131,12 +141,9 @@ pub fn card_keys(
     facility: Option<u64>,
     number: u64,
 ) -> Result<([u8; 32], [u8; 32]), AppError> {
-    let (max_facility, max_number, has_facility) = match format {
-        CardFormat::H10301 => (255, 65_535, true),
-        CardFormat::H10306 => (65_535, 65_535, true),
-        CardFormat::H10304 => (65_535, 524_287, true),
-        CardFormat::H10302 => (0, (1 << 35) - 1, false),
-    };
+    // The format's limits are the Wiegand codec's: one definition of each card format.
+    let layout = wiegand_format(format);
+    let (max_facility, max_number, has_facility) = (layout.max_facility(), layout.max_number(), layout.has_facility());
     let facility = match (facility, has_facility) {
         (Some(f), true) if f <= max_facility => f,
         (Some(_), true) => {
