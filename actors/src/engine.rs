@@ -17,7 +17,7 @@ use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
-use crate::domain::{CredentialKind, Direction, GateMode, PassStatus};
+use crate::domain::{CredentialKind, Direction, PassStatus};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, GateActor, Outcome};
 use crate::journal::JournalHandle;
@@ -187,6 +187,19 @@ impl Engine {
         self.index(org_id, credentials).await
     }
 
+    /// Adds a newly issued pass (see [`Engine::add_pass`]) and tells the dashboards.
+    pub async fn issue_pass(
+        &self,
+        state: PassState,
+        credentials: Vec<([u8; 32], CredentialRef)>,
+        issued_by: Option<Uuid>,
+    ) -> Result<(), EngineError> {
+        let (org_id, pass_id, holder_name) = (state.org_id, state.id, state.holder_name.to_string());
+        self.add_pass(state, credentials).await?;
+        self.publish(org_id, Event::PassIssued { pass_id, holder_name, issued_by });
+        Ok(())
+    }
+
     /// Asks for the pass to be expired at `at` (again, if it was extended).
     pub fn schedule_expiry(&self, pass_id: Uuid, at: DateTime<Utc>) {
         let expiries = &self.shared.expiries;
@@ -311,15 +324,6 @@ impl Engine {
     /// The pass's current state.
     pub async fn pass_state(&self, pass_id: Uuid) -> Option<PassState> {
         self.with_pass(pass_id, crate::pass_actor::GetState).await.ok()
-    }
-
-    /// Sets a gate's mode in the organization's configuration and tells the dashboards.
-    pub async fn set_gate_mode(&self, org_id: Uuid, gate_id: Uuid, mode: GateMode) -> Result<(), EngineError> {
-        let mut snapshot = (*self.snapshot(org_id).ok_or(EngineError::UnknownGate)?).clone();
-        snapshot.gates.get_mut(&gate_id).ok_or(EngineError::UnknownGate)?.mode = mode;
-        self.configure(snapshot).await?;
-        self.shared.events.publish(org_id, Event::GateMode { gate_id, mode });
-        Ok(())
     }
 
     /// Waits until everything handed to the journal so far is committed (before shutdown).

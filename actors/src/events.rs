@@ -43,6 +43,9 @@ pub enum Event {
     PassExpired { pass_id: Uuid },
     #[serde(rename = "gate.mode")]
     GateMode { gate_id: Uuid, mode: GateMode },
+    /// The organization-wide lockdown was set or lifted.
+    #[serde(rename = "org.lockdown")]
+    Lockdown { lockdown: bool },
     #[serde(rename = "alert")]
     Alert { alert: &'static str, gate_id: Uuid, pass_id: Option<Uuid> },
 }
@@ -67,7 +70,7 @@ impl Event {
             | Event::PassSuspended { pass_id }
             | Event::PassResumed { pass_id }
             | Event::PassExpired { pass_id } => Some(*pass_id),
-            Event::GateMode { .. } => None,
+            Event::GateMode { .. } | Event::Lockdown { .. } => None,
         }
     }
 }

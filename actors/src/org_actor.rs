@@ -1,6 +1,7 @@
 //! OrgActor: one per organization. Owns its configuration (published as an immutable snapshot the
-//! decision path reads without a mailbox), starts and stops its GateActors, and is the only
-//! writer of its part of the credential index.
+//! decision path reads without a mailbox), starts and stops its GateActors, is the only writer of
+//! its part of the credential index, and tells the dashboards when a gate's mode or the
+//! organization's lockdown changes.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::engine::{CredentialRef, Engine, OrgSnapshot};
+use crate::events::Event;
 use crate::gate_actor::GateActor;
 
 /// Replace the organization's configuration.
@@ -48,7 +50,18 @@ impl Handler<Configure> for OrgActor {
                 shared.gates.insert(*gate_id, (self.org_id, actor.start()));
             }
         }
-        shared.snapshots.insert(self.org_id, snapshot);
+        // What changed for the dashboards, published here, where the change takes effect.
+        let before = shared.snapshots.insert(self.org_id, snapshot.clone());
+        if let Some(before) = before {
+            for (gate_id, gate) in &snapshot.gates {
+                if before.gates.get(gate_id).is_some_and(|old| old.mode != gate.mode) {
+                    self.engine.publish(self.org_id, Event::GateMode { gate_id: *gate_id, mode: gate.mode });
+                }
+            }
+            if before.policy.lockdown != snapshot.policy.lockdown {
+                self.engine.publish(self.org_id, Event::Lockdown { lockdown: snapshot.policy.lockdown });
+            }
+        }
     }
 }
 

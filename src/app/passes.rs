@@ -10,7 +10,6 @@ use deadpool_postgres::GenericClient;
 use portcullis_actors::decision::PassState;
 use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType, Role};
 use portcullis_actors::engine::{CredentialRef, EngineError};
-use portcullis_actors::events::Event;
 use portcullis_actors::pass_actor::{Change, PassChange, PassError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -285,8 +284,7 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     if let Some(number) = number_hash {
         keys.push((number, credential));
     }
-    app.engine.add_pass(pass, keys).await.map_err(AppError::internal)?;
-    app.engine.publish(org_id, Event::PassIssued { pass_id: id, holder_name: holder.to_owned(), issued_by });
+    app.engine.issue_pass(pass, keys, issued_by).await.map_err(AppError::internal)?;
 
     let mut json = describe(app, &client, org_id, id, None).await?;
     if kind == CredentialKind::Qr {

@@ -7,7 +7,6 @@
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
-use portcullis_actors::events::Event;
 use portcullis_actors::schedule::{Schedule, TimeWindow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -304,8 +303,8 @@ pub async fn set_gate_mode(
         AuditEvent::new(Some(org_id), "gate.mode_changed", "gate", gate_id).details(json!({ "mode": body.mode }));
     audit::record(&tx, caller.actor(), event).await?;
     tx.commit().await?;
+    // The OrgActor tells the dashboards, as the new mode takes effect.
     reload(app, &client, org_id).await?;
-    app.engine.publish(org_id, Event::GateMode { gate_id, mode: body.mode });
     one(&client, GATE_SELECT, org_id, gate_id, "gate").await
 }
 

@@ -52,7 +52,7 @@ impl Filter {
             own.insert(*pass_id);
         }
         match event {
-            Event::GateMode { .. } => true,
+            Event::GateMode { .. } | Event::Lockdown { .. } => true,
             _ => self.shows_pass(event.pass_id()),
         }
     }

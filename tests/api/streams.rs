@@ -562,3 +562,19 @@ async fn a_pass_expires_when_its_time_comes_and_an_extension_moves_it() -> TestR
     assert_eq!(site.get(&format!("/passes/{extended}")).await?["status"], "active");
     Ok(())
 }
+
+/// Mode and lockdown changes reach the dashboards from where they take effect (the OrgActor).
+#[actix_web::test]
+async fn gate_modes_and_lockdown_are_streamed_as_they_take_effect() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    site.post(&format!("/gates/{}/mode", site.gates[0]), json!({"mode": "locked_down"})).await?;
+    let mode = viewer.until("gate.mode").await?;
+    assert_eq!(mode.last().map(|f| f["mode"].clone()), Some(json!("locked_down")));
+    site.post("/lockdown", json!({"lockdown": true})).await?;
+    let lockdown = viewer.until("org.lockdown").await?;
+    assert_eq!(lockdown.last().map(|f| f["lockdown"].clone()), Some(json!(true)));
+    Ok(())
+}
