@@ -21,7 +21,7 @@ use crate::domain::{CredentialKind, Direction, PassStatus};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, GateActor, Outcome};
 use crate::journal::JournalHandle;
-use crate::org_actor::{Configure, IndexCredentials, OrgActor};
+use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
 
 /// An organization's configuration as the decision needs it. Replaced whole on every change.
@@ -99,8 +99,8 @@ pub(crate) struct Shared {
     pub(crate) snapshots: DashMap<Uuid, Arc<OrgSnapshot>>,
     pub(crate) orgs: DashMap<Uuid, Addr<OrgActor>>,
     pub(crate) gates: DashMap<Uuid, (Uuid, Addr<GateActor>)>,
-    // INVARIANT: written only by OrgActor handlers.
-    pub(crate) credentials: DashMap<(Uuid, [u8; 32]), CredentialRef>,
+    /// Written only by OrgActor handlers (the type allows nothing else).
+    pub(crate) credentials: CredentialIndex,
     pub(crate) passes: DashMap<Uuid, PassSlot>,
     /// State of passes without an actor; the actor owns the state while active.
     pub(crate) dormant: DashMap<Uuid, PassState>,
@@ -128,7 +128,7 @@ impl Engine {
                 snapshots: DashMap::new(),
                 orgs: DashMap::new(),
                 gates: DashMap::new(),
-                credentials: DashMap::new(),
+                credentials: CredentialIndex::default(),
                 passes: DashMap::new(),
                 dormant: DashMap::new(),
                 occupancy: DashMap::new(),
@@ -152,14 +152,13 @@ impl Engine {
         addr.send(Configure(Arc::new(snapshot))).await.map_err(|_| EngineError::Unavailable)
     }
 
-    /// Removes an organization and everything the engine holds for it.
-    pub fn remove_org(&self, org_id: Uuid) {
-        self.shared.orgs.remove(&org_id);
-        self.shared.snapshots.remove(&org_id);
-        self.shared.gates.retain(|_, (org, _)| *org != org_id);
-        self.shared.credentials.retain(|(org, _), _| *org != org_id);
-        // Active pass actors of the organization passivate on their own once idle.
-        self.shared.dormant.retain(|_, pass| pass.org_id != org_id);
+    /// Removes an organization and everything the engine holds for it, through its OrgActor;
+    /// gone when this returns.
+    pub async fn remove_org(&self, org_id: Uuid) {
+        if let Some((_, org)) = self.shared.orgs.remove(&org_id) {
+            // A stopped actor has nothing left to remove.
+            let _ = org.send(Remove).await;
+        }
         self.shared.events.remove(org_id);
     }
 

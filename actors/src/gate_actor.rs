@@ -6,44 +6,16 @@ use std::collections::VecDeque;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::decision::{ESCORT_WINDOW_SECS, default_direction, gate_verdict};
 use crate::domain::{Decision, Direction, Reason};
-use crate::engine::{Engine, EngineError, Presented};
+use crate::engine::{Engine, EngineError};
 use crate::events::Event;
 use crate::journal::{CheckinRecord, JournalRecord};
 use crate::pass_actor::Admit;
 
-/// Decide for one presented credential.
-#[derive(Message)]
-#[rtype(result = "Result<Outcome, EngineError>")]
-pub struct Decide {
-    pub presented: Presented,
-    pub direction: Option<Direction>,
-    pub source: &'static str,
-}
-
-/// The gate's recent entries.
-#[derive(Message)]
-#[rtype(result = "Vec<Outcome>")]
-pub struct Queue;
-
-/// A decision as the gate, the API and the dashboards see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub gate_id: Uuid,
-    pub decision: Decision,
-    pub reason: Reason,
-    pub direction: Direction,
-    pub pass_id: Option<Uuid>,
-    pub holder_name: Option<String>,
-    pub open_ms: Option<u32>,
-    pub decided_at: DateTime<Utc>,
-    #[serde(skip)]
-    pub alert: Option<&'static str>,
-}
+pub use crate::messages::{Decide, Outcome, Queue};
 
 pub struct GateActor {
     gate_id: Uuid,
@@ -120,11 +92,7 @@ impl Handler<Decide> for GateActor {
                 decided_at: now,
                 alert: None,
             };
-            let credential = msg
-                .presented
-                .lookups
-                .iter()
-                .find_map(|hash| engine.shared.credentials.get(&(org_id, *hash)).map(|c| *c));
+            let credential = msg.presented.lookups.iter().find_map(|hash| engine.shared.credentials.get(org_id, hash));
             let early = if let Some(verdict) = gate_verdict(&gate, &snapshot.policy, direction) {
                 Some(settled(verdict.reason, verdict.decision, None))
             } else if let Some(reason) = msg.presented.verdict {

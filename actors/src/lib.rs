@@ -13,6 +13,7 @@
 //! - [`decision`] — the pure decision: `decide(&Request) -> Verdict`, and the state after a passage.
 //! - [`engine`] — the registry of actors and the engine's public face (`Engine`).
 //! - [`org_actor`], [`gate_actor`], [`pass_actor`] — the actors.
+//! - [`messages`] — the messages the actors exchange (and `Outcome`, a decision as everyone sees it).
 //! - [`journal`] — what the actors hand to the PostgreSQL writer, and how.
 //! - [`events`] — the EventHub: numbered, retained, broadcast events per organization.
 //!
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod events;
 pub mod gate_actor;
 pub mod journal;
+pub mod messages;
 pub mod org_actor;
 pub mod pass_actor;
 pub mod schedule;

@@ -3,24 +3,35 @@
 //! its part of the credential index, and tells the dashboards when a gate's mode or the
 //! organization's lockdown changes.
 
-use std::sync::Arc;
-
 use actix::prelude::*;
+use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::engine::{CredentialRef, Engine, OrgSnapshot};
+use crate::engine::{CredentialRef, Engine};
 use crate::events::Event;
 use crate::gate_actor::GateActor;
 
-/// Replace the organization's configuration.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Configure(pub Arc<OrgSnapshot>);
+pub use crate::messages::{Configure, IndexCredentials, Remove};
 
-/// Add credentials to the index.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct IndexCredentials(pub Vec<([u8; 32], CredentialRef)>);
+/// The credential index: read by every gate, written only by OrgActor handlers (this module), so
+/// that an organization's entries change in one place, in order with its configuration.
+#[derive(Default)]
+pub struct CredentialIndex(DashMap<(Uuid, [u8; 32]), CredentialRef>);
+
+impl CredentialIndex {
+    /// The credential an organization holds under a lookup key.
+    pub fn get(&self, org_id: Uuid, key: &[u8; 32]) -> Option<CredentialRef> {
+        self.0.get(&(org_id, *key)).map(|c| *c)
+    }
+
+    fn insert(&self, org_id: Uuid, key: [u8; 32], credential: CredentialRef) {
+        self.0.insert((org_id, key), credential);
+    }
+
+    fn remove_org(&self, org_id: Uuid) {
+        self.0.retain(|(org, _), _| *org != org_id);
+    }
+}
 
 pub struct OrgActor {
     org_id: Uuid,
@@ -70,7 +81,21 @@ impl Handler<IndexCredentials> for OrgActor {
 
     fn handle(&mut self, IndexCredentials(entries): IndexCredentials, _: &mut Context<Self>) {
         for (hash, credential) in entries {
-            self.engine.shared.credentials.insert((self.org_id, hash), credential);
+            self.engine.shared.credentials.insert(self.org_id, hash, credential);
         }
+    }
+}
+
+impl Handler<Remove> for OrgActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Remove, ctx: &mut Context<Self>) {
+        let (shared, org_id) = (&self.engine.shared, self.org_id);
+        shared.snapshots.remove(&org_id);
+        shared.gates.retain(|_, (org, _)| *org != org_id);
+        shared.credentials.remove_org(org_id);
+        // Active pass actors of the organization passivate on their own once idle.
+        shared.dormant.retain(|_, pass| pass.org_id != org_id);
+        ctx.stop();
     }
 }

@@ -5,83 +5,20 @@
 //! Activated on first use from the dormant state; passivated after `pass_idle` without messages
 //! (its state goes back to the dormant map, see [`Passivate`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::decision::{Gate, PassState, Request, Verdict, ZoneLoad, after_passage, decide};
-use crate::domain::{CredentialKind, Direction, PassStatus, Reason};
-use crate::engine::{Engine, OrgSnapshot, PassSlot};
+use crate::decision::{PassState, Request, Verdict, ZoneLoad, after_passage, decide};
+use crate::domain::{Direction, PassStatus, Reason};
+use crate::engine::{Engine, PassSlot};
 use crate::events::Event;
 use crate::gate_actor::Outcome;
-use crate::journal::{AuditRecord, CheckinRecord, JournalRecord, PassEventRecord, Revocation};
+use crate::journal::{CheckinRecord, JournalRecord, PassEventRecord, Revocation};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PassError {
-    /// The actor was passivated; the caller retries on a fresh one.
-    #[error("the pass moved")]
-    Moved,
-    #[error("the pass is not active")]
-    NotActive,
-    #[error("no such pass in this organization")]
-    OtherOrganization,
-    /// Asked to expire before its `valid_to` (it was extended since the expiry was scheduled).
-    #[error("the pass is not due to expire")]
-    NotDue,
-    #[error("the pass is not suspended")]
-    NotSuspended,
-    #[error("`valid_to` must be after `valid_from`")]
-    BadValidity,
-    #[error("the change could not be made durable: {0}")]
-    Journal(String),
-}
-
-/// Decide for this pass at a gate (sent by the GateActor).
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Outcome, PassError>")]
-pub struct Admit {
-    pub snapshot: Arc<OrgSnapshot>,
-    pub gate: Gate,
-    pub direction: Direction,
-    pub now: DateTime<Utc>,
-    pub qr_step: Option<u64>,
-    /// Passes admitted inward at this gate recently (for escorts).
-    pub recent: Vec<(Uuid, DateTime<Utc>)>,
-    pub source: &'static str,
-    pub kind: Option<CredentialKind>,
-}
-
-/// An operator's (or the clock's) change to a pass.
-#[derive(Debug, Clone)]
-pub enum PassChange {
-    Revoke { reason: String },
-    Suspend,
-    Resume,
-    Extend { valid_to: DateTime<Utc> },
-    Expire,
-}
-
-/// Apply a change, durably.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<PassState, PassError>")]
-pub struct Change {
-    /// The organization the caller acts in: a pass of another one is not there for it.
-    pub org_id: Option<Uuid>,
-    pub change: PassChange,
-    pub actor: Option<Uuid>,
-    pub at: DateTime<Utc>,
-    /// The audit row, committed in the same transaction as the change.
-    pub audit: Option<AuditRecord>,
-}
-
-/// The current state.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<PassState, PassError>")]
-pub struct GetState;
+pub use crate::messages::{Admit, Change, GetState, PassChange, PassError};
 
 /// Hand the state back to the dormant map and stop (sent by the actor to itself).
 #[derive(Message)]

@@ -187,7 +187,7 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
     audit::record(&tx, caller.actor(), event).await?;
     tx.commit().await?;
     app.auth.cache.clear();
-    app.engine.remove_org(org_id);
+    app.engine.remove_org(org_id).await;
     Ok(())
 }
 

@@ -169,7 +169,7 @@ pub async fn pass_credentials(
 pub async fn reload_org(client: &impl GenericClient, engine: &Engine, org_id: Uuid) -> Result<(), LoadError> {
     match org_snapshot(client, org_id).await? {
         Some(snapshot) => engine.configure(snapshot).await?,
-        None => engine.remove_org(org_id),
+        None => engine.remove_org(org_id).await,
     }
     Ok(())
 }
