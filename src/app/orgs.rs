@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::app::input::{Fields, check_name, done};
+use crate::app::input::{Checked, Fields, Name, Slug, TimeZone, done};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event};
 use crate::auth::AccessChange;
@@ -20,25 +20,24 @@ const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, vers
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
-    name: String,
-    slug: String,
-    timezone: String,
+    #[schema(value_type = String)]
+    name: Checked<Name>,
+    #[schema(value_type = String)]
+    slug: Checked<Slug>,
+    #[schema(value_type = String)]
+    timezone: Checked<TimeZone>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
-    name: Option<String>,
-    timezone: Option<String>,
+    #[schema(value_type = Option<String>)]
+    name: Option<Checked<Name>>,
+    #[schema(value_type = Option<String>)]
+    timezone: Option<Checked<TimeZone>>,
     access_mode: Option<AccessMode>,
     /// Optimistic concurrency: when given, the update applies only to this version.
     version: Option<i32>,
-}
-
-fn check_timezone(fields: &mut Fields, timezone: &str) {
-    if timezone.parse::<chrono_tz::Tz>().is_err() {
-        fields.insert("timezone".into(), format!("`{timezone}` is not an IANA time zone (e.g. Europe/Berlin)"));
-    }
 }
 
 /// The organization as stored.
@@ -52,21 +51,19 @@ pub async fn load(app: &App, org_id: Uuid) -> Result<Value, AppError> {
 /// Creates an organization (the caller is a platform admin).
 pub async fn create(app: &App, caller: &Caller<'_>, body: CreateOrg) -> Result<Value, AppError> {
     let mut fields = Fields::new();
-    check_name(&mut fields, "name", &body.name);
-    let slug_ok = body.slug.len() <= 63
-        && body.slug.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && body.slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !slug_ok {
-        fields.insert("slug".into(), "must be 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit".into());
-    }
-    check_timezone(&mut fields, &body.timezone);
+    let name = body.name.take(&mut fields, "name");
+    let slug = body.slug.take(&mut fields, "slug");
+    let timezone = body.timezone.take(&mut fields, "timezone");
     done(fields)?;
+    let (Some(name), Some(slug), Some(timezone)) = (name, slug, timezone) else {
+        return Err(AppError::internal("a checked field was missing without a reason"));
+    };
     let id = Uuid::now_v7();
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute(
         "INSERT INTO organizations (id, name, slug, timezone) VALUES ($1, $2, $3, $4)",
-        &[&id, &body.name.trim(), &body.slug, &body.timezone],
+        &[&id, &name.as_str(), &slug.as_str(), &timezone.name()],
     )
     .await
     .map_err(|e| AppError::unique(e, "an organization with this slug exists"))?;
@@ -109,12 +106,8 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
         authorize(&app.pool, principal, org_id, Permission::OrgUpdate).await?;
     }
     let mut fields = Fields::new();
-    if let Some(name) = &body.name {
-        check_name(&mut fields, "name", name);
-    }
-    if let Some(tz) = &body.timezone {
-        check_timezone(&mut fields, tz);
-    }
+    let name = body.name.and_then(|n| n.take(&mut fields, "name"));
+    let timezone = body.timezone.and_then(|t| t.take(&mut fields, "timezone"));
     done(fields)?;
 
     let mut client = app.pool.get().await?;
@@ -135,16 +128,13 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
         "UPDATE organizations SET name = coalesce($2, name), timezone = coalesce($3, timezone),
                 access_mode = coalesce($4, access_mode), version = version + 1, updated_at = now()
          WHERE id = $1",
-        &[&org_id, &body.name.as_deref().map(str::trim), &body.timezone, &new_mode],
+        &[&org_id, &name.as_ref().map(Name::as_str), &timezone.map(|t| t.name()), &new_mode],
     )
     .await?;
     let actor = caller.actor();
     if changes_details {
-        let changed: Vec<&str> = [("name", body.name.is_some()), ("timezone", body.timezone.is_some())]
-            .iter()
-            .filter(|c| c.1)
-            .map(|c| c.0)
-            .collect();
+        let changed: Vec<&str> =
+            [("name", name.is_some()), ("timezone", timezone.is_some())].iter().filter(|c| c.1).map(|c| c.0).collect();
         let event =
             Event::new(Some(org_id), "org.updated", "organization", org_id).details(json!({ "fields": changed }));
         audit::record(&tx, actor, event).await?;

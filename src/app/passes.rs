@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::app::input::{Fields, check_name};
+use crate::app::input::{Checked, Fields, Name};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::auth::permissions::Permission;
@@ -51,7 +51,8 @@ pub enum CredentialSpec {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuePass {
-    holder_name: String,
+    #[schema(value_type = String)]
+    holder_name: Checked<Name>,
     access_rule_id: Uuid,
     #[serde(rename = "type")]
     pass_type: PassType,
@@ -143,8 +144,7 @@ async fn describe(
 pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass) -> Result<Value, AppError> {
     let pepper = &app.auth.pepper;
     let mut fields = Fields::new();
-    let holder = body.holder_name.trim();
-    check_name(&mut fields, "holder_name", holder);
+    let holder = body.holder_name.take(&mut fields, "holder_name");
     if body.valid_to <= body.valid_from {
         fields.insert("valid_to".to_owned(), "must be after valid_from".to_owned());
     }
@@ -222,6 +222,8 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     if !fields.is_empty() {
         return Err(AppError::Validation { fields });
     }
+    let Some(holder) = holder else { return Err(AppError::internal("a checked field was missing without a reason")) };
+    let holder = holder.as_str();
 
     let id = Uuid::now_v7();
     let issued_by = caller.principal.user_id();

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::app::input::{Fields, check_name};
+use crate::app::input::{Checked, Email, Fields, Name, done};
 use crate::app::sessions::{check_password_policy, hash_password};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event};
@@ -20,8 +20,10 @@ const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    email: String,
-    name: String,
+    #[schema(value_type = String)]
+    email: Checked<Email>,
+    #[schema(value_type = String)]
+    name: Checked<Name>,
     password: String,
     role: Role,
 }
@@ -53,31 +55,26 @@ async fn member(
 
 /// Creates an account and its membership in `org_id`.
 pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: CreateUser) -> Result<Value, AppError> {
-    let email = body.email.trim().to_lowercase();
     let mut fields = Fields::new();
-    let valid_email = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.contains(char::is_whitespace);
-    if !valid_email {
-        fields.insert("email".to_owned(), "is not an email address".to_owned());
-    }
-    check_name(&mut fields, "name", &body.name);
+    let email = body.email.take(&mut fields, "email");
+    let name = body.name.take(&mut fields, "name");
     if let Err(AppError::Validation { fields: f }) = check_password_policy("password", &body.password) {
         fields.extend(f);
     }
     if let Err(AppError::Validation { fields: f }) = org_role("role", body.role) {
         fields.extend(f);
     }
-    if !fields.is_empty() {
-        return Err(AppError::Validation { fields });
-    }
+    done(fields)?;
+    let (Some(email), Some(name)) = (email, name) else {
+        return Err(AppError::internal("a checked field was missing without a reason"));
+    };
     let hash = hash_password(body.password).await?;
     let id = Uuid::now_v7();
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute(
         "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)",
-        &[&id, &email, &body.name.trim(), &hash],
+        &[&id, &email.as_str(), &name.as_str(), &hash],
     )
     .await
     .map_err(|e| AppError::unique(e, "a user with this email exists"))?;
