@@ -138,8 +138,7 @@ pub async fn run(config: Config, mut rx: mpsc::Receiver<JournalBatch>) {
         let mut group = vec![first];
         drain(&mut rx, &mut group);
         if group.iter().all(|b| b.ack.is_none()) {
-            tokio::time::sleep(LINGER).await;
-            drain(&mut rx, &mut group);
+            linger(&mut rx, &mut group).await;
         }
         let records: usize = group.iter().map(|b| b.records.len()).sum();
         metrics::histogram!("portcullis_journal_batch_records").record(records as f64);
@@ -165,6 +164,25 @@ pub async fn run(config: Config, mut rx: mpsc::Receiver<JournalBatch>) {
         }
     }
     tracing::info!("journal drained and closed");
+}
+
+/// Gathers more batches for a group nobody waits on, for up to [`LINGER`], but never delays a
+/// durable waiter: the group goes as soon as one arrives.
+async fn linger(rx: &mut mpsc::Receiver<JournalBatch>, group: &mut Vec<JournalBatch>) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while group.len() < MAX_GROUP {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(batch)) => {
+                let durable = batch.ack.is_some();
+                group.push(batch);
+                if durable {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drain(rx, group);
 }
 
 fn drain(rx: &mut mpsc::Receiver<JournalBatch>, group: &mut Vec<JournalBatch>) {
