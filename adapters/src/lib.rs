@@ -3,10 +3,12 @@
 //!
 //! Protocol code here is free of actix and of the database; it imports no other Portcullis crate.
 //!
+//! - [`credential`] — QR payloads, PINs and card values: read once, for every edge and for issuance.
 //! - [`wiegand`] — the Wiegand card formats (H10301, H10306, H10304, H10302): decoding with parity
 //!   checks, and encoding.
 //!
 //! OSDP (Control Panel over TCP) and the HTTP dialects of existing panels build on these (see
 //! `../shared/PROTOCOLS.md`).
 
+pub mod credential;
 pub mod wiegand;

@@ -22,7 +22,7 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, Standing};
 use crate::db::pagination::{self, Page};
 use crate::db::{query_json, query_json_opt, set_field};
-use crate::engine::credentials::{self, QrCode};
+use crate::engine::credentials;
 use crate::engine::load::{PASS_COLUMNS, pass_from_row};
 use crate::error::{AppError, Conflict};
 
@@ -291,7 +291,7 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     let mut json = describe(app, &client, org_id, id, None).await?;
     if kind == CredentialKind::Qr {
         // The seed is shown this once; it is derived, never stored.
-        let (payload, expires_in) = QrCode::issue(pepper, credential_id, Utc::now());
+        let (payload, expires_in) = credentials::qr_code(pepper, credential_id, Utc::now());
         set_field(
             &mut json,
             "credential",
@@ -427,6 +427,6 @@ pub async fn qr(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Res
         )
         .await?
         .ok_or(AppError::NotFound("QR credential"))?;
-    let (payload, expires_in) = QrCode::issue(&app.auth.pepper, row.try_get(0)?, Utc::now());
+    let (payload, expires_in) = credentials::qr_code(&app.auth.pepper, row.try_get(0)?, Utc::now());
     Ok(LiveQr { payload, expires_in })
 }

@@ -4,28 +4,23 @@
 //! database, holds no card number, PIN or QR secret. Malformed input is a 422 naming the field;
 //! input that is well-formed but unreadable (a Wiegand frame with bad parity) is a deny.
 //!
-//! QR codes rotate: `PCL1.<credential id>.<time step>.<mac>`, where the step is 30 s of Unix time
-//! and the MAC is HMAC-SHA-256 under a per-credential seed derived from the pepper, truncated to
-//! 16 bytes. A code is accepted during its step and the next one; older is `stale_qr`.
+//! How a credential is read (QR payloads, PINs, card values, Wiegand frames) is the adapters'
+//! (`portcullis_adapters::credential`, `::wiegand`); here it meets the pepper: QR seeds are
+//! derived from it, and lookups are keyed hashes under it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use portcullis_actors::domain::{CardFormat, CredentialKind, Reason};
 use portcullis_actors::engine::Presented;
+use portcullis_adapters::credential::{CardValue, QrCode, check_pin, pin_digits, random_pin};
 use portcullis_adapters::wiegand;
 use secrecy::SecretString;
 use serde::Deserialize;
-use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::crypto;
 use crate::error::AppError;
-
-pub const QR_STEP_SECS: i64 = 30;
-const QR_PREFIX: &str = "PCL1";
-const MAC_BYTES: usize = 16;
 
 /// Purposes of the lookup hashes (see `crypto::keyed_hash`).
 pub const CARD: &str = "card";
@@ -61,28 +56,15 @@ pub fn card_value(facility: u64, number: u64) -> String {
     format!("{facility}:{number}")
 }
 
-fn digits(field: &str, value: &str, max_len: usize) -> Result<u64, AppError> {
-    if value.is_empty() || value.len() > max_len || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AppError::field(field, format!("must be 1 to {max_len} digits")));
-    }
-    value.parse().map_err(|_| AppError::field(field, "is too large"))
-}
-
 /// Turns a presented credential into lookup keys, or a verdict the edge can already give.
 pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc>) -> Result<Presented, AppError> {
     let presented = |kind, lookups, qr_step, verdict| Presented { kind: Some(kind), lookups, qr_step, verdict };
     match input {
         CredentialInput::Card { value } => {
-            let lookups = match value.split_once(':') {
-                Some((facility, number)) => {
-                    let facility = digits("credential.value", facility, 5)?;
-                    let number = digits("credential.value", number, 11)?;
-                    vec![lookup_key(pepper, CARD, &card_value(facility, number))]
-                }
-                None => {
-                    let number = digits("credential.value", value, 11)?;
-                    vec![lookup_key(pepper, CARD_NUMBER, &number.to_string())]
-                }
+            let card = CardValue::parse(value).map_err(|reason| AppError::field("credential.value", reason))?;
+            let lookups = match card.facility {
+                Some(facility) => vec![lookup_key(pepper, CARD, &card_value(facility, card.number))],
+                None => vec![lookup_key(pepper, CARD_NUMBER, &card.number.to_string())],
             };
             Ok(presented(CredentialKind::Card, lookups, None, None))
         }
@@ -102,19 +84,16 @@ pub fn present(input: &CredentialInput, pepper: &SecretString, now: DateTime<Utc
             }
         }
         CredentialInput::Pin { value } => {
-            if value.len() < 4 || value.len() > 12 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(AppError::field("credential.value", "a PIN is 4 to 12 digits"));
-            }
+            check_pin(value).map_err(|reason| AppError::field("credential.value", reason))?;
             Ok(presented(CredentialKind::Pin, vec![lookup_key(pepper, PIN, value)], None, None))
         }
         CredentialInput::Qr { value } => {
             let code = QrCode::parse(value)
                 .ok_or_else(|| AppError::field("credential.value", "is not a Portcullis QR code"))?;
             let lookups = vec![lookup_key(pepper, QR, &code.credential_id.to_string())];
-            let current = step_at(now);
-            let verdict = if !code.verify(pepper) {
+            let verdict = if !code.verify(&qr_seed(pepper, code.credential_id)) {
                 Some(Reason::InvalidCredential)
-            } else if code.step + 1 < current || code.step > current + 1 {
+            } else if !code.is_current(now.timestamp()) {
                 Some(Reason::StaleQr)
             } else {
                 None
@@ -164,59 +143,9 @@ pub fn card_keys(
     Ok((lookup_key(pepper, CARD, &card_value(facility, number)), lookup_key(pepper, CARD_NUMBER, &number.to_string())))
 }
 
-pub fn step_at(now: DateTime<Utc>) -> u64 {
-    u64::try_from(now.timestamp() / QR_STEP_SECS).unwrap_or(0)
-}
-
-/// A parsed QR payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QrCode {
-    pub credential_id: Uuid,
-    pub step: u64,
-    mac: Vec<u8>,
-}
-
-impl QrCode {
-    fn mac_for(pepper: &SecretString, credential_id: Uuid, step: u64) -> Vec<u8> {
-        let seed = qr_seed(pepper, credential_id);
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&seed) else { return Vec::new() };
-        mac.update(format!("{QR_PREFIX}.{credential_id}.{step}").as_bytes());
-        mac.finalize().into_bytes().iter().take(MAC_BYTES).copied().collect()
-    }
-
-    /// The code valid at `now`.
-    pub fn issue(pepper: &SecretString, credential_id: Uuid, now: DateTime<Utc>) -> (String, i64) {
-        let step = step_at(now);
-        let mac = Self::mac_for(pepper, credential_id, step);
-        let payload = format!(
-            "{QR_PREFIX}.{}.{step}.{}",
-            URL_SAFE_NO_PAD.encode(credential_id.as_bytes()),
-            URL_SAFE_NO_PAD.encode(mac)
-        );
-        // Accepted through the end of the next step.
-        let expires_in = i64::try_from(step + 2).unwrap_or(i64::MAX) * QR_STEP_SECS - now.timestamp();
-        (payload, expires_in)
-    }
-
-    pub fn parse(payload: &str) -> Option<QrCode> {
-        let mut parts = payload.trim().split('.');
-        if parts.next()? != QR_PREFIX {
-            return None;
-        }
-        let id = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
-        let credential_id = Uuid::from_slice(&id).ok()?;
-        let step = parts.next()?.parse().ok()?;
-        let mac = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
-        (parts.next().is_none() && mac.len() == MAC_BYTES).then_some(QrCode { credential_id, step, mac })
-    }
-
-    /// Constant-time comparison of the MAC.
-    pub fn verify(&self, pepper: &SecretString) -> bool {
-        let seed = qr_seed(pepper, self.credential_id);
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&seed) else { return false };
-        mac.update(format!("{QR_PREFIX}.{}.{}", self.credential_id, self.step).as_bytes());
-        mac.verify_truncated_left(&self.mac).is_ok()
-    }
+/// The QR code of a credential valid at `now`, and the seconds it has left.
+pub fn qr_code(pepper: &SecretString, credential_id: Uuid, now: DateTime<Utc>) -> (String, i64) {
+    QrCode::issue(&qr_seed(pepper, credential_id), credential_id, now.timestamp())
 }
 
 /// The per-credential QR seed: derived, never stored; shown once when the pass is issued.
@@ -238,22 +167,6 @@ pub struct StoredCredential<'a> {
     pub lookup_hash: &'a [u8],
     pub number_hash: Option<&'a [u8]>,
     pub display_hint: Option<&'a str>,
-}
-
-/// Digits of a new PIN for an organization holding `live` PINs: at least 6, and 4 more than the
-/// digits of `live`, so that a random guess hits some live PIN at most about once in 10,000 tries
-/// however large the organization grows (at most 12, the longest a keypad takes).
-pub fn pin_digits(live: u64) -> u32 {
-    let digits_of_live = live.checked_ilog10().map_or(1, |d| d + 1);
-    (digits_of_live + 4).clamp(6, 12)
-}
-
-/// A fresh random PIN of `digits` digits.
-pub fn random_pin(digits: u32) -> String {
-    use rand::Rng;
-    let bound = 10u64.pow(digits);
-    let n = rand::rngs::OsRng.gen_range(0..bound);
-    format!("{n:0width$}", width = digits as usize)
 }
 
 /// Chooses a PIN no live credential of `org_id` holds, inside the issuing transaction; returns
@@ -322,17 +235,6 @@ pub fn qr_svg(payload: &str) -> Result<String, AppError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pins_grow_with_the_organization() {
-        assert_eq!(pin_digits(0), 6);
-        assert_eq!(pin_digits(99), 6);
-        assert_eq!(pin_digits(100), 7);
-        assert_eq!(pin_digits(12_345), 9);
-        assert_eq!(pin_digits(u64::MAX), 12);
-        let pin = random_pin(9);
-        assert_eq!(pin.len(), 9);
-        assert!(pin.bytes().all(|b| b.is_ascii_digit()), "{pin}");
-    }
     use chrono::TimeZone;
 
     fn pepper() -> SecretString {
@@ -350,21 +252,21 @@ mod tests {
     #[test]
     fn a_fresh_code_verifies_and_rotates() {
         let id = Uuid::new_v4();
-        let (code, expires_in) = QrCode::issue(&pepper(), id, at(1_800_000_000));
+        let (code, expires_in) = qr_code(&pepper(), id, at(1_800_000_000));
         assert!(expires_in > 30 && expires_in <= 60, "{expires_in}");
         assert_eq!(verdict(&code, at(1_800_000_000)), None);
         assert_eq!(verdict(&code, at(1_800_000_000 + 30)), None, "still good during the next step");
         assert_eq!(verdict(&code, at(1_800_000_000 + 90)), Some(Reason::StaleQr), "a minute-old screenshot");
-        let (later, _) = QrCode::issue(&pepper(), id, at(1_800_000_000 + 60));
+        let (later, _) = qr_code(&pepper(), id, at(1_800_000_000 + 60));
         assert_ne!(code, later);
     }
 
     #[test]
     fn a_forged_or_foreign_code_is_refused() {
         let id = Uuid::new_v4();
-        let (code, _) = QrCode::issue(&pepper(), id, at(1_800_000_000));
+        let (code, _) = qr_code(&pepper(), id, at(1_800_000_000));
         let other = SecretString::from("another-pepper-0123456789abcdef-012345".to_owned());
-        let (foreign, _) = QrCode::issue(&other, id, at(1_800_000_000));
+        let (foreign, _) = qr_code(&other, id, at(1_800_000_000));
         assert_eq!(verdict(&foreign, at(1_800_000_000)), Some(Reason::InvalidCredential));
         // Change the step without re-signing.
         let parts: Vec<&str> = code.split('.').collect();
