@@ -28,6 +28,24 @@ fn check_name(fields: &mut Fields, name: Option<&str>) {
     }
 }
 
+/// After a change of `changed` rows (none: the object does not exist), puts the configuration in
+/// force at the gates and reads the object back.
+async fn in_force(
+    app: &App,
+    client: &impl GenericClient,
+    org_id: Uuid,
+    changed: u64,
+    select: &str,
+    id: Uuid,
+    what: &'static str,
+) -> Result<Value, AppError> {
+    if changed == 0 {
+        return Err(AppError::NotFound(what));
+    }
+    reload(app, client, org_id).await?;
+    one(client, select, org_id, id, what).await
+}
+
 async fn reload(app: &App, client: &impl GenericClient, org_id: Uuid) -> Result<(), AppError> {
     reload_org(client, &app.engine, org_id).await.map_err(AppError::internal)
 }
@@ -130,8 +148,7 @@ pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Valu
         )
         .await
         .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
-    reload(app, &client, org_id).await?;
-    one(&client, ZONE_SELECT, org_id, zone_id, "zone").await
+    in_force(app, &client, org_id, 1, ZONE_SELECT, zone_id, "zone").await
 }
 
 pub async fn list_zones(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
@@ -160,11 +177,7 @@ pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody)
         )
         .await
         .map_err(|e| AppError::unique(e, "a zone with this name exists"))?;
-    if updated == 0 {
-        return Err(AppError::NotFound("zone"));
-    }
-    reload(app, &client, org_id).await?;
-    one(&client, ZONE_SELECT, org_id, zone_id, "zone").await
+    in_force(app, &client, org_id, updated, ZONE_SELECT, zone_id, "zone").await
 }
 
 // ---- gates ----
@@ -231,8 +244,7 @@ pub async fn create_gate(app: &App, org_id: Uuid, body: GateBody) -> Result<Valu
         )
         .await
         .map_err(|e| AppError::unique(e, "a gate with this name exists"))?;
-    reload(app, &client, org_id).await?;
-    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
+    in_force(app, &client, org_id, 1, GATE_SELECT, gate_id, "gate").await
 }
 
 pub async fn list_gates(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
@@ -267,11 +279,7 @@ pub async fn update_gate(app: &App, org_id: Uuid, gate_id: Uuid, body: GateBody)
         )
         .await
         .map_err(|e| AppError::unique(e, "a gate with this name exists"))?;
-    if updated == 0 {
-        return Err(AppError::NotFound("gate"));
-    }
-    reload(app, &client, org_id).await?;
-    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
+    in_force(app, &client, org_id, updated, GATE_SELECT, gate_id, "gate").await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -304,8 +312,7 @@ pub async fn set_gate_mode(
     audit::record(&tx, caller.actor(), event).await?;
     tx.commit().await?;
     // The OrgActor tells the dashboards, as the new mode takes effect.
-    reload(app, &client, org_id).await?;
-    one(&client, GATE_SELECT, org_id, gate_id, "gate").await
+    in_force(app, &client, org_id, 1, GATE_SELECT, gate_id, "gate").await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -448,8 +455,7 @@ pub async fn create_rule(app: &App, org_id: Uuid, body: RuleBody) -> Result<Valu
     .map_err(|e| AppError::unique(e, "an access rule with this name exists"))?;
     set_rule_zones(&tx, org_id, rule_id, body.zone_ids.as_deref().unwrap_or_default()).await?;
     tx.commit().await?;
-    reload(app, &client, org_id).await?;
-    one(&client, RULE_SELECT, org_id, rule_id, "access rule").await
+    in_force(app, &client, org_id, 1, RULE_SELECT, rule_id, "access rule").await
 }
 
 pub async fn list_rules(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
@@ -539,8 +545,7 @@ pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Resul
         )
         .await
         .map_err(|e| AppError::unique(e, "there is already a holiday on this date"))?;
-    reload(app, &client, org_id).await?;
-    one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
+    in_force(app, &client, org_id, 1, HOLIDAY_SELECT, holiday_id, "holiday").await
 }
 
 pub async fn list_holidays(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
@@ -564,9 +569,5 @@ pub async fn update_holiday(app: &App, org_id: Uuid, holiday_id: Uuid, body: Hol
         )
         .await
         .map_err(|e| AppError::unique(e, "there is already a holiday on this date"))?;
-    if updated == 0 {
-        return Err(AppError::NotFound("holiday"));
-    }
-    reload(app, &client, org_id).await?;
-    one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
+    in_force(app, &client, org_id, updated, HOLIDAY_SELECT, holiday_id, "holiday").await
 }
