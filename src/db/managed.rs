@@ -112,15 +112,16 @@ impl ManagedPostgres {
             Some(dir) => return Err(ManagedPgError::BadBinDir(dir.to_owned())),
             None => find_bin_dir().ok_or(ManagedPgError::BinariesNotFound)?,
         };
-        let root = data_dir.join("pg");
+        let run_as = if nix::unistd::geteuid().is_root() { Some(lookup_user(os_user)?) } else { None };
+        let root = cluster_root(&data_dir, run_as.as_ref())?;
         let pgdata = root.join("data");
         let socket_dir = root.join("run");
         if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
             return Err(ManagedPgError::PathTooLong(socket_dir));
         }
-        let run_as = if nix::unistd::geteuid().is_root() { Some(lookup_user(os_user)?) } else { None };
         if let Some(user) = &run_as {
-            check_reachable(&data_dir, user)?;
+            // Where the cluster's own directory will be made.
+            check_reachable(root.parent().unwrap_or(&root), user)?;
         }
         for dir in [&root, &socket_dir] {
             fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
@@ -348,6 +349,43 @@ fn lookup_user(name: &str) -> Result<RunAs, ManagedPgError> {
 }
 
 /// The cluster's user must be able to walk down to the data dir.
+/// Where the clusters live whose data dir their user cannot enter (see [`cluster_root`]).
+const OUTSIDE_CLUSTERS: &str = "/var/lib/portcullis/clusters";
+
+/// Where a data dir's cluster lives: `<data dir>/pg`; but when the engine runs as root and the
+/// cluster's user cannot enter the data dir (a checkout under `/root`, the usual place on a fresh
+/// server or container), in a directory of its own under [`OUTSIDE_CLUSTERS`], named by a hash of
+/// the data dir and reached from it through a `pg` symlink (which the engine and the CLI, as root,
+/// follow; the cluster itself never needs to).
+fn cluster_root(data_dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf, ManagedPgError> {
+    let local = data_dir.join("pg");
+    let Some(user) = run_as else { return Ok(local) };
+    let linked = fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink());
+    if !linked && check_reachable(data_dir, user).is_ok() {
+        return Ok(local);
+    }
+    if linked {
+        return fs::read_link(&local).map_err(io_err("cannot read the cluster link", &local));
+    }
+    if local.exists() {
+        // A cluster made here before, which its user cannot reach: say so rather than move it.
+        return check_reachable(data_dir, user).map(|()| local);
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let home = Path::new(OUTSIDE_CLUSTERS).join(name);
+    fs::create_dir_all(&home).map_err(io_err("cannot create", &home))?;
+    for dir in home.ancestors().take_while(|d| d.starts_with("/var/lib/portcullis")) {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io_err("cannot set mode of", dir))?;
+    }
+    let outside = home.join("pg");
+    std::os::unix::fs::symlink(&outside, &local).map_err(io_err("cannot link the cluster from", &local))?;
+    tracing::info!(data_dir = %data_dir.display(), cluster = %outside.display(),
+        "the cluster's user cannot enter the data dir: the cluster lives outside it");
+    Ok(outside)
+}
+
 fn check_reachable(data_dir: &Path, user: &RunAs) -> Result<(), ManagedPgError> {
     for dir in data_dir.ancestors() {
         let meta = fs::metadata(dir).map_err(io_err("cannot inspect", dir))?;

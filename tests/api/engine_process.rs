@@ -302,3 +302,32 @@ fn demo_runs_on_its_own_database_stops_on_sigterm_and_keeps_its_data() -> TestRe
     assert!(!postmaster_running(&data_dir));
     Ok(())
 }
+
+/// The first README command for a newcomer who is root with a checkout under `/root` (a private
+/// directory): the managed cluster, which runs as `postgres`, cannot enter the data dir, so it
+/// lives outside it, reached by a link; the engine starts, stops and starts again on its data.
+/// (Run as a normal user, the same private directory is simply the user's own.)
+#[test]
+fn demo_starts_with_its_data_dir_inside_a_private_directory() -> TestResult {
+    let dir = tempfile::Builder::new().prefix("pcl-private-").tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let data_dir = dir.path().join("var");
+    for round in 0..2 {
+        let mut engine = Engine::start(&data_dir)?;
+        let port = engine.wait_for_port()?;
+        let (status, body) = http_get(port, "/ready")?;
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert!(postmaster_running(&data_dir), "round {round}");
+        let (status, _) = engine.terminate()?;
+        assert!(status.success(), "round {round}");
+        assert!(!postmaster_running(&data_dir), "round {round}: the cluster stops with the engine");
+    }
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("demo-credentials.json"))?)?;
+    assert!(creds["org_id"].is_string());
+    if nix::unistd::geteuid().is_root() {
+        let link = std::fs::read_link(data_dir.join("pg"))?;
+        assert!(link.starts_with("/var/lib/portcullis/clusters"), "{}", link.display());
+        let _ = std::fs::remove_dir_all(link.parent().unwrap_or(&link));
+    }
+    Ok(())
+}
