@@ -7,7 +7,7 @@
 //!  (edge)  (use cases)  (mechanisms, storage)   (domain, decision, actors)
 //! ```
 //!
-//! Only `http` (and the WebSocket sessions under `stream`) know HTTP; `app` holds each use case with
+//! Only `http` (its WebSocket sessions included, in `http::stream`) knows HTTP; `app` holds each use case with
 //! its transaction, audit row and event; below it nothing imports `app` or `http`. `cli` and
 //! `startup` wire the layers together.
 //!
@@ -18,7 +18,6 @@
 //! - [`cli`] — `serve`, `migrate`, `demo`: what each command sets up and runs.
 //! - [`config`] — layered settings (defaults, file, environment, flags) with secrets kept secret.
 //! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
-//! - [`stream`] — live entry streams: the WebSocket SessionActor and its snapshot.
 //! - [`error`] — [`error::AppError`], the one error type of the application (`http::error` maps it to HTTP).
 //! - [`db`] — the PostgreSQL pool, migrations from `schema/`, pagination, the managed local cluster.
 //! - [`engine`] — the engine's server side: loading actors, the journal writer, credentials.
@@ -40,5 +39,4 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod startup;
-pub mod stream;
 pub mod telemetry;

@@ -20,9 +20,8 @@ pub const MAX_NAME_CHARS: usize = 200;
 
 /// A name is 1 to 200 characters once trimmed.
 pub fn check_name(fields: &mut Fields, field: &str, name: &str) {
-    let chars = name.trim().chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        fields.insert(field.to_owned(), format!("must be 1 to {MAX_NAME_CHARS} characters"));
+    if let Err(reason) = Name::parse(name) {
+        fields.insert(field.to_owned(), reason);
     }
 }
 
@@ -64,12 +63,12 @@ pub struct Name(String);
 
 impl Parse for Name {
     fn parse(text: &str) -> Result<Self, String> {
-        let mut fields = Fields::new();
-        check_name(&mut fields, "", text);
-        match fields.into_values().next() {
-            Some(reason) => Err(reason),
-            None => Ok(Name(text.trim().to_owned())),
+        let name = text.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS {
+            return Err(format!("must be 1 to {MAX_NAME_CHARS} characters"));
         }
+        Ok(Name(name.to_owned()))
     }
 }
 

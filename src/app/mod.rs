@@ -15,6 +15,7 @@ pub mod records;
 pub mod service;
 pub mod sessions;
 pub mod site;
+pub mod streams;
 pub mod users;
 
 use std::net::IpAddr;

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod stream;
 
 use std::net::TcpListener;
 
@@ -16,6 +17,13 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{HttpServer, web};
 
 use crate::app::App;
+
+/// An answer that carries a secret shown once (a key, a PIN, a QR seed) or personal data: no
+/// cache may keep it.
+pub fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    response
+}
 
 /// The HTTP server over `app`, on a bound listener; it serves once awaited.
 pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
@@ -32,7 +40,7 @@ pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
-    .on_connect(crate::stream::connection::on_connect)
+    .on_connect(crate::http::stream::connection::on_connect)
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .listen(listener)?;
     if settings.server.workers > 0 {

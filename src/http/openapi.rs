@@ -161,29 +161,29 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("POST", "/orgs/{org}/lockdown") => op("Lock every gate down, or lift it", "set gate mode (`config:write`)")
             .body(named::<LockdownBody>())
             .ok(200, named::<Lockdown>()),
-        ("POST", "/orgs/{org}/zones") => create("zone", named::<ZoneBody>()),
-        ("GET", "/orgs/{org}/zones") => list("zones"),
+        ("POST", "/orgs/{org}/zones") => create("Create a zone", named::<ZoneBody>()),
+        ("GET", "/orgs/{org}/zones") => list("The zones"),
         ("GET", "/orgs/{org}/zones/{zone}") => op("A zone, with `inside`", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/zones/{zone}") => update("zone", named::<ZoneBody>()),
-        ("DELETE", "/orgs/{org}/zones/{zone}") => delete("zone"),
-        ("POST", "/orgs/{org}/gates") => create("gate", named::<GateBody>()),
-        ("GET", "/orgs/{org}/gates") => list("gates"),
+        ("PATCH", "/orgs/{org}/zones/{zone}") => update("Change a zone", named::<ZoneBody>()),
+        ("DELETE", "/orgs/{org}/zones/{zone}") => delete("Delete a zone"),
+        ("POST", "/orgs/{org}/gates") => create("Create a gate", named::<GateBody>()),
+        ("GET", "/orgs/{org}/gates") => list("The gates"),
         ("GET", "/orgs/{org}/gates/{gate}") => op("A gate, with its live queue", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/gates/{gate}") => update("gate", named::<GateBody>()),
-        ("DELETE", "/orgs/{org}/gates/{gate}") => delete("gate"),
+        ("PATCH", "/orgs/{org}/gates/{gate}") => update("Change a gate", named::<GateBody>()),
+        ("DELETE", "/orgs/{org}/gates/{gate}") => delete("Delete a gate"),
         ("POST", "/orgs/{org}/gates/{gate}/mode") => {
             op("Set a gate's mode", "set gate mode (`config:write`)").body(named::<ModeBody>())
         }
-        ("POST", "/orgs/{org}/access-rules") => create("access rule", named::<RuleBody>()),
-        ("GET", "/orgs/{org}/access-rules") => list("access rules"),
+        ("POST", "/orgs/{org}/access-rules") => create("Create a access rule", named::<RuleBody>()),
+        ("GET", "/orgs/{org}/access-rules") => list("The access rules"),
         ("GET", "/orgs/{org}/access-rules/{rule}") => op("An access rule", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/access-rules/{rule}") => update("access rule", named::<RuleBody>()),
-        ("DELETE", "/orgs/{org}/access-rules/{rule}") => delete("access rule"),
-        ("POST", "/orgs/{org}/holidays") => create("holiday", named::<HolidayBody>()),
-        ("GET", "/orgs/{org}/holidays") => list("holidays"),
+        ("PATCH", "/orgs/{org}/access-rules/{rule}") => update("Change a access rule", named::<RuleBody>()),
+        ("DELETE", "/orgs/{org}/access-rules/{rule}") => delete("Delete a access rule"),
+        ("POST", "/orgs/{org}/holidays") => create("Create a holiday", named::<HolidayBody>()),
+        ("GET", "/orgs/{org}/holidays") => list("The holidays"),
         ("GET", "/orgs/{org}/holidays/{holiday}") => op("A holiday", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/holidays/{holiday}") => update("holiday", named::<HolidayBody>()),
-        ("DELETE", "/orgs/{org}/holidays/{holiday}") => delete("holiday"),
+        ("PATCH", "/orgs/{org}/holidays/{holiday}") => update("Change a holiday", named::<HolidayBody>()),
+        ("DELETE", "/orgs/{org}/holidays/{holiday}") => delete("Delete a holiday"),
         ("POST", "/orgs/{org}/passes") => op(
             "Issue a pass; a QR seed or PIN is shown once",
             "issue passes (`passes:write`); cards: who reads every pass",
@@ -232,43 +232,19 @@ fn describe(method: &str, path: &str) -> Option<Op> {
     })
 }
 
-fn create(what: &'static str, body: Option<RefOr<Schema>>) -> Op {
-    let summary: &'static str = match what {
-        "zone" => "Create a zone",
-        "gate" => "Create a gate",
-        "access rule" => "Create an access rule",
-        _ => "Create a holiday",
-    };
+fn create(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
     op(summary, "change set-up (`config:write`)").body(body).ok(201, object()).errors(&[409])
 }
 
-fn list(what: &'static str) -> Op {
-    let summary: &'static str = match what {
-        "zones" => "The zones",
-        "gates" => "The gates",
-        "access rules" => "The access rules",
-        _ => "The holidays",
-    };
+fn list(summary: &'static str) -> Op {
     op(summary, "read set-up (`config:read`)").ok(200, page()).query(LIST)
 }
 
-fn update(what: &'static str, body: Option<RefOr<Schema>>) -> Op {
-    let summary: &'static str = match what {
-        "zone" => "Change a zone",
-        "gate" => "Change a gate",
-        "access rule" => "Change an access rule",
-        _ => "Change a holiday",
-    };
+fn update(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
     op(summary, "change set-up (`config:write`)").body(body).errors(&[409])
 }
 
-fn delete(what: &'static str) -> Op {
-    let summary: &'static str = match what {
-        "zone" => "Delete a zone",
-        "gate" => "Delete a gate",
-        "access rule" => "Delete an access rule",
-        _ => "Delete a holiday",
-    };
+fn delete(summary: &'static str) -> Op {
     op(summary, "change set-up (`config:write`)").ok(204, None).errors(&[409])
 }
 

@@ -1,7 +1,6 @@
 //! `/api/v1/orgs/{org}/api-keys`: keys for devices and integrations (the use cases are in
 //! `app::keys`). Answers that carry a secret are `no-store`.
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
@@ -12,6 +11,7 @@ use crate::db::pagination::ListQuery;
 use crate::error::AppError;
 use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
+use crate::http::no_store;
 
 fn key_id(path: &(String, String)) -> Result<Uuid, AppError> {
     Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("api key"))
@@ -24,7 +24,7 @@ pub async fn create(
     Json(body): Json<CreateKey>,
 ) -> Result<HttpResponse, AppError> {
     let key = keys::create_for(&state, &Caller { principal: &auth.principal, addr }, auth.org.id, body).await?;
-    Ok(HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(key))
+    Ok(no_store(HttpResponse::Created()).json(key))
 }
 
 pub async fn list(
@@ -51,7 +51,7 @@ pub async fn rotate(
 ) -> Result<HttpResponse, AppError> {
     let caller = Caller { principal: &auth.principal, addr };
     let key = keys::rotate_for(&state, &caller, auth.org.id, key_id(&path)?).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(key))
+    Ok(no_store(HttpResponse::Ok()).json(key))
 }
 
 pub async fn revoke(

@@ -10,6 +10,7 @@ use crate::auth::principal::{Principal, UserPrincipal};
 use crate::error::AppError;
 use crate::http::auth::{Authenticated, ClientAddr};
 use crate::http::extract::Json;
+use crate::http::no_store;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +48,7 @@ pub async fn login(
     let user_agent =
         req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect());
     let pair = sessions::login(&state, &body.email, body.password, addr, user_agent).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(pair.to_json()))
+    Ok(no_store(HttpResponse::Ok()).json(pair.to_json()))
 }
 
 pub async fn refresh(
@@ -56,7 +57,7 @@ pub async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, AppError> {
     let pair = sessions::refresh(&state, &body.refresh_token, addr).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(pair.to_json()))
+    Ok(no_store(HttpResponse::Ok()).json(pair.to_json()))
 }
 
 pub async fn logout(

@@ -1,7 +1,6 @@
 //! `/api/v1/orgs`: create (platform admin), list, read, update, access mode, export, delete
 //! (the use cases are in `app::orgs`).
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
@@ -12,6 +11,7 @@ use crate::db::pagination::ListQuery;
 use crate::error::AppError;
 use crate::http::auth::{Authenticated, Authorized, ClientAddr, PlatformAdmin};
 use crate::http::extract::Json;
+use crate::http::no_store;
 
 pub async fn create(
     state: web::Data<App>,
@@ -66,5 +66,5 @@ pub async fn export(
     ClientAddr(addr): ClientAddr,
 ) -> Result<HttpResponse, AppError> {
     let export = orgs::export(&state, &Caller { principal: &auth.principal, addr }, auth.org.id).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(export))
+    Ok(no_store(HttpResponse::Ok()).json(export))
 }

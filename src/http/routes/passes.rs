@@ -1,7 +1,6 @@
 //! `/api/v1/orgs/{org}/passes`: issue, read, list, revoke, suspend, resume, extend, QR
 //! (the use cases are in `app::passes`).
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -14,6 +13,7 @@ use crate::db::pagination::ListQuery;
 use crate::error::AppError;
 use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
+use crate::http::no_store;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,12 +35,6 @@ pub struct QrQuery {
 
 fn pass_id(path: &(String, String)) -> Result<Uuid, AppError> {
     Uuid::try_parse(&path.1).map_err(|_| AppError::NotFound("pass"))
-}
-
-/// Answers that carry a secret shown once.
-fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
-    response.insert_header((header::CACHE_CONTROL, "no-store"));
-    response
 }
 
 pub async fn issue(

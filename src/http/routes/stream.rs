@@ -11,13 +11,13 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::app::streams::{Credential, Filter, host_passes};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authorize};
 use crate::error::AppError;
 use crate::http::auth::{authenticate_with, bearer_token};
-use crate::stream::connection::{Flow, Socket};
-use crate::stream::session::{Credential, Filter, SessionActor, Setup, Timing};
-use crate::stream::snapshot::host_passes;
+use crate::http::stream::connection::{Flow, Socket};
+use crate::http::stream::session::{SessionActor, Setup, Timing};
 
 #[derive(Deserialize)]
 pub struct StreamQuery {

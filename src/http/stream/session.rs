@@ -7,84 +7,22 @@
 //! resume with `since`. It pings, closes connections that went silent, and closes itself when the
 //! token expires or its session or key is revoked.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
 use deadpool_postgres::Pool;
-use portcullis_actors::domain::{AccessMode, Role};
 use portcullis_actors::engine::Engine;
-use portcullis_actors::events::{Envelope, Event};
+use portcullis_actors::events::Envelope;
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
-use crate::auth::permissions::{Permission, role_allows};
+use crate::app::streams::{self, Credential, Filter, lost_access};
 use crate::auth::{AccessChange, AuthContext};
-use crate::stream::connection::Flow;
-use crate::stream::snapshot;
-
-/// What a viewer may see.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only these gates (`?gates=`); `None`: all.
-    pub gates: Option<HashSet<Uuid>>,
-    /// A host sees only these passes (those they issued); `None`: all.
-    pub host_passes: Option<HashSet<Uuid>>,
-    /// The host, to follow passes they issue while watching.
-    pub host_id: Option<Uuid>,
-}
-
-impl Filter {
-    fn admits(&mut self, event: &Event) -> bool {
-        if let Some(gate) = event.gate_id()
-            && !self.shows_gate(gate)
-        {
-            return false;
-        }
-        if let (Some(own), Event::PassIssued { pass_id, issued_by, .. }) = (&mut self.host_passes, event)
-            && issued_by.is_some()
-            && *issued_by == self.host_id
-        {
-            own.insert(*pass_id);
-        }
-        match event {
-            Event::GateMode { .. } | Event::Lockdown { .. } => true,
-            _ => self.shows_pass(event.pass_id()),
-        }
-    }
-}
-
-/// How the viewer signed in, to re-check it while the stream is open.
-#[derive(Debug, Clone, Copy)]
-pub enum Credential {
-    /// A member; `role` is what they held when the stream opened (it shaped the filter).
-    Session {
-        session_id: Uuid,
-        user_id: Uuid,
-        role: Role,
-        expires_in: Duration,
-    },
-    Key {
-        key_id: Uuid,
-    },
-}
-
-impl Credential {
-    /// Whether an access change may concern this viewer of `org_id`.
-    fn concerned_by(&self, change: AccessChange, org_id: Uuid) -> bool {
-        match (change, *self) {
-            (AccessChange::Org(org), _) => org == org_id,
-            (AccessChange::User(user), Credential::Session { user_id, .. }) => user == user_id,
-            (AccessChange::Session(session), Credential::Session { session_id, .. }) => session == session_id,
-            (AccessChange::Key(key), Credential::Key { key_id }) => key == key_id,
-            _ => false,
-        }
-    }
-}
+use crate::http::stream::connection::Flow;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -166,7 +104,7 @@ impl SessionActor {
     fn send_snapshot(&self, ctx: &mut ws::WebsocketContext<Self>, seq: u64) {
         let (engine, pool, org_id, filter) = (self.engine.clone(), self.pool.clone(), self.org_id, self.filter.clone());
         // `wait`: nothing else is sent until the snapshot is, so events follow it in order.
-        ctx.wait(async move { snapshot::build(&engine, &pool, org_id, seq, &filter).await }.into_actor(self).map(
+        ctx.wait(async move { streams::snapshot(&engine, &pool, org_id, seq, &filter).await }.into_actor(self).map(
             |built, act, ctx| match built {
                 Ok(frame) => act.send(ctx, frame.to_string()),
                 Err(err) => {
@@ -192,40 +130,6 @@ impl SessionActor {
         // made elsewhere.
         ctx.run_interval(self.timing.session_check, |act, ctx| act.recheck(ctx));
     }
-}
-
-/// Why the viewer may no longer watch, if so: `token_revoked` when the session or key ended,
-/// `access_revoked` when the member was disabled, lost the permission or changed role, or the
-/// organization was blocked. `None` also when it cannot be checked right now (the database is
-/// away): the stream goes on, bounded by the token's expiry.
-async fn lost_access(pool: &Pool, auth: &AuthContext, credential: Credential, org_id: Uuid) -> Option<&'static str> {
-    let client = pool.get().await.ok()?;
-    let live = match credential {
-        Credential::Session { session_id, .. } => client
-            .query_opt("SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE id = $1", &[&session_id])
-            .await
-            .ok()?,
-        Credential::Key { key_id } => client
-            .query_opt(
-                "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) FROM api_keys WHERE id = $1",
-                &[&key_id],
-            )
-            .await
-            .ok()?,
-    };
-    if !live.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false) {
-        return Some("token_revoked");
-    }
-    if let Credential::Session { user_id, role, .. } = credential {
-        let access = auth.cache.get(&client, user_id).await.ok()?;
-        let now = access.filter(|a| !a.disabled).and_then(|a| a.role_in(org_id));
-        if now.is_none_or(|r| r != role || !role_allows(r, Permission::StreamWatch)) {
-            return Some("access_revoked");
-        }
-    }
-    let mode = client.query_opt("SELECT access_mode FROM organizations WHERE id = $1", &[&org_id]).await.ok()?;
-    let blocked = mode.is_none_or(|r| r.try_get::<_, &str>(0).is_ok_and(|m| m == AccessMode::Blocked.as_str()));
-    blocked.then_some("access_revoked")
 }
 
 impl Actor for SessionActor {

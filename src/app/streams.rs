@@ -1,0 +1,188 @@
+//! Live streams, as the application sees them (the WebSocket session is `http::stream`): what a
+//! viewer may see ([`Filter`]), how they signed in and whether that still holds
+//! ([`Credential`], [`lost_access`]), and the first frame ([`snapshot`]).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use portcullis_actors::domain::{AccessMode, Role};
+use portcullis_actors::engine::Engine;
+use portcullis_actors::events::Event;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::permissions::{Permission, role_allows};
+use crate::auth::{AccessChange, AuthContext};
+use crate::db::query_json;
+use crate::error::AppError;
+
+/// What a viewer may see.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only these gates (`?gates=`); `None`: all.
+    pub gates: Option<HashSet<Uuid>>,
+    /// A host sees only these passes (those they issued); `None`: all.
+    pub host_passes: Option<HashSet<Uuid>>,
+    /// The host, to follow passes they issue while watching.
+    pub host_id: Option<Uuid>,
+}
+
+impl Filter {
+    /// Whether the viewer sees `event` (a host also starts following passes they issue).
+    pub fn admits(&mut self, event: &Event) -> bool {
+        if let Some(gate) = event.gate_id()
+            && !self.shows_gate(gate)
+        {
+            return false;
+        }
+        if let (Some(own), Event::PassIssued { pass_id, issued_by, .. }) = (&mut self.host_passes, event)
+            && issued_by.is_some()
+            && *issued_by == self.host_id
+        {
+            own.insert(*pass_id);
+        }
+        match event {
+            Event::GateMode { .. } | Event::Lockdown { .. } => true,
+            _ => self.shows_pass(event.pass_id()),
+        }
+    }
+}
+
+/// How the viewer signed in, to re-check it while the stream is open.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential {
+    /// A member; `role` is what they held when the stream opened (it shaped the filter).
+    Session {
+        session_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        expires_in: Duration,
+    },
+    Key {
+        key_id: Uuid,
+    },
+}
+
+impl Credential {
+    /// Whether an access change may concern this viewer of `org_id`.
+    pub fn concerned_by(&self, change: AccessChange, org_id: Uuid) -> bool {
+        match (change, *self) {
+            (AccessChange::Org(org), _) => org == org_id,
+            (AccessChange::User(user), Credential::Session { user_id, .. }) => user == user_id,
+            (AccessChange::Session(session), Credential::Session { session_id, .. }) => session == session_id,
+            (AccessChange::Key(key), Credential::Key { key_id }) => key == key_id,
+            _ => false,
+        }
+    }
+}
+
+/// Why the viewer may no longer watch, if so: `token_revoked` when the session or key ended,
+/// `access_revoked` when the member was disabled, lost the permission or changed role, or the
+/// organization was blocked. `None` also when it cannot be checked right now (the database is
+/// away): the stream goes on, bounded by the token's expiry.
+pub async fn lost_access(
+    pool: &Pool,
+    auth: &AuthContext,
+    credential: Credential,
+    org_id: Uuid,
+) -> Option<&'static str> {
+    let client = pool.get().await.ok()?;
+    let live = match credential {
+        Credential::Session { session_id, .. } => client
+            .query_opt("SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE id = $1", &[&session_id])
+            .await
+            .ok()?,
+        Credential::Key { key_id } => client
+            .query_opt(
+                "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) FROM api_keys WHERE id = $1",
+                &[&key_id],
+            )
+            .await
+            .ok()?,
+    };
+    if !live.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false) {
+        return Some("token_revoked");
+    }
+    if let Credential::Session { user_id, role, .. } = credential {
+        let access = auth.cache.get(&client, user_id).await.ok()?;
+        let now = access.filter(|a| !a.disabled).and_then(|a| a.role_in(org_id));
+        if now.is_none_or(|r| r != role || !role_allows(r, Permission::StreamWatch)) {
+            return Some("access_revoked");
+        }
+    }
+    let mode = client.query_opt("SELECT access_mode FROM organizations WHERE id = $1", &[&org_id]).await.ok()?;
+    let blocked = mode.is_none_or(|r| r.try_get::<_, &str>(0).is_ok_and(|m| m == AccessMode::Blocked.as_str()));
+    blocked.then_some("access_revoked")
+}
+
+/// The first frame of a stream: every gate with its mode and recent queue, zone occupancy, and
+/// who is inside with a revoked pass.
+pub async fn snapshot(
+    engine: &Engine,
+    pool: &deadpool_postgres::Pool,
+    org_id: Uuid,
+    seq: u64,
+    filter: &Filter,
+) -> Result<Value, AppError> {
+    let snapshot = engine.snapshot(org_id).ok_or(AppError::NotFound("organization"))?;
+    let mut gates: Vec<_> = snapshot.gates.values().filter(|g| filter.shows_gate(g.id)).cloned().collect();
+    gates.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut gate_frames = Vec::new();
+    for gate in gates {
+        let all = engine.gate_queue(gate.id).await;
+        // Health as far as the engine knows it: when the gate's device last asked for a decision.
+        let last_seen_at = all.last().map(|o| o.decided_at);
+        let queue: Vec<_> = all.into_iter().filter(|o| filter.shows_pass(o.pass_id)).collect();
+        gate_frames.push(json!({
+            "id": gate.id, "name": &*gate.name, "zone_id": gate.zone_id, "direction": gate.direction,
+            "mode": gate.mode, "health": {"last_seen_at": last_seen_at}, "queue": queue,
+        }));
+    }
+    let client = pool.get().await?;
+    let zones =
+        query_json(&client, "SELECT id, name, capacity FROM zones WHERE org_id = $1 ORDER BY name", &[&org_id]).await?;
+    let occupancy: Vec<Value> = zones
+        .iter()
+        .filter_map(|z| {
+            let id = Uuid::try_parse(z["id"].as_str()?).ok()?;
+            Some(json!({"zone_id": id, "name": z["name"], "inside": engine.occupancy(id), "capacity": z["capacity"]}))
+        })
+        .collect();
+    let mut revoked_inside = query_json(
+        &client,
+        "SELECT id AS pass_id, holder_name, last_gate_id, revoked_at FROM passes
+         WHERE org_id = $1 AND status = 'revoked' AND inside ORDER BY revoked_at DESC LIMIT 200",
+        &[&org_id],
+    )
+    .await?;
+    revoked_inside.retain(|p| filter.shows_pass(p["pass_id"].as_str().and_then(|id| Uuid::try_parse(id).ok())));
+    Ok(json!({
+        "type": "snapshot", "seq": seq, "org_id": org_id, "gates": gate_frames, "occupancy": occupancy,
+        "revoked_inside": revoked_inside,
+    }))
+}
+
+impl Filter {
+    pub fn shows_gate(&self, gate_id: Uuid) -> bool {
+        self.gates.as_ref().is_none_or(|g| g.contains(&gate_id))
+    }
+
+    pub fn shows_pass(&self, pass_id: Option<Uuid>) -> bool {
+        match &self.host_passes {
+            None => true,
+            Some(own) => pass_id.is_some_and(|p| own.contains(&p)),
+        }
+    }
+}
+
+/// The passes a host issued (the visitors they may follow).
+pub async fn host_passes(
+    pool: &deadpool_postgres::Pool,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<HashSet<Uuid>, AppError> {
+    let client = pool.get().await?;
+    let rows = client.query("SELECT id FROM passes WHERE org_id = $1 AND issued_by = $2", &[&org_id, &user_id]).await?;
+    Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+}
