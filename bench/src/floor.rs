@@ -1,0 +1,264 @@
+//! The floors: the least work a decision can be, served by actix-web on the same machine, with
+//! the same workers, the same requests and the same PostgreSQL as the engine.
+//!
+//! - `http`: the same JSON parsed by actix-web into the same request type, the credential hashed
+//!   under the same pepper, the gate and the credential looked up in DashMaps, the same verdict
+//!   serialized back. No journal.
+//! - `journaled`: `http`, plus one check-in row per request handed to a group-commit writer (one
+//!   `unnest` insert into the real `checkins` table per group, one transaction); not waited for.
+//! - `durable`: `journaled`, but each request waits until its group has committed (what a
+//!   consuming admit must do).
+//! - `database`: what a database-backed system does: per request, one SELECT of the pass by its
+//!   credential and one INSERT of the check-in, over a connection pool.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use deadpool_postgres::Pool;
+use portcullis::engine::credentials::{CredentialInput, present};
+use portcullis_actors::domain::{Decision, Direction, Reason};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::Error;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionRequest {
+    credential: CredentialInput,
+    direction: Option<Direction>,
+}
+
+#[derive(Serialize)]
+struct Verdict {
+    decision: Decision,
+    reason: Reason,
+    gate_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_ms: Option<u32>,
+    direction: Direction,
+    decided_at: DateTime<Utc>,
+}
+
+/// One check-in row, and whom to tell when it is committed.
+type Row = (Uuid, Uuid, Option<Uuid>, Direction, Decision, Reason, DateTime<Utc>, Option<oneshot::Sender<()>>);
+
+pub struct FloorData {
+    pub pepper: SecretString,
+    pub org_id: Uuid,
+    /// Device key → allowed (the floor checks the bearer as the engine does, from memory).
+    pub keys: DashMap<String, ()>,
+    pub gates: DashMap<Uuid, Uuid>,
+    /// Lookup hash → (pass, holder).
+    pub credentials: DashMap<[u8; 32], (Uuid, String)>,
+}
+
+struct Floor {
+    data: Arc<FloorData>,
+    journal: mpsc::UnboundedSender<Row>,
+    pool: Pool,
+}
+
+/// Starts the floor server on a free port; returns the port and a handle to stop it.
+pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<(u16, actix_web::dev::ServerHandle), Error> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    actix_web::rt::spawn(group_commit(pool.clone(), data.org_id, rx));
+    let floor = web::Data::new(Floor { data, journal: tx, pool });
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(floor.clone()).route("/{mode}/gates/{gate}/decisions", web::post().to(decide))
+    })
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((port, handle))
+}
+
+async fn decide(
+    floor: web::Data<Floor>,
+    path: web::Path<(String, Uuid)>,
+    request: actix_web::HttpRequest,
+    body: web::Json<DecisionRequest>,
+) -> HttpResponse {
+    let (mode, gate_id) = path.into_inner();
+    let bearer =
+        request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !bearer.is_some_and(|k| floor.data.keys.contains_key(k)) || !floor.data.gates.contains_key(&gate_id) {
+        return HttpResponse::Forbidden().finish();
+    }
+    let now = Utc::now();
+    let Ok(presented) = present(&body.credential, &floor.data.pepper, now) else {
+        return HttpResponse::UnprocessableEntity().finish();
+    };
+    let direction = body.direction.unwrap_or(Direction::In);
+    let found = match mode.as_str() {
+        "database" => match lookup_in_database(&floor.pool, floor.data.org_id, &presented.lookups).await {
+            Ok(found) => found,
+            Err(err) => return HttpResponse::InternalServerError().body(err.to_string()),
+        },
+        _ => presented.lookups.iter().find_map(|h| floor.data.credentials.get(h).map(|c| c.clone())),
+    };
+    let (decision, reason) =
+        if found.is_some() { (Decision::Allow, Reason::Allowed) } else { (Decision::Deny, Reason::UnknownCredential) };
+    let pass_id = found.as_ref().map(|f| f.0);
+    match mode.as_str() {
+        "http" => {}
+        "journaled" | "durable" => {
+            let (ack, committed) = if mode == "durable" {
+                let (a, c) = oneshot::channel();
+                (Some(a), Some(c))
+            } else {
+                (None, None)
+            };
+            if floor.journal.send((Uuid::now_v7(), gate_id, pass_id, direction, decision, reason, now, ack)).is_err() {
+                return HttpResponse::ServiceUnavailable().finish();
+            }
+            if let Some(committed) = committed
+                && committed.await.is_err()
+            {
+                return HttpResponse::ServiceUnavailable().finish();
+            }
+        }
+        "database" => {
+            if let Err(err) =
+                insert_checkin(&floor.pool, floor.data.org_id, gate_id, pass_id, direction, decision, reason, now).await
+            {
+                return HttpResponse::InternalServerError().body(err.to_string());
+            }
+        }
+        _ => return HttpResponse::NotFound().finish(),
+    }
+    HttpResponse::Ok().json(Verdict {
+        decision,
+        reason,
+        gate_id,
+        pass_id,
+        holder_name: found.map(|f| f.1),
+        open_ms: (decision == Decision::Allow).then_some(3000),
+        direction,
+        decided_at: now,
+    })
+}
+
+async fn lookup_in_database(pool: &Pool, org_id: Uuid, lookups: &[[u8; 32]]) -> Result<Option<(Uuid, String)>, Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT p.id, p.holder_name FROM credentials c JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
+             WHERE c.org_id = $1 AND c.lookup_hash = ANY($2) AND c.revoked_at IS NULL AND p.status = 'active'",
+        )
+        .await?;
+    let hashes: Vec<&[u8]> = lookups.iter().map(|h| h.as_slice()).collect();
+    let row = client.query_opt(&statement, &[&org_id, &hashes]).await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+#[expect(clippy::too_many_arguments, reason = "one check-in row, column by column")]
+async fn insert_checkin(
+    pool: &Pool,
+    org_id: Uuid,
+    gate_id: Uuid,
+    pass_id: Option<Uuid>,
+    direction: Direction,
+    decision: Decision,
+    reason: Reason,
+    at: DateTime<Utc>,
+) -> Result<(), Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'floor', 'card', $8)",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &Uuid::now_v7(),
+                &org_id,
+                &gate_id,
+                &pass_id,
+                &direction.as_str(),
+                &decision.as_str(),
+                &reason.as_str(),
+                &at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A group's rows, column by column.
+#[derive(Default)]
+struct Columns(
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<Option<Uuid>>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<DateTime<Utc>>,
+);
+
+/// Group commit: whatever is queued goes in one transaction with one `unnest` insert.
+async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::UnboundedReceiver<Row>) {
+    let Ok(client) = pool.get().await else { return };
+    let Ok(statement) = client
+        .prepare(
+            "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
+             SELECT u.id, u.org, u.gate, u.pass, u.dir, u.dec, u.reason, 'floor', 'card', u.at
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+                  AS u(id, org, gate, pass, dir, dec, reason, at)",
+        )
+        .await
+    else {
+        return;
+    };
+    let mut group = Vec::with_capacity(512);
+    while rx.recv_many(&mut group, 512).await > 0 {
+        let mut columns = Columns::default();
+        let mut acks = Vec::new();
+        for (id, gate, pass, direction, decision, reason, at, ack) in group.drain(..) {
+            columns.0.push(id);
+            columns.1.push(org_id);
+            columns.2.push(gate);
+            columns.3.push(pass);
+            columns.4.push(direction.as_str());
+            columns.5.push(decision.as_str());
+            columns.6.push(reason.as_str());
+            columns.7.push(at);
+            acks.extend(ack);
+        }
+        let result = async {
+            client.batch_execute("BEGIN").await?;
+            client
+                .execute(
+                    &statement,
+                    &[&columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5, &columns.6, &columns.7],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if let Err(err) = result {
+            eprintln!("floor journal: {err}");
+            return;
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The scenarios: each builds what it needs through the API, measures its floors and the engine
+//! in the same run, prints a table and returns its report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use portcullis::engine::credentials::{CredentialInput, present};
+use portcullis_actors::domain::Direction;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::floor::{self, FloorData};
+use crate::loadgen::{self, Measured, Plan, histogram};
+use crate::report::{Report, Target};
+use crate::{Bench, Error, Options};
+
+/// A zone with gates, a rule opening it always, a device key bound to every gate, and passes
+/// with one card each, built through the API as an organization administrator would.
+struct Site {
+    org_id: Uuid,
+    gates: Vec<Uuid>,
+    device_key: String,
+    /// Card values (`facility:number`) with their pass.
+    cards: Vec<(String, Uuid)>,
+}
+
+async fn call(client: &awc::Client, url: String, token: &str, body: Value) -> Result<Value, Error> {
+    let mut response =
+        client.post(url.clone()).insert_header(("authorization", format!("Bearer {token}"))).send_json(&body).await?;
+    let bytes = response.body().limit(1 << 20).await?;
+    if !response.status().is_success() {
+        return Err(format!("POST {url}: {} {}", response.status(), String::from_utf8_lossy(&bytes)).into());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn text<'v>(value: &'v Value, key: &str) -> Result<&'v str, Error> {
+    Ok(value.get(key).and_then(Value::as_str).ok_or_else(|| format!("an answer without `{key}`: {value}"))?)
+}
+
+fn id(value: &Value) -> Result<Uuid, Error> {
+    Ok(Uuid::try_parse(text(value, "id")?)?)
+}
+
+impl Site {
+    async fn build(bench: &Bench, name: &str, gates: usize, passes: usize, facility: u32) -> Result<Site, Error> {
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let login = json!({"email": bench.demo.admin.email, "password": bench.demo.admin.password});
+        let mut response = client.post(format!("{}/api/v1/auth/login", bench.base)).send_json(&login).await?;
+        let session: Value = response.json().await?;
+        let token = text(&session, "access_token")?.to_owned();
+        let org_id = bench.demo.org_id;
+        let org = format!("{}/api/v1/orgs/{org_id}", bench.base);
+        let zone = id(&call(&client, format!("{org}/zones"), &token, json!({"name": name})).await?)?;
+        let mut gate_ids = Vec::with_capacity(gates);
+        for g in 0..gates {
+            let body = json!({"name": format!("{name} gate {g}"), "zone_id": zone, "direction": "both"});
+            gate_ids.push(id(&call(&client, format!("{org}/gates"), &token, body).await?)?);
+        }
+        let rule = json!({"name": format!("{name} rule"), "zone_ids": [zone]});
+        let rule = id(&call(&client, format!("{org}/access-rules"), &token, rule).await?)?;
+        let key = json!({"name": format!("{name} turnstiles"), "scopes": ["gate:decide"], "gate_ids": gate_ids});
+        let key = call(&client, format!("{org}/api-keys"), &token, key).await?;
+        let device_key = text(&key, "key")?.to_owned();
+        let now = chrono::Utc::now();
+        let mut cards = Vec::with_capacity(passes);
+        for p in 0..passes {
+            let body = json!({
+                "holder_name": format!("Visitor {p}"),
+                "access_rule_id": rule,
+                "type": "multi",
+                "max_uses": 2_000_000_000,
+                "valid_from": (now - chrono::Duration::hours(1)).to_rfc3339(),
+                "valid_to": (now + chrono::Duration::hours(8)).to_rfc3339(),
+                "credential": {"kind": "card", "format": "h10301", "facility_code": facility, "card_number": p + 1},
+            });
+            let pass = id(&call(&client, format!("{org}/passes"), &token, body).await?)?;
+            cards.push((format!("{facility}:{}", p + 1), pass));
+        }
+        Ok(Site { org_id, gates: gate_ids, device_key, cards })
+    }
+
+    /// The floor's copy of the site: the same key, gates and credentials in DashMaps.
+    fn floor_data(&self, bench: &Bench) -> Result<Arc<FloorData>, Error> {
+        let data = FloorData {
+            pepper: bench.secrets.api_key_pepper.clone(),
+            org_id: self.org_id,
+            keys: DashMap::from_iter([(self.device_key.clone(), ())]),
+            gates: self.gates.iter().map(|g| (*g, self.org_id)).collect(),
+            credentials: DashMap::new(),
+        };
+        for (card, pass) in &self.cards {
+            let presented = present(&CredentialInput::Card { value: card.clone() }, &data.pepper, chrono::Utc::now())?;
+            for lookup in presented.lookups {
+                data.credentials.insert(lookup, (*pass, format!("Visitor of {card}")));
+            }
+        }
+        Ok(Arc::new(data))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// engine
+
+struct Ping;
+impl Message for Ping {
+    type Result = u64;
+}
+struct Echo;
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+impl Handler<Ping> for Echo {
+    type Result = u64;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> u64 {
+        1
+    }
+}
+
+fn figures(h: &hdrhistogram::Histogram<u64>, elapsed: Duration) -> loadgen::Figures {
+    Measured { latency: h.clone(), elapsed, errors: 0, first_error: None }.figures()
+}
+
+/// One caller in process: exits from memory and entries durable before their answer, against a
+/// bare actor round trip and one commit of the same PostgreSQL.
+pub async fn engine(bench: &Bench, options: &Options) -> Result<Report, Error> {
+    let site = Site::build(bench, "Engine bench", 1, 1, 31).await?;
+    let (gate_id, (card, _)) = (*site.gates.first().ok_or("no gate")?, site.cards.first().cloned().ok_or("no card")?);
+    let window = Duration::from_secs(options.seconds.max(1));
+    let mut report = Report::new("engine", json!({"seconds": options.seconds}));
+    println!("engine (in process, one caller)");
+
+    let echo = Echo.start();
+    let mut floor = histogram()?;
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let t = Instant::now();
+        echo.send(Ping).await?;
+        floor.record(t.elapsed().as_nanos() as u64)?;
+    }
+    let round_trip = report.row("one", "floor: bare actor round trip", figures(&floor, started.elapsed()));
+
+    // One commit: one check-in row inserted and committed, one after another.
+    let mut commits = histogram()?;
+    let mut client = bench.pool.get().await?;
+    let insert = client
+        .prepare(
+            "INSERT INTO checkins (id, org_id, gate_id, direction, decision, reason, source, decided_at)
+             VALUES ($1, $2, $3, 'in', 'deny', 'unknown_credential', 'floor', now())",
+        )
+        .await?;
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let t = Instant::now();
+        let tx = client.transaction().await?;
+        tx.execute(&insert, &[&Uuid::now_v7(), &site.org_id, &gate_id]).await?;
+        tx.commit().await?;
+        commits.record(t.elapsed().as_nanos() as u64)?;
+    }
+    drop(client);
+    let commit = report.row("one", "floor: one PostgreSQL commit", figures(&commits, started.elapsed()));
+
+    // Alternate: an exit is decided in memory and journaled in the background; an entry uses up
+    // one of the pass's entries, so it returns only once the journal has committed it.
+    let credential = CredentialInput::Card { value: card };
+    let (mut exits, mut entries) = (histogram()?, histogram()?);
+    let started = Instant::now();
+    let mut entering = false;
+    while started.elapsed() < window {
+        entering = !entering;
+        let direction = if entering { Direction::In } else { Direction::Out };
+        let t = Instant::now();
+        let presented = present(&credential, &bench.secrets.api_key_pepper, chrono::Utc::now())?;
+        let outcome = bench.engine.decide(gate_id, presented, Some(direction), "bench").await?;
+        let elapsed = t.elapsed().as_nanos() as u64;
+        if !outcome.decision.is_allow() {
+            return Err(format!("unexpected verdict {:?}", outcome.reason).into());
+        }
+        if entering {
+            entries.record(elapsed)?
+        } else {
+            exits.record(elapsed)?
+        };
+    }
+    let elapsed = started.elapsed();
+    let exit = report.row("one", "exit (in memory)", figures(&exits, elapsed));
+    let entry = report.row("one", "entry (durable commit)", figures(&entries, elapsed));
+    report.target(Target::at_most("entry p50 / one commit p50", entry.p50_us / commit.p50_us.max(1e-9), 2.0));
+    println!("  exit p50 is {:.1}× a bare actor round trip", exit.p50_us / round_trip.p50_us.max(1e-9));
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// decisions
+
+/// One load shape: which gate and which card each request of each connection presents.
+struct Shape {
+    name: &'static str,
+    expect: &'static str,
+    /// (gate, card value, direction) for request `i` of connection `c`.
+    request: Box<dyn Fn(usize, usize) -> (Uuid, String, &'static str)>,
+}
+
+pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error> {
+    let connections = options.connections.max(1);
+    let site = Site::build(bench, "Decision bench", 32, connections, 41).await?;
+    let floor_data = site.floor_data(bench)?;
+    let (floor_port, floor_handle) = floor::start(floor_data, bench.pool.clone())?;
+    let mut report = Report::new(
+        "decisions",
+        json!({"seconds": options.seconds, "connections": connections, "load_threads": options.threads, "gates": 32}),
+    );
+    println!(
+        "decisions (loopback HTTP, {connections} keep-alive connections, {} load threads, {} s each)",
+        options.threads, options.seconds
+    );
+    let gates = site.gates.clone();
+    let cards = site.cards.clone();
+    let spread = {
+        let gates = gates.clone();
+        move |c: usize, i: usize| gates.get((c + i) % gates.len()).copied().unwrap_or_default()
+    };
+    let hot = gates.first().copied().unwrap_or_default();
+    let unknown = |c: usize, i: usize| format!("42:{}", (c * 131 + i) % 60_000 + 1);
+    let deny32 = Shape {
+        name: "deny-32",
+        expect: "\"decision\":\"deny\"",
+        request: Box::new({
+            let spread = spread.clone();
+            move |c, i| (spread(c, i), unknown(c, i), "in")
+        }),
+    };
+    let deny1 = Shape {
+        name: "deny-hot",
+        expect: "\"decision\":\"deny\"",
+        request: Box::new(move |c, i| (hot, unknown(c, i), "in")),
+    };
+    let allow32 = Shape {
+        name: "allow-32",
+        expect: "\"decision\":\"allow\"",
+        request: Box::new(move |c, i| {
+            (spread(c, i), cards.get(c % cards.len().max(1)).map(|c| c.0.clone()).unwrap_or_default(), "in")
+        }),
+    };
+
+    let plan = |shape: &Shape, port: u16, prefix: &str| Plan {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        threads: options.threads,
+        duration: Duration::from_secs(options.seconds.max(1)),
+        warmup: Duration::from_secs(1),
+        requests: (0..connections)
+            .map(|c| {
+                (0..32)
+                    .map(|i| {
+                        let (gate, card, direction) = (shape.request)(c, i);
+                        let body = json!({"credential": {"kind": "card", "value": card}, "direction": direction});
+                        loadgen::post(&format!("{prefix}/gates/{gate}/decisions"), &site.device_key, &body)
+                    })
+                    .collect()
+            })
+            .collect(),
+        expect: shape.expect,
+    };
+    // The generator blocks the thread it runs on: never the one driving the engine and floors.
+    async fn measure(plan: Plan) -> Result<Measured, Error> {
+        let measured = tokio::task::spawn_blocking(move || loadgen::run(plan).map_err(|e| e.to_string())).await??;
+        if let Some(error) = &measured.first_error {
+            println!("  ({} errors; first: {error})", measured.errors);
+        }
+        Ok(measured)
+    }
+    macro_rules! measure {
+        ($shape:expr, $port:expr, $prefix:expr) => {
+            measure(plan(&$shape, $port, $prefix)).await?
+        };
+    }
+
+    let engine = |m: Measured| m.figures();
+    let floor_http =
+        report.row(deny32.name, "floor: HTTP (JSON + DashMap)", measure!(deny32, floor_port, "/http").figures());
+    let floor_journaled = report.row(
+        deny32.name,
+        "floor: journaled (group commit)",
+        measure!(deny32, floor_port, "/journaled").figures(),
+    );
+    let database_deny =
+        report.row(deny32.name, "database way (SELECT + INSERT)", measure!(deny32, floor_port, "/database").figures());
+    let deny = report.row(deny32.name, "portcullis", engine(measure!(deny32, bench.port, "/api/v1")));
+
+    let hot_floor =
+        report.row(deny1.name, "floor: journaled (group commit)", measure!(deny1, floor_port, "/journaled").figures());
+    let hot_deny = report.row(deny1.name, "portcullis", engine(measure!(deny1, bench.port, "/api/v1")));
+
+    let durable_floor = report.row(
+        allow32.name,
+        "floor: durable admit (group commit)",
+        measure!(allow32, floor_port, "/durable").figures(),
+    );
+    let database_allow = report.row(
+        allow32.name,
+        "database way (SELECT + INSERT)",
+        measure!(allow32, floor_port, "/database").figures(),
+    );
+    let allow = report.row(allow32.name, "portcullis", engine(measure!(allow32, bench.port, "/api/v1")));
+
+    let ratio = |a: &loadgen::Figures, b: &loadgen::Figures| a.per_second / b.per_second.max(1e-9);
+    report.target(Target::at_least("deny-32 throughput / journaled floor", ratio(&deny, &floor_journaled), 0.85));
+    report.target(Target::at_least("deny-hot throughput / journaled floor", ratio(&hot_deny, &hot_floor), 0.5));
+    report.target(Target::at_least("allow-32 throughput / durable-admit floor", ratio(&allow, &durable_floor), 0.85));
+    report.target(Target::at_most("errors", (deny.errors + hot_deny.errors + allow.errors) as f64, 0.0));
+    println!(
+        "  deny-32 is {:.2}× the bare HTTP floor and {:.1}× the database way; allow-32 is {:.1}× the database way",
+        ratio(&deny, &floor_http),
+        ratio(&deny, &database_deny),
+        ratio(&allow, &database_allow)
+    );
+    floor_handle.stop(true).await;
+    Ok(report)
+}
