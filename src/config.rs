@@ -73,6 +73,8 @@ pub struct StreamSettings {
 pub struct EngineSettings {
     pub pass_idle_secs: u64,
     pub gate_queue_len: usize,
+    /// Threads the actors run on (0: one per core).
+    pub arbiters: usize,
     pub retained_events: usize,
     pub expiry_sweep_secs: u64,
 }

@@ -92,6 +92,7 @@ impl Application {
         if let Err(err) = self.engine.flush().await {
             tracing::error!(error = %err, "the journal could not be flushed");
         }
+        self.engine.stop();
         tracing::info!("closing the database");
         let closed = self.database.close().await.map_err(StartupError::from);
         served.and(closed)

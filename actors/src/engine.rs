@@ -75,6 +75,8 @@ pub struct EngineSettings {
     pub pass_idle: Duration,
     /// Entries kept in each gate's live queue.
     pub queue_len: usize,
+    /// Threads the actors are spread over (0: one per core).
+    pub arbiters: usize,
 }
 
 /// Where a pass's state lives right now.
@@ -111,6 +113,9 @@ pub(crate) struct Shared {
     pub(crate) journal: JournalHandle,
     pub(crate) events: EventHub,
     pub(crate) settings: EngineSettings,
+    /// The threads actors run on; an actor's id chooses its thread, so one gate's or one pass's
+    /// messages are always handled on the same one.
+    arbiters: Vec<ArbiterHandle>,
 }
 
 /// A cheap handle to the engine.
@@ -123,6 +128,11 @@ impl Engine {
     pub fn new(journal: JournalHandle, settings: EngineSettings, retained_events: usize) -> Self {
         // Present from the start (at 0), not only once a pass is first used.
         metrics::gauge!("portcullis_pass_actors_active").increment(0.0);
+        let threads = match settings.arbiters {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         Engine {
             shared: Arc::new(Shared {
                 snapshots: DashMap::new(),
@@ -136,7 +146,20 @@ impl Engine {
                 journal,
                 events: EventHub::new(retained_events),
                 settings,
+                arbiters,
             }),
+        }
+    }
+
+    /// Starts an actor on the thread its id chooses.
+    pub(crate) fn start<A>(&self, id: Uuid, actor: A) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>> + Send,
+    {
+        let count = self.shared.arbiters.len().max(1) as u128;
+        match self.shared.arbiters.get((id.as_u128() % count) as usize) {
+            Some(arbiter) => A::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
         }
     }
 
@@ -147,8 +170,12 @@ impl Engine {
     /// Installs or replaces an organization's configuration; in force when this returns.
     pub async fn configure(&self, snapshot: OrgSnapshot) -> Result<(), EngineError> {
         let org_id = snapshot.org_id;
-        let addr =
-            self.shared.orgs.entry(org_id).or_insert_with(|| OrgActor::new(org_id, self.clone()).start()).clone();
+        let addr = self
+            .shared
+            .orgs
+            .entry(org_id)
+            .or_insert_with(|| self.start(org_id, OrgActor::new(org_id, self.clone())))
+            .clone();
         addr.send(Configure(Arc::new(snapshot))).await.map_err(|_| EngineError::Unavailable)
     }
 
@@ -276,7 +303,7 @@ impl Engine {
                 },
                 Entry::Vacant(slot) => {
                     let state = self.shared.dormant.get(&pass_id)?.clone();
-                    let addr = PassActor::new(state, self.clone()).start();
+                    let addr = self.start(pass_id, PassActor::new(state, self.clone()));
                     slot.insert(PassSlot::Active(addr.clone()));
                     metrics::gauge!("portcullis_pass_actors_active").increment(1.0);
                     return Some(addr);
@@ -328,6 +355,13 @@ impl Engine {
     /// Waits until everything handed to the journal so far is committed (before shutdown).
     pub async fn flush(&self) -> Result<(), crate::journal::JournalError> {
         self.shared.journal.write_durable(Vec::new()).await
+    }
+
+    /// Stops the actors' threads (after the last decision and the journal's flush).
+    pub fn stop(&self) {
+        for arbiter in &self.shared.arbiters {
+            arbiter.stop();
+        }
     }
 
     /// Whether the engine holds this pass (loaded or active).

@@ -109,6 +109,21 @@ impl JournalHandle {
         }
     }
 
+    /// Queues records without waiting when the channel has room (the usual case); `Err` hands
+    /// them back when it is full, for the caller to wait with [`JournalHandle::write_or_count`].
+    pub fn try_write(&self, records: Vec<JournalRecord>) -> Result<(), Vec<JournalRecord>> {
+        use mpsc::error::TrySendError;
+        match self.tx.try_send(JournalBatch { records, ack: None }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(batch)) => Err(batch.records),
+            Err(TrySendError::Closed(batch)) => {
+                metrics::counter!("portcullis_journal_dropped_records_total").increment(batch.records.len() as u64);
+                tracing::warn!(records = batch.records.len(), "journal records dropped: the journal is shut down");
+                Ok(())
+            }
+        }
+    }
+
     /// Queues records and waits until they are committed.
     pub async fn write_durable(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();

@@ -58,7 +58,7 @@ impl Handler<Configure> for OrgActor {
         for gate_id in snapshot.gates.keys() {
             if !shared.gates.contains_key(gate_id) {
                 let actor = GateActor::new(*gate_id, self.org_id, self.engine.clone());
-                shared.gates.insert(*gate_id, (self.org_id, actor.start()));
+                shared.gates.insert(*gate_id, (self.org_id, self.engine.start(*gate_id, actor)));
             }
         }
         // What changed for the dashboards, published here, where the change takes effect.

@@ -183,13 +183,17 @@ impl Handler<Admit> for PassActor {
             // Nothing used up: apply now, let the journal catch up within milliseconds.
             self.state = next;
             let done = outcome(&verdict, &self.state);
-            return AtomicResponse::new(Box::pin(
-                async move {
-                    journal.write_or_count(records).await;
-                    Ok(done)
-                }
-                .into_actor(self),
-            ));
+            return match journal.try_write(records) {
+                Ok(()) => AtomicResponse::new(Box::pin(fut::ready(Ok(done)))),
+                // The journal is far behind: wait for room (backpressure), losing nothing.
+                Err(records) => AtomicResponse::new(Box::pin(
+                    async move {
+                        journal.write_or_count(records).await;
+                        Ok(done)
+                    }
+                    .into_actor(self),
+                )),
+            };
         }
         // A consuming admit opens the gate only once the journal holds it.
         let refused = Verdict::deny(Reason::JournalUnavailable);

@@ -49,8 +49,12 @@ struct Verdict {
     decided_at: DateTime<Utc>,
 }
 
-/// One check-in row, and whom to tell when it is committed.
-type Row = (Uuid, Uuid, Option<Uuid>, Direction, Decision, Reason, DateTime<Utc>, Option<oneshot::Sender<()>>);
+/// One check-in row (none: a flush), and whom to tell when it is committed.
+type Row =
+    (Option<(Uuid, Uuid, Option<Uuid>, Direction, Decision, Reason, DateTime<Utc>)>, Option<oneshot::Sender<()>>);
+
+/// As many rows as the engine's journal holds before its writers wait.
+const CAPACITY: usize = 16_384;
 
 pub struct FloorData {
     pub pepper: SecretString,
@@ -64,15 +68,32 @@ pub struct FloorData {
 
 struct Floor {
     data: Arc<FloorData>,
-    journal: mpsc::UnboundedSender<Row>,
+    journal: mpsc::Sender<Row>,
     pool: Pool,
 }
 
-/// Starts the floor server on a free port; returns the port and a handle to stop it.
-pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<(u16, actix_web::dev::ServerHandle), Error> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// The running floor server.
+pub struct FloorServer {
+    pub port: u16,
+    pub handle: actix_web::dev::ServerHandle,
+    journal: mpsc::Sender<Row>,
+}
+
+impl FloorServer {
+    /// Waits until every row handed to the group-commit writer is committed, so that no backlog
+    /// of one measurement runs into the next.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.journal.send((None, Some(ack))).await.map_err(|_| "the floor journal stopped")?;
+        Ok(done.await?)
+    }
+}
+
+/// Starts the floor server on a free port.
+pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<FloorServer, Error> {
+    let (tx, rx) = mpsc::channel(CAPACITY);
     actix_web::rt::spawn(group_commit(pool.clone(), data.org_id, rx));
-    let floor = web::Data::new(Floor { data, journal: tx, pool });
+    let floor = web::Data::new(Floor { data, journal: tx.clone(), pool });
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let server = actix_web::HttpServer::new(move || {
@@ -82,7 +103,7 @@ pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<(u16, actix_web::dev::S
     .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok((port, handle))
+    Ok(FloorServer { port, handle, journal: tx })
 }
 
 async fn decide(
@@ -121,7 +142,8 @@ async fn decide(
             } else {
                 (None, None)
             };
-            if floor.journal.send((Uuid::now_v7(), gate_id, pass_id, direction, decision, reason, now, ack)).is_err() {
+            let row = (Uuid::now_v7(), gate_id, pass_id, direction, decision, reason, now);
+            if floor.journal.send((Some(row), ack)).await.is_err() {
                 return HttpResponse::ServiceUnavailable().finish();
             }
             if let Some(committed) = committed
@@ -214,7 +236,7 @@ struct Columns(
 );
 
 /// Group commit: whatever is queued goes in one transaction with one `unnest` insert.
-async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::UnboundedReceiver<Row>) {
+async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::Receiver<Row>) {
     let Ok(client) = pool.get().await else { return };
     let Ok(statement) = client
         .prepare(
@@ -231,7 +253,9 @@ async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::UnboundedReceiver<
     while rx.recv_many(&mut group, 512).await > 0 {
         let mut columns = Columns::default();
         let mut acks = Vec::new();
-        for (id, gate, pass, direction, decision, reason, at, ack) in group.drain(..) {
+        for (row, ack) in group.drain(..) {
+            acks.extend(ack);
+            let Some((id, gate, pass, direction, decision, reason, at)) = row else { continue };
             columns.0.push(id);
             columns.1.push(org_id);
             columns.2.push(gate);
@@ -240,7 +264,6 @@ async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::UnboundedReceiver<
             columns.5.push(decision.as_str());
             columns.6.push(reason.as_str());
             columns.7.push(at);
-            acks.extend(ack);
         }
         let result = async {
             client.batch_execute("BEGIN").await?;

@@ -207,7 +207,8 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     let connections = options.connections.max(1);
     let site = Site::build(bench, "Decision bench", 32, connections, 41).await?;
     let floor_data = site.floor_data(bench)?;
-    let (floor_port, floor_handle) = floor::start(floor_data, bench.pool.clone())?;
+    let floor = floor::start(floor_data, bench.pool.clone())?;
+    let floor_port = floor.port;
     let mut report = Report::new(
         "decisions",
         json!({"seconds": options.seconds, "connections": connections, "load_threads": options.threads, "gates": 32}),
@@ -264,6 +265,12 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         expect: shape.expect,
     };
     // The generator blocks the thread it runs on: never the one driving the engine and floors.
+    // Whatever a run left queued is committed before the next one starts.
+    let settle = async || -> Result<(), Error> {
+        floor.flush().await?;
+        bench.engine.flush().await?;
+        Ok(())
+    };
     async fn measure(plan: Plan) -> Result<Measured, Error> {
         let measured = tokio::task::spawn_blocking(move || loadgen::run(plan).map_err(|e| e.to_string())).await??;
         if let Some(error) = &measured.first_error {
@@ -272,9 +279,10 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         Ok(measured)
     }
     macro_rules! measure {
-        ($shape:expr, $port:expr, $prefix:expr) => {
+        ($shape:expr, $port:expr, $prefix:expr) => {{
+            settle().await?;
             measure(plan(&$shape, $port, $prefix)).await?
-        };
+        }};
     }
 
     let engine = |m: Measured| m.figures();
@@ -316,6 +324,6 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         ratio(&deny, &database_deny),
         ratio(&allow, &database_allow)
     );
-    floor_handle.stop(true).await;
+    floor.handle.stop(true).await;
     Ok(report)
 }

@@ -103,12 +103,18 @@ impl Connection {
                     )
                     .await
                     .map_err(err)?,
+                // Every pass of the group in one statement (each pass appears once in a group).
                 pass: client
                     .prepare(
-                        "UPDATE passes SET uses_count = $3, inside = $4, last_gate_id = $5, last_passage_at = $6, status = $7,
-                                valid_to = $8, revoked_at = coalesce($9, revoked_at), revoked_by = coalesce($10, revoked_by),
-                                revoke_reason = coalesce($11, revoke_reason), updated_at = now(), version = version + 1
-                         WHERE org_id = $1 AND id = $2",
+                        "UPDATE passes p SET uses_count = u.uses_count, inside = u.inside, last_gate_id = u.last_gate_id,
+                                last_passage_at = u.last_passage_at, status = u.status, valid_to = u.valid_to,
+                                revoked_at = coalesce(u.revoked_at, p.revoked_at), revoked_by = coalesce(u.revoked_by, p.revoked_by),
+                                revoke_reason = coalesce(u.revoke_reason, p.revoke_reason), updated_at = now(), version = p.version + 1
+                         FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::bool[], $5::uuid[], $6::timestamptz[], $7::text[],
+                                     $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::text[])
+                              AS u(org_id, id, uses_count, inside, last_gate_id, last_passage_at, status, valid_to,
+                                   revoked_at, revoked_by, revoke_reason)
+                         WHERE p.org_id = u.org_id AND p.id = u.id",
                     )
                     .await
                     .map_err(err)?,
@@ -207,6 +213,23 @@ fn acknowledge(group: Vec<JournalBatch>, result: Result<(), JournalError>) {
     }
 }
 
+/// The group's pass states, column by column, for the one `UPDATE … FROM unnest`.
+fn pass_columns(passes: &[(&PassState, Option<&Revocation>)]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    vec![
+        Box::new(passes.iter().map(|(s, _)| s.org_id).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.id).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| i32::try_from(s.uses_count).unwrap_or(i32::MAX)).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.inside).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.last_gate_id).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.last_passage_at).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.status.as_str()).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(s, _)| s.valid_to).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(_, r)| r.map(|r| r.at)).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(_, r)| r.and_then(|r| r.by)).collect::<Vec<_>>()),
+        Box::new(passes.iter().map(|(_, r)| r.map(|r| r.reason.clone())).collect::<Vec<_>>()),
+    ]
+}
+
 async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), String> {
     let (client, statements) = conn.get().await?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
@@ -245,23 +268,8 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));
     }
-    for (state, revocation) in passes {
-        pending.push((
-            pass,
-            vec![
-                Box::new(state.org_id),
-                Box::new(state.id),
-                Box::new(i32::try_from(state.uses_count).unwrap_or(i32::MAX)),
-                Box::new(state.inside),
-                Box::new(state.last_gate_id),
-                Box::new(state.last_passage_at),
-                Box::new(state.status.as_str()),
-                Box::new(state.valid_to),
-                Box::new(revocation.map(|r| r.at)),
-                Box::new(revocation.and_then(|r| r.by)),
-                Box::new(revocation.map(|r| r.reason.clone())),
-            ],
-        ));
+    if !passes.is_empty() {
+        pending.push((pass, pass_columns(&passes)));
     }
     for e in events {
         pending.push((

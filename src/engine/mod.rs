@@ -34,6 +34,7 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
         EngineSettings {
             pass_idle: Duration::from_secs(settings.pass_idle_secs.max(1)),
             queue_len: settings.gate_queue_len,
+            arbiters: settings.arbiters,
         },
         settings.retained_events,
     );

@@ -54,10 +54,10 @@ pub async fn request_context(
     }
 
     let status = res.status();
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = res.request().app_data::<crate::http::routes::RoutePattern>().map_or("unmatched", |r| r.0);
     let method = res.request().method().to_string();
     metrics::counter!("portcullis_http_requests_total",
-        "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string())
+        "method" => method.clone(), "route" => route, "status" => status.as_u16().to_string())
     .increment(1);
     metrics::histogram!("portcullis_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());

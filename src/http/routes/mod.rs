@@ -24,6 +24,11 @@ use actix_web::{ResponseError, web};
 
 use crate::error::AppError;
 
+/// The pattern a request matched, for metrics and logs (read back from the request without
+/// matching the path again).
+#[derive(Debug, Clone, Copy)]
+pub struct RoutePattern(pub &'static str);
+
 /// Declares the route table once: `configure` registers it, and [`ROUTES`] lists it for the API
 /// document (whose test fails when a registered route is not described).
 macro_rules! routes {
@@ -33,12 +38,15 @@ macro_rules! routes {
 
         /// Every route of the engine.
         pub fn configure(cfg: &mut web::ServiceConfig) {
-            $( cfg.service(web::resource($path) $( .route(web::method(Method::$method).to($handler)) )+ ); )+
+            $( cfg.service(web::resource($path).app_data(RoutePattern($path)) $( .route(web::method(Method::$method).to($handler)) )+ ); )+
         }
     };
 }
 
+// Matched in this order, each path by a regular expression: the turnstiles' route comes first, so a
+// decision is not matched against every other route before its own.
 routes! {
+    "/api/v1/gates/{gate}/decisions" => { POST decisions::decide },
     "/" => { GET dashboard::index },
     "/app.js" => { GET dashboard::script },
     "/app.css" => { GET dashboard::style },
@@ -82,7 +90,6 @@ routes! {
     "/api/v1/orgs/{org}/passes/{pass}/qr" => { GET passes::qr },
     "/api/v1/orgs/{org}/checkins" => { GET checkins::list },
     "/api/v1/orgs/{org}/stream" => { GET stream::stream },
-    "/api/v1/gates/{gate}/decisions" => { POST decisions::decide },
 }
 
 /// A query string that does not parse: 422 naming the query.
