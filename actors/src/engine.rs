@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
 use crate::domain::{CredentialKind, Direction, PassStatus};
 use crate::events::{Event, EventHub};
-use crate::gate_actor::{Decide, GateActor, Outcome};
+use crate::gate_actor::{Decide, GateActor, Outcome, Remember, Settled, settle};
 use crate::journal::JournalHandle;
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
@@ -280,7 +280,8 @@ impl Engine {
         self.shared.occupancy.get(&zone_id).map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
-    /// Asks a gate to decide.
+    /// Decides at a gate: what needs no pass is settled here, from memory, and the gate is told;
+    /// a pass's decision goes through the gate to the pass's actor.
     pub async fn decide(
         &self,
         gate_id: Uuid,
@@ -288,8 +289,22 @@ impl Engine {
         direction: Option<Direction>,
         source: &'static str,
     ) -> Result<Outcome, EngineError> {
-        let addr = self.shared.gates.get(&gate_id).map(|g| g.1.clone()).ok_or(EngineError::UnknownGate)?;
-        addr.send(Decide { presented, direction, source }).await.map_err(|_| EngineError::Unavailable)?
+        let (org_id, addr) =
+            self.shared.gates.get(&gate_id).map(|g| (g.0, g.1.clone())).ok_or(EngineError::UnknownGate)?;
+        match settle(self, gate_id, org_id, &presented, direction, source, Utc::now())? {
+            Settled::Done(outcome, record) => {
+                // Nothing consumed: the check-in is queued, not waited for (unless the journal is
+                // far behind: then this waits for room, losing nothing).
+                if let Err(records) = self.shared.journal.try_write(vec![record]) {
+                    self.shared.journal.write_or_count(records).await;
+                }
+                addr.do_send(Remember(outcome.clone()));
+                Ok(outcome)
+            }
+            Settled::AskPass(pass_id, admit) => {
+                addr.send(Decide { pass_id, admit }).await.map_err(|_| EngineError::Unavailable)?
+            }
+        }
     }
 
     /// The pass's actor, activating it from the dormant state if needed; `None` if the engine

@@ -1,6 +1,11 @@
-//! GateActor: one per gate. Serializes the gate's decisions, keeps its live entry queue, and
-//! publishes every decision. Pass-level rules are decided by the pass's own actor; the gate
-//! settles what needs no pass (modes, lockdown, direction, unknown or unreadable credentials).
+//! GateActor: one per gate. Keeps the gate's live entry queue in the order decisions reach it,
+//! publishes every decision, and hands a decision that needs a pass to the pass's own actor with
+//! the gate's recent entries (escorts).
+//!
+//! What needs no pass (modes, lockdown, direction, unreadable or unknown credentials) is settled
+//! by [`settle`] from the organization's snapshot and the credential index, on the caller's
+//! thread: a turnstile's deny waits for no mailbox, and the gate is told afterwards
+//! ([`Remember`]).
 
 use std::collections::VecDeque;
 
@@ -10,12 +15,12 @@ use uuid::Uuid;
 
 use crate::decision::{ESCORT_WINDOW_SECS, default_direction, gate_verdict};
 use crate::domain::{Decision, Direction, Reason};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Presented};
 use crate::events::Event;
 use crate::journal::{CheckinRecord, JournalRecord};
 use crate::pass_actor::Admit;
 
-pub use crate::messages::{Decide, Outcome, Queue};
+pub use crate::messages::{Decide, Outcome, Queue, Remember};
 
 pub struct GateActor {
     gate_id: Uuid,
@@ -63,121 +68,110 @@ impl GateActor {
             .filter_map(|o| Some((o.pass_id?, o.decided_at)))
             .collect()
     }
-
-    /// What the gate settles without a pass (modes, lockdown, direction, unreadable or unknown
-    /// credentials), or the pass to ask.
-    fn settle(&self, msg: &Decide, now: DateTime<Utc>) -> Result<Settled, EngineError> {
-        let engine = &self.engine;
-        let snapshot = engine.snapshot(self.org_id).ok_or(EngineError::UnknownGate)?;
-        let gate = snapshot.gates.get(&self.gate_id).ok_or(EngineError::UnknownGate)?.clone();
-        let direction = msg.direction.unwrap_or_else(|| default_direction(&gate));
-        let settled = |reason: Reason, decision: Decision, pass_id: Option<Uuid>| Outcome {
-            gate_id: self.gate_id,
-            decision,
-            reason,
-            direction,
-            pass_id,
-            holder_name: None,
-            open_ms: (decision == Decision::Allow).then_some(gate.open_ms),
-            decided_at: now,
-            alert: None,
-        };
-        let credential = msg.presented.lookups.iter().find_map(|hash| engine.shared.credentials.get(self.org_id, hash));
-        let outcome = if let Some(verdict) = gate_verdict(&gate, &snapshot.policy, direction) {
-            settled(verdict.reason, verdict.decision, None)
-        } else if let Some(reason) = msg.presented.verdict {
-            settled(reason, Decision::Deny, credential.map(|c| c.pass_id))
-        } else {
-            match credential {
-                Some(found) if engine.holds_pass(found.pass_id) => {
-                    let admit = Admit {
-                        snapshot,
-                        gate,
-                        direction,
-                        now,
-                        qr_step: msg.presented.qr_step,
-                        recent: self.recent_entries(now),
-                        source: msg.source,
-                        kind: msg.presented.kind,
-                    };
-                    return Ok(Settled::AskPass(found.pass_id, Box::new(admit)));
-                }
-                Some(found) => {
-                    // Indexed but not held (a pass past its life): unknown, rather than fail the gate.
-                    tracing::warn!(pass_id = %found.pass_id, "credential indexed for a pass the engine does not hold");
-                    settled(Reason::UnknownCredential, Decision::Deny, None)
-                }
-                None => settled(Reason::UnknownCredential, Decision::Deny, None),
-            }
-        };
-        let record = JournalRecord::Checkin(CheckinRecord {
-            id: Uuid::now_v7(),
-            org_id: self.org_id,
-            gate_id: self.gate_id,
-            pass_id: outcome.pass_id,
-            direction,
-            decision: outcome.decision,
-            reason: outcome.reason,
-            source: msg.source,
-            credential_kind: msg.presented.kind,
-            decided_at: now,
-        });
-        Ok(Settled::Done(outcome, record))
-    }
 }
 
-/// The gate's part of a decision.
-enum Settled {
-    /// Decided here; the check-in to journal.
+/// The part of a decision that needs no pass.
+pub(crate) enum Settled {
+    /// Decided: the outcome and its check-in.
     Done(Outcome, JournalRecord),
-    /// The pass decides.
-    AskPass(Uuid, Box<Admit>),
+    /// The pass decides (the gate adds its recent entries).
+    AskPass(Uuid, Admit),
+}
+
+/// Settles what a gate can from memory, or says which pass must decide.
+pub(crate) fn settle(
+    engine: &Engine,
+    gate_id: Uuid,
+    org_id: Uuid,
+    presented: &Presented,
+    direction: Option<Direction>,
+    source: &'static str,
+    now: DateTime<Utc>,
+) -> Result<Settled, EngineError> {
+    let snapshot = engine.snapshot(org_id).ok_or(EngineError::UnknownGate)?;
+    let gate = snapshot.gates.get(&gate_id).ok_or(EngineError::UnknownGate)?;
+    let direction = direction.unwrap_or_else(|| default_direction(gate));
+    let settled = |reason: Reason, decision: Decision, pass_id: Option<Uuid>| Outcome {
+        gate_id,
+        decision,
+        reason,
+        direction,
+        pass_id,
+        holder_name: None,
+        open_ms: (decision == Decision::Allow).then_some(gate.open_ms),
+        decided_at: now,
+        alert: None,
+    };
+    let credential = presented.lookups.iter().find_map(|hash| engine.shared.credentials.get(org_id, hash));
+    let outcome = if let Some(verdict) = gate_verdict(gate, &snapshot.policy, direction) {
+        settled(verdict.reason, verdict.decision, None)
+    } else if let Some(reason) = presented.verdict {
+        settled(reason, Decision::Deny, credential.map(|c| c.pass_id))
+    } else {
+        match credential {
+            Some(found) if engine.holds_pass(found.pass_id) => {
+                let gate = gate.clone();
+                let admit = Admit {
+                    snapshot,
+                    gate,
+                    direction,
+                    now,
+                    qr_step: presented.qr_step,
+                    recent: Vec::new(),
+                    source,
+                    kind: presented.kind,
+                };
+                return Ok(Settled::AskPass(found.pass_id, admit));
+            }
+            Some(found) => {
+                // Indexed but not held (a pass past its life): unknown, rather than fail the gate.
+                tracing::warn!(pass_id = %found.pass_id, "credential indexed for a pass the engine does not hold");
+                settled(Reason::UnknownCredential, Decision::Deny, None)
+            }
+            None => settled(Reason::UnknownCredential, Decision::Deny, None),
+        }
+    };
+    let record = JournalRecord::Checkin(CheckinRecord {
+        id: Uuid::now_v7(),
+        org_id,
+        gate_id,
+        pass_id: outcome.pass_id,
+        direction,
+        decision: outcome.decision,
+        reason: outcome.reason,
+        source,
+        credential_kind: presented.kind,
+        decided_at: now,
+    });
+    Ok(Settled::Done(outcome, record))
 }
 
 impl Actor for GateActor {
     type Context = Context<Self>;
 }
 
-/// The gate's mailbox is held only while it settles what it can from memory: a decision that
-/// needs a pass goes on without it (the pass's own mailbox serializes its consumption), so a
-/// pass waiting for its commit never holds up the gate's other decisions.
+impl Handler<Remember> for GateActor {
+    type Result = ();
+
+    fn handle(&mut self, Remember(outcome): Remember, _: &mut Context<Self>) {
+        self.remember(&outcome);
+    }
+}
+
+/// The gate's mailbox is not held while the pass decides (the pass's own mailbox serializes its
+/// consumption): a pass waiting for its commit never holds up the gate's other decisions.
 impl Handler<Decide> for GateActor {
     type Result = ResponseActFuture<Self, Result<Outcome, EngineError>>;
 
-    fn handle(&mut self, msg: Decide, _: &mut Context<Self>) -> Self::Result {
-        let now = Utc::now();
-        match self.settle(&msg, now) {
-            Err(err) => Box::pin(fut::ready(Err(err))),
-            Ok(Settled::Done(outcome, record)) => {
-                self.remember(&outcome);
-                // A verdict that consumes nothing need not wait for the disk, nor (unless the
-                // journal is far behind) for the journal's queue.
-                match self.engine.shared.journal.try_write(vec![record]) {
-                    Ok(()) => Box::pin(fut::ready(Ok(outcome))),
-                    Err(records) => {
-                        let journal = self.engine.shared.journal.clone();
-                        Box::pin(
-                            async move {
-                                journal.write_or_count(records).await;
-                                Ok(outcome)
-                            }
-                            .into_actor(self),
-                        )
-                    }
-                }
+    fn handle(&mut self, Decide { pass_id, mut admit }: Decide, _: &mut Context<Self>) -> Self::Result {
+        admit.recent = self.recent_entries(admit.now);
+        let engine = self.engine.clone();
+        Box::pin(async move { engine.with_pass(pass_id, admit).await }.into_actor(self).map(|result, act, _| {
+            if let Ok(outcome) = &result {
+                act.remember(outcome);
             }
-            Ok(Settled::AskPass(pass_id, admit)) => {
-                let engine = self.engine.clone();
-                Box::pin(async move { engine.with_pass(pass_id, *admit).await }.into_actor(self).map(
-                    |result, act, _| {
-                        if let Ok(outcome) = &result {
-                            act.remember(outcome);
-                        }
-                        result
-                    },
-                ))
-            }
-        }
+            result
+        }))
     }
 }
 

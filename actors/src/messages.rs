@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::decision::{Gate, PassState};
 use crate::domain::{CredentialKind, Decision, Direction, Reason};
-use crate::engine::{CredentialRef, EngineError, OrgSnapshot, Presented};
+use crate::engine::{CredentialRef, EngineError, OrgSnapshot};
 use crate::journal::AuditRecord;
 
 // ---- to an OrgActor ----
@@ -33,14 +33,19 @@ pub struct Remove;
 
 // ---- to a GateActor ----
 
-/// Decide for one presented credential.
+/// Let this pass's actor decide at the gate (the gate adds its recent entries, for escorts).
 #[derive(Message)]
 #[rtype(result = "Result<Outcome, EngineError>")]
 pub struct Decide {
-    pub presented: Presented,
-    pub direction: Option<Direction>,
-    pub source: &'static str,
+    pub pass_id: Uuid,
+    pub admit: Admit,
 }
+
+/// Record a decision settled without a pass (modes, lockdown, unknown credentials) in the
+/// gate's queue, and publish it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remember(pub Outcome);
 
 /// The gate's recent entries.
 #[derive(Message)]

@@ -50,6 +50,15 @@ pub struct Figures {
 }
 
 impl Measured {
+    /// Adds another run of the same configuration (its requests and its time).
+    pub fn add(&mut self, other: Measured) -> Result<(), Error> {
+        self.latency.add(&other.latency)?;
+        self.elapsed += other.elapsed;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        Ok(())
+    }
+
     pub fn figures(&self) -> Figures {
         let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         Figures {

@@ -1,4 +1,4 @@
-//! `cargo run --release -p portcullis-bench [-- SCENARIO… --seconds N --connections C --threads T]`
+//! `cargo run --release -p portcullis-bench [-- SCENARIO… --seconds N --connections C --threads T --rounds R]`
 //!
 //! Each figure is measured next to its floor, in the same run, on the same machine; the ratios
 //! are what compare across machines. Scenarios (all of them when none is named):
@@ -35,6 +35,8 @@ pub struct Options {
     pub seconds: u64,
     pub connections: usize,
     pub threads: usize,
+    /// Times each shape's runs alternate.
+    pub rounds: usize,
     pub reports: PathBuf,
 }
 
@@ -45,6 +47,7 @@ impl Options {
             seconds: 5,
             connections: 64,
             threads: 2,
+            rounds: 2,
             reports: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reports")),
         };
         let mut args = std::env::args().skip(1);
@@ -54,6 +57,7 @@ impl Options {
                 "--seconds" => options.seconds = value("--seconds")?.parse()?,
                 "--connections" => options.connections = value("--connections")?.parse()?,
                 "--threads" => options.threads = value("--threads")?.parse()?,
+                "--rounds" => options.rounds = value("--rounds")?.parse()?,
                 "--reports" => options.reports = value("--reports")?.into(),
                 "engine" | "decisions" => options.scenarios.push(arg),
                 other => return Err(format!("unknown argument `{other}` (scenarios: engine, decisions)").into()),

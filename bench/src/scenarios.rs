@@ -211,7 +211,7 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     let floor_port = floor.port;
     let mut report = Report::new(
         "decisions",
-        json!({"seconds": options.seconds, "connections": connections, "load_threads": options.threads, "gates": 32}),
+        json!({"seconds": options.seconds, "rounds": options.rounds, "connections": connections, "load_threads": options.threads, "gates": 32}),
     );
     println!(
         "decisions (loopback HTTP, {connections} keep-alive connections, {} load threads, {} s each)",
@@ -278,40 +278,55 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         }
         Ok(measured)
     }
-    macro_rules! measure {
-        ($shape:expr, $port:expr, $prefix:expr) => {{
-            settle().await?;
-            measure(plan(&$shape, $port, $prefix)).await?
-        }};
+    // Each shape's runs alternate, round after round, and each figure is the sum of its rounds:
+    // a floor and the engine see the same moments of the machine.
+    let runs = |shape: &'static str| -> Vec<(&'static str, u16, &'static str)> {
+        let mut runs = match shape {
+            "deny-32" => vec![
+                ("floor: HTTP (JSON + DashMap)", floor_port, "/http"),
+                ("floor: journaled (group commit)", floor_port, "/journaled"),
+                ("database way (SELECT + INSERT)", floor_port, "/database"),
+            ],
+            "deny-hot" => vec![("floor: journaled (group commit)", floor_port, "/journaled")],
+            _ => vec![
+                ("floor: durable admit (group commit)", floor_port, "/durable"),
+                ("database way (SELECT + INSERT)", floor_port, "/database"),
+            ],
+        };
+        runs.push(("portcullis", bench.port, "/api/v1"));
+        runs
+    };
+    let mut figures = std::collections::HashMap::new();
+    for shape in [&deny32, &deny1, &allow32] {
+        let runs = runs(shape.name);
+        let mut totals: Vec<Option<Measured>> = runs.iter().map(|_| None).collect();
+        for _ in 0..options.rounds.max(1) {
+            for ((_, port, prefix), total) in runs.iter().zip(totals.iter_mut()) {
+                settle().await?;
+                let measured = measure(plan(shape, *port, prefix)).await?;
+                match total {
+                    Some(total) => total.add(measured)?,
+                    None => *total = Some(measured),
+                }
+            }
+        }
+        for ((what, _, _), total) in runs.iter().zip(totals) {
+            let total = total.ok_or("no measurement")?;
+            figures.insert((shape.name, *what), report.row(shape.name, what, total.figures()));
+        }
     }
-
-    let engine = |m: Measured| m.figures();
-    let floor_http =
-        report.row(deny32.name, "floor: HTTP (JSON + DashMap)", measure!(deny32, floor_port, "/http").figures());
-    let floor_journaled = report.row(
-        deny32.name,
-        "floor: journaled (group commit)",
-        measure!(deny32, floor_port, "/journaled").figures(),
-    );
-    let database_deny =
-        report.row(deny32.name, "database way (SELECT + INSERT)", measure!(deny32, floor_port, "/database").figures());
-    let deny = report.row(deny32.name, "portcullis", engine(measure!(deny32, bench.port, "/api/v1")));
-
-    let hot_floor =
-        report.row(deny1.name, "floor: journaled (group commit)", measure!(deny1, floor_port, "/journaled").figures());
-    let hot_deny = report.row(deny1.name, "portcullis", engine(measure!(deny1, bench.port, "/api/v1")));
-
-    let durable_floor = report.row(
-        allow32.name,
-        "floor: durable admit (group commit)",
-        measure!(allow32, floor_port, "/durable").figures(),
-    );
-    let database_allow = report.row(
-        allow32.name,
-        "database way (SELECT + INSERT)",
-        measure!(allow32, floor_port, "/database").figures(),
-    );
-    let allow = report.row(allow32.name, "portcullis", engine(measure!(allow32, bench.port, "/api/v1")));
+    let get = |shape: &str, what: &str| {
+        figures.get(&(shape, what)).cloned().ok_or_else(|| format!("no figures for {shape} {what}"))
+    };
+    let floor_http = get("deny-32", "floor: HTTP (JSON + DashMap)")?;
+    let floor_journaled = get("deny-32", "floor: journaled (group commit)")?;
+    let database_deny = get("deny-32", "database way (SELECT + INSERT)")?;
+    let deny = get("deny-32", "portcullis")?;
+    let hot_floor = get("deny-hot", "floor: journaled (group commit)")?;
+    let hot_deny = get("deny-hot", "portcullis")?;
+    let durable_floor = get("allow-32", "floor: durable admit (group commit)")?;
+    let database_allow = get("allow-32", "database way (SELECT + INSERT)")?;
+    let allow = get("allow-32", "portcullis")?;
 
     let ratio = |a: &loadgen::Figures, b: &loadgen::Figures| a.per_second / b.per_second.max(1e-9);
     report.target(Target::at_least("deny-32 throughput / journaled floor", ratio(&deny, &floor_journaled), 0.85));

@@ -63,9 +63,23 @@ impl CheckinColumns {
     }
 }
 
+const CHECKIN_INSERT: &str = "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                          $7::text[], $8::text[], $9::text[], $10::timestamptz[])";
+
+/// A group's first attempt, or a retry after a failure (idempotent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Retry,
+}
+
 /// The journal's statements, prepared once per connection.
 struct Statements {
     checkin: Statement,
+    /// The same insert, skipping check-ins already there: for a retry, whose first attempt may
+    /// have committed although its answer was lost.
+    checkin_again: Statement,
     pass: Statement,
     event: Statement,
     audit: Statement,
@@ -94,13 +108,9 @@ impl Connection {
                 }
             });
             let statements = Statements {
-                checkin: client
-                    .prepare(
-                        "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
-                         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                                              $7::text[], $8::text[], $9::text[], $10::timestamptz[])
-                         ON CONFLICT (id) DO NOTHING",
-                    )
+                checkin: client.prepare(CHECKIN_INSERT).await.map_err(err)?,
+                checkin_again: client
+                    .prepare(&format!("{CHECKIN_INSERT} ON CONFLICT (id) DO NOTHING"))
                     .await
                     .map_err(err)?,
                 // Every pass of the group in one statement (each pass appears once in a group).
@@ -149,23 +159,21 @@ pub async fn run(config: Config, mut rx: mpsc::Receiver<JournalBatch>) {
         let records: usize = group.iter().map(|b| b.records.len()).sum();
         metrics::histogram!("portcullis_journal_batch_records").record(records as f64);
         let started = Instant::now();
-        let result = commit(&mut conn, &group).await;
+        let result = commit(&mut conn, &group, Attempt::First).await;
         metrics::histogram!("portcullis_journal_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => acknowledge(group, Ok(())),
-            Err(err) if group.len() > 1 => {
+            // Once more, batch by batch (a lost connection is reopened; one bad record fails only
+            // its own batch), idempotently.
+            Err(err) => {
                 tracing::warn!(error = %err, batches = group.len(), "journal group failed; retrying batch by batch");
                 for batch in group {
-                    let result = commit(&mut conn, std::slice::from_ref(&batch)).await;
+                    let result = commit(&mut conn, std::slice::from_ref(&batch), Attempt::Retry).await;
                     if let Err(err) = &result {
                         lost(batch.records.len(), err);
                     }
                     acknowledge(vec![batch], result.map_err(JournalError::Commit));
                 }
-            }
-            Err(err) => {
-                lost(records, &err);
-                acknowledge(group, Err(JournalError::Commit(err)));
             }
         }
     }
@@ -230,10 +238,13 @@ fn pass_columns(passes: &[(&PassState, Option<&Revocation>)]) -> Vec<Box<dyn ToS
     ]
 }
 
-async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), String> {
+async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt) -> Result<(), String> {
     let (client, statements) = conn.get().await?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let (checkin, pass, event, audit) = (&statements.checkin, &statements.pass, &statements.event, &statements.audit);
+    let checkin = match attempt {
+        Attempt::First => &statements.checkin,
+        Attempt::Retry => &statements.checkin_again,
+    };
+    let (pass, event, audit) = (&statements.pass, &statements.event, &statements.audit);
 
     // The whole group's check-ins go in as one statement.
     let mut checkins = CheckinColumns::default();
@@ -301,13 +312,21 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch]) -> Result<(), Str
             ],
         ));
     }
+    let client = &*client;
     let executions = pending.iter().map(|(statement, params)| {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let tx = &tx;
-        async move { tx.execute(*statement, &refs).await }
+        async move { client.execute(*statement, &refs).await }
     });
-    try_join_all(executions).await.map_err(|e| crate::error::error_chain(&e))?;
-    tx.commit().await.map_err(|e| e.to_string())?;
+    // One round trip: BEGIN, the statements and COMMIT go out together, in this order (the join
+    // polls them in order, and a query is sent when first polled). If a statement fails,
+    // PostgreSQL ignores the rest and turns the COMMIT into a rollback; the error is ours.
+    futures_util::future::try_join3(
+        client.batch_execute("BEGIN"),
+        try_join_all(executions),
+        client.batch_execute("COMMIT"),
+    )
+    .await
+    .map_err(|e| crate::error::error_chain(&e))?;
     for a in audits {
         crate::audit::logged(a.action, a.target_type, &a.target_id);
     }
