@@ -41,7 +41,6 @@ pub struct OrgSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CredentialRef {
     pub pass_id: Uuid,
-    pub credential_id: Uuid,
     pub kind: CredentialKind,
 }
 
@@ -104,8 +103,9 @@ pub(crate) struct Shared {
     /// Written only by OrgActor handlers (the type allows nothing else).
     pub(crate) credentials: CredentialIndex,
     pub(crate) passes: DashMap<Uuid, PassSlot>,
-    /// State of passes without an actor; the actor owns the state while active.
-    pub(crate) dormant: DashMap<Uuid, PassState>,
+    /// State of passes without an actor; the actor owns the state while active. Boxed: a map's
+    /// table is up to half empty, and an empty slot then costs a pointer, not a whole state.
+    pub(crate) dormant: DashMap<Uuid, Box<PassState>>,
     pub(crate) occupancy: DashMap<Uuid, AtomicI64>,
     /// Live passes by `valid_to`, soonest first. Entries may be stale (a pass extended or revoked
     /// since): the pass's actor decides, when asked to expire, whether it is due.
@@ -209,8 +209,22 @@ impl Engine {
         if matches!(state.status, PassStatus::Active | PassStatus::Suspended) {
             self.schedule_expiry(state.id, state.valid_to);
         }
-        self.shared.dormant.insert(state.id, state);
+        self.shared.dormant.insert(state.id, Box::new(state));
+        if credentials.is_empty() {
+            return Ok(());
+        }
         self.index(org_id, credentials).await
+    }
+
+    /// Adds passes loaded at start, whose credentials are indexed afterwards (see
+    /// [`Engine::index`]).
+    pub fn load_passes(&self, states: impl IntoIterator<Item = PassState>) {
+        for state in states {
+            if matches!(state.status, PassStatus::Active | PassStatus::Suspended) {
+                self.schedule_expiry(state.id, state.valid_to);
+            }
+            self.shared.dormant.insert(state.id, Box::new(state));
+        }
     }
 
     /// Adds a newly issued pass (see [`Engine::add_pass`]) and tells the dashboards.
@@ -317,7 +331,7 @@ impl Engine {
                     PassSlot::Draining => {}
                 },
                 Entry::Vacant(slot) => {
-                    let state = self.shared.dormant.get(&pass_id)?.clone();
+                    let state = PassState::clone(self.shared.dormant.get(&pass_id)?.value());
                     let addr = self.start(pass_id, PassActor::new(state, self.clone()));
                     slot.insert(PassSlot::Active(addr.clone()));
                     metrics::gauge!("portcullis_pass_actors_active").increment(1.0);

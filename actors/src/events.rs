@@ -76,13 +76,37 @@ impl Event {
 }
 
 /// An event as delivered: numbered within its organization.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Envelope {
     pub seq: u64,
     pub org_id: Uuid,
     pub at: DateTime<Utc>,
     #[serde(flatten)]
     pub event: Event,
+    /// The event as a text frame, made by the first viewer that sends it and shared by the rest.
+    #[serde(skip)]
+    frame: std::sync::OnceLock<Option<bytestring::ByteString>>,
+}
+
+impl Envelope {
+    pub fn new(seq: u64, org_id: Uuid, at: DateTime<Utc>, event: Event) -> Self {
+        Envelope { seq, org_id, at, event, frame: std::sync::OnceLock::new() }
+    }
+
+    /// The JSON text frame, serialized once however many viewers send it (`None`, logged and
+    /// counted once, if it cannot be serialized).
+    pub fn frame(&self) -> Option<bytestring::ByteString> {
+        self.frame
+            .get_or_init(|| match serde_json::to_string(self) {
+                Ok(text) => Some(text.into()),
+                Err(err) => {
+                    metrics::counter!("portcullis_stream_frames_unserializable_total").increment(1);
+                    tracing::error!(seq = self.seq, error = %err, "event not sent: it cannot be serialized");
+                    None
+                }
+            })
+            .clone()
+    }
 }
 
 #[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
@@ -122,7 +146,7 @@ impl EventHub {
         let channel = self.channel(org_id);
         let Ok(mut state) = channel.state.lock() else { return 0 };
         state.0 += 1;
-        let envelope = Arc::new(Envelope { seq: state.0, org_id, at: Utc::now(), event });
+        let envelope = Arc::new(Envelope::new(state.0, org_id, Utc::now(), event));
         if state.1.len() == self.retain {
             state.1.pop_front();
         }

@@ -89,7 +89,7 @@ impl Handler<Passivate> for PassActor {
         let shared = &self.engine.shared;
         // A pass of an organization deleted meanwhile has nowhere to go back to.
         if shared.snapshots.contains_key(&self.state.org_id) {
-            shared.dormant.insert(self.state.id, self.state.clone());
+            shared.dormant.insert(self.state.id, Box::new(self.state.clone()));
         }
         shared.passes.remove(&self.state.id);
         self.passivated = true;

@@ -18,6 +18,7 @@
 mod floor;
 mod loadgen;
 mod report;
+mod scale;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub struct Options {
     pub threads: usize,
     /// Times each shape's runs alternate.
     pub rounds: usize,
+    /// The sizes `scale` grows through.
+    pub passes: Vec<u64>,
     pub reports: PathBuf,
 }
 
@@ -48,6 +51,7 @@ impl Options {
             connections: 64,
             threads: 2,
             rounds: 2,
+            passes: vec![10_000, 100_000, 1_000_000],
             reports: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reports")),
         };
         let mut args = std::env::args().skip(1);
@@ -58,19 +62,28 @@ impl Options {
                 "--connections" => options.connections = value("--connections")?.parse()?,
                 "--threads" => options.threads = value("--threads")?.parse()?,
                 "--rounds" => options.rounds = value("--rounds")?.parse()?,
+                "--passes" => {
+                    options.passes =
+                        value("--passes")?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
+                }
                 "--reports" => options.reports = value("--reports")?.into(),
-                "engine" | "decisions" => options.scenarios.push(arg),
-                other => return Err(format!("unknown argument `{other}` (scenarios: engine, decisions)").into()),
+                "engine" | "decisions" | "scale" => options.scenarios.push(arg),
+                other => return Err(format!("unknown argument `{other}` (scenarios: engine, decisions, scale)").into()),
             }
         }
         if options.scenarios.is_empty() {
-            options.scenarios = vec!["engine".into(), "decisions".into()];
+            options.scenarios = vec!["engine".into(), "decisions".into(), "scale".into()];
         }
         Ok(options)
     }
 }
 
 fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("__engine-child") {
+        let dir = args.next().ok_or("__engine-child needs the data dir")?;
+        return actix_web::rt::System::new().block_on(scale::child(dir.into()));
+    }
     let options = Options::parse()?;
     actix_web::rt::System::new().block_on(run(options))
 }
@@ -83,14 +96,22 @@ pub struct Bench {
     pub pool: deadpool_postgres::Pool,
     pub secrets: portcullis::config::Secrets,
     pub demo: demo::DemoCredentials,
+    pub data_dir: PathBuf,
+}
+
+/// The engine's settings for a bench run on `data_dir` (any free port, logs at `warn` unless
+/// `BENCH_LOG` says otherwise), whatever the shell's environment holds.
+pub fn settings(data_dir: &std::path::Path) -> Result<Settings, Error> {
+    let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: Some(data_dir.to_owned()) };
+    let mut settings = Settings::load_from(None, &overrides, figment_env())?;
+    settings.log.level = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    Ok(settings)
 }
 
 async fn run(options: Options) -> Result<(), Error> {
     let dir = tempfile::Builder::new().prefix("pcl-bench-").tempdir_in("/tmp")?;
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: Some(dir.path().to_owned()) };
-    let mut settings = Settings::load_from(None, &overrides, figment_env())?;
-    settings.log.level = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let mut settings = settings(dir.path())?;
     portcullis::telemetry::init_logging(&settings.log);
     let secrets = demo::demo_secrets(None, dir.path())?;
     settings.auth.jwt_secret = Some(secrets.jwt_secret.clone());
@@ -107,12 +128,14 @@ async fn run(options: Options) -> Result<(), Error> {
         pool,
         secrets,
         demo,
+        data_dir: dir.path().to_owned(),
     };
     let handle = app.handle();
     let server = actix_web::rt::spawn(app.run_until_stopped());
     for scenario in &options.scenarios {
         let report = match scenario.as_str() {
             "engine" => scenarios::engine(&bench, &options).await?,
+            "scale" => scale::scale(&bench, &options).await?,
             _ => scenarios::decisions(&bench, &options).await?,
         };
         let path = report.write(&options.reports, scenario)?;

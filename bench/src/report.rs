@@ -14,6 +14,8 @@ pub struct Report {
     pub machine: Machine,
     pub settings: serde_json::Value,
     pub rows: Vec<Row>,
+    /// Figures that are not a latency row (memory, start-up times).
+    pub rows_extra: Vec<serde_json::Value>,
     pub targets: Vec<Target>,
 }
 
@@ -64,7 +66,14 @@ impl Target {
 
 impl Report {
     pub fn new(scenario: &'static str, settings: serde_json::Value) -> Self {
-        Report { scenario, machine: Machine::here(), settings, rows: Vec::new(), targets: Vec::new() }
+        Report {
+            scenario,
+            machine: Machine::here(),
+            settings,
+            rows: Vec::new(),
+            rows_extra: Vec::new(),
+            targets: Vec::new(),
+        }
     }
 
     /// Records a row and prints it.

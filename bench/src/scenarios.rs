@@ -18,12 +18,13 @@ use crate::{Bench, Error, Options};
 
 /// A zone with gates, a rule opening it always, a device key bound to every gate, and passes
 /// with one card each, built through the API as an organization administrator would.
-struct Site {
-    org_id: Uuid,
-    gates: Vec<Uuid>,
-    device_key: String,
+pub(crate) struct Site {
+    pub(crate) org_id: Uuid,
+    pub(crate) gates: Vec<Uuid>,
+    pub(crate) rule: Uuid,
+    pub(crate) device_key: String,
     /// Card values (`facility:number`) with their pass.
-    cards: Vec<(String, Uuid)>,
+    pub(crate) cards: Vec<(String, Uuid)>,
 }
 
 async fn call(client: &awc::Client, url: String, token: &str, body: Value) -> Result<Value, Error> {
@@ -45,7 +46,13 @@ fn id(value: &Value) -> Result<Uuid, Error> {
 }
 
 impl Site {
-    async fn build(bench: &Bench, name: &str, gates: usize, passes: usize, facility: u32) -> Result<Site, Error> {
+    pub(crate) async fn build(
+        bench: &Bench,
+        name: &str,
+        gates: usize,
+        passes: usize,
+        facility: u32,
+    ) -> Result<Site, Error> {
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         let login = json!({"email": bench.demo.admin.email, "password": bench.demo.admin.password});
         let mut response = client.post(format!("{}/api/v1/auth/login", bench.base)).send_json(&login).await?;
@@ -79,7 +86,7 @@ impl Site {
             let pass = id(&call(&client, format!("{org}/passes"), &token, body).await?)?;
             cards.push((format!("{facility}:{}", p + 1), pass));
         }
-        Ok(Site { org_id, gates: gate_ids, device_key, cards })
+        Ok(Site { org_id, gates: gate_ids, rule, device_key, cards })
     }
 
     /// The floor's copy of the site: the same key, gates and credentials in DashMaps.

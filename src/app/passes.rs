@@ -281,7 +281,7 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     tx.commit().await?;
 
     let pass = pass_from_row(&row).map_err(AppError::internal)?;
-    let credential = CredentialRef { pass_id: id, credential_id, kind };
+    let credential = CredentialRef { pass_id: id, kind };
     let mut keys = vec![(lookup, credential)];
     if let Some(number) = number_hash {
         keys.push((number, credential));

@@ -136,35 +136,6 @@ pub fn pass_from_row(row: &Row) -> Result<PassState, LoadError> {
     })
 }
 
-/// The lookup keys of a pass's live credentials.
-pub async fn pass_credentials(
-    client: &impl GenericClient,
-    org_id: Uuid,
-    pass_ids: &[Uuid],
-) -> Result<Vec<([u8; 32], CredentialRef)>, LoadError> {
-    let rows = client
-        .query(
-            "SELECT id, pass_id, kind, lookup_hash, number_hash FROM credentials
-             WHERE org_id = $1 AND pass_id = ANY($2) AND revoked_at IS NULL",
-            &[&org_id, &pass_ids],
-        )
-        .await?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let credential = CredentialRef {
-            credential_id: row.try_get(0)?,
-            pass_id: row.try_get(1)?,
-            kind: parsed::<CredentialKind>("credential kind", row.try_get(2)?)?,
-        };
-        for hash in [Some(row.try_get::<_, Vec<u8>>(3)?), row.try_get::<_, Option<Vec<u8>>>(4)?].into_iter().flatten() {
-            if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
-                entries.push((key, credential));
-            }
-        }
-    }
-    Ok(entries)
-}
-
 /// Installs one organization's configuration in the engine (after a change through the API).
 pub async fn reload_org(client: &impl GenericClient, engine: &Engine, org_id: Uuid) -> Result<(), LoadError> {
     match org_snapshot(client, org_id).await? {
@@ -173,6 +144,9 @@ pub async fn reload_org(client: &impl GenericClient, engine: &Engine, org_id: Uu
     }
     Ok(())
 }
+
+/// Rows read per query while loading.
+const LOAD_BATCH: i64 = 20_000;
 
 /// Loads everything at start: configurations, passes that can still be presented, the
 /// credential index, and zone occupancy from the journal.
@@ -186,30 +160,69 @@ pub async fn load_all(client: &impl GenericClient, engine: &Engine) -> Result<(u
     for org_id in &orgs {
         reload_org(client, engine, *org_id).await?;
     }
-    // Revoked passes stay loaded while valid: they may still need to leave.
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {PASS_COLUMNS} FROM passes
-                 WHERE status IN ('active', 'suspended', 'revoked') AND valid_to > now()"
-            ),
-            &[],
-        )
-        .await?;
-    let mut by_org: HashMap<Uuid, Vec<PassState>> = HashMap::new();
-    for row in &rows {
-        let pass = pass_from_row(row)?;
-        by_org.entry(pass.org_id).or_default().push(pass);
-    }
+    // Revoked passes stay loaded while valid: they may still need to leave. In batches, by id, so
+    // that a million passes never sit in memory twice (rows and states) at once.
     let mut loaded = 0;
-    for (org_id, passes) in by_org {
-        let ids: Vec<Uuid> = passes.iter().map(|p| p.id).collect();
-        let credentials = pass_credentials(client, org_id, &ids).await?;
+    let mut after = Uuid::nil();
+    loop {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PASS_COLUMNS} FROM passes
+                     WHERE status IN ('active', 'suspended', 'revoked') AND valid_to > now() AND id > $1
+                     ORDER BY id LIMIT $2"
+                ),
+                &[&after, &LOAD_BATCH],
+            )
+            .await?;
+        let passes = rows.iter().map(pass_from_row).collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = passes.last() else { break };
+        after = last.id;
         loaded += passes.len();
-        for pass in passes {
-            engine.add_pass(pass, Vec::new()).await?;
+        let full = rows.len() as i64 == LOAD_BATCH;
+        drop(rows);
+        engine.load_passes(passes);
+        if !full {
+            break;
         }
-        engine.index(org_id, credentials).await?;
+    }
+    // Their credentials, in batches too (by id alone: a plan that cannot go quadratic whatever the
+    // statistics say), those of passes not loaded skipped, indexed through each organization's actor.
+    let mut after = Uuid::nil();
+    loop {
+        let rows = client
+            .query(
+                "SELECT id, org_id, pass_id, kind, lookup_hash, number_hash FROM credentials
+                 WHERE revoked_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+                &[&after, &LOAD_BATCH],
+            )
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0)?;
+        let full = rows.len() as i64 == LOAD_BATCH;
+        let mut by_org: HashMap<Uuid, Vec<([u8; 32], CredentialRef)>> = HashMap::new();
+        for row in &rows {
+            let credential = CredentialRef {
+                pass_id: row.try_get(2)?,
+                kind: parsed::<CredentialKind>("credential kind", row.try_get(3)?)?,
+            };
+            if !engine.holds_pass(credential.pass_id) {
+                continue;
+            }
+            let keys = by_org.entry(row.try_get(1)?).or_default();
+            for hash in [Some(row.try_get::<_, &[u8]>(4)?), row.try_get::<_, Option<&[u8]>>(5)?].into_iter().flatten() {
+                if let Ok(key) = <[u8; 32]>::try_from(hash) {
+                    keys.push((key, credential));
+                }
+            }
+        }
+        drop(rows);
+        for (org_id, credentials) in by_org {
+            engine.index(org_id, credentials).await?;
+        }
+        if !full {
+            break;
+        }
     }
     for row in client
         .query(

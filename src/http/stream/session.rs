@@ -80,7 +80,7 @@ impl SessionActor {
         ));
     }
 
-    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: impl Into<bytestring::ByteString>) {
         if self.closing {
             return;
         }
@@ -143,7 +143,7 @@ impl Actor for SessionActor {
             (Some(_), Some(missed)) => {
                 for envelope in missed {
                     if self.filter.admits(&envelope.event)
-                        && let Some(text) = frame(&envelope)
+                        && let Some(text) = envelope.frame()
                     {
                         self.send(ctx, text);
                     }
@@ -170,24 +170,12 @@ impl Actor for SessionActor {
     }
 }
 
-/// An event as a text frame; one that cannot be serialized is logged and counted, never sent empty.
-fn frame(envelope: &Envelope) -> Option<String> {
-    match serde_json::to_string(envelope) {
-        Ok(text) => Some(text),
-        Err(err) => {
-            metrics::counter!("portcullis_stream_frames_unserializable_total").increment(1);
-            tracing::error!(seq = envelope.seq, error = %err, "event not sent: it cannot be serialized");
-            None
-        }
-    }
-}
-
 impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionActor {
     fn handle(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
         match item {
             Ok(envelope) => {
                 if self.filter.admits(&envelope.event)
-                    && let Some(text) = frame(&envelope)
+                    && let Some(text) = envelope.frame()
                 {
                     self.send(ctx, text);
                 }
