@@ -55,6 +55,7 @@ impl Application {
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
+        let state_metrics = metrics.clone();
         let state = App {
             engine: engine.clone(),
             auth: auth.clone(),
@@ -66,6 +67,7 @@ impl Application {
         };
         let server = crate::http::server(state, listener).map_err(StartupError::Server)?;
         actix_rt::spawn(sweep(database.pool().clone(), auth));
+        actix_rt::spawn(metrics_upkeep(state_metrics));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
         Ok(Application { port, server, database, engine })
     }
@@ -96,6 +98,20 @@ impl Application {
         tracing::info!("closing the database");
         let closed = self.database.close().await.map_err(StartupError::from);
         served.and(closed)
+    }
+}
+
+/// How often histogram samples are folded into their summaries.
+const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their summaries on a timer, whether or not anything
+/// scrapes `/metrics`: unscraped, every sample would otherwise be kept, and memory would grow
+/// with every request.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut ticker = actix_rt::time::interval(METRICS_UPKEEP_INTERVAL);
+    loop {
+        ticker.tick().await;
+        handle.run_upkeep();
     }
 }
 
