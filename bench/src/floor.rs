@@ -15,6 +15,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
+use actix::AsyncContext;
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use deadpool_postgres::Pool;
@@ -70,6 +74,47 @@ struct Floor {
     data: Arc<FloorData>,
     journal: mpsc::Sender<Row>,
     pool: Pool,
+    broadcast: tokio::sync::broadcast::Sender<ByteString>,
+}
+
+/// A viewer of the broadcast floor: every frame published, sent as it is (serialized once by the
+/// publisher), pings answered. The least a live stream can do per viewer.
+struct FloorViewer {
+    frames: Option<tokio::sync::broadcast::Receiver<ByteString>>,
+}
+
+impl actix::Actor for FloorViewer {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(frames) = self.frames.take() {
+            ctx.add_stream(tokio_stream::wrappers::BroadcastStream::new(frames));
+        }
+    }
+}
+
+impl actix::StreamHandler<Result<ByteString, BroadcastStreamRecvError>> for FloorViewer {
+    fn handle(&mut self, frame: Result<ByteString, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
+        if let Ok(frame) = frame {
+            ctx.text(frame);
+        }
+    }
+}
+
+impl actix::StreamHandler<Result<ws::Message, ws::ProtocolError>> for FloorViewer {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if let Ok(ws::Message::Ping(payload)) = message {
+            ctx.pong(&payload);
+        }
+    }
+}
+
+async fn viewer(
+    floor: web::Data<Floor>,
+    request: actix_web::HttpRequest,
+    stream: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    ws::start(FloorViewer { frames: Some(floor.broadcast.subscribe()) }, &request, stream)
 }
 
 /// The running floor server.
@@ -77,6 +122,8 @@ pub struct FloorServer {
     pub port: u16,
     pub handle: actix_web::dev::ServerHandle,
     journal: mpsc::Sender<Row>,
+    /// The bare broadcast floor: frames handed to every `/ws` viewer as they are.
+    pub broadcast: tokio::sync::broadcast::Sender<ByteString>,
 }
 
 impl FloorServer {
@@ -93,17 +140,21 @@ impl FloorServer {
 pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<FloorServer, Error> {
     let (tx, rx) = mpsc::channel(CAPACITY);
     actix_web::rt::spawn(group_commit(pool.clone(), data.org_id, rx));
-    let floor = web::Data::new(Floor { data, journal: tx.clone(), pool });
+    let (broadcast, _) = tokio::sync::broadcast::channel(10_000);
+    let floor = web::Data::new(Floor { data, journal: tx.clone(), pool, broadcast: broadcast.clone() });
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().app_data(floor.clone()).route("/{mode}/gates/{gate}/decisions", web::post().to(decide))
+        actix_web::App::new()
+            .app_data(floor.clone())
+            .route("/{mode}/gates/{gate}/decisions", web::post().to(decide))
+            .route("/ws", web::get().to(viewer))
     })
     .listen(listener)?
     .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok(FloorServer { port, handle, journal: tx })
+    Ok(FloorServer { port, handle, journal: tx, broadcast })
 }
 
 async fn decide(

@@ -15,11 +15,13 @@
 //! (`--reports DIR` to change). The bench starts its own managed PostgreSQL in a temporary
 //! directory and seeds the demo organization, then builds what a scenario needs through the API.
 
+mod fanout;
 mod floor;
 mod loadgen;
 mod report;
 mod scale;
 mod scenarios;
+mod viewers;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,12 @@ pub struct Options {
     pub rounds: usize,
     /// The sizes `scale` grows through.
     pub passes: Vec<u64>,
+    /// `fanout`: decisions a second, viewer counts measured, viewers held.
+    pub rate: u64,
+    pub viewers: Vec<usize>,
+    pub held: usize,
+    /// `revocation`: viewers watching meanwhile.
+    pub revocation_viewers: usize,
     pub reports: PathBuf,
 }
 
@@ -52,6 +60,10 @@ impl Options {
             threads: 2,
             rounds: 2,
             passes: vec![10_000, 100_000, 1_000_000],
+            rate: 200,
+            viewers: vec![1, 100, 1000],
+            held: 10_000,
+            revocation_viewers: 100,
             reports: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reports")),
         };
         let mut args = std::env::args().skip(1);
@@ -62,17 +74,29 @@ impl Options {
                 "--connections" => options.connections = value("--connections")?.parse()?,
                 "--threads" => options.threads = value("--threads")?.parse()?,
                 "--rounds" => options.rounds = value("--rounds")?.parse()?,
+                "--rate" => options.rate = value("--rate")?.parse()?,
+                "--held" => options.held = value("--held")?.parse()?,
+                "--viewers" => {
+                    options.viewers =
+                        value("--viewers")?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
+                }
                 "--passes" => {
                     options.passes =
                         value("--passes")?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
                 }
                 "--reports" => options.reports = value("--reports")?.into(),
-                "engine" | "decisions" | "scale" => options.scenarios.push(arg),
-                other => return Err(format!("unknown argument `{other}` (scenarios: engine, decisions, scale)").into()),
+                "engine" | "decisions" | "scale" | "fanout" | "revocation" => options.scenarios.push(arg),
+                other => {
+                    return Err(format!(
+                        "unknown argument `{other}` (scenarios: engine, decisions, revocation, fanout, scale)"
+                    )
+                    .into());
+                }
             }
         }
         if options.scenarios.is_empty() {
-            options.scenarios = vec!["engine".into(), "decisions".into(), "scale".into()];
+            options.scenarios =
+                ["engine", "decisions", "revocation", "fanout", "scale"].map(String::from).to_vec();
         }
         Ok(options)
     }
@@ -136,6 +160,8 @@ async fn run(options: Options) -> Result<(), Error> {
         let report = match scenario.as_str() {
             "engine" => scenarios::engine(&bench, &options).await?,
             "scale" => scale::scale(&bench, &options).await?,
+            "fanout" => fanout::fanout(&bench, &options).await?,
+            "revocation" => fanout::revocation(&bench, &options).await?,
             _ => scenarios::decisions(&bench, &options).await?,
         };
         let path = report.write(&options.reports, scenario)?;

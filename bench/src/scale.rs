@@ -77,9 +77,9 @@ async fn seed(bench: &Bench, site: &Site, rule: Uuid, from: u64, to: u64) -> Res
 }
 
 /// A child engine, killed when dropped.
-struct ChildEngine {
+pub(crate) struct ChildEngine {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     /// From spawning the process to serving (the engine loaded).
     startup: Duration,
     /// What the child measured of it: the engine's load alone.
@@ -94,7 +94,7 @@ impl Drop for ChildEngine {
 }
 
 impl ChildEngine {
-    fn start(data_dir: &std::path::Path) -> Result<Self, Error> {
+    pub(crate) fn start(data_dir: &std::path::Path) -> Result<Self, Error> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .arg("__engine-child")
@@ -113,7 +113,7 @@ impl ChildEngine {
         Ok(ChildEngine { child, port, startup, load })
     }
 
-    fn rss_bytes(&self) -> u64 {
+    pub(crate) fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()

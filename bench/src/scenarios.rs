@@ -45,6 +45,15 @@ fn id(value: &Value) -> Result<Uuid, Error> {
     Ok(Uuid::try_parse(text(value, "id")?)?)
 }
 
+/// Signs the demo organization's administrator in; returns the access token.
+pub(crate) async fn login(bench: &Bench) -> Result<String, Error> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let login = json!({"email": bench.demo.admin.email, "password": bench.demo.admin.password});
+    let mut response = client.post(format!("{}/api/v1/auth/login", bench.base)).send_json(&login).await?;
+    let session: Value = response.json().await?;
+    Ok(text(&session, "access_token")?.to_owned())
+}
+
 impl Site {
     pub(crate) async fn build(
         bench: &Bench,
@@ -54,10 +63,7 @@ impl Site {
         facility: u32,
     ) -> Result<Site, Error> {
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        let login = json!({"email": bench.demo.admin.email, "password": bench.demo.admin.password});
-        let mut response = client.post(format!("{}/api/v1/auth/login", bench.base)).send_json(&login).await?;
-        let session: Value = response.json().await?;
-        let token = text(&session, "access_token")?.to_owned();
+        let token = login(bench).await?;
         let org_id = bench.demo.org_id;
         let org = format!("{}/api/v1/orgs/{org_id}", bench.base);
         let zone = id(&call(&client, format!("{org}/zones"), &token, json!({"name": name})).await?)?;
@@ -90,7 +96,7 @@ impl Site {
     }
 
     /// The floor's copy of the site: the same key, gates and credentials in DashMaps.
-    fn floor_data(&self, bench: &Bench) -> Result<Arc<FloorData>, Error> {
+    pub(crate) fn floor_data(&self, bench: &Bench) -> Result<Arc<FloorData>, Error> {
         let data = FloorData {
             pepper: bench.secrets.api_key_pepper.clone(),
             org_id: self.org_id,

@@ -1,0 +1,306 @@
+//! `fanout`: live streams to N dashboard viewers while a turnstile decides at a steady rate
+//! (`--rate`, decisions a second, one connection, open loop). For each N: the time from a
+//! decision to its frame at the viewers against a bare broadcast floor (actix-web WebSockets
+//! handed one pre-serialized frame per event, same rate, same viewers), the frames received
+//! against those expected, and the turnstile's answer latency as N grows. Then 10,000 viewers
+//! held: the engine's resident memory per viewer, and what it returns when they leave.
+//!
+//! Also `revocation`: a pass revoked while every gate asks for it, many times: allows answered
+//! after the revoke call returned (must be none), and the revoke-to-frame time at the viewers.
+//!
+//! The engine runs in a child process (see `scale`), so its memory is its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::floor;
+use crate::loadgen::{self, Measured, histogram};
+use crate::report::{Report, Target};
+use crate::scale::ChildEngine;
+use crate::scenarios::{Site, login};
+use crate::viewers::Viewers;
+use crate::{Bench, Error, Options};
+
+/// Sends `request` every `1/rate` s for `window` (after `warmup`), answering nothing but the
+/// latency of each answer in the window and the count sent in it. `recording` is turned on when
+/// the window starts.
+fn metronome(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    rate: u64,
+    warmup: Duration,
+    window: Duration,
+    recording: Arc<AtomicBool>,
+) -> Result<(Histogram<u64>, u64), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (start, mut latency, mut sent, mut buffer) = (Instant::now(), histogram()?, 0, Vec::new());
+        loop {
+            ticker.tick().await;
+            let elapsed = start.elapsed();
+            if elapsed >= warmup + window {
+                return Ok((latency, sent));
+            }
+            let measuring = elapsed >= warmup;
+            if measuring {
+                recording.store(true, Ordering::SeqCst);
+            }
+            let t = Instant::now();
+            stream.write_all(&request).await?;
+            let (status, _) = loadgen::read_response(&mut stream, &mut buffer).await?;
+            if status != 200 {
+                return Err(format!("a decision answered {status}").into());
+            }
+            if measuring {
+                latency.record(t.elapsed().as_nanos() as u64)?;
+                sent += 1;
+            }
+        }
+    })
+}
+
+/// The floor's metronome: a decision frame published every `1/rate` s, stamped as it is made.
+async fn floor_metronome(
+    broadcast: &tokio::sync::broadcast::Sender<bytestring::ByteString>,
+    rate: u64,
+    warmup: Duration,
+    window: Duration,
+    recording: &AtomicBool,
+) -> u64 {
+    let mut ticker = actix_web::rt::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    let (start, mut sent) = (Instant::now(), 0);
+    let mut seq = 0u64;
+    loop {
+        ticker.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= warmup + window {
+            return sent;
+        }
+        if elapsed >= warmup {
+            recording.store(true, Ordering::SeqCst);
+            sent += 1;
+        }
+        seq += 1;
+        let now = chrono::Utc::now();
+        let frame = json!({"seq": seq, "org_id": uuid::Uuid::nil(), "at": now, "type": "decision",
+            "gate_id": uuid::Uuid::nil(), "pass_id": null, "holder_name": null, "direction": "in",
+            "decision": "deny", "reason": "unknown_credential", "decided_at": now});
+        let _ = broadcast.send(frame.to_string().into());
+    }
+}
+
+/// Connects viewers off the runtime (it may drive connections the engine under test needs).
+async fn connect_viewers(addr: SocketAddr, path: String, count: usize, threads: usize) -> Result<Viewers, Error> {
+    Ok(tokio::task::spawn_blocking(move || Viewers::connect(addr, path, count, threads).map_err(|e| e.to_string()))
+        .await??)
+}
+
+async fn finish(viewers: Viewers) -> Result<crate::viewers::Seen, Error> {
+    Ok(tokio::task::spawn_blocking(move || viewers.finish().map_err(|e| e.to_string())).await??)
+}
+
+fn as_figures(latency: &Histogram<u64>, elapsed: Duration) -> loadgen::Figures {
+    Measured { latency: latency.clone(), elapsed, errors: 0, first_error: None }.figures()
+}
+
+pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
+    let site = Site::build(bench, "Fanout bench", 1, 0, 0).await?;
+    let gate = *site.gates.first().ok_or("no gate")?;
+    let token = login(bench).await?;
+    let engine = ChildEngine::start(&bench.data_dir)?;
+    let floor = floor::start(site.floor_data(bench)?, bench.pool.clone())?;
+    let (engine_addr, floor_addr) =
+        (SocketAddr::from(([127, 0, 0, 1], engine.port)), SocketAddr::from(([127, 0, 0, 1], floor.port)));
+    let stream_path = format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id);
+    let decision = loadgen::post(
+        &format!("/api/v1/gates/{gate}/decisions"),
+        &site.device_key,
+        &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
+    );
+    let (rate, window, warmup) = (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
+    let mut report = Report::new("fanout", json!({"seconds": options.seconds, "rate": rate, "viewers": options.viewers}));
+    println!("fanout (a turnstile deciding {rate}/s on one connection; N viewers of the organization's stream)");
+    let mut answer_p99_one: Option<f64> = None;
+    for &n in &options.viewers {
+        let label: &'static str = Box::leak(format!("{n} viewers").into_boxed_str());
+        // The floor: the same viewers on a bare broadcast.
+        let viewers = connect_viewers(floor_addr, "/ws".into(), n, 2).await?;
+        let recording = viewers.recording();
+        let published = floor_metronome(&floor.broadcast, rate, warmup, window, &recording).await;
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let seen = finish(viewers).await?;
+        let floor_frames = report.row(label, "floor: bare broadcast, decision to frame", as_figures(&seen.latency, window));
+        println!("  {label:<10} floor frames received {} of {}", seen.frames, published * n as u64);
+
+        // The engine.
+        let viewers = connect_viewers(engine_addr, stream_path.clone(), n, 2).await?;
+        let recording = viewers.recording();
+        let request = decision.clone();
+        let (answers, decided) =
+            tokio::task::spawn_blocking(move || metronome(engine_addr, request, rate, warmup, window, recording).map_err(|e| e.to_string()))
+                .await??;
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let seen = finish(viewers).await?;
+        let frames = report.row(label, "portcullis: decision to frame", as_figures(&seen.latency, window));
+        let answer = report.row(label, "portcullis: turnstile answer", as_figures(&answers, window));
+        let expected = decided * n as u64;
+        println!("  {label:<10} frames received {} of {expected}", seen.frames);
+        report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
+            "floor_frames_expected": published * n as u64}));
+        let one = *answer_p99_one.get_or_insert(answer.p99_us);
+        if n >= 1000 {
+            report.target(Target::at_most(
+                format!("{n} viewers: answer p99 / its p99 with one viewer"),
+                answer.p99_us / one.max(1e-9),
+                1.5,
+            ));
+            report.target(Target::at_most(
+                format!("{n} viewers: decision-to-frame p99 / floor p99"),
+                frames.p99_us / floor_frames.p99_us.max(1e-9),
+                1.2,
+            ));
+            report.target(Target::at_least(
+                format!("{n} viewers: frames received / expected"),
+                seen.frames as f64 / expected.max(1) as f64,
+                1.0,
+            ));
+        }
+    }
+
+    // 10,000 viewers held: memory each, and returned when they leave.
+    let held = options.held;
+    let before = engine.rss_bytes();
+    let viewers = connect_viewers(engine_addr, stream_path.clone(), held, 2).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let during = engine.rss_bytes();
+    finish(viewers).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let after = engine.rss_bytes();
+    let per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "  {held} viewers held: resident {:.0} MiB before, {:.0} MiB with them ({:.1} KB a viewer), {:.0} MiB after they left",
+        mib(before),
+        mib(during),
+        per_viewer / 1000.0,
+        mib(after)
+    );
+    report.rows_extra.push(json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after}));
+    report.target(Target::at_most(format!("{held} viewers: KB a viewer"), per_viewer / 1000.0, 10.0));
+    floor.handle.stop(true).await;
+    drop(engine);
+    Ok(report)
+}
+
+/// `revocation`: passes revoked while gates ask for them, one after another.
+pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Error> {
+    let passes = 20;
+    let site = Site::build(bench, "Revocation bench", 8, passes, 61).await?;
+    let token = login(bench).await?;
+    let mut report = Report::new("revocation", json!({"passes": passes, "gates": 8, "viewers": options.revocation_viewers}));
+    println!("revocation ({passes} passes revoked one by one, each asked for at 8 gates by 8 connections meanwhile)");
+    let viewers = connect_viewers(
+        SocketAddr::from(([127, 0, 0, 1], bench.port)),
+        format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id),
+        options.revocation_viewers,
+        1,
+    ).await?;
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let (mut revoke_latency, mut late_allows, mut asked) = (histogram()?, 0u64, 0u64);
+    let mut frames = histogram()?;
+    let mut events = bench.engine.events().subscribe(site.org_id, None).0;
+    for (card, pass) in &site.cards {
+        let stop = Arc::new(AtomicBool::new(false));
+        let revoked_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+        // Eight gates ask for the pass, over and over, until the revocation is well in force.
+        let askers: Vec<_> = site
+            .gates
+            .iter()
+            .map(|gate| {
+                let request = loadgen::post(
+                    &format!("/api/v1/gates/{gate}/decisions"),
+                    &site.device_key,
+                    &json!({"credential": {"kind": "card", "value": card}, "direction": "in"}),
+                );
+                let (stop, revoked_at, port) = (stop.clone(), revoked_at.clone(), bench.port);
+                std::thread::spawn(move || ask_until(port, request, &stop, &revoked_at))
+            })
+            .collect();
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let t = Instant::now();
+        let url = format!("{}/api/v1/orgs/{}/passes/{pass}/revoke", bench.base, site.org_id);
+        let mut response = client
+            .post(url)
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&json!({"reason": "bench"}))
+            .await?;
+        let _ = response.body().await?;
+        let returned = Instant::now();
+        let _ = revoked_at.set(returned);
+        revoke_latency.record(returned.duration_since(t).as_nanos() as u64)?;
+        // The revocation's frame at the hub (what every viewer is sent).
+        while let Ok(envelope) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            let Ok(envelope) = envelope else { break };
+            if envelope.event.pass_id() == Some(*pass) && matches!(envelope.event, portcullis_actors::events::Event::PassRevoked { .. }) {
+                frames.record(t.elapsed().as_nanos() as u64)?;
+                break;
+            }
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        stop.store(true, Ordering::SeqCst);
+        // Joined off the runtime: an asker may be waiting for a commit the runtime drives.
+        let results = tokio::task::spawn_blocking(move || {
+            askers.into_iter().map(|a| a.join().map_err(|_| "an asking thread panicked".to_owned())?).collect::<Result<Vec<_>, String>>()
+        })
+        .await??;
+        for (late, total) in results {
+            late_allows += late;
+            asked += total;
+        }
+    }
+    let seen = finish(viewers).await?;
+    report.row("revoke", "revoke call (durable, in force)", as_figures(&revoke_latency, Duration::from_secs(1)));
+    report.row("revoke", "revoke to its event at the hub", as_figures(&frames, Duration::from_secs(1)));
+    println!("  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; viewers saw {} decision frames", seen.frames);
+    report.rows_extra.push(json!({"decisions_asked": asked, "allows_after_revoke_returned": late_allows}));
+    report.target(Target::at_most("allows answered after the revoke call returned", late_allows as f64, 0.0));
+    Ok(report)
+}
+
+/// Asks for a pass until told to stop; counts the allows whose request was sent after the revoke
+/// call had returned.
+fn ask_until(
+    port: u16,
+    request: Vec<u8>,
+    stop: &AtomicBool,
+    revoked_at: &std::sync::OnceLock<Instant>,
+) -> Result<(u64, u64), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.map_err(|e| e.to_string())?;
+        let (mut late, mut total, mut buffer) = (0, 0, Vec::new());
+        while !stop.load(Ordering::SeqCst) {
+            let sent = Instant::now();
+            stream.write_all(&request).await.map_err(|e| e.to_string())?;
+            let (_, body) = loadgen::read_response(&mut stream, &mut buffer).await?;
+            total += 1;
+            let allowed = serde_json::from_slice::<Value>(body).ok().is_some_and(|v| v.get("decision") == Some(&json!("allow")));
+            let after_revoke = revoked_at.get().is_some_and(|at| sent > *at);
+            if allowed && after_revoke {
+                late += 1;
+            }
+        }
+        Ok((late, total))
+    })
+}

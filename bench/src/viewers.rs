@@ -1,0 +1,176 @@
+//! Dashboard viewers for the bench: WebSocket clients over raw TCP (the handshake, unmasked
+//! server frames, pongs), many per thread, on threads of their own. Each records, for every
+//! decision frame, the time from `decided_at` (stamped where the decision was made, in this same
+//! machine's clock) to the frame's arrival.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Error;
+use crate::loadgen::histogram;
+
+/// What the viewers saw while `recording` was on.
+pub struct Seen {
+    pub latency: Histogram<u64>,
+    pub frames: u64,
+}
+
+pub struct Viewers {
+    recording: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    connected: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Result<Seen, String>>>,
+}
+
+impl Viewers {
+    /// Connects `count` viewers to `path` (a WebSocket upgrade) and keeps them reading; returns
+    /// once all are connected.
+    pub fn connect(addr: SocketAddr, path: String, count: usize, threads: usize) -> Result<Viewers, Error> {
+        let recording = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicU64::new(0));
+        let threads = threads.max(1);
+        let handles = (0..threads)
+            .map(|t| {
+                let share = count / threads + usize::from(t < count % threads);
+                let (path, recording, stop, connected) = (path.clone(), recording.clone(), stop.clone(), connected.clone());
+                std::thread::spawn(move || -> Result<Seen, String> {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                    runtime.block_on(async move {
+                        let mut streams = Vec::with_capacity(share);
+                        for _ in 0..share {
+                            streams.push(handshake(addr, &path).await?);
+                            connected.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let views = streams.into_iter().map(|s| view(s, &recording, &stop));
+                        let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0 };
+                        for part in futures_util::future::join_all(views).await {
+                            let part = part?;
+                            seen.latency.add(&part.latency).map_err(|e| e.to_string())?;
+                            seen.frames += part.frames;
+                        }
+                        Ok(seen)
+                    })
+                })
+            })
+            .collect();
+        let viewers = Viewers { recording, stop, connected, threads: handles };
+        while viewers.connected.load(Ordering::SeqCst) < count as u64 {
+            if viewers.threads.iter().any(|t| t.is_finished()) {
+                return Err("a viewer thread stopped while connecting".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(viewers)
+    }
+
+    /// The switch that makes the viewers record (turned on when a measured window starts).
+    pub fn recording(&self) -> Arc<AtomicBool> {
+        self.recording.clone()
+    }
+
+    /// Stops every viewer and returns what they saw.
+    pub fn finish(self) -> Result<Seen, Error> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut seen = Seen { latency: histogram()?, frames: 0 };
+        for thread in self.threads {
+            let part = thread.join().map_err(|_| "a viewer thread panicked")??;
+            seen.latency.add(&part.latency)?;
+            seen.frames += part.frames;
+        }
+        Ok(seen)
+    }
+}
+
+async fn handshake(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: bench\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed during the WebSocket handshake".into());
+        }
+        head.extend_from_slice(&byte);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!("no upgrade: {}", String::from_utf8_lossy(&head)));
+    }
+    Ok(stream)
+}
+
+/// Reads frames until stopped; answers pings.
+async fn view(mut stream: TcpStream, recording: &AtomicBool, stop: &AtomicBool) -> Result<Seen, String> {
+    let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0 };
+    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut chunk)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => return Err("the server closed a viewer's connection".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.to_string()),
+        };
+        buffer.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        while let Some((opcode, start, end)) = frame_bounds(&buffer) {
+            let arrived = Utc::now();
+            let payload = buffer.get(start..end).unwrap_or_default();
+            match opcode {
+                0x1 if recording.load(Ordering::Relaxed) => {
+                    if let Some(at) = decided_at(payload) {
+                        let micros = (arrived - at).num_microseconds().unwrap_or(0).max(0) as u64;
+                        seen.latency.record(micros * 1000).map_err(|e| e.to_string())?;
+                        seen.frames += 1;
+                    }
+                }
+                0x9 => {
+                    // A pong, masked with a zero key (the payload unchanged).
+                    let mut pong = vec![0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    stream.write_all(&pong).await.map_err(|e| e.to_string())?;
+                }
+                0x8 => return Err("the server closed a viewer's stream".into()),
+                _ => {}
+            }
+            buffer.drain(..end);
+        }
+    }
+    Ok(seen)
+}
+
+/// The opcode and payload bounds of the first complete (unmasked, unfragmented) frame.
+fn frame_bounds(buffer: &[u8]) -> Option<(u8, usize, usize)> {
+    let first = *buffer.first()?;
+    let second = *buffer.get(1)? & 0x7F;
+    let (length, start) = match second {
+        126 => (u16::from_be_bytes([*buffer.get(2)?, *buffer.get(3)?]) as usize, 4),
+        127 => {
+            let bytes: [u8; 8] = buffer.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(bytes) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    (buffer.len() >= start + length).then_some((first & 0x0F, start, start + length))
+}
+
+fn decided_at(payload: &[u8]) -> Option<DateTime<Utc>> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if !text.contains("\"type\":\"decision\"") {
+        return None;
+    }
+    let (_, rest) = text.split_once("\"decided_at\":\"")?;
+    let (stamp, _) = rest.split_once('"')?;
+    DateTime::parse_from_rfc3339(stamp).ok().map(|t| t.with_timezone(&Utc))
+}
