@@ -40,3 +40,7 @@ pub mod error;
 pub mod http;
 pub mod startup;
 pub mod telemetry;
+
+/// The memory allocator the engine's binaries install (`#[global_allocator]`): mimalloc, which
+/// gives memory freed by viewers that leave, or by the start-up load, back to the system.
+pub type Allocator = mimalloc::MiMalloc;

@@ -7,6 +7,9 @@ use portcullis::cli::{self, Cli};
 use portcullis::error::error_chain;
 use portcullis::telemetry;
 
+#[global_allocator]
+static ALLOCATOR: portcullis::Allocator = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match cli.settings() {

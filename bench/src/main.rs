@@ -32,6 +32,10 @@ use portcullis::startup::Application;
 
 type Error = Box<dyn std::error::Error>;
 
+// The engine's allocator, for the engine this bench runs in process and in its child.
+#[global_allocator]
+static ALLOCATOR: portcullis::Allocator = mimalloc::MiMalloc;
+
 /// What the command line asked for.
 pub struct Options {
     pub scenarios: Vec<String>,
