@@ -84,6 +84,10 @@ pub struct EngineSettings {
 pub struct ServerSettings {
     pub bind: SocketAddr,
     pub workers: usize,
+    /// A listener of its own for turnstiles and readers (decisions and health only), served by
+    /// workers of its own: a decision never waits behind the live streams' fan-out.
+    pub device_bind: Option<SocketAddr>,
+    pub device_workers: usize,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
 }

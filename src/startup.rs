@@ -40,6 +40,8 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 pub struct Application {
     port: u16,
     server: Server,
+    /// The device listener, when configured: its port and server.
+    device: Option<(u16, Server)>,
     database: Database,
     engine: Engine,
 }
@@ -65,15 +67,30 @@ impl Application {
             started_at: Instant::now(),
             settings: Arc::new(settings),
         };
+        let device = match state.settings.server.device_bind {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+                let port = listener.local_addr().map_err(StartupError::Server)?.port();
+                let server = crate::http::device_server(state.clone(), listener).map_err(StartupError::Server)?;
+                tracing::info!(addr = %addr.ip(), port, "devices listening on http://{}:{}", addr.ip(), port);
+                Some((port, server))
+            }
+            None => None,
+        };
         let server = crate::http::server(state, listener).map_err(StartupError::Server)?;
         actix_rt::spawn(sweep(database.pool().clone(), auth));
         actix_rt::spawn(metrics_upkeep(state_metrics));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
-        Ok(Application { port, server, database, engine })
+        Ok(Application { port, server, device, database, engine })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The device listener's port, when one is configured.
+    pub fn device_port(&self) -> Option<u16> {
+        self.device.as_ref().map(|(port, _)| *port)
     }
 
     /// The engine the server decides with.
@@ -89,7 +106,15 @@ impl Application {
     /// Serves until stopped, lets in-flight requests finish, then closes the database (and stops
     /// the managed cluster).
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        // The device listener serves beside the API and stops with it (a signal stops both).
+        let device = self.device.map(|(_, server)| (server.handle(), actix_rt::spawn(server)));
         let served = self.server.await.map_err(StartupError::Server);
+        if let Some((handle, task)) = device {
+            handle.stop(true).await;
+            if let Ok(Err(err)) = task.await {
+                tracing::warn!(error = %err, "the device listener stopped with an error");
+            }
+        }
         tracing::info!("HTTP server stopped; flushing the journal");
         if let Err(err) = self.engine.flush().await {
             tracing::error!(error = %err, "the journal could not be flushed");

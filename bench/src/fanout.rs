@@ -128,10 +128,12 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         &site.device_key,
         &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
     );
-    let (rate, window, warmup) = (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
-    let mut report = Report::new("fanout", json!({"seconds": options.seconds, "rate": rate, "viewers": options.viewers}));
+    let (rate, window, warmup) =
+        (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
+    let mut report =
+        Report::new("fanout", json!({"seconds": options.seconds, "rate": rate, "viewers": options.viewers}));
     println!("fanout (a turnstile deciding {rate}/s on one connection; N viewers of the organization's stream)");
-    let mut answer_p99_one: Option<f64> = None;
+    let mut answer_p99_one: Option<(f64, f64)> = None;
     for &n in &options.viewers {
         let label: &'static str = Box::leak(format!("{n} viewers").into_boxed_str());
         // The floor: the same viewers on a bare broadcast.
@@ -140,29 +142,44 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let published = floor_metronome(&floor.broadcast, rate, warmup, window, &recording).await;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
-        let floor_frames = report.row(label, "floor: bare broadcast, decision to frame", as_figures(&seen.latency, window));
+        let floor_frames =
+            report.row(label, "floor: bare broadcast, decision to frame", as_figures(&seen.latency, window));
         println!("  {label:<10} floor frames received {} of {}", seen.frames, published * n as u64);
 
         // The engine.
         let viewers = connect_viewers(engine_addr, stream_path.clone(), n, 2).await?;
         let recording = viewers.recording();
-        let request = decision.clone();
-        let (answers, decided) =
-            tokio::task::spawn_blocking(move || metronome(engine_addr, request, rate, warmup, window, recording).map_err(|e| e.to_string()))
-                .await??;
+        // Two turnstiles at half the rate each: one on the API port (beside the viewers' streams),
+        // one on the device listener (workers of its own).
+        let device_addr = SocketAddr::from(([127, 0, 0, 1], engine.device_port));
+        let turnstile = |addr: SocketAddr| {
+            let (request, recording) = (decision.clone(), recording.clone());
+            tokio::task::spawn_blocking(move || {
+                metronome(addr, request, rate / 2, warmup, window, recording).map_err(|e| e.to_string())
+            })
+        };
+        let (on_api, on_device) = (turnstile(engine_addr), turnstile(device_addr));
+        let ((answers, decided_api), (device_answers, decided_device)) = (on_api.await??, on_device.await??);
+        let decided = decided_api + decided_device;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
         let frames = report.row(label, "portcullis: decision to frame", as_figures(&seen.latency, window));
-        let answer = report.row(label, "portcullis: turnstile answer", as_figures(&answers, window));
+        let api_answer = report.row(label, "portcullis: answer on the API port", as_figures(&answers, window));
+        let answer = report.row(label, "portcullis: answer on the device port", as_figures(&device_answers, window));
         let expected = decided * n as u64;
         println!("  {label:<10} frames received {} of {expected}", seen.frames);
         report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
             "floor_frames_expected": published * n as u64}));
-        let one = *answer_p99_one.get_or_insert(answer.p99_us);
+        let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
         if n >= 1000 {
             report.target(Target::at_most(
-                format!("{n} viewers: answer p99 / its p99 with one viewer"),
+                format!("{n} viewers: device-port answer p99 / its p99 with one viewer"),
                 answer.p99_us / one.max(1e-9),
+                1.5,
+            ));
+            report.target(Target::at_most(
+                format!("{n} viewers: API-port answer p99 / its p99 with one viewer"),
+                api_answer.p99_us / one_api.max(1e-9),
                 1.5,
             ));
             report.target(Target::at_most(
@@ -196,7 +213,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         per_viewer / 1000.0,
         mib(after)
     );
-    report.rows_extra.push(json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after}));
+    report.rows_extra.push(
+        json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after}),
+    );
     report.target(Target::at_most(format!("{held} viewers: KB a viewer"), per_viewer / 1000.0, 10.0));
     floor.handle.stop(true).await;
     drop(engine);
@@ -208,14 +227,16 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
     let passes = 20;
     let site = Site::build(bench, "Revocation bench", 8, passes, 61).await?;
     let token = login(bench).await?;
-    let mut report = Report::new("revocation", json!({"passes": passes, "gates": 8, "viewers": options.revocation_viewers}));
+    let mut report =
+        Report::new("revocation", json!({"passes": passes, "gates": 8, "viewers": options.revocation_viewers}));
     println!("revocation ({passes} passes revoked one by one, each asked for at 8 gates by 8 connections meanwhile)");
     let viewers = connect_viewers(
         SocketAddr::from(([127, 0, 0, 1], bench.port)),
         format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id),
         options.revocation_viewers,
         1,
-    ).await?;
+    )
+    .await?;
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let (mut revoke_latency, mut late_allows, mut asked) = (histogram()?, 0u64, 0u64);
     let mut frames = histogram()?;
@@ -252,7 +273,9 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
         // The revocation's frame at the hub (what every viewer is sent).
         while let Ok(envelope) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
             let Ok(envelope) = envelope else { break };
-            if envelope.event.pass_id() == Some(*pass) && matches!(envelope.event, portcullis_actors::events::Event::PassRevoked { .. }) {
+            if envelope.event.pass_id() == Some(*pass)
+                && matches!(envelope.event, portcullis_actors::events::Event::PassRevoked { .. })
+            {
                 frames.record(t.elapsed().as_nanos() as u64)?;
                 break;
             }
@@ -261,7 +284,10 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
         stop.store(true, Ordering::SeqCst);
         // Joined off the runtime: an asker may be waiting for a commit the runtime drives.
         let results = tokio::task::spawn_blocking(move || {
-            askers.into_iter().map(|a| a.join().map_err(|_| "an asking thread panicked".to_owned())?).collect::<Result<Vec<_>, String>>()
+            askers
+                .into_iter()
+                .map(|a| a.join().map_err(|_| "an asking thread panicked".to_owned())?)
+                .collect::<Result<Vec<_>, String>>()
         })
         .await??;
         for (late, total) in results {
@@ -272,7 +298,10 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
     let seen = finish(viewers).await?;
     report.row("revoke", "revoke call (durable, in force)", as_figures(&revoke_latency, Duration::from_secs(1)));
     report.row("revoke", "revoke to its event at the hub", as_figures(&frames, Duration::from_secs(1)));
-    println!("  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; viewers saw {} decision frames", seen.frames);
+    println!(
+        "  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; viewers saw {} decision frames",
+        seen.frames
+    );
     report.rows_extra.push(json!({"decisions_asked": asked, "allows_after_revoke_returned": late_allows}));
     report.target(Target::at_most("allows answered after the revoke call returned", late_allows as f64, 0.0));
     Ok(report)
@@ -288,14 +317,16 @@ fn ask_until(
 ) -> Result<(u64, u64), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.map_err(|e| e.to_string())?;
+        let mut stream =
+            TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.map_err(|e| e.to_string())?;
         let (mut late, mut total, mut buffer) = (0, 0, Vec::new());
         while !stop.load(Ordering::SeqCst) {
             let sent = Instant::now();
             stream.write_all(&request).await.map_err(|e| e.to_string())?;
             let (_, body) = loadgen::read_response(&mut stream, &mut buffer).await?;
             total += 1;
-            let allowed = serde_json::from_slice::<Value>(body).ok().is_some_and(|v| v.get("decision") == Some(&json!("allow")));
+            let allowed =
+                serde_json::from_slice::<Value>(body).ok().is_some_and(|v| v.get("decision") == Some(&json!("allow")));
             let after_revoke = revoked_at.get().is_some_and(|at| sent > *at);
             if allowed && after_revoke {
                 late += 1;

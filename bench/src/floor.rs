@@ -14,11 +14,10 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
 use actix::AsyncContext;
+use actix_web::{HttpResponse, web};
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use deadpool_postgres::Pool;
@@ -27,6 +26,7 @@ use portcullis_actors::domain::{Decision, Direction, Reason};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
 use crate::Error;

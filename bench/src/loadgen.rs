@@ -176,7 +176,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Reads one response with a `content-length`; returns its status and body.
-pub(crate) async fn read_response<'b>(stream: &mut TcpStream, buffer: &'b mut Vec<u8>) -> Result<(u16, &'b [u8]), String> {
+pub(crate) async fn read_response<'b>(
+    stream: &mut TcpStream,
+    buffer: &'b mut Vec<u8>,
+) -> Result<(u16, &'b [u8]), String> {
     buffer.clear();
     let mut chunk = [0u8; 4096];
     let header_end = loop {

@@ -99,8 +99,7 @@ impl Options {
             }
         }
         if options.scenarios.is_empty() {
-            options.scenarios =
-                ["engine", "decisions", "revocation", "fanout", "scale"].map(String::from).to_vec();
+            options.scenarios = ["engine", "decisions", "revocation", "fanout", "scale"].map(String::from).to_vec();
         }
         Ok(options)
     }

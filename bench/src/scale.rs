@@ -80,6 +80,8 @@ async fn seed(bench: &Bench, site: &Site, rule: Uuid, from: u64, to: u64) -> Res
 pub(crate) struct ChildEngine {
     child: Child,
     pub(crate) port: u16,
+    /// Its device listener (turnstiles only, workers of their own).
+    pub(crate) device_port: u16,
     /// From spawning the process to serving (the engine loaded).
     startup: Duration,
     /// What the child measured of it: the engine's load alone.
@@ -106,11 +108,12 @@ impl ChildEngine {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let startup = started.elapsed();
-        // `READY <port> <load ms>`
+        // `READY <port> <load ms> <device port>`
         let mut words = line.split_whitespace().skip(1);
         let port = words.next().and_then(|p| p.parse().ok()).ok_or_else(|| format!("the child said `{line}`"))?;
         let load = Duration::from_millis(words.next().and_then(|p| p.parse().ok()).unwrap_or(0));
-        Ok(ChildEngine { child, port, startup, load })
+        let device_port = words.next().and_then(|p| p.parse().ok()).unwrap_or(port);
+        Ok(ChildEngine { child, port, device_port, startup, load })
     }
 
     pub(crate) fn rss_bytes(&self) -> u64 {
@@ -127,15 +130,15 @@ impl ChildEngine {
 /// The child: serve the bench's database (attached, not managed) until killed; say when ready.
 pub async fn child(data_dir: std::path::PathBuf) -> Result<(), Error> {
     let started = Instant::now();
-    let settings = crate::settings(&data_dir)?;
+    let mut settings = crate::settings(&data_dir)?;
+    settings.server.device_bind = "127.0.0.1:0".parse().ok();
     portcullis::telemetry::init_logging(&settings.log);
     let db = portcullis::db::Database::open_or_attach(&settings.database, &data_dir).await?;
-    let mut settings = settings;
     let secrets = portcullis::demo::demo_secrets(None, &data_dir)?;
     settings.auth.jwt_secret = Some(secrets.jwt_secret);
     settings.auth.api_key_pepper = Some(secrets.api_key_pepper);
     let app = portcullis::startup::Application::build(settings, db).await?;
-    println!("READY {} {}", app.port(), started.elapsed().as_millis());
+    println!("READY {} {} {}", app.port(), started.elapsed().as_millis(), app.device_port().unwrap_or(app.port()));
     app.run_until_stopped().await?;
     Ok(())
 }

@@ -40,10 +40,13 @@ impl Viewers {
         let handles = (0..threads)
             .map(|t| {
                 let share = count / threads + usize::from(t < count % threads);
-                let (path, recording, stop, connected) = (path.clone(), recording.clone(), stop.clone(), connected.clone());
+                let (path, recording, stop, connected) =
+                    (path.clone(), recording.clone(), stop.clone(), connected.clone());
                 std::thread::spawn(move || -> Result<Seen, String> {
-                    let runtime =
-                        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
                     runtime.block_on(async move {
                         let mut streams = Vec::with_capacity(share);
                         for _ in 0..share {

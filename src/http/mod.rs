@@ -27,6 +27,22 @@ pub fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::Http
 
 /// The HTTP server over `app`, on a bound listener; it serves once awaited.
 pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = app.settings.server.workers;
+    build(app, listener, routes::configure, workers)
+}
+
+/// The device listener over `app`: the decision route and `/health` only, on workers of its own.
+pub fn device_server(app: App, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = app.settings.server.device_workers.max(1);
+    build(app, listener, routes::configure_devices, workers)
+}
+
+fn build(
+    app: App,
+    listener: TcpListener,
+    configure: fn(&mut web::ServiceConfig),
+    workers: usize,
+) -> std::io::Result<Server> {
     let settings = app.settings.clone();
     let body_limit = settings.server.body_limit_bytes;
     let data = web::Data::new(app);
@@ -37,14 +53,14 @@ pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
             .app_data(web::QueryConfig::default().error_handler(routes::query_error))
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed))
             .wrap(from_fn(middleware::request_context))
-            .configure(routes::configure)
+            .configure(configure)
             .default_service(web::to(routes::not_found))
     })
     .on_connect(crate::http::stream::connection::on_connect)
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .listen(listener)?;
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
+    if workers > 0 {
+        server = server.workers(workers);
     }
     Ok(server.run())
 }

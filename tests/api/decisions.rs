@@ -243,3 +243,36 @@ async fn passes_are_found_by_part_of_the_holders_name() -> TestResult {
     assert_eq!(names(site.get("/passes?limit=2").await?).len(), 2);
     Ok(())
 }
+
+/// Turnstiles can have a listener of their own (`server.device_bind`), served by its own
+/// workers: decisions and health there, nothing else; the API port keeps deciding too.
+#[actix_web::test]
+async fn a_device_listener_serves_decisions_and_nothing_else() -> TestResult {
+    let app = spawn_app_with(|s| s.server.device_bind = "127.0.0.1:0".parse().ok()).await?;
+    let device = app.device_address.clone().ok_or("no device listener")?;
+    let site = Site::build(app, 1, 1).await?;
+    let (_, pin) = site.pass(json!({})).await?;
+    let gate = &site.gates[0];
+    let body = serde_json::to_vec(&json!({"credential": pin, "direction": "in"}))?;
+    let decide = |base: &str| {
+        site.app
+            .client
+            .post(format!("{base}/api/v1/gates/{gate}/decisions"))
+            .insert_header(("authorization", format!("Bearer {}", site.device_key)))
+            .insert_header(("content-type", "application/json"))
+    };
+    let reply = site.app.send(decide(&device), Some(&body)).await?;
+    assert_eq!((reply.status, reply.json()["decision"].clone()), (200, json!("allow")), "{}", reply.text());
+    let reply = site.app.send(decide(&site.app.address), Some(&body)).await?;
+    assert_eq!((reply.status, reply.json()["decision"].clone()), (200, json!("allow")), "{}", reply.text());
+    let health = site.app.send(site.app.client.get(format!("{device}/health")), None).await?;
+    assert_eq!(health.status, 200);
+    for path in ["/api/v1/me", "/api/v1/orgs", "/metrics", "/"] {
+        let reply = site.app.send(site.app.client.get(format!("{device}{path}")), None).await?;
+        assert_eq!((reply.status, reply.error_code()), (404, Some("not_found".into())), "{path} on the device port");
+    }
+    // Only the device's decisions and the one on the API port: both journaled.
+    let checkins = site.get("/checkins").await?;
+    assert_eq!(checkins["items"].as_array().map(Vec::len), Some(2), "{checkins}");
+    Ok(())
+}

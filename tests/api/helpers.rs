@@ -79,6 +79,8 @@ pub fn test_settings(dbname: &str) -> TestResult<Settings> {
 
 pub struct TestApp {
     pub address: String,
+    /// The device listener's address, when the settings configured one.
+    pub device_address: Option<String>,
     pub dbname: String,
     pub client: awc::Client,
     /// The running engine, for tests that publish events directly.
@@ -102,10 +104,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<Te
     let db = Database::open(&settings.database, &settings.data_dir).await?;
     let app = Application::build(settings, db).await?;
     let address = format!("http://127.0.0.1:{}", app.port());
+    let device_address = app.device_port().map(|port| format!("http://127.0.0.1:{port}"));
     let engine = app.engine().clone();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    Ok(TestApp { address, dbname, client, engine })
+    Ok(TestApp { address, device_address, dbname, client, engine })
 }
 
 /// A response, read whole.

@@ -92,6 +92,13 @@ routes! {
     "/api/v1/orgs/{org}/stream" => { GET stream::stream },
 }
 
+/// The device listener's routes: what turnstiles and readers call, nothing else.
+pub fn configure_devices(cfg: &mut web::ServiceConfig) {
+    const DECIDE: &str = "/api/v1/gates/{gate}/decisions";
+    cfg.service(web::resource(DECIDE).app_data(RoutePattern(DECIDE)).route(web::post().to(decisions::decide)));
+    cfg.service(web::resource("/health").app_data(RoutePattern("/health")).route(web::get().to(service::health)));
+}
+
 /// A query string that does not parse: 422 naming the query.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
     AppError::field("query", err.to_string()).into()

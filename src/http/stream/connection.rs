@@ -43,6 +43,11 @@ impl Drop for Socket {
 /// `HttpServer::on_connect` hook: remembers the socket of each plain TCP connection.
 pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
     if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        // Small writes go out at once: a stream's frames (and a turnstile's answer) must not wait
+        // for the peer's delayed acknowledgement of the one before (Nagle: up to 40 ms).
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
         data.insert(Socket { fd: tcp.as_raw_fd(), alive: Rc::new(Cell::new(true)), streaming: Cell::new(false) });
     }
 }
