@@ -276,3 +276,33 @@ async fn a_device_listener_serves_decisions_and_nothing_else() -> TestResult {
     assert_eq!(checkins["items"].as_array().map(Vec::len), Some(2), "{checkins}");
     Ok(())
 }
+
+/// A consuming entry waits for its commit; nothing else at its gate waits with it. The commit is
+/// held back by a row lock on the pass, taken by the test in its own database: the journal's
+/// update of that pass cannot commit until the lock goes.
+#[actix_web::test]
+async fn a_pass_waiting_for_its_commit_holds_up_no_other_decision_at_its_gate() -> TestResult {
+    use std::time::Duration;
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let (slow, slow_pin) = site.pass(json!({})).await?;
+    let (_, other_pin) = site.pass(json!({})).await?;
+    let db = site.app.db().await?;
+    db.batch_execute("BEGIN").await?;
+    db.query("SELECT 1 FROM passes WHERE id = $1 FOR UPDATE", &[&uuid::Uuid::parse_str(&slow)?]).await?;
+
+    let entry = site.decide(0, &slow_pin, "in");
+    futures_util::pin_mut!(entry);
+    let waited = tokio::time::timeout(Duration::from_millis(500), &mut entry).await;
+    assert!(waited.is_err(), "the entry cannot be answered before its commit: {waited:?}");
+    // Meanwhile the same gate answers an unknown card and another pass's exit.
+    let unknown = json!({"kind": "pin", "value": "000000000"});
+    let answered = tokio::time::timeout(Duration::from_secs(10), site.decide(0, &unknown, "in")).await;
+    assert_eq!(answered.map_err(|_| "the gate waited for another pass's commit")??, deny("unknown_credential"));
+    let answered = tokio::time::timeout(Duration::from_secs(10), site.decide(0, &other_pin, "out")).await;
+    assert_eq!(answered.map_err(|_| "the gate waited for another pass's commit")??, allow());
+
+    db.batch_execute("COMMIT").await?;
+    let admitted = tokio::time::timeout(Duration::from_secs(30), entry).await;
+    assert_eq!(admitted.map_err(|_| "the entry never committed")??, allow());
+    Ok(())
+}
