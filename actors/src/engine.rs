@@ -295,7 +295,8 @@ impl Engine {
     }
 
     /// Decides at a gate: what needs no pass is settled here, from memory, and the gate is told;
-    /// a pass's decision goes through the gate to the pass's actor.
+    /// a pass's decision goes to the pass's actor (through the gate when the organization has
+    /// escort rules, which need the gate's recent entries).
     pub async fn decide(
         &self,
         gate_id: Uuid,
@@ -315,8 +316,13 @@ impl Engine {
                 addr.do_send(Remember(outcome.clone()));
                 Ok(outcome)
             }
-            Settled::AskPass(pass_id, admit) => {
+            Settled::AskPass { pass_id, admit, via_gate: true } => {
                 addr.send(Decide { pass_id, admit }).await.map_err(|_| EngineError::Unavailable)?
+            }
+            Settled::AskPass { pass_id, admit, via_gate: false } => {
+                let outcome = self.with_pass(pass_id, admit).await?;
+                addr.do_send(Remember(outcome.clone()));
+                Ok(outcome)
             }
         }
     }

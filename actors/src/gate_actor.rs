@@ -1,6 +1,6 @@
 //! GateActor: one per gate. Keeps the gate's live entry queue in the order decisions reach it,
-//! publishes every decision, and hands a decision that needs a pass to the pass's own actor with
-//! the gate's recent entries (escorts).
+//! publishes every decision, and, in an organization with escort rules, hands a decision that
+//! needs a pass to the pass's own actor with the gate's recent entries.
 //!
 //! What needs no pass (modes, lockdown, direction, unreadable or unknown credentials) is settled
 //! by [`settle`] from the organization's snapshot and the credential index, on the caller's
@@ -74,8 +74,9 @@ impl GateActor {
 pub(crate) enum Settled {
     /// Decided: the outcome and its check-in.
     Done(Outcome, JournalRecord),
-    /// The pass decides (the gate adds its recent entries).
-    AskPass(Uuid, Admit),
+    /// The pass decides; through the gate, which adds its recent entries, when the organization
+    /// has a rule that needs them (escorts), else straight, the gate told afterwards.
+    AskPass { pass_id: Uuid, admit: Admit, via_gate: bool },
 }
 
 /// Settles what a gate can from memory, or says which pass must decide.
@@ -121,7 +122,8 @@ pub(crate) fn settle(
                     source,
                     kind: presented.kind,
                 };
-                return Ok(Settled::AskPass(found.pass_id, admit));
+                let via_gate = admit.snapshot.rules.values().any(|rule| rule.escort_required);
+                return Ok(Settled::AskPass { pass_id: found.pass_id, admit, via_gate });
             }
             Some(found) => {
                 // Indexed but not held (a pass past its life): unknown, rather than fail the gate.
