@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
 use crate::domain::{CredentialKind, Direction, PassStatus};
 use crate::events::{Event, EventHub};
-use crate::gate_actor::{Decide, GateActor, Outcome, Remember, Settled, settle};
+use crate::gate_actor::{Decide, Drain, GateActor, Outcome, Settled, settle};
 use crate::journal::JournalHandle;
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
@@ -96,10 +96,18 @@ pub(crate) enum PassSlot {
     Draining,
 }
 
+/// A gate as the registry holds it.
+pub(crate) struct GateEntry {
+    pub(crate) org_id: Uuid,
+    pub(crate) addr: Addr<GateActor>,
+    /// Decisions made for the gate elsewhere, for its actor to record.
+    pub(crate) inbox: Arc<crate::gate_actor::Inbox>,
+}
+
 pub(crate) struct Shared {
     pub(crate) snapshots: DashMap<Uuid, Arc<OrgSnapshot>>,
     pub(crate) orgs: DashMap<Uuid, Addr<OrgActor>>,
-    pub(crate) gates: DashMap<Uuid, (Uuid, Addr<GateActor>)>,
+    pub(crate) gates: DashMap<Uuid, GateEntry>,
     /// Written only by OrgActor handlers (the type allows nothing else).
     pub(crate) credentials: CredentialIndex,
     pub(crate) passes: DashMap<Uuid, PassSlot>,
@@ -195,7 +203,7 @@ impl Engine {
 
     /// The organization a gate belongs to.
     pub fn gate_org(&self, gate_id: Uuid) -> Option<Uuid> {
-        self.shared.gates.get(&gate_id).map(|g| g.0)
+        self.shared.gates.get(&gate_id).map(|g| g.org_id)
     }
 
     /// Adds a pass (issued, or loaded at start) and indexes its credentials; usable when this
@@ -304,8 +312,17 @@ impl Engine {
         direction: Option<Direction>,
         source: &'static str,
     ) -> Result<Outcome, EngineError> {
-        let (org_id, addr) =
-            self.shared.gates.get(&gate_id).map(|g| (g.0, g.1.clone())).ok_or(EngineError::UnknownGate)?;
+        let (org_id, addr, inbox) = self
+            .shared
+            .gates
+            .get(&gate_id)
+            .map(|g| (g.org_id, g.addr.clone(), g.inbox.clone()))
+            .ok_or(EngineError::UnknownGate)?;
+        let tell_gate = |outcome: &Outcome| {
+            if inbox.push(outcome.clone()) {
+                addr.do_send(Drain);
+            }
+        };
         match settle(self, gate_id, org_id, &presented, direction, source, Utc::now())? {
             Settled::Done(outcome, record) => {
                 // Nothing consumed: the check-in is queued, not waited for (unless the journal is
@@ -313,7 +330,7 @@ impl Engine {
                 if let Err(records) = self.shared.journal.try_write(vec![record]) {
                     self.shared.journal.write_or_count(records).await;
                 }
-                addr.do_send(Remember(outcome.clone()));
+                tell_gate(&outcome);
                 Ok(outcome)
             }
             Settled::AskPass { pass_id, admit, via_gate: true } => {
@@ -321,7 +338,7 @@ impl Engine {
             }
             Settled::AskPass { pass_id, admit, via_gate: false } => {
                 let outcome = self.with_pass(pass_id, admit).await?;
-                addr.do_send(Remember(outcome.clone()));
+                tell_gate(&outcome);
                 Ok(outcome)
             }
         }
@@ -415,7 +432,7 @@ impl Engine {
 
     /// Recent entries of a gate, newest last.
     pub async fn gate_queue(&self, gate_id: Uuid) -> Vec<Outcome> {
-        let Some(addr) = self.shared.gates.get(&gate_id).map(|g| g.1.clone()) else { return Vec::new() };
+        let Some(addr) = self.shared.gates.get(&gate_id).map(|g| g.addr.clone()) else { return Vec::new() };
         addr.send(crate::gate_actor::Queue).await.unwrap_or_default()
     }
 }

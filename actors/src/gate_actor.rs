@@ -4,8 +4,8 @@
 //!
 //! What needs no pass (modes, lockdown, direction, unreadable or unknown credentials) is settled
 //! by [`settle`] from the organization's snapshot and the credential index, on the caller's
-//! thread: a turnstile's deny waits for no mailbox, and the gate is told afterwards
-//! ([`Remember`]).
+//! thread: a turnstile's deny waits for no mailbox, and the gate is told afterwards (its
+//! [`Inbox`]).
 
 use std::collections::VecDeque;
 
@@ -20,18 +20,47 @@ use crate::events::Event;
 use crate::journal::{CheckinRecord, JournalRecord};
 use crate::pass_actor::Admit;
 
-pub use crate::messages::{Decide, Outcome, Queue, Remember};
+pub use crate::messages::{Decide, Drain, Outcome, Queue};
+
+/// Decisions made elsewhere for a gate, waiting for its actor to record them, in the order they
+/// were made. The actor is woken once for however many arrive meanwhile, not once each: under load
+/// a gate's thread is woken far less often than it is asked.
+#[derive(Default)]
+pub struct Inbox {
+    #[expect(
+        clippy::disallowed_types,
+        reason = "held for a push or a swap in synchronous code, never across an await"
+    )]
+    pending: std::sync::Mutex<Vec<Outcome>>,
+    /// Set while a [`Drain`] is on its way.
+    scheduled: std::sync::atomic::AtomicBool,
+}
+
+impl Inbox {
+    /// Adds a decision; true if the actor must be sent a [`Drain`] (none is on its way).
+    pub fn push(&self, outcome: Outcome) -> bool {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(outcome);
+        !self.scheduled.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    fn take(&self) -> Vec<Outcome> {
+        // Cleared first: a decision pushed from here on sends a Drain of its own.
+        self.scheduled.store(false, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
 
 pub struct GateActor {
     gate_id: Uuid,
     org_id: Uuid,
     engine: Engine,
     queue: VecDeque<Outcome>,
+    inbox: std::sync::Arc<Inbox>,
 }
 
 impl GateActor {
-    pub fn new(gate_id: Uuid, org_id: Uuid, engine: Engine) -> Self {
-        GateActor { gate_id, org_id, engine, queue: VecDeque::new() }
+    pub fn new(gate_id: Uuid, org_id: Uuid, engine: Engine, inbox: std::sync::Arc<Inbox>) -> Self {
+        GateActor { gate_id, org_id, engine, queue: VecDeque::new(), inbox }
     }
 
     fn remember(&mut self, outcome: &Outcome) {
@@ -152,11 +181,13 @@ impl Actor for GateActor {
     type Context = Context<Self>;
 }
 
-impl Handler<Remember> for GateActor {
+impl Handler<Drain> for GateActor {
     type Result = ();
 
-    fn handle(&mut self, Remember(outcome): Remember, _: &mut Context<Self>) {
-        self.remember(&outcome);
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        for outcome in self.inbox.take() {
+            self.remember(&outcome);
+        }
     }
 }
 
@@ -182,5 +213,36 @@ impl Handler<Queue> for GateActor {
 
     fn handle(&mut self, _: Queue, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.queue.iter().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(n: u128) -> Outcome {
+        Outcome {
+            gate_id: Uuid::from_u128(1),
+            decision: Decision::Deny,
+            reason: Reason::UnknownCredential,
+            direction: Direction::In,
+            pass_id: Some(Uuid::from_u128(n)),
+            holder_name: None,
+            open_ms: None,
+            decided_at: Utc::now(),
+            alert: None,
+        }
+    }
+
+    #[test]
+    fn an_inbox_wakes_its_gate_once_for_however_many_decisions_and_keeps_their_order() {
+        let inbox = Inbox::default();
+        assert!(inbox.push(outcome(1)), "the first decision sends a drain");
+        assert!(!inbox.push(outcome(2)), "one is on its way already");
+        let taken: Vec<_> = inbox.take().iter().filter_map(|o| o.pass_id).collect();
+        assert_eq!(taken, [Uuid::from_u128(1), Uuid::from_u128(2)]);
+        assert!(inbox.push(outcome(3)), "after a drain, the next decision sends another");
+        assert_eq!(inbox.take().len(), 1);
+        assert!(inbox.take().is_empty());
     }
 }

@@ -41,11 +41,10 @@ pub struct Decide {
     pub admit: Admit,
 }
 
-/// Record a decision settled without a pass (modes, lockdown, unknown credentials) in the
-/// gate's queue, and publish it.
+/// Take the decisions waiting in the gate's inbox into its queue, and publish them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Remember(pub Outcome);
+pub struct Drain;
 
 /// The gate's recent entries.
 #[derive(Message)]

@@ -7,9 +7,9 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::engine::{CredentialRef, Engine};
+use crate::engine::{CredentialRef, Engine, GateEntry};
 use crate::events::Event;
-use crate::gate_actor::GateActor;
+use crate::gate_actor::{GateActor, Inbox};
 
 pub use crate::messages::{Configure, IndexCredentials, Remove};
 
@@ -54,11 +54,13 @@ impl Handler<Configure> for OrgActor {
     fn handle(&mut self, Configure(snapshot): Configure, _: &mut Context<Self>) {
         let shared = &self.engine.shared;
         // Gates that left the configuration stop when their address is dropped.
-        shared.gates.retain(|id, (org, _)| *org != self.org_id || snapshot.gates.contains_key(id));
+        shared.gates.retain(|id, gate| gate.org_id != self.org_id || snapshot.gates.contains_key(id));
         for gate_id in snapshot.gates.keys() {
             if !shared.gates.contains_key(gate_id) {
-                let actor = GateActor::new(*gate_id, self.org_id, self.engine.clone());
-                shared.gates.insert(*gate_id, (self.org_id, self.engine.start(*gate_id, actor)));
+                let inbox = std::sync::Arc::new(Inbox::default());
+                let actor = GateActor::new(*gate_id, self.org_id, self.engine.clone(), inbox.clone());
+                let addr = self.engine.start(*gate_id, actor);
+                shared.gates.insert(*gate_id, GateEntry { org_id: self.org_id, addr, inbox });
             }
         }
         // What changed for the dashboards, published here, where the change takes effect.
@@ -92,7 +94,7 @@ impl Handler<Remove> for OrgActor {
     fn handle(&mut self, _: Remove, ctx: &mut Context<Self>) {
         let (shared, org_id) = (&self.engine.shared, self.org_id);
         shared.snapshots.remove(&org_id);
-        shared.gates.retain(|_, (org, _)| *org != org_id);
+        shared.gates.retain(|_, gate| gate.org_id != org_id);
         shared.credentials.remove_org(org_id);
         // Active pass actors of the organization passivate on their own once idle.
         shared.dormant.retain(|_, pass| pass.org_id != org_id);
