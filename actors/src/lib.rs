@@ -17,12 +17,13 @@
 //! - [`journal`] — what the actors hand to the PostgreSQL writer, and how.
 //! - [`events`] — the EventHub: numbered, retained, broadcast events per organization.
 //!
-//! The supervision tree:
+//! The supervision tree (org, gate and pass actors are spread over one thread per core, each
+//! placed by its id; what needs no pass is decided on the caller's thread, see [`gate_actor`]):
 //!
 //! ```text
 //! System
 //! ├── OrgActor ×orgs      rules, zones, gates, occupancy, lockdown; sole writer of the credential index
-//! │   ├── GateActor ×gates   serializes a gate's decisions, keeps its entry queue and mode
+//! │   ├── GateActor ×gates   keeps a gate's entry queue in order (its inbox), publishes its decisions
 //! │   └── PassActor ×active  the one place a pass is consumed or revoked
 //! ├── Journal             group-commits check-ins and pass changes to PostgreSQL (portcullis crate)
 //! └── EventHub            fans events out to SessionActor ×connections
