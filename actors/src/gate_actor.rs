@@ -211,7 +211,9 @@ impl Handler<Decide> for GateActor {
 impl Handler<Queue> for GateActor {
     type Result = MessageResult<Queue>;
 
-    fn handle(&mut self, _: Queue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Queue, ctx: &mut Context<Self>) -> Self::Result {
+        // Whatever waits in the inbox belongs in the answer (its Drain may still be queued).
+        self.handle(Drain, ctx);
         MessageResult(self.queue.iter().cloned().collect())
     }
 }
