@@ -460,10 +460,15 @@ fn flood(app: &TestApp, org: &str, bytes: usize) -> TestResult {
     Ok(())
 }
 
-/// Whether the server still holds its end of `client`'s connection: a socket that some process
-/// has open has an inode in /proc/net/tcp; one the server closed has none (or is gone).
-fn server_holds(client: &TcpStream) -> TestResult<bool> {
-    let (local, peer) = (client.local_addr()?.port(), client.peer_addr()?.port());
+/// The client's and the server's ports of a connection, read while it is up (once the server has
+/// reset it, the client's socket no longer knows its peer).
+fn ends(client: &TcpStream) -> TestResult<(u16, u16)> {
+    Ok((client.local_addr()?.port(), client.peer_addr()?.port()))
+}
+
+/// Whether the server still holds its end of a connection: a socket that some process has open
+/// has an inode in /proc/net/tcp; one the server closed has none (or is gone).
+fn server_holds((local, peer): (u16, u16)) -> TestResult<bool> {
     let table = std::fs::read_to_string("/proc/net/tcp")?;
     let port = |field: &str| field.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
     Ok(table.lines().skip(1).any(|line| {
@@ -473,10 +478,10 @@ fn server_holds(client: &TcpStream) -> TestResult<bool> {
 }
 
 /// Waits until the server has let go of `client`'s connection; the seconds it took.
-async fn until_released(client: &TcpStream, within: Duration) -> TestResult<f64> {
+async fn until_released(ends: (u16, u16), within: Duration) -> TestResult<f64> {
     let started = tokio::time::Instant::now();
     while started.elapsed() < within {
-        if !server_holds(client)? {
+        if !server_holds(ends)? {
             return Ok(started.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -486,7 +491,7 @@ async fn until_released(client: &TcpStream, within: Duration) -> TestResult<f64>
 
 /// A site with a 2 s heartbeat timeout, an operator, and their never-reading viewer with
 /// several megabytes of events queued for it (more than loopback's socket buffers hold).
-async fn stuck_viewer() -> TestResult<(Site, crate::helpers::Login, TcpStream)> {
+async fn stuck_viewer() -> TestResult<(Site, crate::helpers::Login, TcpStream, (u16, u16))> {
     let app = spawn_app_with(|s| {
         s.stream.heartbeat_secs = 1;
         s.stream.client_timeout_secs = 2;
@@ -496,18 +501,19 @@ async fn stuck_viewer() -> TestResult<(Site, crate::helpers::Login, TcpStream)> 
     let site = Site::build(app, 1, 1).await?;
     let op = operator(&site).await?;
     let socket = never_reading_viewer(&site.app, &site.org, &op.access).await?;
-    assert!(server_holds(&socket)?, "the stream is open");
+    let ends = ends(&socket)?;
+    assert!(server_holds(ends)?, "the stream is open");
     flood(&site.app, &site.org, 8 << 20)?;
-    Ok((site, op, socket))
+    Ok((site, op, socket, ends))
 }
 
 /// Security finding 8: a viewer that never reads (its socket buffer full) is not kept forever:
 /// the heartbeat timeout closes the session and shuts its connection down.
 #[actix_web::test]
 async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> TestResult {
-    let (site, op, socket) = stuck_viewer().await?;
+    let (site, op, _socket, ends) = stuck_viewer().await?;
     // The server closes its socket (what the kernel still holds for the peer is the kernel's).
-    let took = until_released(&socket, Duration::from_secs(6)).await?;
+    let took = until_released(ends, Duration::from_secs(6)).await?;
     assert!(took > 0.5, "not before the timeout: {took}");
     // A reading viewer meanwhile is unaffected.
     let mut lively = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
@@ -519,7 +525,7 @@ async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> Test
 /// sends is not read either while its connection is stuck.
 #[actix_web::test]
 async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
-    let (site, _, socket) = stuck_viewer().await?;
+    let (site, _, socket, ends) = stuck_viewer().await?;
     // A masked, empty pong frame every 300 ms for as long as the server lets it.
     let talker = async {
         for _ in 0..40 {
@@ -531,7 +537,7 @@ async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
     };
     // Until its connection is stuck the server still reads (and heeds) what it says: the bound is
     // generous, for a loaded machine where pushing the flood into the socket takes a while.
-    let (_, released) = tokio::join!(talker, until_released(&socket, Duration::from_secs(20)));
+    let (_, released) = tokio::join!(talker, until_released(ends, Duration::from_secs(20)));
     released?;
     let metrics = site.app.get("/metrics").await?.text();
     assert!(metrics.contains("portcullis_stream_sessions_dropped_total{reason=\"heartbeat_timeout\"}"));
