@@ -214,18 +214,15 @@ impl Engine {
         credentials: Vec<([u8; 32], CredentialRef)>,
     ) -> Result<(), EngineError> {
         let org_id = state.org_id;
-        if matches!(state.status, PassStatus::Active | PassStatus::Suspended) {
-            self.schedule_expiry(state.id, state.valid_to);
-        }
-        self.shared.dormant.insert(state.id, Box::new(state));
+        self.load_passes([state]);
         if credentials.is_empty() {
             return Ok(());
         }
         self.index(org_id, credentials).await
     }
 
-    /// Adds passes loaded at start, whose credentials are indexed afterwards (see
-    /// [`Engine::index`]).
+    /// Adds passes without indexing their credentials (at start they are indexed afterwards, in
+    /// batches, see [`Engine::index`]); each is scheduled to expire while it is live.
     pub fn load_passes(&self, states: impl IntoIterator<Item = PassState>) {
         for state in states {
             if matches!(state.status, PassStatus::Active | PassStatus::Suspended) {
@@ -327,9 +324,7 @@ impl Engine {
             Settled::Done(outcome, record) => {
                 // Nothing consumed: the check-in is queued, not waited for (unless the journal is
                 // far behind: then this waits for room, losing nothing).
-                if let Err(records) = self.shared.journal.try_write(vec![record]) {
-                    self.shared.journal.write_or_count(records).await;
-                }
+                self.shared.journal.write_or_count(vec![record]).await;
                 tell_gate(&outcome);
                 Ok(outcome)
             }

@@ -82,6 +82,12 @@ pub struct JournalBatch {
     pub ack: Option<oneshot::Sender<Result<(), JournalError>>>,
 }
 
+/// Records the journal could not take: counted and logged, never silent.
+fn dropped(count: usize, err: &JournalError) {
+    metrics::counter!("portcullis_journal_dropped_records_total").increment(count as u64);
+    tracing::warn!(records = count, error = %err, "journal records dropped");
+}
+
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
     tx: mpsc::Sender<JournalBatch>,
@@ -104,8 +110,7 @@ impl JournalHandle {
     pub async fn write_or_count(&self, records: Vec<JournalRecord>) {
         let count = records.len();
         if let Err(err) = self.write(records).await {
-            metrics::counter!("portcullis_journal_dropped_records_total").increment(count as u64);
-            tracing::warn!(records = count, error = %err, "journal records dropped");
+            dropped(count, &err);
         }
     }
 
@@ -117,8 +122,7 @@ impl JournalHandle {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(batch)) => Err(batch.records),
             Err(TrySendError::Closed(batch)) => {
-                metrics::counter!("portcullis_journal_dropped_records_total").increment(batch.records.len() as u64);
-                tracing::warn!(records = batch.records.len(), "journal records dropped: the journal is shut down");
+                dropped(batch.records.len(), &JournalError::Closed);
                 Ok(())
             }
         }

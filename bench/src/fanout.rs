@@ -21,10 +21,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::floor;
-use crate::loadgen::{self, Measured, histogram};
+use crate::loadgen::{self, histogram};
 use crate::report::{Report, Target};
 use crate::scale::ChildEngine;
-use crate::scenarios::{Site, login};
+use crate::scenarios::{Site, figures, login};
 use crate::viewers::Viewers;
 use crate::{Bench, Error, Options};
 
@@ -110,10 +110,6 @@ async fn finish(viewers: Viewers) -> Result<crate::viewers::Seen, Error> {
     Ok(tokio::task::spawn_blocking(move || viewers.finish().map_err(|e| e.to_string())).await??)
 }
 
-fn as_figures(latency: &Histogram<u64>, elapsed: Duration) -> loadgen::Figures {
-    Measured { latency: latency.clone(), elapsed, errors: 0, first_error: None }.figures()
-}
-
 pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     let site = Site::build(bench, "Fanout bench", 1, 0, 0).await?;
     let gate = *site.gates.first().ok_or("no gate")?;
@@ -143,7 +139,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
         let floor_frames =
-            report.row(label, "floor: bare broadcast, decision to frame", as_figures(&seen.latency, window));
+            report.row(label, "floor: bare broadcast, decision to frame", figures(&seen.latency, window));
         println!("  {label:<10} floor frames received {} of {}", seen.frames, published * n as u64);
 
         // The engine.
@@ -163,9 +159,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let decided = decided_api + decided_device;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
-        let frames = report.row(label, "portcullis: decision to frame", as_figures(&seen.latency, window));
-        let api_answer = report.row(label, "portcullis: answer on the API port", as_figures(&answers, window));
-        let answer = report.row(label, "portcullis: answer on the device port", as_figures(&device_answers, window));
+        let frames = report.row(label, "portcullis: decision to frame", figures(&seen.latency, window));
+        let api_answer = report.row(label, "portcullis: answer on the API port", figures(&answers, window));
+        let answer = report.row(label, "portcullis: answer on the device port", figures(&device_answers, window));
         let expected = decided * n as u64;
         println!("  {label:<10} frames received {} of {expected}", seen.frames);
         report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
@@ -296,8 +292,8 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
         }
     }
     let seen = finish(viewers).await?;
-    report.row("revoke", "revoke call (durable, in force)", as_figures(&revoke_latency, Duration::from_secs(1)));
-    report.row("revoke", "revoke to its event at the hub", as_figures(&frames, Duration::from_secs(1)));
+    report.row("revoke", "revoke call (durable, in force)", figures(&revoke_latency, Duration::from_secs(1)));
+    report.row("revoke", "revoke to its event at the hub", figures(&frames, Duration::from_secs(1)));
     println!(
         "  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; viewers saw {} decision frames",
         seen.frames

@@ -132,7 +132,7 @@ impl Handler<Ping> for Echo {
     }
 }
 
-fn figures(h: &hdrhistogram::Histogram<u64>, elapsed: Duration) -> loadgen::Figures {
+pub(crate) fn figures(h: &hdrhistogram::Histogram<u64>, elapsed: Duration) -> loadgen::Figures {
     Measured { latency: h.clone(), elapsed, errors: 0, first_error: None }.figures()
 }
 
