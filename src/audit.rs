@@ -78,8 +78,8 @@ impl Event {
             actor_user_id: actor.user_id,
             actor_key_id: actor.key_id,
             client_addr: actor.addr,
-            action: self.action,
-            target_type: self.target_type,
+            action: self.action.into(),
+            target_type: self.target_type.into(),
             target_id: self.target_id,
             details: self.details,
         }

@@ -54,7 +54,20 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub engine: EngineSettings,
+    pub journal: JournalSettings,
     pub stream: StreamSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    /// A group whose commit has not come back in this long is spooled instead.
+    pub commit_timeout_ms: u64,
+    /// While spooling, how often the journal tries PostgreSQL again.
+    pub retry_ms: u64,
+    /// The spool's largest size on disk; beyond it records are refused (and consuming admits
+    /// with them).
+    pub spool_max_bytes: u64,
 }
 
 /// The longest any configured duration may be (ten years).
@@ -77,6 +90,8 @@ pub struct EngineSettings {
     pub arbiters: usize,
     pub retained_events: usize,
     pub expiry_sweep_secs: u64,
+    /// How long a consuming admit waits for its commit before the gate's `fail_mode` answers.
+    pub admit_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +105,8 @@ pub struct ServerSettings {
     pub device_workers: usize,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// A request not answered in this long gets 503 `timeout` (the database hangs, say).
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +116,8 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub pool_size: usize,
     pub connect_timeout_secs: u64,
+    /// The server cancels a statement running longer than this.
+    pub statement_timeout_ms: u64,
     pub pg_bin_dir: Option<PathBuf>,
     pub os_user: String,
 }
@@ -171,8 +190,19 @@ impl Settings {
         if self.database.pool_size == 0 {
             return Err(value("database.pool_size", "must be at least 1"));
         }
-        if self.database.connect_timeout_secs == 0 {
-            return Err(value("database.connect_timeout_secs", "must be at least 1"));
+        let positive = [
+            ("database.connect_timeout_secs", self.database.connect_timeout_secs),
+            ("database.statement_timeout_ms", self.database.statement_timeout_ms),
+            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            ("engine.admit_timeout_ms", self.engine.admit_timeout_ms),
+            ("journal.commit_timeout_ms", self.journal.commit_timeout_ms),
+            ("journal.retry_ms", self.journal.retry_ms),
+            ("journal.spool_max_bytes", self.journal.spool_max_bytes),
+        ];
+        for (key, n) in positive {
+            if n == 0 {
+                return Err(value(key, "must be at least 1"));
+            }
         }
         if let Some(url) = &self.database.url
             && let Err(err) = url.expose_secret().parse::<tokio_postgres::Config>()
@@ -197,6 +227,11 @@ impl Settings {
             ("stream.heartbeat_secs", self.stream.heartbeat_secs),
             ("stream.client_timeout_secs", self.stream.client_timeout_secs),
             ("stream.session_check_secs", self.stream.session_check_secs),
+            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            ("database.statement_timeout_ms", self.database.statement_timeout_ms / 1000),
+            ("engine.admit_timeout_ms", self.engine.admit_timeout_ms / 1000),
+            ("journal.commit_timeout_ms", self.journal.commit_timeout_ms / 1000),
+            ("journal.retry_ms", self.journal.retry_ms / 1000),
         ];
         for (key, secs) in durations {
             if secs > MAX_DURATION_SECS {

@@ -52,7 +52,7 @@ impl Application {
     pub async fn build(settings: Settings, database: Database) -> Result<Self, StartupError> {
         // The recorder first: whatever the engine reports while it loads must not be lost.
         let metrics = telemetry::metrics_handle()?;
-        let engine = crate::engine::start(database.pool(), database.config(), &settings.engine).await?;
+        let engine = crate::engine::start(database.pool(), database.config(), &settings).await?;
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();

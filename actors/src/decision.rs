@@ -10,7 +10,9 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use crate::domain::{AntiPassback, Decision, Direction, GateDirection, GateMode, PassStatus, PassType, Reason};
+use crate::domain::{
+    AntiPassback, Decision, Direction, FailMode, GateDirection, GateMode, PassStatus, PassType, Reason,
+};
 use crate::schedule::Schedule;
 
 /// How recently an escort must have passed the same gate.
@@ -25,6 +27,7 @@ pub struct Gate {
     pub direction: GateDirection,
     pub mode: GateMode,
     pub open_ms: u32,
+    pub fail_mode: FailMode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +50,7 @@ pub struct OrgPolicy {
 }
 
 /// Everything the engine knows about one pass.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PassState {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -306,6 +309,7 @@ mod tests {
                 direction: GateDirection::Both,
                 mode: GateMode::Normal,
                 open_ms: 3000,
+                fail_mode: FailMode::Closed,
             },
             org: OrgPolicy {
                 timezone: chrono_tz::Europe::Berlin,

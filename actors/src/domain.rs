@@ -129,10 +129,34 @@ string_enum! {
 }
 
 string_enum! {
-    /// What a gate does when it cannot reach the engine's state.
+    /// What a gate does with a consuming admit whose commit does not come in time (the database
+    /// is away): `closed` refuses it (`journal_unavailable`), `open` admits it from memory and
+    /// lets the journal spool the consumption.
     FailMode as "fail mode" {
         Closed = "closed",
         Open = "open",
+    }
+}
+
+string_enum! {
+    /// Where a decision was asked: the JSON API, or one of the adapters' protocols.
+    Source as "source" {
+        Api = "api",
+        Osdp = "osdp",
+        BasIp = "bas-ip",
+        Uhppote = "uhppote",
+    }
+}
+
+string_enum! {
+    /// What happened to a pass, as its event history records it.
+    PassEventKind as "pass event" {
+        Issued = "issued",
+        Revoked = "revoked",
+        Suspended = "suspended",
+        Resumed = "resumed",
+        Extended = "extended",
+        Expired = "expired",
     }
 }
 

@@ -17,7 +17,7 @@ use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
-use crate::domain::{CredentialKind, Direction, PassStatus};
+use crate::domain::{CredentialKind, Direction, PassStatus, Source};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, Drain, GateActor, Outcome, Settled, settle};
 use crate::journal::JournalHandle;
@@ -72,6 +72,8 @@ pub enum EngineError {
 pub struct EngineSettings {
     /// A pass actor idle this long is passivated.
     pub pass_idle: Duration,
+    /// How long a consuming admit waits for its commit before the gate's fail mode answers.
+    pub admit_bound: Duration,
     /// Entries kept in each gate's live queue.
     pub queue_len: usize,
     /// Threads the actors are spread over (0: one per core).
@@ -132,7 +134,22 @@ pub struct Engine {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A handle that does not keep the engine (and so its journal's channel) alive: for the
+/// journal's writer, which must end once the engine is gone.
+#[derive(Clone, Default)]
+pub struct WeakEngine(std::sync::Weak<Shared>);
+
+impl WeakEngine {
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|shared| Engine { shared })
+    }
+}
+
 impl Engine {
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.shared))
+    }
+
     pub fn new(journal: JournalHandle, settings: EngineSettings, retained_events: usize) -> Self {
         // Present from the start (at 0), not only once a pass is first used.
         metrics::gauge!("portcullis_pass_actors_active").increment(0.0);
@@ -307,7 +324,7 @@ impl Engine {
         gate_id: Uuid,
         presented: Presented,
         direction: Option<Direction>,
-        source: &'static str,
+        source: Source,
     ) -> Result<Outcome, EngineError> {
         let (org_id, addr, inbox) = self
             .shared
@@ -399,9 +416,15 @@ impl Engine {
         self.with_pass(pass_id, crate::pass_actor::GetState).await.ok()
     }
 
-    /// Waits until everything handed to the journal so far is committed (before shutdown).
-    pub async fn flush(&self) -> Result<(), crate::journal::JournalError> {
+    /// Waits until everything handed to the journal so far is committed or spooled (before
+    /// shutdown).
+    pub async fn flush(&self) -> Result<crate::journal::Durability, crate::journal::JournalError> {
         self.shared.journal.write_durable(Vec::new()).await
+    }
+
+    /// The journal's handle (its health: whether it spools, and how much).
+    pub fn journal(&self) -> &crate::journal::JournalHandle {
+        &self.shared.journal
     }
 
     /// Stops the actors' threads (after the last decision and the journal's flush).
@@ -418,6 +441,14 @@ impl Engine {
 
     pub fn publish(&self, org_id: Uuid, event: Event) {
         self.shared.events.publish(org_id, event);
+    }
+
+    /// Tells every organization's viewers (the engine's own health: the journal, the database).
+    pub fn publish_everywhere(&self, event: &Event) {
+        let orgs: Vec<Uuid> = self.shared.snapshots.iter().map(|s| *s.key()).collect();
+        for org_id in orgs {
+            self.shared.events.publish(org_id, event.clone());
+        }
     }
 
     /// Pass actors currently active.

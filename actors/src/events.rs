@@ -48,6 +48,10 @@ pub enum Event {
     Lockdown { lockdown: bool },
     #[serde(rename = "alert")]
     Alert { alert: &'static str, gate_id: Uuid, pass_id: Option<Uuid> },
+    /// The engine's own health changed (`journal_degraded`, `journal_recovered`,
+    /// `database_restarted`); the same for every organization.
+    #[serde(rename = "alert")]
+    Service { alert: &'static str, detail: String },
 }
 
 impl Event {
@@ -70,7 +74,7 @@ impl Event {
             | Event::PassSuspended { pass_id }
             | Event::PassResumed { pass_id }
             | Event::PassExpired { pass_id } => Some(*pass_id),
-            Event::GateMode { .. } | Event::Lockdown { .. } => None,
+            Event::GateMode { .. } | Event::Lockdown { .. } | Event::Service { .. } => None,
         }
     }
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::decision::{ESCORT_WINDOW_SECS, default_direction, gate_verdict};
-use crate::domain::{Decision, Direction, Reason};
+use crate::domain::{Decision, Direction, Reason, Source};
 use crate::engine::{Engine, EngineError, Presented};
 use crate::events::Event;
 use crate::journal::{CheckinRecord, JournalRecord};
@@ -115,7 +115,7 @@ pub(crate) fn settle(
     org_id: Uuid,
     presented: &Presented,
     direction: Option<Direction>,
-    source: &'static str,
+    source: Source,
     now: DateTime<Utc>,
 ) -> Result<Settled, EngineError> {
     let snapshot = engine.snapshot(org_id).ok_or(EngineError::UnknownGate)?;

@@ -1,15 +1,22 @@
 //! What the actors hand to the Journal (the PostgreSQL writer in the `portcullis` crate), and the
 //! handle they hand it with. Records go in order through one channel; the writer commits them in
-//! groups. A durable write returns only once its group is committed.
+//! groups, or, while PostgreSQL is away, appends them to its on-disk spool (which is why records
+//! are serializable). A durable write returns once its group is committed or spooled, and says
+//! which ([`Durability`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::decision::PassState;
-use crate::domain::{CredentialKind, Decision, Direction, PassStatus, Reason};
+use crate::domain::{CredentialKind, Decision, Direction, PassEventKind, PassStatus, Reason, Source};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckinRecord {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -18,23 +25,23 @@ pub struct CheckinRecord {
     pub direction: Direction,
     pub decision: Decision,
     pub reason: Reason,
-    pub source: &'static str,
+    pub source: Source,
     pub credential_kind: Option<CredentialKind>,
     pub decided_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Revocation {
     pub at: DateTime<Utc>,
     pub by: Option<Uuid>,
     pub reason: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PassEventRecord {
     pub org_id: Uuid,
     pub pass_id: Uuid,
-    pub kind: &'static str,
+    pub kind: PassEventKind,
     pub status: PassStatus,
     pub uses_count: u32,
     pub actor_id: Option<Uuid>,
@@ -43,21 +50,25 @@ pub struct PassEventRecord {
 }
 
 /// An audit row committed with the change it describes (same transaction).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub org_id: Option<Uuid>,
     pub actor_user_id: Option<Uuid>,
     pub actor_key_id: Option<Uuid>,
     pub client_addr: Option<std::net::IpAddr>,
-    pub action: &'static str,
-    pub target_type: &'static str,
+    pub action: Cow<'static, str>,
+    pub target_type: Cow<'static, str>,
     pub target_id: String,
     pub details: serde_json::Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JournalRecord {
     Checkin(CheckinRecord),
+    /// Replaces the check-in of the same id written before it: a consuming admit whose commit
+    /// did not come in time was refused after all (`fail_mode` `closed`), so the allow it first
+    /// recorded must not stand if that commit lands late.
+    Refusal(CheckinRecord),
     /// The pass's state as it is now (uses, inside, status, validity), and its revocation if any.
     Pass {
         state: Box<PassState>,
@@ -67,19 +78,39 @@ pub enum JournalRecord {
     Audit(Box<AuditRecord>),
 }
 
+impl JournalRecord {
+    /// Whether writing the record twice would leave two rows (check-ins are written by their id,
+    /// pass states as absolute values: those may be written again safely).
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(self, JournalRecord::PassEvent(_) | JournalRecord::Audit(_))
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
     #[error("the journal is shut down")]
     Closed,
     #[error("the journal could not commit: {0}")]
     Commit(String),
+    #[error("the journal can neither commit nor spool: {0}")]
+    Unavailable(String),
+}
+
+/// Where a durable write's records are once it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed to PostgreSQL.
+    Committed,
+    /// Appended (and synced) to the on-disk spool while PostgreSQL is away; committed when it
+    /// returns.
+    Spooled,
 }
 
 /// A group of records written together, with whom to tell when they are durable.
 #[derive(Debug)]
 pub struct JournalBatch {
     pub records: Vec<JournalRecord>,
-    pub ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+    pub ack: Option<oneshot::Sender<Result<Durability, JournalError>>>,
 }
 
 /// Records the journal could not take: counted and logged, never silent.
@@ -88,16 +119,62 @@ fn dropped(count: usize, err: &JournalError) {
     tracing::warn!(records = count, error = %err, "journal records dropped");
 }
 
+/// How the journal is doing, as its writer tells it (for `/ready`, `/metrics` and the stream).
+#[derive(Debug, Default)]
+pub struct JournalHealth {
+    spooling: AtomicBool,
+    spooled_records: AtomicU64,
+    spooled_bytes: AtomicU64,
+    /// When the oldest spooled record was spooled (milliseconds since the epoch; 0: none).
+    oldest_spooled_ms: AtomicI64,
+}
+
+impl JournalHealth {
+    /// Whether records go to the spool rather than to PostgreSQL.
+    pub fn spooling(&self) -> bool {
+        self.spooling.load(Ordering::Relaxed)
+    }
+
+    pub fn spooled_records(&self) -> u64 {
+        self.spooled_records.load(Ordering::Relaxed)
+    }
+
+    pub fn spooled_bytes(&self) -> u64 {
+        self.spooled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the oldest record still in the spool was spooled.
+    pub fn oldest_spooled(&self) -> Option<DateTime<Utc>> {
+        match self.oldest_spooled_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    /// The writer's report: spooling or not, and what the spool holds.
+    pub fn set(&self, spooling: bool, records: u64, bytes: u64, oldest: Option<DateTime<Utc>>) {
+        self.spooling.store(spooling, Ordering::Relaxed);
+        self.spooled_records.store(records, Ordering::Relaxed);
+        self.spooled_bytes.store(bytes, Ordering::Relaxed);
+        self.oldest_spooled_ms.store(oldest.map_or(0, |t| t.timestamp_millis()), Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
     tx: mpsc::Sender<JournalBatch>,
+    health: Arc<JournalHealth>,
 }
 
 impl JournalHandle {
     /// A handle and the receiving end the writer drains.
     pub fn channel(capacity: usize) -> (JournalHandle, mpsc::Receiver<JournalBatch>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (JournalHandle { tx }, rx)
+        (JournalHandle { tx, health: Arc::default() }, rx)
+    }
+
+    pub fn health(&self) -> &Arc<JournalHealth> {
+        &self.health
     }
 
     /// Queues records; waits only if the writer is far behind (backpressure).
@@ -128,8 +205,8 @@ impl JournalHandle {
         }
     }
 
-    /// Queues records and waits until they are committed.
-    pub async fn write_durable(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+    /// Queues records and waits until they are committed (or spooled: see [`Durability`]).
+    pub async fn write_durable(&self, records: Vec<JournalRecord>) -> Result<Durability, JournalError> {
         let (ack, done) = oneshot::channel();
         self.tx.send(JournalBatch { records, ack: Some(ack) }).await.map_err(|_| JournalError::Closed)?;
         done.await.map_err(|_| JournalError::Closed)?

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::decision::{Gate, PassState};
-use crate::domain::{CredentialKind, Decision, Direction, Reason};
+use crate::domain::{CredentialKind, Decision, Direction, Reason, Source};
 use crate::engine::{CredentialRef, EngineError, OrgSnapshot};
 use crate::journal::AuditRecord;
 
@@ -99,7 +99,7 @@ pub struct Admit {
     pub qr_step: Option<u64>,
     /// Passes admitted inward at this gate recently (for escorts).
     pub recent: Vec<(Uuid, DateTime<Utc>)>,
-    pub source: &'static str,
+    pub source: Source,
     pub kind: Option<CredentialKind>,
 }
 

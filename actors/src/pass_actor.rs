@@ -12,11 +12,11 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::decision::{PassState, Request, Verdict, ZoneLoad, after_passage, decide};
-use crate::domain::{Direction, PassStatus, Reason};
+use crate::domain::{Direction, FailMode, PassEventKind, PassStatus, Reason};
 use crate::engine::{Engine, PassSlot};
 use crate::events::Event;
 use crate::gate_actor::Outcome;
-use crate::journal::{CheckinRecord, JournalRecord, PassEventRecord, Revocation};
+use crate::journal::{CheckinRecord, Durability, JournalError, JournalRecord, PassEventRecord, Revocation};
 
 pub use crate::messages::{Admit, Change, GetState, PassChange, PassError};
 
@@ -42,7 +42,7 @@ impl PassActor {
     fn event_record(
         &self,
         state: &PassState,
-        kind: &'static str,
+        kind: PassEventKind,
         msg: &Change,
         reason: Option<String>,
     ) -> JournalRecord {
@@ -160,21 +160,20 @@ impl Handler<Admit> for PassActor {
             decided_at: now,
             alert: verdict.alert.map(|a| a.as_str()),
         };
-        let checkin = |verdict: &Verdict| {
-            JournalRecord::Checkin(CheckinRecord {
-                id: Uuid::now_v7(),
-                org_id: msg.snapshot.org_id,
-                gate_id: msg.gate.id,
-                pass_id: Some(next.id),
-                direction: msg.direction,
-                decision: verdict.decision,
-                reason: verdict.reason,
-                source: msg.source,
-                credential_kind: msg.kind,
-                decided_at: msg.now,
-            })
+        let checkin_id = Uuid::now_v7();
+        let checkin = |verdict: &Verdict| CheckinRecord {
+            id: checkin_id,
+            org_id: msg.snapshot.org_id,
+            gate_id: msg.gate.id,
+            pass_id: Some(next.id),
+            direction: msg.direction,
+            decision: verdict.decision,
+            reason: verdict.reason,
+            source: msg.source,
+            credential_kind: msg.kind,
+            decided_at: msg.now,
         };
-        let mut records = vec![checkin(&verdict)];
+        let mut records = vec![JournalRecord::Checkin(checkin(&verdict))];
         if next != self.state {
             records.push(JournalRecord::Pass { state: Box::new(next.clone()), revocation: None });
         }
@@ -195,29 +194,64 @@ impl Handler<Admit> for PassActor {
                 )),
             };
         }
-        // A consuming admit opens the gate only once the journal holds it.
+        // A consuming admit opens the gate only once the journal holds it, or, when that does
+        // not come within the bound, as the gate's fail mode says.
         let refused = Verdict::deny(Reason::JournalUnavailable);
-        let refused_record = checkin(&refused);
+        let refusal = checkin(&refused);
+        let (bound, fail_mode, pass_id) = (shared.settings.admit_bound, msg.gate.fail_mode, self.state.id);
+        let unchanged = self.state.clone();
         let write = async move {
-            let result = journal.write_durable(records).await;
-            if result.is_err() {
-                journal.write_or_count(vec![refused_record]).await;
+            let result = tokio::time::timeout(bound, journal.write_durable(records)).await;
+            let admitted = admits(result, fail_mode, pass_id);
+            if !admitted {
+                // What was queued may still be written: the refusal replaces its check-in and the
+                // pass's unchanged state follows its consumed one, so the log ends as the gate
+                // acted. Written before this handler ends, so nothing of this pass comes between.
+                let compensation =
+                    vec![JournalRecord::Refusal(refusal), JournalRecord::Pass { state: Box::new(unchanged), revocation: None }];
+                journal.write_or_count(compensation).await;
             }
-            result
+            admitted
         };
-        AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, _| match result {
-            Ok(()) => {
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(move |admitted, act, _| {
+            if admitted {
                 act.state = next;
-                Ok(outcome(&verdict, &act.state))
+                return Ok(outcome(&verdict, &act.state));
             }
-            Err(err) => {
-                tracing::error!(pass_id = %act.state.id, error = %err, "consuming admit refused: journal unavailable");
-                if reserved && let Some(counter) = shared.occupancy.get(&zone_id) {
-                    counter.fetch_sub(1, Ordering::SeqCst);
-                }
-                Ok(outcome(&refused, &act.state))
+            if reserved && let Some(counter) = shared.occupancy.get(&zone_id) {
+                counter.fetch_sub(1, Ordering::SeqCst);
             }
+            Ok(outcome(&refused, &act.state))
         })))
+    }
+}
+
+/// Whether a consuming admit opens the gate, given what became of its durable write within the
+/// bound (`Err`: no answer in time; its records are still queued) and the gate's fail mode.
+fn admits(
+    result: Result<Result<Durability, JournalError>, tokio::time::error::Elapsed>,
+    fail_mode: FailMode,
+    pass_id: Uuid,
+) -> bool {
+    match (result, fail_mode) {
+        (Ok(Ok(Durability::Committed)), _) => true,
+        (Ok(Ok(Durability::Spooled)), FailMode::Open) => {
+            metrics::counter!("portcullis_admits_fail_open_total").increment(1);
+            true
+        }
+        (Err(_), FailMode::Open) => {
+            metrics::counter!("portcullis_admits_fail_open_total").increment(1);
+            tracing::warn!(%pass_id, "consuming admit not committed in time; admitted (fail mode open)");
+            true
+        }
+        (Ok(Err(err)), _) => {
+            tracing::error!(%pass_id, error = %err, "consuming admit refused: journal unavailable");
+            false
+        }
+        (Ok(Ok(Durability::Spooled)) | Err(_), FailMode::Closed) => {
+            tracing::warn!(%pass_id, "consuming admit not committed in time; refused (fail mode closed)");
+            false
+        }
     }
 }
 
@@ -239,15 +273,15 @@ impl Handler<Change> for PassActor {
                 next.status = PassStatus::Revoked;
                 let revocation = Revocation { at: msg.at, by: msg.actor, reason: reason.clone() };
                 let event = Event::PassRevoked { pass_id: next.id, revoked_by: msg.actor, reason: reason.clone() };
-                ("revoked", Some(reason.clone()), Some(revocation), Some(event))
+                (PassEventKind::Revoked, Some(reason.clone()), Some(revocation), Some(event))
             }
             PassChange::Suspend if self.state.status == PassStatus::Active => {
                 next.status = PassStatus::Suspended;
-                ("suspended", None, None, Some(Event::PassSuspended { pass_id: next.id }))
+                (PassEventKind::Suspended, None, None, Some(Event::PassSuspended { pass_id: next.id }))
             }
             PassChange::Resume if self.state.status == PassStatus::Suspended => {
                 next.status = PassStatus::Active;
-                ("resumed", None, None, Some(Event::PassResumed { pass_id: next.id }))
+                (PassEventKind::Resumed, None, None, Some(Event::PassResumed { pass_id: next.id }))
             }
             PassChange::Resume => return err(self, PassError::NotSuspended),
             PassChange::Extend { valid_to } if live => {
@@ -255,12 +289,12 @@ impl Handler<Change> for PassActor {
                     return err(self, PassError::BadValidity);
                 }
                 next.valid_to = *valid_to;
-                ("extended", None, None, None)
+                (PassEventKind::Extended, None, None, None)
             }
             PassChange::Expire if live && self.state.valid_to > msg.at => return err(self, PassError::NotDue),
             PassChange::Expire if live => {
                 next.status = PassStatus::Expired;
-                ("expired", None, None, Some(Event::PassExpired { pass_id: next.id }))
+                (PassEventKind::Expired, None, None, Some(Event::PassExpired { pass_id: next.id }))
             }
             _ => return err(self, PassError::NotActive),
         };

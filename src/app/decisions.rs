@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use portcullis_actors::domain::{AccessMode, Decision, Direction, Reason};
+use portcullis_actors::domain::{AccessMode, Decision, Direction, Reason, Source};
 use portcullis_actors::engine::EngineError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -61,7 +61,7 @@ pub async fn decide(
         return Err(AppError::OrgBlocked);
     }
     let presented = credentials::present(&request.credential, &app.auth.pepper, Utc::now())?;
-    let outcome = match app.engine.decide(gate_id, presented, request.direction, "api").await {
+    let outcome = match app.engine.decide(gate_id, presented, request.direction, Source::Api).await {
         Ok(outcome) => outcome,
         Err(EngineError::UnknownGate) => return Err(AppError::NotFound("gate")),
         Err(err) => return Err(AppError::internal(err)),

@@ -2,21 +2,46 @@
 //! (one transaction per group: all check-ins in one `unnest` insert, the last state of each pass,
 //! its events; statements pipelined), then tells each durable waiter.
 //!
-//! A group that fails is retried batch by batch, so one bad record (a gate deleted meanwhile)
-//! fails only its own batch. Records that still cannot be written are logged and counted.
-//! Retrying is safe: a commit whose answer was lost with its connection may have happened, so
-//! check-ins are inserted idempotently (by their id) and pass updates write absolute values.
+//! A group whose commit fails or does not come back within `journal.commit_timeout_ms`
+//! (PostgreSQL gone or hung) is appended to the [`Spool`] instead, and so is every later group
+//! until the spool has been replayed, in order, into PostgreSQL: the journal keeps taking records
+//! through an outage, and its durable waiters are told [`Durability::Spooled`]. It tries
+//! PostgreSQL again every `journal.retry_ms`. A spool left by a stopped or killed engine is
+//! replayed after the next start.
+//!
+//! Writing twice is safe, which is what makes both retries and the replay possible (a commit
+//! whose answer was lost may have happened): check-ins are inserted by their id, pass updates
+//! write absolute values, and a batch holding rows that would be duplicated (pass events, audit
+//! rows) is written with an id recorded in `journal_batches` in the same transaction, and skipped
+//! when replayed if that id is there. A group PostgreSQL rejects (a gate deleted meanwhile) is
+//! retried batch by batch, so one bad record fails only its own batch; what still cannot be
+//! written is logged and counted, never silent.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use futures_util::future::try_join_all;
-use std::collections::HashMap;
-
 use portcullis_actors::decision::PassState;
-use portcullis_actors::journal::{CheckinRecord, JournalBatch, JournalError, JournalRecord, Revocation};
-use tokio::sync::mpsc;
+use portcullis_actors::engine::WeakEngine;
+use portcullis_actors::events::Event;
+use portcullis_actors::journal::{
+    CheckinRecord, Durability, JournalBatch, JournalError, JournalHealth, JournalRecord, Revocation,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement};
+use uuid::Uuid;
+
+use super::spool::{Spool, SpoolEntry};
+
+/// How the writer runs (from the `[journal]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub commit_timeout: Duration,
+    pub retry: Duration,
+}
 
 /// A group's check-ins, column by column, for one `unnest` insert.
 #[derive(Default)]
@@ -42,7 +67,7 @@ impl CheckinColumns {
         self.direction.push(c.direction.as_str());
         self.decision.push(c.decision.as_str());
         self.reason.push(c.reason.as_str());
-        self.source.push(c.source);
+        self.source.push(c.source.as_str());
         self.kind.push(c.credential_kind.map(|k| k.as_str()));
         self.decided_at.push(c.decided_at);
     }
@@ -67,22 +92,49 @@ const CHECKIN_INSERT: &str = "INSERT INTO checkins (id, org_id, gate_id, pass_id
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                           $7::text[], $8::text[], $9::text[], $10::timestamptz[])";
 
-/// A group's first attempt, or a retry after a failure (idempotent).
+/// A group's first attempt, or a replay (of the spool, or batch by batch after a rejection)
+/// that may find some of it written already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attempt {
     First,
-    Retry,
+    Replay,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+enum Failure {
+    /// PostgreSQL refused it (the transaction rolled back): writing it again will not help.
+    Rejected(String),
+    /// PostgreSQL could not be reached, or did not answer in time: the outcome is unknown.
+    Unreachable(String),
+}
+
+impl Failure {
+    fn from_postgres(err: &tokio_postgres::Error) -> Failure {
+        let message = crate::error::error_chain(err);
+        // Connection exceptions, shutdowns, lack of resources, system errors: the server, not the
+        // records.
+        match err.code().and_then(|c| c.code().get(..2)) {
+            Some(class) if !matches!(class, "08" | "57" | "53" | "58") => Failure::Rejected(message),
+            _ => Failure::Unreachable(message),
+        }
+    }
 }
 
 /// The journal's statements, prepared once per connection.
 struct Statements {
     checkin: Statement,
-    /// The same insert, skipping check-ins already there: for a retry, whose first attempt may
+    /// The same insert, skipping check-ins already there: for a replay, whose first attempt may
     /// have committed although its answer was lost.
     checkin_again: Statement,
+    /// A refusal replaces the check-in of its id (or is one, if that never got written).
+    refusal: Statement,
     pass: Statement,
     event: Statement,
     audit: Statement,
+    batches: Statement,
+    /// The batch ids not yet written (a replay skips the others).
+    batches_new: Statement,
 }
 
 /// The journal's own connection, reopened when lost.
@@ -92,10 +144,15 @@ struct Connection {
 }
 
 impl Connection {
-    async fn get(&mut self) -> Result<&mut (Client, Statements), String> {
+    /// Forgets the connection (after a timeout its state is unknown); the next use reconnects.
+    fn reset(&mut self) {
+        self.open = None;
+    }
+
+    async fn get(&mut self) -> Result<&mut (Client, Statements), Failure> {
         if self.open.as_ref().is_none_or(|(client, _)| client.is_closed()) {
             self.open = None;
-            let err = |e: tokio_postgres::Error| crate::error::error_chain(&e);
+            let err = |e: tokio_postgres::Error| Failure::Unreachable(crate::error::error_chain(&e));
             let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
             actix_rt::spawn(async move {
                 match connection.await {
@@ -111,6 +168,22 @@ impl Connection {
                 checkin: client.prepare(CHECKIN_INSERT).await.map_err(err)?,
                 checkin_again: client
                     .prepare(&format!("{CHECKIN_INSERT} ON CONFLICT (id) DO NOTHING"))
+                    .await
+                    .map_err(err)?,
+                refusal: client
+                    .prepare(&format!(
+                        "{CHECKIN_INSERT} ON CONFLICT (id) DO UPDATE SET decision = EXCLUDED.decision, reason = EXCLUDED.reason"
+                    ))
+                    .await
+                    .map_err(err)?,
+                batches: client
+                    .prepare("INSERT INTO journal_batches (id) SELECT unnest($1::uuid[])")
+                    .await
+                    .map_err(err)?,
+                batches_new: client
+                    .prepare(
+                        "INSERT INTO journal_batches (id) SELECT unnest($1::uuid[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    )
                     .await
                     .map_err(err)?,
                 // Every pass of the group in one statement (each pass appears once in a group).
@@ -139,7 +212,7 @@ impl Connection {
             };
             self.open = Some((client, statements));
         }
-        self.open.as_mut().ok_or_else(|| "no connection".to_owned())
+        self.open.as_mut().ok_or_else(|| Failure::Unreachable("no connection".to_owned()))
     }
 }
 
@@ -148,36 +221,298 @@ const MAX_GROUP: usize = 512;
 /// How long a group with no durable waiter lingers to gather more.
 const LINGER: Duration = Duration::from_millis(2);
 
-pub async fn run(config: Config, mut rx: mpsc::Receiver<JournalBatch>) {
-    let mut conn = Connection { config, open: None };
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        drain(&mut rx, &mut group);
-        if group.iter().all(|b| b.ack.is_none()) {
-            linger(&mut rx, &mut group).await;
+type Ack = Option<oneshot::Sender<Result<Durability, JournalError>>>;
+
+/// Batches taken from the channel together, ready to commit or spool.
+struct Group {
+    entries: Vec<SpoolEntry>,
+    acks: Vec<Ack>,
+}
+
+impl Group {
+    fn new(batches: Vec<JournalBatch>) -> Group {
+        let now = Utc::now();
+        let (entries, acks) = batches
+            .into_iter()
+            .map(|b| {
+                let id = b.records.iter().any(|r| !r.is_idempotent()).then(Uuid::now_v7);
+                (SpoolEntry { id, spooled_at: now, records: b.records }, b.ack)
+            })
+            .unzip();
+        Group { entries, acks }
+    }
+
+    fn records(&self) -> usize {
+        self.entries.iter().map(|e| e.records.len()).sum()
+    }
+}
+
+fn acknowledge(acks: Vec<Ack>, result: &Result<Durability, JournalError>) {
+    for ack in acks.into_iter().flatten() {
+        let _ = ack.send(result.clone());
+    }
+}
+
+fn lost(records: usize, err: &str) {
+    metrics::counter!("portcullis_journal_failed_records_total").increment(records as u64);
+    tracing::error!(records, error = %err, "journal records could not be written");
+}
+
+struct Writer {
+    conn: Connection,
+    spool: Spool,
+    settings: WriterSettings,
+    health: Arc<JournalHealth>,
+    engine: WeakEngine,
+    /// Set from a failed commit until the spool is replayed: groups go to the spool.
+    degraded: Option<Instant>,
+    /// How far the spool has been replayed (it is emptied once wholly replayed).
+    replayed_to: u64,
+    replayed_records: u64,
+}
+
+/// Runs the writer until every handle is dropped. A non-empty spool (left by an engine that
+/// stopped while PostgreSQL was away, or was killed) is replayed first.
+pub async fn run(
+    config: Config,
+    rx: mpsc::Receiver<JournalBatch>,
+    spool: Spool,
+    settings: WriterSettings,
+    health: Arc<JournalHealth>,
+    engine: WeakEngine,
+) {
+    let degraded = (!spool.is_empty()).then(Instant::now);
+    if degraded.is_some() {
+        tracing::warn!(records = spool.records(), bytes = spool.bytes(), "the journal's spool holds records from before; replaying them");
+    }
+    let mut writer = Writer {
+        conn: Connection { config, open: None },
+        spool,
+        settings,
+        health,
+        engine,
+        degraded,
+        replayed_to: 0,
+        replayed_records: 0,
+    };
+    writer.report();
+    writer.run(rx).await;
+}
+
+impl Writer {
+    async fn run(&mut self, mut rx: mpsc::Receiver<JournalBatch>) {
+        loop {
+            if self.degraded.is_some() {
+                if !self.run_degraded(&mut rx).await {
+                    break;
+                }
+                continue;
+            }
+            let Some(first) = rx.recv().await else { break };
+            let mut batches = vec![first];
+            drain(&mut rx, &mut batches);
+            if batches.iter().all(|b| b.ack.is_none()) {
+                linger(&mut rx, &mut batches).await;
+            }
+            self.commit_online(Group::new(batches)).await;
         }
-        let records: usize = group.iter().map(|b| b.records.len()).sum();
+        match self.degraded {
+            None => tracing::info!("journal drained and closed"),
+            Some(_) => tracing::warn!(
+                records = self.spool.records(),
+                "journal closed with records in its spool; they are replayed at the next start"
+            ),
+        }
+    }
+
+    async fn commit_online(&mut self, group: Group) {
+        let records = group.records();
         metrics::histogram!("portcullis_journal_batch_records").record(records as f64);
         let started = Instant::now();
-        let result = commit(&mut conn, &group, Attempt::First).await;
+        let result = self.commit(&group.entries, Attempt::First).await;
         metrics::histogram!("portcullis_journal_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => acknowledge(group, Ok(())),
-            // Once more, batch by batch (a lost connection is reopened; one bad record fails only
-            // its own batch), idempotently.
-            Err(err) => {
-                tracing::warn!(error = %err, batches = group.len(), "journal group failed; retrying batch by batch");
-                for batch in group {
-                    let result = commit(&mut conn, std::slice::from_ref(&batch), Attempt::Retry).await;
-                    if let Err(err) = &result {
-                        lost(batch.records.len(), err);
+            Ok(()) => acknowledge(group.acks, &Ok(Durability::Committed)),
+            Err(Failure::Unreachable(err)) => {
+                self.degrade(&err);
+                self.spool_or_lose(group);
+            }
+            // Once more, batch by batch, so one bad record fails only its own batch.
+            Err(Failure::Rejected(err)) => {
+                tracing::warn!(error = %err, batches = group.entries.len(), "journal group rejected; retrying batch by batch");
+                let mut rest = group.entries.into_iter().zip(group.acks);
+                for (entry, ack) in rest.by_ref() {
+                    match self.commit(std::slice::from_ref(&entry), Attempt::Replay).await {
+                        Ok(()) => acknowledge(vec![ack], &Ok(Durability::Committed)),
+                        Err(Failure::Rejected(err)) => {
+                            lost(entry.records.len(), &err);
+                            acknowledge(vec![ack], &Err(JournalError::Commit(err)));
+                        }
+                        Err(Failure::Unreachable(err)) => {
+                            self.degrade(&err);
+                            self.spool_or_lose(Group { entries: vec![entry], acks: vec![ack] });
+                            break;
+                        }
                     }
-                    acknowledge(vec![batch], result.map_err(JournalError::Commit));
+                }
+                let (entries, acks) = rest.unzip();
+                if self.degraded.is_some() {
+                    self.spool_or_lose(Group { entries, acks });
                 }
             }
         }
     }
-    tracing::info!("journal drained and closed");
+
+    /// Commits within the bound; a commit that does not answer in time leaves its connection in
+    /// an unknown state, so it is dropped.
+    async fn commit(&mut self, entries: &[SpoolEntry], attempt: Attempt) -> Result<(), Failure> {
+        let bound = self.settings.commit_timeout;
+        match tokio::time::timeout(bound, commit(&mut self.conn, entries, attempt)).await {
+            Ok(Err(Failure::Unreachable(err))) => {
+                self.conn.reset();
+                Err(Failure::Unreachable(err))
+            }
+            Ok(result) => result,
+            Err(_) => {
+                self.conn.reset();
+                Err(Failure::Unreachable(format!("no answer from PostgreSQL within {} ms", bound.as_millis())))
+            }
+        }
+    }
+
+    fn degrade(&mut self, err: &str) {
+        if self.degraded.is_some() {
+            return;
+        }
+        self.degraded = Some(Instant::now());
+        metrics::counter!("portcullis_journal_degraded_total").increment(1);
+        tracing::error!(error = %err, "PostgreSQL is unreachable; the journal spools to disk until it returns");
+        self.alert("journal_degraded", format!("PostgreSQL is unreachable ({err}); decisions are spooled to disk"));
+        self.report();
+    }
+
+    fn alert(&self, alert: &'static str, detail: String) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.publish_everywhere(&Event::Service { alert, detail });
+        }
+    }
+
+    /// Appends the group to the spool and tells its waiters; if even that fails, the records are
+    /// lost, loudly, and durable waiters are refused.
+    fn spool_or_lose(&mut self, group: Group) {
+        if group.entries.is_empty() {
+            acknowledge(group.acks, &Ok(Durability::Spooled));
+            return;
+        }
+        let records = group.records();
+        match self.spool.append(&group.entries) {
+            Ok(()) => {
+                metrics::counter!("portcullis_journal_spooled_records_total").increment(records as u64);
+                acknowledge(group.acks, &Ok(Durability::Spooled));
+            }
+            Err(err) => {
+                lost(records, &err.to_string());
+                acknowledge(group.acks, &Err(JournalError::Unavailable(err.to_string())));
+            }
+        }
+        self.report();
+    }
+
+    /// While degraded: spools what arrives, tries PostgreSQL every `retry`, and replays the spool
+    /// when it answers. Returns `false` once the channel is closed.
+    async fn run_degraded(&mut self, rx: &mut mpsc::Receiver<JournalBatch>) -> bool {
+        let mut next_try = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(first) = batch else { return false };
+                    let mut batches = vec![first];
+                    drain(rx, &mut batches);
+                    self.spool_or_lose(Group::new(batches));
+                }
+                () = tokio::time::sleep_until(next_try) => {
+                    self.report();
+                    match self.replay(rx).await {
+                        Ok(()) => return true,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "PostgreSQL still unreachable");
+                            next_try = tokio::time::Instant::now() + self.settings.retry;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replays the spool in order into PostgreSQL, taking whatever arrives meanwhile into the
+    /// spool behind it; once it is all written, empties it and leaves the degraded state.
+    async fn replay(&mut self, rx: &mut mpsc::Receiver<JournalBatch>) -> Result<(), String> {
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        loop {
+            let mut reader = self.spool.reader(self.replayed_to).map_err(|e| e.to_string())?;
+            let chunk: Vec<SpoolEntry> = std::iter::from_fn(|| reader.next_entry()).take(MAX_GROUP).collect();
+            if chunk.is_empty() {
+                if let Some(why) = reader.damaged() {
+                    tracing::error!(why, at_byte = reader.position, "the spool could not be read further; the rest of it is lost");
+                }
+                break;
+            }
+            let end = reader.position;
+            match self.commit(&chunk, Attempt::Replay).await {
+                Ok(()) => {}
+                Err(Failure::Unreachable(err)) => return Err(err),
+                Err(Failure::Rejected(err)) => {
+                    tracing::warn!(error = %err, batches = chunk.len(), "spooled group rejected; replaying batch by batch");
+                    for entry in &chunk {
+                        match self.commit(std::slice::from_ref(entry), Attempt::Replay).await {
+                            Ok(()) => {}
+                            Err(Failure::Rejected(err)) => lost(entry.records.len(), &err),
+                            Err(Failure::Unreachable(err)) => return Err(err),
+                        }
+                    }
+                }
+            }
+            let records: usize = chunk.iter().map(|e| e.records.len()).sum();
+            (self.replayed_to, replayed) = (end, replayed + records as u64);
+            self.replayed_records += records as u64;
+            // Keep taking records while replaying: they go behind what is being replayed.
+            let mut batches = Vec::new();
+            drain(rx, &mut batches);
+            if !batches.is_empty() {
+                self.spool_or_lose(Group::new(batches));
+            }
+            self.report();
+        }
+        self.spool.clear().map_err(|e| e.to_string())?;
+        let outage = self.degraded.take().map(|t| t.elapsed()).unwrap_or_default();
+        (self.replayed_to, self.replayed_records) = (0, 0);
+        self.report();
+        tracing::info!(
+            replayed,
+            replay_ms = started.elapsed().as_millis() as u64,
+            outage_s = outage.as_secs(),
+            "PostgreSQL is back; the spool is replayed and empty"
+        );
+        self.alert(
+            "journal_recovered",
+            format!("PostgreSQL is back; {replayed} spooled records written after {} s", outage.as_secs()),
+        );
+        Ok(())
+    }
+
+    /// Tells `/ready`, `/metrics` and the health handle what the spool holds.
+    fn report(&self) {
+        let records = self.spool.records().saturating_sub(self.replayed_records);
+        let bytes = self.spool.bytes().saturating_sub(self.replayed_to);
+        let oldest = if records == 0 { None } else { self.spool.oldest() };
+        self.health.set(self.degraded.is_some(), records, bytes, oldest);
+        metrics::gauge!("portcullis_journal_spooling").set(if self.degraded.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("portcullis_journal_spool_records").set(records as f64);
+        metrics::gauge!("portcullis_journal_spool_bytes").set(bytes as f64);
+        let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+        metrics::gauge!("portcullis_journal_spool_age_seconds").set(age);
+    }
 }
 
 /// Gathers more batches for a group nobody waits on, for up to [`LINGER`], but never delays a
@@ -208,19 +543,6 @@ fn drain(rx: &mut mpsc::Receiver<JournalBatch>, group: &mut Vec<JournalBatch>) {
     }
 }
 
-fn lost(records: usize, err: &str) {
-    metrics::counter!("portcullis_journal_failed_records_total").increment(records as u64);
-    tracing::error!(records, error = %err, "journal records could not be written");
-}
-
-fn acknowledge(group: Vec<JournalBatch>, result: Result<(), JournalError>) {
-    for batch in group {
-        if let Some(ack) = batch.ack {
-            let _ = ack.send(result.clone());
-        }
-    }
-}
-
 /// The group's pass states, column by column, for the one `UPDATE … FROM unnest`.
 fn pass_columns(passes: &[(&PassState, Option<&Revocation>)]) -> Vec<Box<dyn ToSql + Sync + Send>> {
     vec![
@@ -238,25 +560,49 @@ fn pass_columns(passes: &[(&PassState, Option<&Revocation>)]) -> Vec<Box<dyn ToS
     ]
 }
 
-async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt) -> Result<(), String> {
+async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt) -> Result<(), Failure> {
     let (client, statements) = conn.get().await?;
+    let client = &*client;
+    let pg = |e: tokio_postgres::Error| Failure::from_postgres(&e);
+    let ids: Vec<Uuid> = entries.iter().filter_map(|e| e.id).collect();
+    // A replay first learns which of its batches with an id are not written yet (in the same
+    // transaction, so no one else writes them meanwhile) and skips the others.
+    let mut skip: Vec<Uuid> = Vec::new();
+    let mut began = false;
+    if attempt == Attempt::Replay && !ids.is_empty() {
+        let fresh = futures_util::future::try_join(client.batch_execute("BEGIN"), client.query(&statements.batches_new, &[&ids]))
+            .await;
+        let fresh = match fresh {
+            Ok((_, rows)) => rows,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(pg(e));
+            }
+        };
+        let fresh: Vec<Uuid> = fresh.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        skip = ids.iter().filter(|id| !fresh.contains(id)).copied().collect();
+        began = true;
+    }
+    let entries = entries.iter().filter(|e| e.id.is_none_or(|id| !skip.contains(&id)));
     let checkin = match attempt {
         Attempt::First => &statements.checkin,
-        Attempt::Retry => &statements.checkin_again,
+        Attempt::Replay => &statements.checkin_again,
     };
     let (pass, event, audit) = (&statements.pass, &statements.event, &statements.audit);
 
-    // The whole group's check-ins go in as one statement.
+    // The whole group's check-ins go in as one statement, and its refusals as another after it.
     let mut checkins = CheckinColumns::default();
+    let mut refusals = CheckinColumns::default();
     // Each pass record is the pass's whole state, so only the last one of a group needs writing;
     // a revocation anywhere in the group is kept with it.
     let mut passes: Vec<(&PassState, Option<&Revocation>)> = Vec::new();
-    let mut pass_index: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut pass_index: HashMap<Uuid, usize> = HashMap::new();
     let mut events = Vec::new();
     let mut audits = Vec::new();
-    for record in group.iter().flat_map(|b| &b.records) {
+    for record in entries.flat_map(|e| &e.records) {
         match record {
             JournalRecord::Checkin(c) => checkins.push(c),
+            JournalRecord::Refusal(c) => refusals.push(c),
             JournalRecord::Pass { state, revocation } => {
                 match pass_index.get(&state.id).and_then(|&i| passes.get_mut(i)) {
                     Some(seen) => {
@@ -276,8 +622,14 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt)
 
     // Statements are pipelined on the connection, in submission order.
     let mut pending: Vec<(&Statement, Vec<Box<dyn ToSql + Sync + Send>>)> = Vec::new();
+    if attempt == Attempt::First && !ids.is_empty() {
+        pending.push((&statements.batches, vec![Box::new(ids)]));
+    }
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));
+    }
+    if !refusals.id.is_empty() {
+        pending.push((&statements.refusal, refusals.into_params()));
     }
     if !passes.is_empty() {
         pending.push((pass, pass_columns(&passes)));
@@ -288,7 +640,7 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt)
             vec![
                 Box::new(e.org_id),
                 Box::new(e.pass_id),
-                Box::new(e.kind),
+                Box::new(e.kind.as_str()),
                 Box::new(e.status.as_str()),
                 Box::new(i32::try_from(e.uses_count).unwrap_or(i32::MAX)),
                 Box::new(e.actor_id),
@@ -304,15 +656,14 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt)
                 Box::new(a.org_id),
                 Box::new(a.actor_user_id),
                 Box::new(a.actor_key_id),
-                Box::new(a.action),
-                Box::new(a.target_type),
+                Box::new(a.action.clone()),
+                Box::new(a.target_type.clone()),
                 Box::new(a.target_id.clone()),
                 Box::new(a.client_addr),
                 Box::new(a.details.clone()),
             ],
         ));
     }
-    let client = &*client;
     let executions = pending.iter().map(|(statement, params)| {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         async move { client.execute(*statement, &refs).await }
@@ -320,15 +671,12 @@ async fn commit(conn: &mut Connection, group: &[JournalBatch], attempt: Attempt)
     // One round trip: BEGIN, the statements and COMMIT go out together, in this order (the join
     // polls them in order, and a query is sent when first polled). If a statement fails,
     // PostgreSQL ignores the rest and turns the COMMIT into a rollback; the error is ours.
-    futures_util::future::try_join3(
-        client.batch_execute("BEGIN"),
-        try_join_all(executions),
-        client.batch_execute("COMMIT"),
-    )
-    .await
-    .map_err(|e| crate::error::error_chain(&e))?;
+    let begin = if began { "" } else { "BEGIN" };
+    futures_util::future::try_join3(client.batch_execute(begin), try_join_all(executions), client.batch_execute("COMMIT"))
+        .await
+        .map_err(pg)?;
     for a in audits {
-        crate::audit::logged(a.action, a.target_type, &a.target_id);
+        crate::audit::logged(&a.action, &a.target_type, &a.target_id);
     }
     Ok(())
 }

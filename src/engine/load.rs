@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use portcullis_actors::decision::{Gate, OrgPolicy, PassState, Rule};
-use portcullis_actors::domain::{AntiPassback, CredentialKind, GateDirection, GateMode, PassStatus, PassType};
+use portcullis_actors::domain::{AntiPassback, CredentialKind, FailMode, GateDirection, GateMode, PassStatus, PassType};
 use portcullis_actors::engine::{CredentialRef, Engine, EngineError, OrgSnapshot};
 use portcullis_actors::schedule::{Schedule, TimeWindow};
 use tokio_postgres::Row;
@@ -22,6 +22,8 @@ pub enum LoadError {
     Data { what: &'static str, value: String },
     #[error("cannot load the engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot start the journal: {0}")]
+    Spool(#[from] crate::engine::spool::SpoolError),
 }
 
 fn parsed<T: std::str::FromStr>(what: &'static str, value: &str) -> Result<T, LoadError> {
@@ -60,7 +62,7 @@ pub async fn org_snapshot(client: &impl GenericClient, org_id: Uuid) -> Result<O
         .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()?;
     let mut gates = HashMap::new();
     for row in client
-        .query("SELECT id, zone_id, name, direction, mode, open_ms FROM gates WHERE org_id = $1", &[&org_id])
+        .query("SELECT id, zone_id, name, direction, mode, open_ms, fail_mode FROM gates WHERE org_id = $1", &[&org_id])
         .await?
     {
         let gate = Gate {
@@ -71,6 +73,7 @@ pub async fn org_snapshot(client: &impl GenericClient, org_id: Uuid) -> Result<O
             direction: parsed::<GateDirection>("gate direction", row.try_get(3)?)?,
             mode: parsed::<GateMode>("gate mode", row.try_get(4)?)?,
             open_ms: u32::try_from(row.try_get::<_, i32>(5)?).unwrap_or(3000),
+            fail_mode: parsed::<FailMode>("gate fail mode", row.try_get(6)?)?,
         };
         gates.insert(gate.id, gate);
     }

@@ -6,6 +6,7 @@
 pub mod credentials;
 pub mod journal;
 pub mod load;
+pub mod spool;
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use portcullis_actors::engine::{Engine, EngineError, EngineSettings};
 use portcullis_actors::journal::JournalHandle;
 use portcullis_actors::pass_actor::{PassChange, PassError};
 
-use crate::config::EngineSettings as Settings;
+use crate::config::Settings;
 use load::LoadError;
 
 /// Records the journal may hold before writers wait (backpressure).
@@ -25,23 +26,35 @@ const JOURNAL_CAPACITY: usize = 16_384;
 ///
 /// The journal writes over its own connection, driven on this (the engine's) runtime: pooled
 /// connections are driven by whichever HTTP worker opened them and end with that worker, which
-/// would cut the journal off in the middle of the shutdown flush.
+/// would cut the journal off in the middle of the shutdown flush. Its spool lives under
+/// `<data_dir>/spool`; one left by an earlier run is replayed before anything new is written.
 pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Settings) -> Result<Engine, LoadError> {
+    let spool = spool::Spool::open(&settings.data_dir.join("spool"), settings.journal.spool_max_bytes)?;
     let (journal, rx) = JournalHandle::channel(JOURNAL_CAPACITY);
-    actix_rt::spawn(journal::run(config.clone(), rx));
+    let health = journal.health().clone();
+    let engine_settings = &settings.engine;
     let engine = Engine::new(
         journal,
         EngineSettings {
-            pass_idle: Duration::from_secs(settings.pass_idle_secs.max(1)),
-            queue_len: settings.gate_queue_len,
-            arbiters: settings.arbiters,
+            pass_idle: Duration::from_secs(engine_settings.pass_idle_secs.max(1)),
+            admit_bound: Duration::from_millis(engine_settings.admit_timeout_ms.max(1)),
+            queue_len: engine_settings.gate_queue_len,
+            arbiters: engine_settings.arbiters,
         },
-        settings.retained_events,
+        engine_settings.retained_events,
     );
+    let writer = journal::WriterSettings {
+        commit_timeout: Duration::from_millis(settings.journal.commit_timeout_ms.max(1)),
+        retry: Duration::from_millis(settings.journal.retry_ms.max(1)),
+    };
+    actix_rt::spawn(journal::run(config.clone(), rx, spool, writer, health, engine.downgrade()));
     let client = pool.get().await?;
+    // Batch ids only matter while a spool that may hold them waits to be replayed.
+    client.execute("DELETE FROM journal_batches WHERE written_at < now() - interval '7 days'", &[]).await?;
     let (orgs, passes) = load::load_all(&client, &engine).await?;
     tracing::info!(orgs, passes, "engine loaded");
-    actix_rt::spawn(expire(pool.clone(), engine.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1))));
+    let sweep = Duration::from_secs(engine_settings.expiry_sweep_secs.max(1));
+    actix_rt::spawn(expire(pool.clone(), engine.clone(), sweep));
     Ok(engine)
 }
 
