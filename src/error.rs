@@ -74,6 +74,10 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("the service is not ready")]
     NotReady { checks: BTreeMap<&'static str, String> },
+    #[error("the database is unavailable; try again shortly")]
+    Unavailable(#[source] BoxError),
+    #[error("the request took longer than {secs} s")]
+    Timeout { secs: u64 },
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -103,13 +107,31 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<deadpool_postgres::PoolError> for AppError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
-        AppError::internal(err)
+        use deadpool_postgres::PoolError;
+        match err {
+            // No connection in time, or none could be opened: the database, not the request.
+            PoolError::Timeout(_) | PoolError::Backend(_) => AppError::Unavailable(err.into()),
+            _ => AppError::internal(err),
+        }
     }
 }
 
 impl From<tokio_postgres::Error> for AppError {
     fn from(err: tokio_postgres::Error) -> Self {
-        AppError::internal(err)
+        if is_unavailable(&err) { AppError::Unavailable(err.into()) } else { AppError::internal(err) }
+    }
+}
+
+/// Whether a PostgreSQL error says the server is away (connection lost or refused, shutting down,
+/// out of resources, a statement cancelled by `statement_timeout`) rather than that the request
+/// is wrong.
+pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(code) => {
+            *code == tokio_postgres::error::SqlState::QUERY_CANCELED
+                || matches!(code.code().get(..2), Some("08" | "57" | "53" | "58"))
+        }
     }
 }
 

@@ -78,6 +78,10 @@ impl Application {
             None => None,
         };
         let server = crate::http::server(state, listener).map_err(StartupError::Server)?;
+        actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
+        if let Some(supervisor) = database.supervisor() {
+            actix_rt::spawn(supervise(supervisor, engine.downgrade()));
+        }
         actix_rt::spawn(sweep(database.pool().clone(), auth));
         actix_rt::spawn(metrics_upkeep(state_metrics));
         tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
@@ -126,6 +130,41 @@ impl Application {
     }
 }
 
+/// Restarts the managed cluster whenever its postmaster dies, and tells the live streams.
+async fn supervise(supervisor: crate::db::Supervisor, engine: portcullis_actors::engine::WeakEngine) {
+    while let crate::db::Supervision::Restarted { after } = supervisor.next().await {
+        tracing::warn!(after_ms = after.as_millis() as u64, "the managed PostgreSQL died and was restarted");
+        metrics::counter!("portcullis_db_restarts_total").increment(1);
+        if let Some(engine) = engine.upgrade() {
+            let detail = format!("the managed PostgreSQL died and was restarted after {} ms", after.as_millis());
+            engine.publish_everywhere(&portcullis_actors::events::Event::Service { alert: "database_restarted", detail });
+        }
+    }
+}
+
+/// Keeps the device keys held in memory current (changes made through another node), on a timer
+/// of its own so that a device's decision never waits on the database for its key.
+async fn refresh_keys(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
+    let mut ticker = actix_rt::time::interval(auth.keys.refresh_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let refreshed = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            auth.keys.refresh(&client).await.map_err(|e| crate::error::error_chain(&e))
+        };
+        // Bounded: a hung database must not stop the next try.
+        match tokio::time::timeout(auth.keys.refresh_every, refreshed).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "device keys not refreshed; the last good copy serves"),
+            Err(_) => tracing::warn!("device keys not refreshed in time; the last good copy serves"),
+        }
+    }
+}
+
 /// How often histogram samples are folded into their summaries.
 const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -155,6 +194,5 @@ async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
         }
         auth.limiter.retain_recent();
         auth.cache.purge_expired();
-        auth.keys.purge_expired();
     }
 }

@@ -105,8 +105,9 @@ impl AccessCache {
     }
 }
 
-/// What an API key's lookup found, cached so that devices deciding at a gate do not wait on the
-/// database for every swipe.
+/// What an API key's lookup found, kept in memory so that devices deciding at a gate never wait
+/// on the database: a key seen once is answered from here, and a background refresh
+/// ([`KeyCache::refresh`]) keeps it current. While the database is away, the last good copy stays.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub key_id: Uuid,
@@ -118,38 +119,83 @@ pub struct KeyEntry {
     pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl KeyEntry {
+    /// From the columns [`KEY_COLUMNS`] names, starting at column `at` of the row.
+    pub fn from_row(row: &tokio_postgres::Row, at: usize) -> Result<KeyEntry, tokio_postgres::Error> {
+        let scopes: Vec<String> = row.try_get(at + 2)?;
+        Ok(KeyEntry {
+            key_id: row.try_get(at)?,
+            org_id: row.try_get(at + 1)?,
+            // A scope this build does not know grants nothing.
+            scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+            gate_ids: row.try_get(at + 3)?,
+            expires_at: row.try_get(at + 4)?,
+            revoked: row.try_get(at + 5)?,
+            last_used_at: row.try_get(at + 6)?,
+        })
+    }
+}
+
+/// The columns [`KeyEntry::from_row`] reads, in order.
+pub const KEY_COLUMNS: &str = "id, org_id, scopes, gate_ids, expires_at, revoked_at IS NOT NULL, last_used_at";
+
 pub struct KeyCache {
     // Why a concurrent map: every device request on every worker reads it.
-    entries: DashMap<[u8; 32], (Instant, KeyEntry)>,
-    ttl: Duration,
+    entries: DashMap<[u8; 32], KeyEntry>,
+    /// How often [`KeyCache::refresh`] runs: the longest a change made through another node
+    /// goes unseen while the database is reachable.
+    pub refresh_every: Duration,
 }
 
 impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
-        KeyCache { entries: DashMap::new(), ttl }
+    pub fn new(refresh_every: Duration) -> Self {
+        KeyCache { entries: DashMap::new(), refresh_every }
     }
 
     pub fn get(&self, hash: &[u8; 32]) -> Option<KeyEntry> {
-        let entry = self.entries.get(hash)?;
-        (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
+        self.entries.get(hash).map(|e| e.clone())
     }
 
     pub fn put(&self, hash: [u8; 32], entry: KeyEntry) {
-        self.entries.insert(hash, (Instant::now(), entry));
+        self.entries.insert(hash, entry);
     }
 
     pub fn touch(&self, hash: &[u8; 32], at: chrono::DateTime<chrono::Utc>) {
         if let Some(mut entry) = self.entries.get_mut(hash) {
-            entry.1.last_used_at = Some(at);
+            entry.last_used_at = Some(at);
         }
     }
 
     /// Forget a key (rotated or revoked through this engine).
     pub fn invalidate(&self, key_id: Uuid) {
-        self.entries.retain(|_, (_, e)| e.key_id != key_id);
+        self.entries.retain(|_, e| e.key_id != key_id);
     }
 
-    pub fn purge_expired(&self) {
-        self.entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+    /// Re-reads every key held from the database (one query): changed ones are updated, deleted
+    /// ones dropped. On an error nothing changes: the last good copy serves until the next try.
+    pub async fn refresh(&self, client: &impl GenericClient) -> Result<usize, tokio_postgres::Error> {
+        let hashes: Vec<Vec<u8>> = self.entries.iter().map(|e| e.key().to_vec()).collect();
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let rows = client
+            .query(&format!("SELECT key_hash, {KEY_COLUMNS} FROM api_keys WHERE key_hash = ANY($1)"), &[&hashes])
+            .await?;
+        let mut fresh = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let hash: Vec<u8> = row.try_get(0)?;
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { continue };
+            fresh.insert(hash, KeyEntry::from_row(row, 1)?);
+        }
+        self.entries.retain(|hash, held| match fresh.remove(hash) {
+            Some(mut entry) => {
+                // A touch not yet written is newer than the row.
+                entry.last_used_at = entry.last_used_at.max(held.last_used_at);
+                *held = entry;
+                true
+            }
+            None => false,
+        });
+        Ok(rows.len())
     }
 }

@@ -15,7 +15,7 @@ use portcullis_actors::domain::{AccessMode, Role};
 use uuid::Uuid;
 
 use crate::auth::AuthContext;
-use crate::auth::cache::{KeyEntry, UserAccess};
+use crate::auth::cache::{KEY_COLUMNS, KeyEntry, UserAccess};
 use crate::auth::permissions::{Permission, Scope, role_allows};
 use crate::crypto;
 use crate::error::AppError;
@@ -150,8 +150,9 @@ pub async fn authenticate(pool: &Pool, auth: &AuthContext, token: &str) -> Resul
     }
 }
 
-/// An API key, from the cache when it was seen recently (keys rotated or revoked through this
-/// engine leave the cache at once; the TTL bounds changes made elsewhere).
+/// An API key, from memory once it has been seen (keys rotated or revoked through this engine
+/// leave the cache at once; the background refresh bounds changes made elsewhere, and keeps the
+/// last good copy while the database is away, so a device's decision never waits on it).
 async fn authenticate_key(pool: &Pool, auth: &AuthContext, token: &str) -> Result<Principal, AppError> {
     let hash = crypto::keyed_hash(&auth.pepper, crypto::API_KEY_PURPOSE, token);
     let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { return Err(AppError::InvalidToken) };
@@ -159,26 +160,11 @@ async fn authenticate_key(pool: &Pool, auth: &AuthContext, token: &str) -> Resul
         Some(entry) => entry,
         None => {
             let client = pool.get().await?;
-            let row = client
-                .query_opt(
-                    "SELECT id, org_id, scopes, gate_ids, expires_at, revoked_at IS NOT NULL, last_used_at
-                     FROM api_keys WHERE key_hash = $1",
-                    &[&hash.as_slice()],
-                )
-                .await?;
+            let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
+            let row = client.query_opt(&select, &[&hash.as_slice()]).await?;
             // Unknown keys are not cached: guessing must not fill memory.
             let Some(row) = row else { return Err(AppError::InvalidToken) };
-            let scopes: Vec<String> = row.try_get(2)?;
-            let entry = KeyEntry {
-                key_id: row.try_get(0)?,
-                org_id: row.try_get(1)?,
-                // A scope this build does not know grants nothing.
-                scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
-                gate_ids: row.try_get(3)?,
-                expires_at: row.try_get(4)?,
-                revoked: row.try_get(5)?,
-                last_used_at: row.try_get(6)?,
-            };
+            let entry = KeyEntry::from_row(&row, 0)?;
             auth.keys.put(hash, entry.clone());
             entry
         }

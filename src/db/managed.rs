@@ -96,6 +96,10 @@ pub struct ManagedPostgres {
     socket_dir: PathBuf,
     run_as: Option<RunAs>,
     guard: Option<Child>,
+    /// Where the server logs (kept to say why a restart failed).
+    log: PathBuf,
+    /// Set by [`ManagedPostgres::stop`]: the supervisor restarts nothing after it.
+    stopped: bool,
     // INVARIANT: held open for the life of this value; closing it releases the data-dir lock.
     _lock: File,
 }
@@ -131,7 +135,9 @@ impl ManagedPostgres {
             }
         }
 
-        let mut pg = ManagedPostgres { bin_dir, pgdata, socket_dir, run_as, guard: None, _lock: lock };
+        let log = root.join("postgres.log");
+        let mut pg =
+            ManagedPostgres { bin_dir, pgdata, socket_dir, run_as, guard: None, log, stopped: false, _lock: lock };
         if !pg.pgdata.join("PG_VERSION").exists() {
             pg.initdb()?;
         }
@@ -142,14 +148,46 @@ impl ManagedPostgres {
             tracing::warn!(pgdata = %pg.pgdata.display(), "stopping a PostgreSQL left running by a previous engine");
             pg.pg_ctl("stop PostgreSQL", &["stop", "-m", "fast", "-w"])?;
         }
-        let log = root.join("postgres.log");
-        let log_arg = log.to_string_lossy().into_owned();
-        pg.pg_ctl("start PostgreSQL", &["start", "-w", "-t", "60", "-l", &log_arg]).map_err(|err| {
-            ManagedPgError::Command { action: "start PostgreSQL", detail: format!("{err}; {}", tail_of(&log)) }
-        })?;
-        pg.guard = pg.spawn_guard();
+        pg.start_server()?;
         tracing::info!(pgdata = %pg.pgdata.display(), "managed PostgreSQL started");
         Ok(pg)
+    }
+
+    fn start_server(&mut self) -> Result<(), ManagedPgError> {
+        let log_arg = self.log.to_string_lossy().into_owned();
+        self.pg_ctl("start PostgreSQL", &["start", "-w", "-t", "60", "-l", &log_arg]).map_err(|err| {
+            ManagedPgError::Command { action: "start PostgreSQL", detail: format!("{err}; {}", tail_of(&self.log)) }
+        })?;
+        if let Some(mut old) = self.guard.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        self.guard = self.spawn_guard();
+        Ok(())
+    }
+
+    /// Whether the postmaster recorded in the data dir is alive (cheap: no process is started).
+    pub fn postmaster_alive(&self) -> bool {
+        let mut text = String::new();
+        let read = File::open(self.pgdata.join("postmaster.pid")).and_then(|mut f| f.read_to_string(&mut text));
+        let pid = read.ok().and_then(|_| text.lines().next()?.trim().parse::<u32>().ok());
+        pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// Whether [`ManagedPostgres::stop`] was called (nothing is to be restarted).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Starts the cluster again after its postmaster died (its old backends must have exited
+    /// first: PostgreSQL refuses to start beside them, and the caller retries with back-off).
+    pub fn restart(&mut self) -> Result<(), ManagedPgError> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.start_server()?;
+        tracing::info!(pgdata = %self.pgdata.display(), "managed PostgreSQL restarted");
+        Ok(())
     }
 
     /// Connection settings for the engine's database (created by the caller if missing).
@@ -165,7 +203,8 @@ impl ManagedPostgres {
     }
 
     /// Stops the cluster (fast shutdown: open sessions are ended, data is flushed).
-    pub fn stop(mut self) -> Result<(), ManagedPgError> {
+    pub fn stop(&mut self) -> Result<(), ManagedPgError> {
+        self.stopped = true;
         if let Some(mut guard) = self.guard.take() {
             // The guard's only job is to stop a cluster we did not stop; we are about to.
             let _ = guard.kill();

@@ -47,7 +47,26 @@ pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
     schema_version: i32,
-    managed: Option<ManagedPostgres>,
+    managed: Option<Managed>,
+}
+
+/// The managed cluster, shared with its supervisor (the lock is held for a check or a
+/// `pg_ctl` call, on a blocking thread, never across an await).
+#[expect(clippy::disallowed_types, reason = "locked only inside spawn_blocking, never across an await")]
+type Managed = std::sync::Arc<std::sync::Mutex<ManagedPostgres>>;
+
+#[expect(clippy::disallowed_types, reason = "locked only inside spawn_blocking, never across an await")]
+fn shared(pg: ManagedPostgres) -> Managed {
+    std::sync::Arc::new(std::sync::Mutex::new(pg))
+}
+
+/// What the supervisor of the managed cluster saw.
+#[derive(Debug)]
+pub enum Supervision {
+    /// The postmaster had died and is running again.
+    Restarted { after: Duration },
+    /// The engine stopped the cluster (or dropped it): supervision is over.
+    Over,
 }
 
 impl Database {
@@ -75,10 +94,15 @@ impl Database {
             Ok::<_, DbError>((pool, schema_version))
         };
         match prepared.await {
-            Ok((pool, schema_version)) => Ok(Database { pool, config, schema_version, managed }),
+            Ok((pool, schema_version)) => Ok(Database {
+                pool,
+                config,
+                schema_version,
+                managed: managed.map(shared),
+            }),
             Err(err) => {
                 // Do not leave a cluster running behind a failed start.
-                if let Some(pg) = managed {
+                if let Some(mut pg) = managed {
                     let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
                 }
                 Err(err)
@@ -125,14 +149,84 @@ impl Database {
     pub async fn close(self) -> Result<(), DbError> {
         self.pool.close();
         if let Some(pg) = self.managed {
-            tokio::task::spawn_blocking(move || pg.stop()).await??;
+            tokio::task::spawn_blocking(move || match pg.lock() {
+                Ok(mut pg) => pg.stop(),
+                Err(poisoned) => poisoned.into_inner().stop(),
+            })
+            .await??;
         }
         Ok(())
     }
+
+    /// Watches the managed cluster (if there is one): when its postmaster dies, starts it again,
+    /// with back-off (1 s doubling to 30 s) while it cannot. Resolves with each restart, or
+    /// `Over` once the cluster is stopped; call it again to go on watching.
+    pub fn supervisor(&self) -> Option<Supervisor> {
+        self.managed.as_ref().map(|pg| Supervisor { pg: std::sync::Arc::downgrade(pg) })
+    }
 }
 
-fn build_pool(config: tokio_postgres::Config, settings: &DatabaseSettings) -> Result<Pool, DbError> {
+/// Watches the managed cluster; holds it weakly, so it never keeps it from stopping.
+#[expect(clippy::disallowed_types, reason = "locked only inside spawn_blocking, never across an await")]
+pub struct Supervisor {
+    pg: std::sync::Weak<std::sync::Mutex<ManagedPostgres>>,
+}
+
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Supervisor {
+    /// Waits for the postmaster to die, restarts it, and says so.
+    pub async fn next(&self) -> Supervision {
+        let mut died: Option<std::time::Instant> = None;
+        let mut backoff = SUPERVISE_EVERY;
+        loop {
+            tokio::time::sleep(if died.is_some() { backoff } else { SUPERVISE_EVERY }).await;
+            let Some(pg) = self.pg.upgrade() else { return Supervision::Over };
+            let restart = died.is_some();
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut pg = pg.lock().map_err(|_| "the cluster's lock is poisoned".to_owned())?;
+                if pg.is_stopped() {
+                    return Ok(None);
+                }
+                if !restart && pg.postmaster_alive() {
+                    return Ok(Some(true));
+                }
+                if !restart {
+                    return Ok(Some(false));
+                }
+                pg.restart().map(|()| Some(true)).map_err(|e| e.to_string())
+            })
+            .await;
+            match checked {
+                Ok(Ok(None)) => return Supervision::Over,
+                Ok(Ok(Some(true))) => {
+                    if let Some(at) = died {
+                        return Supervision::Restarted { after: at.elapsed() };
+                    }
+                }
+                Ok(Ok(Some(false))) => {
+                    tracing::error!("the managed PostgreSQL died; restarting it");
+                    metrics::counter!("portcullis_db_postmaster_deaths_total").increment(1);
+                    died = Some(std::time::Instant::now());
+                    backoff = SUPERVISE_EVERY;
+                }
+                Ok(Err(err)) => {
+                    backoff = (backoff * 2).min(LONGEST_BACKOFF);
+                    tracing::error!(error = %err, retry_in_s = backoff.as_secs(), "the managed PostgreSQL could not be restarted yet");
+                }
+                Err(err) => tracing::error!(error = %err, "the managed PostgreSQL's supervisor check failed"),
+            }
+        }
+    }
+}
+
+fn build_pool(mut config: tokio_postgres::Config, settings: &DatabaseSettings) -> Result<Pool, DbError> {
     let timeout = Duration::from_secs(settings.connect_timeout_secs);
+    // The server cancels a statement that runs too long (a request's own bound is
+    // `server.request_timeout_secs`, which also covers a server that does not answer at all).
+    let options = format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), settings.statement_timeout_ms);
+    config.options(options.trim());
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(settings.pool_size)

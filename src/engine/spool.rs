@@ -44,6 +44,8 @@ pub enum SpoolError {
     },
     #[error("a spool record cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("spool `{}` is in use by another engine (each engine needs a data_dir of its own)", path.display())]
+    InUse { path: PathBuf },
 }
 
 pub struct Spool {
@@ -70,6 +72,12 @@ impl Spool {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", e))?;
+        // Held until the engine exits: two engines appending to one spool would interleave.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::InUse { path }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
+        }
         let mut spool = Spool { path, file, len: 0, records: 0, oldest: None, max_bytes };
         let on_disk = spool.file.metadata().map_err(|e| spool.io("read its size", e))?.len();
         let mut reader = spool.reader(0)?;
@@ -285,6 +293,16 @@ mod tests {
         let spool = Spool::open(dir.path(), 1 << 20)?;
         assert_eq!((spool.records(), spool.bytes()), (1, first));
         assert_eq!(all(&spool)?, vec![entry(1)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_engine_cannot_open_a_spool_in_use() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = Spool::open(dir.path(), 1 << 20)?;
+        assert!(matches!(Spool::open(dir.path(), 1 << 20), Err(SpoolError::InUse { .. })));
+        drop(first);
+        Spool::open(dir.path(), 1 << 20)?;
         Ok(())
     }
 

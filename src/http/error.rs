@@ -28,6 +28,8 @@ pub fn code(err: &AppError) -> &'static str {
         AppError::Validation { .. } => "validation_failed",
         AppError::RateLimited { .. } => "rate_limited",
         AppError::NotReady { .. } => "not_ready",
+        AppError::Unavailable(_) => "database_unavailable",
+        AppError::Timeout { .. } => "timeout",
         AppError::Internal(_) => "internal",
     }
 }
@@ -58,19 +60,31 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::NotReady { .. } | AppError::Unavailable(_) | AppError::Timeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let AppError::Internal(source) = self {
+        match self {
             // Runs inside the request's span, so the log line carries the request id.
-            tracing::error!(error.chain = %error_chain(source.as_ref()), "request failed");
+            AppError::Internal(source) => tracing::error!(error.chain = %error_chain(source.as_ref()), "request failed"),
+            AppError::Unavailable(source) => {
+                tracing::warn!(error.chain = %error_chain(source.as_ref()), "request failed: database unavailable");
+            }
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let AppError::RateLimited { retry_after_secs } = self {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        match self {
+            AppError::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+            }
+            AppError::Unavailable(_) | AppError::Timeout { .. } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(1u32)));
+            }
+            _ => {}
         }
         if matches!(self, AppError::MissingToken | AppError::InvalidToken | AppError::TokenExpired) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));

@@ -42,9 +42,25 @@ pub async fn request_context(
     // uniquely owned to record the matched path.
     // An encoded NUL in the path or query is refused before any route: PostgreSQL text cannot
     // hold it, and no identifier or search has a use for it.
+    let limit = req.app_data::<actix_web::web::Data<crate::app::App>>().map(|app| app.settings.server.request_timeout_secs);
     let mut res = match crate::http::extract::nul_in_uri(req.uri()) {
         Some(field) => req.error_response(AppError::field(field, crate::http::extract::NUL_REASON)),
-        None => next.call(req).instrument(span.clone()).await?.map_into_boxed_body(),
+        None => {
+            let call = next.call(req).instrument(span.clone());
+            match limit {
+                // A request that outlives the bound (the database hangs) is answered 503 `timeout`
+                // and dropped, with whatever it held.
+                Some(secs) => match tokio::time::timeout(std::time::Duration::from_secs(secs), call).await {
+                    Ok(res) => res?.map_into_boxed_body(),
+                    Err(_) => {
+                        span.in_scope(|| tracing::warn!(timeout_s = secs, "request timed out"));
+                        metrics::counter!("portcullis_http_timeouts_total").increment(1);
+                        return Err(AppError::Timeout { secs }.into());
+                    }
+                },
+                None => call.await?.map_into_boxed_body(),
+            }
+        }
     };
     // No response is to be sniffed into another type (an SVG or JSON rendered as HTML).
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -105,7 +105,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/app.js") => op("The dashboard's script", "anyone").ok(200, None),
         ("GET", "/app.css") => op("The dashboard's style", "anyone").ok(200, None),
         ("GET", "/health") => op("The process is up", "anyone"),
-        ("GET", "/ready") => op("The database answers", "anyone").errors(&[503]),
+        ("GET", "/ready") => op("Ready, or degraded (the database is away: gates decide, the journal spools)", "anyone"),
         ("GET", "/version") => op("Name, version, schema version", "anyone"),
         ("GET", "/metrics") => op("Prometheus text exposition", "anyone").ok(200, None),
         ("GET", "/openapi.json") => op("This document", "anyone"),
@@ -279,7 +279,7 @@ fn error_response(status: u16) -> utoipa::openapi::Response {
         415 => "unsupported_media_type",
         422 => "validation_failed, with details.fields",
         429 => "rate_limited, with Retry-After",
-        503 => "not_ready",
+        503 => "database_unavailable or timeout (the database is away or hangs), with Retry-After; not_ready",
         _ => "internal: nothing about the cause (the log has it under x-request-id)",
     };
     ResponseBuilder::new()
@@ -340,7 +340,7 @@ fn build() -> OpenApi {
         if has_body {
             errors.extend([413, 415]);
         }
-        errors.extend([405, 500]);
+        errors.extend([405, 500, 503]);
         errors.sort_unstable();
         errors.dedup();
         for status in errors {

@@ -66,7 +66,9 @@ pub async fn fresh_database() -> TestResult<String> {
 
 /// Settings as the tests run the engine: defaults, port 0, the given database.
 pub fn test_settings(dbname: &str) -> TestResult<Settings> {
-    let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: None };
+    // A data dir of its own (the journal's spool lives there), beside the shared cluster.
+    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apps").join(dbname);
+    let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: Some(data_dir) };
     // A prefix nobody sets, so the developer's own PORTCULLIS__* variables cannot leak in.
     let mut settings = Settings::load_from(None, &overrides, Env::prefixed("PORTCULLIS_TEST_UNSET__"))?;
     settings.database.url = Some(SecretString::from(connection_string(dbname)));
