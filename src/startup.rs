@@ -137,7 +137,8 @@ async fn supervise(supervisor: crate::db::Supervisor, engine: portcullis_actors:
         metrics::counter!("portcullis_db_restarts_total").increment(1);
         if let Some(engine) = engine.upgrade() {
             let detail = format!("the managed PostgreSQL died and was restarted after {} ms", after.as_millis());
-            engine.publish_everywhere(&portcullis_actors::events::Event::Service { alert: "database_restarted", detail });
+            engine
+                .publish_everywhere(&portcullis_actors::events::Event::Service { alert: "database_restarted", detail });
         }
     }
 }

@@ -207,8 +207,10 @@ impl Handler<Admit> for PassActor {
                 // What was queued may still be written: the refusal replaces its check-in and the
                 // pass's unchanged state follows its consumed one, so the log ends as the gate
                 // acted. Written before this handler ends, so nothing of this pass comes between.
-                let compensation =
-                    vec![JournalRecord::Refusal(refusal), JournalRecord::Pass { state: Box::new(unchanged), revocation: None }];
+                let compensation = vec![
+                    JournalRecord::Refusal(refusal),
+                    JournalRecord::Pass { state: Box::new(unchanged), revocation: None },
+                ];
                 journal.write_or_count(compensation).await;
             }
             admitted

@@ -186,7 +186,8 @@ pub async fn engine(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let direction = if entering { Direction::In } else { Direction::Out };
         let t = Instant::now();
         let presented = present(&credential, &bench.secrets.api_key_pepper, chrono::Utc::now())?;
-        let outcome = bench.engine.decide(gate_id, presented, Some(direction), portcullis_actors::domain::Source::Api).await?;
+        let outcome =
+            bench.engine.decide(gate_id, presented, Some(direction), portcullis_actors::domain::Source::Api).await?;
         let elapsed = t.elapsed().as_nanos() as u64;
         if !outcome.decision.is_allow() {
             return Err(format!("unexpected verdict {:?}", outcome.reason).into());

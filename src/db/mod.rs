@@ -94,12 +94,7 @@ impl Database {
             Ok::<_, DbError>((pool, schema_version))
         };
         match prepared.await {
-            Ok((pool, schema_version)) => Ok(Database {
-                pool,
-                config,
-                schema_version,
-                managed: managed.map(shared),
-            }),
+            Ok((pool, schema_version)) => Ok(Database { pool, config, schema_version, managed: managed.map(shared) }),
             Err(err) => {
                 // Do not leave a cluster running behind a failed start.
                 if let Some(mut pg) = managed {
@@ -225,7 +220,8 @@ fn build_pool(mut config: tokio_postgres::Config, settings: &DatabaseSettings) -
     let timeout = Duration::from_secs(settings.connect_timeout_secs);
     // The server cancels a statement that runs too long (a request's own bound is
     // `server.request_timeout_secs`, which also covers a server that does not answer at all).
-    let options = format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), settings.statement_timeout_ms);
+    let options =
+        format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), settings.statement_timeout_ms);
     config.options(options.trim());
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)

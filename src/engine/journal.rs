@@ -283,7 +283,11 @@ pub async fn run(
 ) {
     let degraded = (!spool.is_empty()).then(Instant::now);
     if degraded.is_some() {
-        tracing::warn!(records = spool.records(), bytes = spool.bytes(), "the journal's spool holds records from before; replaying them");
+        tracing::warn!(
+            records = spool.records(),
+            bytes = spool.bytes(),
+            "the journal's spool holds records from before; replaying them"
+        );
     }
     let mut writer = Writer {
         conn: Connection { config, open: None },
@@ -454,7 +458,11 @@ impl Writer {
             let chunk: Vec<SpoolEntry> = std::iter::from_fn(|| reader.next_entry()).take(MAX_GROUP).collect();
             if chunk.is_empty() {
                 if let Some(why) = reader.damaged() {
-                    tracing::error!(why, at_byte = reader.position, "the spool could not be read further; the rest of it is lost");
+                    tracing::error!(
+                        why,
+                        at_byte = reader.position,
+                        "the spool could not be read further; the rest of it is lost"
+                    );
                 }
                 break;
             }
@@ -570,8 +578,11 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     let mut skip: Vec<Uuid> = Vec::new();
     let mut began = false;
     if attempt == Attempt::Replay && !ids.is_empty() {
-        let fresh = futures_util::future::try_join(client.batch_execute("BEGIN"), client.query(&statements.batches_new, &[&ids]))
-            .await;
+        let fresh = futures_util::future::try_join(
+            client.batch_execute("BEGIN"),
+            client.query(&statements.batches_new, &[&ids]),
+        )
+        .await;
         let fresh = match fresh {
             Ok((_, rows)) => rows,
             Err(e) => {
@@ -672,9 +683,13 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     // polls them in order, and a query is sent when first polled). If a statement fails,
     // PostgreSQL ignores the rest and turns the COMMIT into a rollback; the error is ours.
     let begin = if began { "" } else { "BEGIN" };
-    futures_util::future::try_join3(client.batch_execute(begin), try_join_all(executions), client.batch_execute("COMMIT"))
-        .await
-        .map_err(pg)?;
+    futures_util::future::try_join3(
+        client.batch_execute(begin),
+        try_join_all(executions),
+        client.batch_execute("COMMIT"),
+    )
+    .await
+    .map_err(pg)?;
     for a in audits {
         crate::audit::logged(&a.action, &a.target_type, &a.target_id);
     }

@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use portcullis_actors::decision::{Gate, OrgPolicy, PassState, Rule};
-use portcullis_actors::domain::{AntiPassback, CredentialKind, FailMode, GateDirection, GateMode, PassStatus, PassType};
+use portcullis_actors::domain::{
+    AntiPassback, CredentialKind, FailMode, GateDirection, GateMode, PassStatus, PassType,
+};
 use portcullis_actors::engine::{CredentialRef, Engine, EngineError, OrgSnapshot};
 use portcullis_actors::schedule::{Schedule, TimeWindow};
 use tokio_postgres::Row;

@@ -255,7 +255,8 @@ mod tests {
     }
 
     #[test]
-    fn records_come_back_in_order_after_a_reopen_and_a_torn_tail_is_cut_off() -> Result<(), Box<dyn std::error::Error>> {
+    fn records_come_back_in_order_after_a_reopen_and_a_torn_tail_is_cut_off() -> Result<(), Box<dyn std::error::Error>>
+    {
         let dir = tempfile::tempdir()?;
         let written: Vec<SpoolEntry> = (0..5).map(entry).collect();
         let mut spool = Spool::open(dir.path(), 1 << 20)?;

@@ -70,7 +70,9 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         match self {
             // Runs inside the request's span, so the log line carries the request id.
-            AppError::Internal(source) => tracing::error!(error.chain = %error_chain(source.as_ref()), "request failed"),
+            AppError::Internal(source) => {
+                tracing::error!(error.chain = %error_chain(source.as_ref()), "request failed")
+            }
             AppError::Unavailable(source) => {
                 tracing::warn!(error.chain = %error_chain(source.as_ref()), "request failed: database unavailable");
             }

@@ -42,7 +42,8 @@ pub async fn request_context(
     // uniquely owned to record the matched path.
     // An encoded NUL in the path or query is refused before any route: PostgreSQL text cannot
     // hold it, and no identifier or search has a use for it.
-    let limit = req.app_data::<actix_web::web::Data<crate::app::App>>().map(|app| app.settings.server.request_timeout_secs);
+    let limit =
+        req.app_data::<actix_web::web::Data<crate::app::App>>().map(|app| app.settings.server.request_timeout_secs);
     let mut res = match crate::http::extract::nul_in_uri(req.uri()) {
         Some(field) => req.error_response(AppError::field(field, crate::http::extract::NUL_REASON)),
         None => {

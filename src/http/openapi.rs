@@ -105,7 +105,9 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/app.js") => op("The dashboard's script", "anyone").ok(200, None),
         ("GET", "/app.css") => op("The dashboard's style", "anyone").ok(200, None),
         ("GET", "/health") => op("The process is up", "anyone"),
-        ("GET", "/ready") => op("Ready, or degraded (the database is away: gates decide, the journal spools)", "anyone"),
+        ("GET", "/ready") => {
+            op("Ready, or degraded (the database is away: gates decide, the journal spools)", "anyone")
+        }
         ("GET", "/version") => op("Name, version, schema version", "anyone"),
         ("GET", "/metrics") => op("Prometheus text exposition", "anyone").ok(200, None),
         ("GET", "/openapi.json") => op("This document", "anyone"),

@@ -91,12 +91,20 @@ pub struct Engine {
 
 impl Engine {
     fn start(data_dir: &Path) -> TestResult<Engine> {
-        Engine::spawn(engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]))
+        Engine::demo(data_dir, &[])
+    }
+
+    /// `demo` in `data_dir` (its own managed cluster) with settings given as environment.
+    pub fn demo(data_dir: &Path, env: &[(&str, &str)]) -> TestResult<Engine> {
+        let mut cmd = engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]);
+        cmd.envs(env.iter().copied());
+        Engine::spawn(cmd)
     }
 
     /// `serve` against an existing database (in the shared test cluster).
     pub fn serve(dbname: &str) -> TestResult<Engine> {
-        let data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apps").join(format!("{dbname}-serve"));
+        let data_dir =
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apps").join(format!("{dbname}-serve"));
         let mut cmd = engine_cmd(&["serve", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]);
         cmd.env("PORTCULLIS__DATABASE__URL", crate::helpers::connection_string(dbname))
             .env("PORTCULLIS__AUTH__JWT_SECRET", crate::helpers::JWT_SECRET)
@@ -128,7 +136,7 @@ impl Engine {
         Ok(Engine { child, output })
     }
 
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.output.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
@@ -154,6 +162,11 @@ impl Engine {
 
     /// SIGKILL: no chance to flush or stop anything.
     pub fn kill(mut self) -> TestResult<()> {
+        self.sigkill()
+    }
+
+    /// SIGKILL, keeping the handle (its output stays readable).
+    pub fn sigkill(&mut self) -> TestResult<()> {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
@@ -217,7 +230,7 @@ pub fn http(
     Ok((status, body))
 }
 
-fn postmaster_running(data_dir: &Path) -> bool {
+pub fn postmaster_running(data_dir: &Path) -> bool {
     let pid_file = data_dir.join("pg/data/postmaster.pid");
     std::fs::read_to_string(pid_file)
         .ok()

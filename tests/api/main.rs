@@ -13,6 +13,7 @@ mod dashboard;
 mod decisions;
 pub mod engine_process;
 mod errors;
+mod faults;
 mod identity;
 mod migrations;
 mod orgs;
