@@ -10,7 +10,7 @@ mod orgs;
 mod passes;
 mod service;
 mod site;
-mod stream;
+pub mod stream;
 mod users;
 
 pub use auth::{ChangePasswordRequest, LoginRequest, RefreshRequest};

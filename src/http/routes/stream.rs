@@ -26,6 +26,18 @@ pub struct StreamQuery {
     access_token: Option<String>,
 }
 
+impl StreamQuery {
+    /// The `gates` parameter: gate ids separated by commas (absent or empty: every gate).
+    pub fn gate_filter(&self) -> Result<Option<HashSet<Uuid>>, AppError> {
+        let Some(list) = self.gates.as_deref().filter(|g| !g.is_empty()) else { return Ok(None) };
+        list.split(',')
+            .map(|id| Uuid::try_parse(id.trim()))
+            .collect::<Result<HashSet<_>, _>>()
+            .map(Some)
+            .map_err(|_| AppError::field("gates", "must be gate ids separated by commas"))
+    }
+}
+
 pub async fn stream(
     state: web::Data<App>,
     req: HttpRequest,
@@ -42,15 +54,7 @@ pub async fn stream(
     let org_id = Uuid::try_parse(&path).map_err(|_| AppError::NotFound("organization"))?;
     authorize(&state.pool, &principal, org_id, Permission::StreamWatch).await?;
 
-    let gates = match query.gates.as_deref().filter(|g| !g.is_empty()) {
-        None => None,
-        Some(list) => Some(
-            list.split(',')
-                .map(|id| Uuid::try_parse(id.trim()))
-                .collect::<Result<HashSet<_>, _>>()
-                .map_err(|_| AppError::field("gates", "must be gate ids separated by commas"))?,
-        ),
-    };
+    let gates = query.gate_filter()?;
     let mut filter = Filter { gates, ..Filter::default() };
     if principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host) {
         let user = principal.user_id().ok_or(AppError::Forbidden)?;
