@@ -196,7 +196,8 @@ async fn create_key(
         .ok_or_else(|| CliError::Usage(format!("no organization `{}`", args.org)))?
         .try_get(0)
         .map_err(DbError::from)?;
-    let spec = KeySpec { name: args.name, env, scopes, gate_ids: args.gates, expires_at: None };
+    let spec =
+        KeySpec { name: args.name, env, scopes, gate_ids: args.gates, expires_at: None, client_cert_sha256: None };
     let actor = crate::audit::Actor::default();
     let key =
         keys::create(&tx, &secrets.api_key_pepper, org_id, &spec, Grantor::Console, actor).await.map_err(usage)?;

@@ -107,6 +107,19 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// A request not answered in this long gets 503 `timeout` (the database hangs, say).
     pub request_timeout_secs: u64,
+    /// HTTPS and WSS on every listener (unset: plain HTTP).
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM: the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM: CAs whose client certificates devices may present instead of a key.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -24,6 +24,8 @@ pub enum StartupError {
     },
     #[error("cannot start the HTTP server: {0}")]
     Server(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error(transparent)]
@@ -53,6 +55,16 @@ impl Application {
         // The recorder first: whatever the engine reports while it loads must not be lost.
         let metrics = telemetry::metrics_handle()?;
         let engine = crate::engine::start(database.pool(), database.config(), &settings).await?;
+        // TLS first: a certificate that cannot be used stops start-up, naming the file.
+        let tls = match &settings.server.tls {
+            Some(tls) => {
+                let (config, store) = crate::http::tls::server_config(tls)?;
+                actix_rt::spawn(crate::http::tls::watch(store));
+                Some(config)
+            }
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
@@ -71,20 +83,21 @@ impl Application {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
                 let port = listener.local_addr().map_err(StartupError::Server)?.port();
-                let server = crate::http::device_server(state.clone(), listener).map_err(StartupError::Server)?;
-                tracing::info!(addr = %addr.ip(), port, "devices listening on http://{}:{}", addr.ip(), port);
+                let server =
+                    crate::http::device_server(state.clone(), listener, tls.clone()).map_err(StartupError::Server)?;
+                tracing::info!(addr = %addr.ip(), port, "devices listening on {scheme}://{}:{}", addr.ip(), port);
                 Some((port, server))
             }
             None => None,
         };
-        let server = crate::http::server(state, listener).map_err(StartupError::Server)?;
+        let server = crate::http::server(state, listener, tls).map_err(StartupError::Server)?;
         actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
         if let Some(supervisor) = database.supervisor() {
             actix_rt::spawn(supervise(supervisor, engine.downgrade()));
         }
         actix_rt::spawn(sweep(database.pool().clone(), auth));
         actix_rt::spawn(metrics_upkeep(state_metrics));
-        tracing::info!(addr = %addr.ip(), port, "listening on http://{}:{}", addr.ip(), port);
+        tracing::info!(addr = %addr.ip(), port, "listening on {scheme}://{}:{}", addr.ip(), port);
         Ok(Application { port, server, device, database, engine })
     }
 

@@ -23,7 +23,7 @@ use crate::db::set_field;
 use crate::error::AppError;
 
 /// The columns a client may see (never `key_hash`).
-pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from";
+pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from, client_cert_sha256";
 
 /// Who acts on a key. Creating, rotating and revoking a key all pass the same rule, checked here
 /// and nowhere else: a member may act only on keys whose every scope they could grant
@@ -63,6 +63,19 @@ pub struct CreateKey {
     env: Option<String>,
     #[serde(default, deserialize_with = "crate::app::input::opt_timestamp")]
     expires_at: Option<DateTime<Utc>>,
+    /// The SHA-256 fingerprint of a device's TLS client certificate that acts as this key.
+    client_cert_sha256: Option<String>,
+}
+
+/// A certificate fingerprint as it is stored: 64 lowercase hex digits (colons and case as
+/// `openssl x509 -fingerprint -sha256` prints them are accepted).
+pub fn fingerprint(text: &str) -> Result<String, AppError> {
+    let hex: String = text.chars().filter(|c| *c != ':').map(|c| c.to_ascii_lowercase()).collect();
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(AppError::field("client_cert_sha256", "must be a SHA-256 fingerprint: 64 hex digits"))
+    }
 }
 
 impl CreateKey {
@@ -77,7 +90,15 @@ impl CreateKey {
             Some("test") => KeyEnv::Test,
             Some(_) => return Err(AppError::field("env", "must be `live` or `test`")),
         };
-        Ok(KeySpec { name: self.name, env, scopes, gate_ids: self.gate_ids, expires_at: self.expires_at })
+        let client_cert_sha256 = self.client_cert_sha256.as_deref().map(fingerprint).transpose()?;
+        Ok(KeySpec {
+            name: self.name,
+            env,
+            scopes,
+            gate_ids: self.gate_ids,
+            expires_at: self.expires_at,
+            client_cert_sha256,
+        })
     }
 }
 
@@ -89,6 +110,7 @@ pub struct KeySpec {
     pub scopes: Vec<Scope>,
     pub gate_ids: Vec<Uuid>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub client_cert_sha256: Option<String>,
 }
 
 impl KeySpec {
@@ -150,14 +172,16 @@ async fn insert(
     let scopes: Vec<String> = spec.scopes.iter().map(|s| s.as_str().to_owned()).collect();
     client
         .execute(
-            "INSERT INTO api_keys (id, org_id, name, env, prefix, key_hash, scopes, gate_ids, created_by, expires_at, rotated_from)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO api_keys (id, org_id, name, env, prefix, key_hash, scopes, gate_ids, created_by, expires_at, rotated_from,
+                                   client_cert_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &id, &org_id, &spec.name.trim(), &spec.env.as_str(), &new.prefix, &new.hash, &scopes, &unique,
-                &actor.user_id, &spec.expires_at, &rotated_from,
+                &actor.user_id, &spec.expires_at, &rotated_from, &spec.client_cert_sha256,
             ],
         )
-        .await?;
+        .await
+        .map_err(|e| AppError::unique(e, "a live key is already bound to this client certificate"))?;
     let action = if rotated_from.is_some() { "api_key.rotated" } else { "api_key.created" };
     let details =
         json!({ "scopes": scopes, "env": spec.env.as_str(), "gate_ids": unique, "rotated_from": rotated_from });
@@ -238,7 +262,7 @@ async fn lock_live(
 ) -> Result<(tokio_postgres::Row, Vec<Scope>), AppError> {
     let row = client
         .query_opt(
-            "SELECT name, env, scopes, gate_ids, expires_at, revoked_at IS NOT NULL FROM api_keys
+            "SELECT name, env, scopes, gate_ids, expires_at, revoked_at IS NOT NULL, client_cert_sha256 FROM api_keys
              WHERE org_id = $1 AND id = $2 FOR UPDATE",
             &[&org_id, &id],
         )
@@ -277,6 +301,7 @@ pub async fn rotate(
         scopes,
         gate_ids: row.try_get(3)?,
         expires_at: row.try_get(4)?,
+        client_cert_sha256: row.try_get(6)?,
     };
     client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
     insert(client, pepper, org_id, &spec, actor, Some(id)).await

@@ -171,30 +171,30 @@ impl KeyCache {
         self.entries.retain(|_, e| e.key_id != key_id);
     }
 
-    /// Re-reads every key held from the database (one query): changed ones are updated, deleted
-    /// ones dropped. On an error nothing changes: the last good copy serves until the next try.
+    /// Re-reads every key held from the database (one query): changed ones are updated; deleted
+    /// and revoked ones dropped (a certificate whose key was rotated elsewhere then finds its new
+    /// key). On an error nothing changes: the last good copy serves until the next try.
     pub async fn refresh(&self, client: &impl GenericClient) -> Result<usize, tokio_postgres::Error> {
-        let hashes: Vec<Vec<u8>> = self.entries.iter().map(|e| e.key().to_vec()).collect();
-        if hashes.is_empty() {
+        let mut ids: Vec<Uuid> = self.entries.iter().map(|e| e.key_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
             return Ok(0);
         }
-        let rows = client
-            .query(&format!("SELECT key_hash, {KEY_COLUMNS} FROM api_keys WHERE key_hash = ANY($1)"), &[&hashes])
-            .await?;
+        let rows = client.query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ANY($1)"), &[&ids]).await?;
         let mut fresh = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let hash: Vec<u8> = row.try_get(0)?;
-            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { continue };
-            fresh.insert(hash, KeyEntry::from_row(row, 1)?);
+            let entry = KeyEntry::from_row(row, 0)?;
+            fresh.insert(entry.key_id, entry);
         }
-        self.entries.retain(|hash, held| match fresh.remove(hash) {
-            Some(mut entry) => {
+        self.entries.retain(|_, held| match fresh.get(&held.key_id) {
+            Some(entry) if !entry.revoked => {
                 // A touch not yet written is newer than the row.
-                entry.last_used_at = entry.last_used_at.max(held.last_used_at);
-                *held = entry;
+                let last_used_at = entry.last_used_at.max(held.last_used_at);
+                *held = KeyEntry { last_used_at, ..entry.clone() };
                 true
             }
-            None => false,
+            _ => false,
         });
         Ok(rows.len())
     }

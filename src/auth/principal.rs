@@ -156,12 +156,38 @@ pub async fn authenticate(pool: &Pool, auth: &AuthContext, token: &str) -> Resul
 async fn authenticate_key(pool: &Pool, auth: &AuthContext, token: &str) -> Result<Principal, AppError> {
     let hash = crypto::keyed_hash(&auth.pepper, crypto::API_KEY_PURPOSE, token);
     let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { return Err(AppError::InvalidToken) };
+    key_principal(pool, auth, hash, "key_hash = $1", &hash.as_slice()).await
+}
+
+/// A device that showed a TLS client certificate (verified against `server.tls.client_ca_file`)
+/// instead of a token: it acts as the live API key its fingerprint is registered on.
+pub async fn authenticate_certificate(
+    pool: &Pool,
+    auth: &AuthContext,
+    fingerprint: &str,
+) -> Result<Principal, AppError> {
+    let hash = crypto::keyed_hash(&auth.pepper, CLIENT_CERT_PURPOSE, fingerprint);
+    let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { return Err(AppError::InvalidToken) };
+    key_principal(pool, auth, hash, "client_cert_sha256 = $1 AND revoked_at IS NULL", &fingerprint).await
+}
+
+/// The cache key of a client certificate (beside keys' hashes, in another purpose).
+const CLIENT_CERT_PURPOSE: &str = "client-cert";
+
+/// The key found by `filter` (one parameter), from memory when it was seen before.
+async fn key_principal(
+    pool: &Pool,
+    auth: &AuthContext,
+    hash: [u8; 32],
+    filter: &str,
+    param: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<Principal, AppError> {
     let entry = match auth.keys.get(&hash) {
         Some(entry) => entry,
         None => {
             let client = pool.get().await?;
-            let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
-            let row = client.query_opt(&select, &[&hash.as_slice()]).await?;
+            let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE {filter}");
+            let row = client.query_opt(&select, &[param]).await?;
             // Unknown keys are not cached: guessing must not fill memory.
             let Some(row) = row else { return Err(AppError::InvalidToken) };
             let entry = KeyEntry::from_row(&row, 0)?;

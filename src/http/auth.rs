@@ -32,6 +32,36 @@ pub fn bearer_token(req: &HttpRequest) -> Result<String, AppError> {
     bearer(req)
 }
 
+/// How a request proves who sent it: a bearer token, or else a verified TLS client certificate.
+pub enum Credential {
+    Token(String),
+    Certificate(String),
+}
+
+/// The request's credential. A token, when sent, is what counts (even beside a certificate).
+pub fn credential(req: &HttpRequest) -> Result<Credential, AppError> {
+    match bearer(req) {
+        Err(AppError::MissingToken) => match req.conn_data::<crate::http::stream::connection::ClientCert>() {
+            Some(cert) => Ok(Credential::Certificate(cert.0.clone())),
+            None => Err(AppError::MissingToken),
+        },
+        other => other.map(Credential::Token),
+    }
+}
+
+/// Resolves a request's credential with the application's handles.
+pub async fn authenticate_credential(
+    app: &App,
+    credential: Result<Credential, AppError>,
+) -> Result<Principal, AppError> {
+    match credential? {
+        Credential::Token(token) => authenticate(&app.pool, &app.auth, &token).await,
+        Credential::Certificate(fingerprint) => {
+            crate::auth::principal::authenticate_certificate(&app.pool, &app.auth, &fingerprint).await
+        }
+    }
+}
+
 fn app_state(req: &HttpRequest) -> Result<web::Data<App>, AppError> {
     req.app_data::<web::Data<App>>().cloned().ok_or_else(|| AppError::internal("application state missing"))
 }
@@ -51,8 +81,8 @@ impl FromRequest for Authenticated {
     type Future = Boxed<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, token) = (app_state(req), bearer(req));
-        Box::pin(async move { Ok(Authenticated(authenticate_with(&*state?, &token?).await?)) })
+        let (state, credential) = (app_state(req), credential(req));
+        Box::pin(async move { Ok(Authenticated(authenticate_credential(&*state?, credential).await?)) })
     }
 }
 
@@ -64,9 +94,9 @@ impl FromRequest for PlatformAdmin {
     type Future = Boxed<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, token) = (app_state(req), bearer(req));
+        let (state, credential) = (app_state(req), credential(req));
         Box::pin(async move {
-            let principal = authenticate_with(&*state?, &token?).await?;
+            let principal = authenticate_credential(&*state?, credential).await?;
             let allowed = principal.is_platform_admin();
             metrics::counter!("portcullis_authz_checks_total", "outcome" => if allowed { "allowed" } else { "denied" })
                 .increment(1);
@@ -87,11 +117,11 @@ impl<P: Policy + 'static> FromRequest for Authorized<P> {
     type Future = Boxed<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, token) = (app_state(req), bearer(req));
+        let (state, credential) = (app_state(req), credential(req));
         let org_id = req.match_info().get("org").map(Uuid::try_parse);
         Box::pin(async move {
             let state = state?;
-            let principal = authenticate_with(&state, &token?).await?;
+            let principal = authenticate_credential(&state, credential).await?;
             let Some(Ok(org_id)) = org_id else { return Err(AppError::NotFound("organization")) };
             let org = authorize(&state.pool, &principal, org_id, P::PERMISSION).await?;
             Ok(Authorized { principal, org, _policy: PhantomData })

@@ -8,6 +8,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
+pub mod tls;
 
 use std::net::TcpListener;
 
@@ -25,21 +26,23 @@ pub fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::Http
     response
 }
 
-/// The HTTP server over `app`, on a bound listener; it serves once awaited.
-pub fn server(app: App, listener: TcpListener) -> std::io::Result<Server> {
+/// The HTTP server over `app`, on a bound listener (with TLS when `tls` is given); it serves once
+/// awaited.
+pub fn server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.workers;
-    build(app, listener, routes::configure, workers)
+    build(app, listener, tls, routes::configure, workers)
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
-pub fn device_server(app: App, listener: TcpListener) -> std::io::Result<Server> {
+pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.device_workers.max(1);
-    build(app, listener, routes::configure_devices, workers)
+    build(app, listener, tls, routes::configure_devices, workers)
 }
 
 fn build(
     app: App,
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
     configure: fn(&mut web::ServiceConfig),
     workers: usize,
 ) -> std::io::Result<Server> {
@@ -57,8 +60,11 @@ fn build(
             .default_service(web::to(routes::not_found))
     })
     .on_connect(crate::http::stream::connection::on_connect)
-    .shutdown_timeout(settings.server.shutdown_timeout_secs)
-    .listen(listener)?;
+    .shutdown_timeout(settings.server.shutdown_timeout_secs);
+    server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
     if workers > 0 {
         server = server.workers(workers);
     }

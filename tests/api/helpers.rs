@@ -96,7 +96,12 @@ pub async fn spawn_app() -> TestResult<TestApp> {
 
 /// Like [`spawn_app`], with settings adjusted first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestResult<TestApp> {
-    let dbname = fresh_database().await?;
+    spawn_app_on(fresh_database().await?, adjust).await
+}
+
+/// Another engine on an existing database (it loads what is there), with settings adjusted
+/// first (give it a `data_dir` of its own).
+pub async fn spawn_app_on(dbname: String, adjust: impl FnOnce(&mut Settings)) -> TestResult<TestApp> {
     let mut settings = test_settings(&dbname)?;
     adjust(&mut settings);
     // `TEST_LOG=1 cargo test …` shows the engine's log (a failing request's cause is there).

@@ -24,3 +24,4 @@ mod seed;
 mod service;
 mod site;
 mod streams;
+mod tls;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::app::decisions::{self, DecisionRequest};
 use crate::error::AppError;
-use crate::http::auth::{authenticate_with, bearer_token};
+use crate::http::auth::{authenticate_credential, credential};
 use crate::http::extract::Json;
 
 pub async fn decide(
@@ -16,7 +16,7 @@ pub async fn decide(
     path: web::Path<String>,
     Json(body): Json<DecisionRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let principal = authenticate_with(&state, &bearer_token(&req)?).await?;
+    let principal = authenticate_credential(&state, credential(&req)).await?;
     let gate_id = Uuid::try_parse(&path).map_err(|_| AppError::NotFound("gate"))?;
     Ok(HttpResponse::Ok().json(decisions::decide(&state, &principal, gate_id, body).await?))
 }
