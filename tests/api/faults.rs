@@ -313,8 +313,9 @@ fn turnstiles(site: &Site) -> TestResult<(Vec<Turnstile>, Gate, Gate)> {
     Ok((turnstiles, open, closed_in))
 }
 
-/// What every fault must leave true, once the database is back and the spool replayed.
-fn check_nothing_lost(site: &Site, turnstiles: &[Turnstile], answers: &[Vec<Answer>]) -> TestResult {
+/// What every fault must leave true, once the database is back and the spool replayed; returns
+/// the figures for the README ("N decisions, slowest M ms").
+fn check_nothing_lost(site: &Site, turnstiles: &[Turnstile], answers: &[Vec<Answer>]) -> TestResult<String> {
     let all: Vec<&Answer> = answers.iter().flatten().collect();
     assert!(all.len() > 100, "the load ran: {} decisions", all.len());
     let failed: Vec<&&Answer> = all.iter().filter(|a| a.status != 200).collect();
@@ -332,7 +333,7 @@ fn check_nothing_lost(site: &Site, turnstiles: &[Turnstile], answers: &[Vec<Answ
         let entries = answers.iter().filter(|a| a.direction == "in" && a.decision == "allow").count();
         assert_eq!(site.uses(pass)?, i64::try_from(entries)?, "the pass's uses are its admitted entries");
     }
-    Ok(())
+    Ok(format!("{} decisions, none lost or doubled, slowest {} ms", all.len(), slowest.as_millis()))
 }
 
 #[test]
@@ -340,6 +341,7 @@ fn a_hung_database_stops_no_gate_and_loses_no_decision() -> TestResult {
     let site = Site::start(&[])?;
     let (turnstiles, open, closed) = turnstiles(&site)?;
     let mut outage = (Instant::now(), Instant::now());
+    let (mut peak, mut replayed_in) = (0, Duration::ZERO);
     let answers = under_load(&site, &turnstiles, || {
         std::thread::sleep(Duration::from_secs(2));
         let cluster = site.cluster()?;
@@ -351,12 +353,15 @@ fn a_hung_database_stops_no_gate_and_loses_no_decision() -> TestResult {
         outage.1 = Instant::now();
         site.signal_cluster(&cluster, Signal::SIGCONT)?;
         degraded?;
-        assert!(spooled["spool"]["records"].as_u64().unwrap_or(0) > 0, "{spooled}");
-        std::thread::sleep(Duration::from_secs(3));
+        peak = spooled["spool"]["records"].as_u64().unwrap_or(0);
+        assert!(peak > 0, "{spooled}");
+        site.wait_recovered()?;
+        replayed_in = outage.1.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
         Ok(())
     })?;
     site.wait_recovered()?;
-    check_nothing_lost(&site, &turnstiles, &answers)?;
+    let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
 
     // While the database hung, the open gate kept admitting and the closed one refused entries
     // it could not make durable; exits and unknown cards were answered as ever.
@@ -379,6 +384,12 @@ fn a_hung_database_stops_no_gate_and_loses_no_decision() -> TestResult {
     let output = site.engine.output();
     assert!(output.contains("the journal spools to disk"), "{output}");
     assert!(output.contains("the spool is replayed and empty"), "{output}");
+    eprintln!(
+        "FAULT SIGSTOP of the cluster for {} s: {figures}; {} spooled; the spool replayed and empty {} ms after SIGCONT",
+        (outage.1 - outage.0).as_secs(),
+        peak,
+        replayed_in.as_millis()
+    );
     Ok(())
 }
 
@@ -386,18 +397,22 @@ fn a_hung_database_stops_no_gate_and_loses_no_decision() -> TestResult {
 fn a_killed_postmaster_is_restarted_and_no_decision_is_lost() -> TestResult {
     let site = Site::start(&[])?;
     let (turnstiles, _, _) = turnstiles(&site)?;
+    let mut back_in = Duration::ZERO;
     let answers = under_load(&site, &turnstiles, || {
         std::thread::sleep(Duration::from_secs(2));
         kill(Pid::from_raw(site.postmaster()?), Signal::SIGKILL)?;
+        let killed = Instant::now();
         site.wait_ready_until("degraded", |r| r["status"] == "degraded")?;
         site.wait_ready_until("restarted", |r| r["status"] == "ready" && r["spool"]["records"] == 0)?;
+        back_in = killed.elapsed();
         std::thread::sleep(Duration::from_secs(2));
         Ok(())
     })?;
     site.wait_recovered()?;
-    check_nothing_lost(&site, &turnstiles, &answers)?;
+    let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
     let output = site.engine.output();
     assert!(output.contains("the managed PostgreSQL died and was restarted"), "{output}");
+    eprintln!("FAULT SIGKILL of the postmaster: {figures}; restarted and the spool replayed {} ms after the kill", back_in.as_millis());
     Ok(())
 }
 
@@ -428,11 +443,17 @@ fn a_spool_left_by_a_killed_engine_is_replayed_once_after_restart() -> TestResul
     assert!(std::fs::metadata(site.data_dir.join("spool/journal.spool"))?.len() > 0);
     site.engine.sigkill()?;
     site.signal_cluster(&cluster, Signal::SIGCONT)?;
+    let restarted = Instant::now();
     let (engine, port) = Site::launch(&site.data_dir, &[])?;
     (site.engine, site.port) = (engine, port);
     site.wait_recovered()?;
+    let replayed_in = restarted.elapsed();
     assert_eq!(std::fs::metadata(site.data_dir.join("spool/journal.spool"))?.len(), 0, "the spool is emptied");
-    check_nothing_lost(&site, &turnstiles, &answers)?;
+    let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
+    eprintln!(
+        "FAULT kill -9 of the engine with {held} records spooled: {figures}; replayed {} ms after the restart began",
+        replayed_in.as_millis()
+    );
     // Once more: killed again with its spool empty, the next engine finds nothing to replay and
     // duplicates nothing.
     let logged = site.logged()?;
@@ -468,5 +489,9 @@ fn a_full_spool_refuses_entries_even_at_an_open_gate_and_says_so() -> TestResult
     assert!(answers.iter().flatten().all(|a| a.status == 200), "every decision still answered");
     let output = site.engine.output();
     assert!(output.contains("the spool is full"), "{output}");
+    eprintln!(
+        "FAULT a full spool (20,000 bytes): {refused} of {} entries at the open gate refused once it filled, every decision answered",
+        after_full.len()
+    );
     Ok(())
 }
