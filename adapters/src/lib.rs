@@ -7,8 +7,12 @@
 //! - [`wiegand`] — the Wiegand card formats (H10301, H10306, H10304, H10302): decoding with parity
 //!   checks, and encoding.
 //!
-//! OSDP (Control Panel over TCP) and the HTTP dialects of existing panels build on these (see
-//! `../shared/PROTOCOLS.md`).
+//! - [`osdp`] — OSDP v2.2 packets (CRC-16 and checksum), and the commands and replies of a Control
+//!   Panel: polling, identification, card reads and keypads, relay, LED and buzzer.
+//!
+//! The OSDP Control Panel's connection to a bus and the HTTP dialects of existing panels build on
+//! these (see `../shared/PROTOCOLS.md`).
 
 pub mod credential;
+pub mod osdp;
 pub mod wiegand;
