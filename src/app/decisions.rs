@@ -45,6 +45,18 @@ pub async fn decide(
     gate_id: Uuid,
     request: DecisionRequest,
 ) -> Result<Verdict, AppError> {
+    decide_from(app, principal, gate_id, &request.credential, request.direction, Source::Api).await
+}
+
+/// [`decide`] for a credential read by an adapter (a panel's dialect, a reader on a bus).
+pub async fn decide_from(
+    app: &App,
+    principal: &Principal,
+    gate_id: Uuid,
+    credential: &CredentialInput,
+    direction: Option<Direction>,
+    source: Source,
+) -> Result<Verdict, AppError> {
     let started = Instant::now();
     let org_id = app.engine.gate_org(gate_id).ok_or(AppError::NotFound("gate"))?;
     if principal.standing(org_id, Permission::GateDecide) == Standing::NotMember {
@@ -60,8 +72,8 @@ pub async fn decide(
     if app.engine.snapshot(org_id).is_some_and(|s| s.access_mode == AccessMode::Blocked) {
         return Err(AppError::OrgBlocked);
     }
-    let presented = credentials::present(&request.credential, &app.auth.pepper, Utc::now())?;
-    let outcome = match app.engine.decide(gate_id, presented, request.direction, Source::Api).await {
+    let presented = credentials::present(credential, &app.auth.pepper, Utc::now())?;
+    let outcome = match app.engine.decide(gate_id, presented, direction, source).await {
         Ok(outcome) => outcome,
         Err(EngineError::UnknownGate) => return Err(AppError::NotFound("gate")),
         Err(err) => return Err(AppError::internal(err)),

@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod input;
 pub mod keys;
 pub mod orgs;
+pub mod panels;
 pub mod passes;
 pub mod records;
 pub mod service;

@@ -21,6 +21,7 @@ use utoipa::openapi::{
 use crate::app::decisions::{DecisionRequest, Verdict};
 use crate::app::keys::CreateKey;
 use crate::app::orgs::{CreateOrg, UpdateOrg};
+use crate::app::panels::{BasIpAnswer, BasIpRequest};
 use crate::app::passes::{IssuePass, LiveQr, Revoked};
 use crate::app::site::{GateBody, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, ZoneBody};
 use crate::app::users::{CreateUser, UpdateUser};
@@ -230,6 +231,12 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 .body(named::<DecisionRequest>())
                 .ok(200, named::<Verdict>())
         }
+        ("POST", "/gates/{gate}/bas-ip") => op(
+            "The same, in a BAS-IP panel's \"remote access server\" dialect",
+            "a `gate:decide` key bound to the gate",
+        )
+        .body(named::<BasIpRequest>())
+        .ok(200, named::<BasIpAnswer>()),
         _ => return None,
     })
 }

@@ -412,7 +412,10 @@ fn a_killed_postmaster_is_restarted_and_no_decision_is_lost() -> TestResult {
     let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
     let output = site.engine.output();
     assert!(output.contains("the managed PostgreSQL died and was restarted"), "{output}");
-    eprintln!("FAULT SIGKILL of the postmaster: {figures}; restarted and the spool replayed {} ms after the kill", back_in.as_millis());
+    eprintln!(
+        "FAULT SIGKILL of the postmaster: {figures}; restarted and the spool replayed {} ms after the kill",
+        back_in.as_millis()
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 mod helpers;
 mod hostile_input;
 
+mod adapters;
 mod api_keys;
 mod authz;
 mod dashboard;

@@ -47,6 +47,7 @@ macro_rules! routes {
 // decision is not matched against every other route before its own.
 routes! {
     "/api/v1/gates/{gate}/decisions" => { POST decisions::decide },
+    "/api/v1/gates/{gate}/bas-ip" => { POST decisions::bas_ip },
     "/" => { GET dashboard::index },
     "/app.js" => { GET dashboard::script },
     "/app.css" => { GET dashboard::style },
@@ -95,7 +96,9 @@ routes! {
 /// The device listener's routes: what turnstiles and readers call, nothing else.
 pub fn configure_devices(cfg: &mut web::ServiceConfig) {
     const DECIDE: &str = "/api/v1/gates/{gate}/decisions";
+    const BAS_IP: &str = "/api/v1/gates/{gate}/bas-ip";
     cfg.service(web::resource(DECIDE).app_data(RoutePattern(DECIDE)).route(web::post().to(decisions::decide)));
+    cfg.service(web::resource(BAS_IP).app_data(RoutePattern(BAS_IP)).route(web::post().to(decisions::bas_ip)));
     cfg.service(web::resource("/health").app_data(RoutePattern("/health")).route(web::get().to(service::health)));
 }
 
