@@ -70,7 +70,18 @@ impl Application {
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
         let state_metrics = metrics.clone();
+        // The readers bound to gates, polled from now on.
+        let readers = crate::engine::readers::Readers::new(engine.clone(), auth.pepper.clone());
+        let bindings = match database.pool().get().await {
+            Ok(client) => crate::app::readers::load_all(&client).await,
+            Err(err) => Err(err.into()),
+        };
+        match bindings {
+            Ok(bindings) => readers.start_all(bindings).await,
+            Err(err) => tracing::error!(error = %err, "reader bindings could not be loaded; no reader is polled"),
+        }
         let state = App {
+            readers,
             engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),

@@ -43,6 +43,9 @@ pub enum Event {
     PassExpired { pass_id: Uuid },
     #[serde(rename = "gate.mode")]
     GateMode { gate_id: Uuid, mode: GateMode },
+    /// A reader bound to the gate came online or went offline (why, when it did).
+    #[serde(rename = "gate.reader")]
+    GateReader { gate_id: Uuid, online: bool, reason: Option<String> },
     /// The organization-wide lockdown was set or lifted.
     #[serde(rename = "org.lockdown")]
     Lockdown { lockdown: bool },
@@ -58,9 +61,10 @@ impl Event {
     /// The gate an event is about, if any (for viewers watching chosen gates).
     pub fn gate_id(&self) -> Option<Uuid> {
         match self {
-            Event::Decision { gate_id, .. } | Event::GateMode { gate_id, .. } | Event::Alert { gate_id, .. } => {
-                Some(*gate_id)
-            }
+            Event::Decision { gate_id, .. }
+            | Event::GateMode { gate_id, .. }
+            | Event::GateReader { gate_id, .. }
+            | Event::Alert { gate_id, .. } => Some(*gate_id),
             _ => None,
         }
     }
@@ -74,7 +78,7 @@ impl Event {
             | Event::PassSuspended { pass_id }
             | Event::PassResumed { pass_id }
             | Event::PassExpired { pass_id } => Some(*pass_id),
-            Event::GateMode { .. } | Event::Lockdown { .. } | Event::Service { .. } => None,
+            Event::GateMode { .. } | Event::GateReader { .. } | Event::Lockdown { .. } | Event::Service { .. } => None,
         }
     }
 }

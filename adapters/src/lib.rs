@@ -15,4 +15,5 @@
 
 pub mod credential;
 pub mod osdp;
+pub mod osdp_bus;
 pub mod wiegand;

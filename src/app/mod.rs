@@ -12,6 +12,7 @@ pub mod keys;
 pub mod orgs;
 pub mod panels;
 pub mod passes;
+pub mod readers;
 pub mod records;
 pub mod service;
 pub mod sessions;
@@ -38,6 +39,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub auth: Arc<AuthContext>,
     pub engine: portcullis_actors::engine::Engine,
+    /// The OSDP readers the engine drives.
+    pub readers: Arc<crate::engine::readers::Readers>,
     pub metrics: PrometheusHandle,
     pub schema_version: i32,
     pub started_at: Instant,

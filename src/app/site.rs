@@ -104,6 +104,7 @@ impl Resource {
 
 /// Deletes a zone, gate, rule or holiday; `in_use` while something still refers to it.
 pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result<(), AppError> {
+    let is_gate = matches!(what, Resource::Gate);
     let (table, what) = (what.table(), what.name());
     let client = app.pool.get().await?;
     let deleted = client
@@ -112,6 +113,10 @@ pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result
         .map_err(|e| AppError::in_use(e, &format!("the {what} is still in use")))?;
     if deleted == 0 {
         return Err(AppError::NotFound(what));
+    }
+    if is_gate {
+        // Its reader binding went with it: stop polling the reader.
+        app.readers.unbind(id).await;
     }
     reload(app, &client, org_id).await
 }

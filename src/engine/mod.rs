@@ -6,6 +6,7 @@
 pub mod credentials;
 pub mod journal;
 pub mod load;
+pub mod readers;
 pub mod spool;
 
 use std::time::Duration;

@@ -23,6 +23,7 @@ use crate::app::keys::CreateKey;
 use crate::app::orgs::{CreateOrg, UpdateOrg};
 use crate::app::panels::{BasIpAnswer, BasIpRequest};
 use crate::app::passes::{IssuePass, LiveQr, Revoked};
+use crate::app::readers::{ReaderBody, ReaderView};
 use crate::app::site::{GateBody, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, ZoneBody};
 use crate::app::users::{CreateUser, UpdateUser};
 use crate::http::routes::{ChangePasswordRequest, ExtendBody, LoginRequest, RefreshRequest, RevokeBody};
@@ -176,6 +177,19 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("DELETE", "/orgs/{org}/gates/{gate}") => delete("Delete a gate"),
         ("POST", "/orgs/{org}/gates/{gate}/mode") => {
             op("Set a gate's mode", "set gate mode (`config:write`)").body(named::<ModeBody>())
+        }
+        ("PUT", "/orgs/{org}/gates/{gate}/reader") => {
+            op("Bind an OSDP reader to the gate (in force at once)", "change set-up (`config:write`)")
+                .body(named::<ReaderBody>())
+                .ok(200, named::<ReaderView>())
+                .errors(&[409])
+        }
+        ("GET", "/orgs/{org}/gates/{gate}/reader") => {
+            op("The gate's reader binding and its live status", "read set-up (`config:read`)")
+                .ok(200, named::<ReaderView>())
+        }
+        ("DELETE", "/orgs/{org}/gates/{gate}/reader") => {
+            op("Unbind the gate's reader", "change set-up (`config:write`)").ok(204, None)
         }
         ("POST", "/orgs/{org}/access-rules") => create("Create a access rule", named::<RuleBody>()),
         ("GET", "/orgs/{org}/access-rules") => list("The access rules"),

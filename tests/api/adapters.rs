@@ -1,6 +1,23 @@
-//! The adapters' edges, end to end: a BAS-IP panel asking in its own dialect.
+//! The adapters' edges, end to end: a BAS-IP panel asking in its own dialect, and an OSDP reader
+//! on a TCP bus that the engine drives as Control Panel.
 
-use serde_json::json;
+// The simulated reader runs on a plain thread; its shared state is locked briefly, never across
+// an await.
+#![expect(clippy::disallowed_types, reason = "the simulated reader's state, shared with a plain thread")]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+#[expect(
+    clippy::disallowed_types,
+    reason = "shared with a plain thread playing the reader; never held across an await"
+)]
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use portcullis_adapters::osdp::{self, Reply};
+use portcullis_adapters::wiegand;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestResult, spawn_app};
 use crate::site::Site;
@@ -75,5 +92,267 @@ async fn a_bas_ip_panel_is_answered_in_its_dialect_and_journaled_like_any_decisi
         .call("POST", &path, None, Some(json!({"identifier_number": "4567", "identifier_type": "card"})))
         .await?;
     assert_eq!(reply.status, 401);
+    Ok(())
+}
+
+/// A reader on an RS-485 bus behind a serial-device server, as the engine sees it: a TCP
+/// listener whose reader (at one address) answers ID with its identity, POLL with ACK or a card
+/// read waiting to be sent, and records every output, LED and buzzer command it is given.
+/// (when, command code, data) of every OUT, LED and BUZ a simulated reader received.
+type Received = Mutex<Vec<(Instant, u8, Vec<u8>)>>;
+
+struct SimulatedReader {
+    port: u16,
+    address: u8,
+    cards: Arc<Mutex<VecDeque<Vec<bool>>>>,
+    commands: Arc<Received>,
+    /// Cleared: the server drops its connection and refuses new ones (the reader's cable is cut).
+    linked: Arc<AtomicBool>,
+    quit: Arc<AtomicBool>,
+}
+
+impl SimulatedReader {
+    fn start(address: u8) -> TestResult<SimulatedReader> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let reader = SimulatedReader {
+            port: listener.local_addr()?.port(),
+            address,
+            cards: Arc::default(),
+            commands: Arc::default(),
+            linked: Arc::new(AtomicBool::new(true)),
+            quit: Arc::new(AtomicBool::new(false)),
+        };
+        let (cards, commands, linked, quit) =
+            (reader.cards.clone(), reader.commands.clone(), reader.linked.clone(), reader.quit.clone());
+        std::thread::spawn(move || {
+            while !quit.load(Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                if linked.load(Ordering::Relaxed) {
+                    serve(stream, address, &cards, &commands, &linked, &quit);
+                }
+            }
+        });
+        Ok(reader)
+    }
+
+    fn present(&self, bits: Vec<bool>) {
+        if let Ok(mut cards) = self.cards.lock() {
+            cards.push_back(bits);
+        }
+    }
+
+    /// The commands received since `since`.
+    fn received_since(&self, since: Instant) -> Vec<(u8, Vec<u8>)> {
+        self.commands
+            .lock()
+            .map(|c| c.iter().filter(|(at, _, _)| *at >= since).map(|(_, code, data)| (*code, data.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SimulatedReader {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    mut stream: std::net::TcpStream,
+    address: u8,
+    cards: &Mutex<VecDeque<Vec<bool>>>,
+    commands: &Received,
+    linked: &AtomicBool,
+    quit: &AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while linked.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return,
+        }
+        while let Ok((packet, used)) = osdp::decode(&buf) {
+            buf.drain(..used);
+            if packet.reply || packet.addr != address {
+                continue;
+            }
+            if matches!(packet.code, 0x68..=0x6A)
+                && let Ok(mut seen) = commands.lock()
+            {
+                seen.push((Instant::now(), packet.code, packet.data.clone()));
+            }
+            let reply = match packet.code {
+                0x61 => {
+                    Reply::PdId { vendor: [0x0A, 0x0B, 0x0C], model: 1, version: 1, serial: 4242, firmware: [1, 0, 0] }
+                }
+                0x60 => match cards.lock().ok().and_then(|mut c| c.pop_front()) {
+                    Some(bits) => Reply::Raw { reader: 0, format: 1, bits },
+                    None => Reply::Ack,
+                },
+                _ => Reply::Ack,
+            };
+            let (code, data) = reply.encode();
+            let answer = osdp::Packet { addr: address, reply: true, seq: packet.seq, crc: true, code, data };
+            if stream.write_all(&answer.encode(true)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for `done` to hold of the reader's binding (`GET …/reader`).
+async fn wait_reader(site: &Site, gate: &str, what: &str, done: impl Fn(&Value) -> bool) -> TestResult<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let binding = site.get(&format!("/gates/{gate}/reader")).await?;
+        if done(&binding) {
+            return Ok(binding);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} within 10 s: {binding}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the reader has received a command `matches` accepts since `since`.
+async fn wait_command(
+    reader: &SimulatedReader,
+    since: Instant,
+    what: &str,
+    matches: impl Fn(&[(u8, Vec<u8>)]) -> bool,
+) -> TestResult<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let received = reader.received_since(since);
+        if matches(&received) {
+            return Ok(since.elapsed());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: the reader received {received:?}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_osdp_reader_on_a_tcp_bus_opens_the_gate_for_a_pass_and_refuses_an_unknown_card() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let card = json!({"kind": "card", "format": "h10301", "facility_code": 123, "card_number": 4567});
+    let (pass, _) = site.pass(json!({"credential": card})).await?;
+    let reader = SimulatedReader::start(5)?;
+    let gate = site.gates[0].clone();
+    let body = json!({"protocol": "osdp", "endpoint": format!("tcp://127.0.0.1:{}", reader.port), "address": reader.address, "output": 0});
+    let reply =
+        site.app.call("PUT", &site.path(&format!("/gates/{gate}/reader")), Some(&site.root.access), Some(body)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let binding = wait_reader(&site, &gate, "online", |b| b["status"]["online"] == true).await?;
+    assert_eq!(
+        (binding["status"]["vendor"].as_str(), binding["status"]["serial"].as_u64()),
+        (Some("0a0b0c"), Some(4242))
+    );
+    assert_eq!(binding["status"]["secure_channel"], false);
+
+    // The pass's card: relay for the gate's open time (3.0 s), green, one beep.
+    let h10301 = |number| wiegand::encode(wiegand::Card { format: wiegand::Format::H10301, facility: 123, number });
+    let presented = Instant::now();
+    reader.present(h10301(4567)?);
+    let relay = wait_command(&reader, presented, "relay", |c| {
+        c.iter().any(|(code, data)| *code == 0x68 && data == &[0, 5, 30, 0])
+    })
+    .await?;
+    wait_command(&reader, presented, "green LED and a beep", |c| {
+        c.iter().any(|(code, data)| *code == 0x69 && data.get(5) == Some(&2))
+            && c.iter().any(|(code, data)| *code == 0x6A && data.get(4) == Some(&1))
+    })
+    .await?;
+    // An unknown card: no relay; red, three beeps.
+    let refused = Instant::now();
+    reader.present(h10301(9999)?);
+    wait_command(&reader, refused, "red LED and three beeps", |c| {
+        c.iter().any(|(code, data)| *code == 0x69 && data.get(5) == Some(&1))
+            && c.iter().any(|(code, data)| *code == 0x6A && data.get(4) == Some(&3))
+    })
+    .await?;
+    assert!(!reader.received_since(refused).iter().any(|(code, _)| *code == 0x68), "no relay for a refusal");
+
+    // Both in the check-in log, from the reader.
+    let db = site.app.db().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let rows = db
+            .query(
+                "SELECT decision, reason, pass_id::text FROM checkins WHERE source = 'osdp' ORDER BY decided_at",
+                &[],
+            )
+            .await?;
+        let logged: Vec<(String, String, Option<String>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        if logged.len() >= 2 || Instant::now() > deadline {
+            break logged;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        logged,
+        [
+            ("allow".to_owned(), "allowed".to_owned(), Some(pass)),
+            ("deny".to_owned(), "unknown_credential".to_owned(), None)
+        ]
+    );
+
+    // The reader's link cut: offline within 10 s; back: online within 10 s, no restart.
+    reader.linked.store(false, Ordering::Relaxed);
+    let binding = wait_reader(&site, &gate, "offline", |b| b["status"]["online"] == false).await?;
+    assert!(binding["status"]["reason"].is_string(), "{binding}");
+    reader.linked.store(true, Ordering::Relaxed);
+    wait_reader(&site, &gate, "back online", |b| b["status"]["online"] == true).await?;
+    eprintln!("OSDP card read to relay command: {} ms (loopback, one reader)", relay.as_millis());
+
+    // Unbound: the engine stops polling it.
+    let reply =
+        site.app.call("DELETE", &site.path(&format!("/gates/{gate}/reader")), Some(&site.root.access), None).await?;
+    assert_eq!(reply.status, 204);
+    let reply =
+        site.app.call("GET", &site.path(&format!("/gates/{gate}/reader")), Some(&site.root.access), None).await?;
+    assert_eq!(reply.status, 404);
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_reader_binding_that_cannot_be_used_is_refused_naming_the_field() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let path = site.path(&format!("/gates/{}/reader", site.gates[0]));
+    let base = json!({"protocol": "osdp", "endpoint": "tcp://10.0.0.7:4001", "address": 1});
+    for (change, field) in [
+        (json!({"address": 127}), "address"),
+        (json!({"endpoint": "http://10.0.0.7"}), "endpoint"),
+        (json!({"endpoint": "tcp://10.0.0.7:0"}), "endpoint"),
+        (json!({"protocol": "wiegand"}), "protocol"),
+        (json!({"scbk": "not-hex"}), "scbk"),
+        (json!({"scbk": "303132333435363738393A3B3C3D3E3F"}), "scbk"),
+        (json!({"card_format": "h99999"}), "card_format"),
+    ] {
+        let mut body = base.clone();
+        if let (Some(body), Some(change)) = (body.as_object_mut(), change.as_object()) {
+            body.extend(change.clone());
+        }
+        let reply = site.app.call("PUT", &path, Some(&site.root.access), Some(body)).await?;
+        assert_eq!(reply.status, 422, "{change}: {}", reply.text());
+        assert!(reply.json()["error"]["details"]["fields"][field].is_string(), "{change}: {}", reply.text());
+    }
+    // An endpoint nobody answers is a status, not an error.
+    let reply = site.app.call("PUT", &path, Some(&site.root.access), Some(base)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["status"]["online"], false);
     Ok(())
 }

@@ -8,6 +8,7 @@ mod dashboard;
 mod decisions;
 mod orgs;
 mod passes;
+mod readers;
 mod service;
 mod site;
 pub mod stream;
@@ -77,6 +78,7 @@ routes! {
     "/api/v1/orgs/{org}/gates" => { POST site::gates::create, GET site::gates::list },
     "/api/v1/orgs/{org}/gates/{gate}" => { GET site::gates::get, PATCH site::gates::update, DELETE site::gates::delete },
     "/api/v1/orgs/{org}/gates/{gate}/mode" => { POST site::set_gate_mode },
+    "/api/v1/orgs/{org}/gates/{gate}/reader" => { PUT readers::put, GET readers::get, DELETE readers::delete },
     "/api/v1/orgs/{org}/access-rules" => { POST site::rules::create, GET site::rules::list },
     "/api/v1/orgs/{org}/access-rules/{rule}" => { GET site::rules::get, PATCH site::rules::update, DELETE site::rules::delete },
     "/api/v1/orgs/{org}/holidays" => { POST site::holidays::create, GET site::holidays::list },

@@ -1,0 +1,248 @@
+//! Readers on OSDP buses, driven by the engine as Control Panel: one bus task per endpoint (the
+//! protocol is `portcullis_adapters::osdp_bus`), its card reads and PINs decided for the reader's
+//! gate exactly like an HTTP decision (same actors, journal and stream; `source: "osdp"`), and
+//! each verdict answered with the relay, LED and buzzer. Each reader's status (online, since
+//! when, why not) is kept here, shown with its binding and published on the gate's stream
+//! (`gate.reader`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use portcullis_actors::domain::{Decision, Source};
+use portcullis_actors::engine::Engine;
+use portcullis_actors::events::Event;
+use portcullis_adapters::osdp::{Colour, Command};
+use portcullis_adapters::osdp_bus::{self, Bus, BusEvent};
+use portcullis_adapters::wiegand;
+use secrecy::SecretString;
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+use uuid::Uuid;
+
+use crate::engine::credentials::{self, CredentialInput};
+
+/// A reader bound to a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub org_id: Uuid,
+    pub gate_id: Uuid,
+    /// `host:port` of the serial-device server.
+    pub endpoint: String,
+    pub address: u8,
+    /// The relay the gate's lock hangs on.
+    pub output: u8,
+}
+
+/// A reader's live status.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReaderStatus {
+    pub online: bool,
+    /// When it last came online or went offline.
+    pub since: Option<DateTime<Utc>>,
+    /// Why it is offline, when it is.
+    pub reason: Option<String>,
+    /// Its identification (OSDP vendor code, hex, and serial), once it gave one.
+    pub vendor: Option<String>,
+    pub serial: Option<u32>,
+    /// Always `false`: this build drives plain OSDP only (a binding asking for the secure channel
+    /// is refused, never silently run in plain text).
+    pub secure_channel: bool,
+}
+
+/// A bus being driven (aborting its task stops it, and its listener with it).
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Every bus the engine drives, and every bound reader's status.
+pub struct Readers {
+    engine: Engine,
+    pepper: SecretString,
+    bindings: DashMap<Uuid, Binding>,
+    status: DashMap<Uuid, ReaderStatus>,
+    buses: Mutex<HashMap<String, Running>>,
+}
+
+impl Readers {
+    pub fn new(engine: Engine, pepper: SecretString) -> Arc<Readers> {
+        Arc::new(Readers {
+            engine,
+            pepper,
+            bindings: DashMap::new(),
+            status: DashMap::new(),
+            buses: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts driving the readers bound at start.
+    pub async fn start_all(self: &Arc<Self>, bindings: Vec<Binding>) {
+        let mut endpoints: Vec<String> = bindings.iter().map(|b| b.endpoint.clone()).collect();
+        endpoints.sort();
+        endpoints.dedup();
+        for binding in bindings {
+            self.bindings.insert(binding.gate_id, binding);
+        }
+        for endpoint in endpoints {
+            self.restart_bus(&endpoint).await;
+        }
+    }
+
+    /// Binds (or re-binds) a gate's reader; in force when this returns, without a restart.
+    pub async fn bind(self: &Arc<Self>, binding: Binding) {
+        let old = self.bindings.insert(binding.gate_id, binding.clone());
+        self.status.insert(binding.gate_id, offline("not yet polled"));
+        if let Some(old) = old.filter(|o| o.endpoint != binding.endpoint) {
+            self.restart_bus(&old.endpoint).await;
+        }
+        self.restart_bus(&binding.endpoint).await;
+    }
+
+    /// Unbinds a gate's reader (the gate was deleted, or its binding removed).
+    pub async fn unbind(self: &Arc<Self>, gate_id: Uuid) {
+        self.status.remove(&gate_id);
+        if let Some((_, old)) = self.bindings.remove(&gate_id) {
+            self.restart_bus(&old.endpoint).await;
+        }
+    }
+
+    pub fn status(&self, gate_id: Uuid) -> Option<ReaderStatus> {
+        self.status.get(&gate_id).map(|s| s.clone())
+    }
+
+    /// Stops the bus at `endpoint` and starts it again with the readers bound there now.
+    async fn restart_bus(self: &Arc<Self>, endpoint: &str) {
+        let mut buses = self.buses.lock().await;
+        if let Some(old) = buses.remove(endpoint) {
+            old.task.abort();
+        }
+        let readers: HashMap<u8, Uuid> =
+            self.bindings.iter().filter(|b| b.endpoint == endpoint).map(|b| (b.address, b.gate_id)).collect();
+        if readers.is_empty() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let (bus, driver) = osdp_bus::start(endpoint.to_owned(), readers.keys().copied().collect(), tx);
+        let task = actix_rt::spawn(driver);
+        actix_rt::spawn(self.clone().listen(bus, readers, rx));
+        buses.insert(endpoint.to_owned(), Running { task });
+        metrics::gauge!("portcullis_osdp_buses").set(buses.len() as f64);
+    }
+
+    /// Handles what one bus reports, until the bus is stopped.
+    async fn listen(self: Arc<Self>, bus: Bus, readers: HashMap<u8, Uuid>, mut events: mpsc::Receiver<BusEvent>) {
+        let mut typed: HashMap<u8, String> = HashMap::new();
+        while let Some(event) = events.recv().await {
+            let address = match &event {
+                BusEvent::Online { address, .. }
+                | BusEvent::Offline { address, .. }
+                | BusEvent::Card { address, .. }
+                | BusEvent::Keys { address, .. } => *address,
+            };
+            let Some(&gate_id) = readers.get(&address) else { continue };
+            match event {
+                BusEvent::Online { vendor, serial, .. } => {
+                    let vendor = vendor.map(|v| v.iter().map(|b| format!("{b:02x}")).collect());
+                    self.set_status(
+                        gate_id,
+                        ReaderStatus {
+                            online: true,
+                            since: Some(Utc::now()),
+                            reason: None,
+                            vendor,
+                            serial,
+                            secure_channel: false,
+                        },
+                    );
+                }
+                BusEvent::Offline { reason, .. } => {
+                    tracing::warn!(%gate_id, address, %reason, "OSDP reader offline");
+                    self.set_status(gate_id, ReaderStatus { since: Some(Utc::now()), ..offline(&reason) });
+                }
+                BusEvent::Card { bits, .. } => {
+                    let credential = CredentialInput::Wiegand { bits: wiegand::to_text(&bits) };
+                    self.decide(&bus, gate_id, address, &credential).await;
+                }
+                BusEvent::Keys { keys, .. } => {
+                    let entry = typed.entry(address).or_default();
+                    for key in keys {
+                        match key {
+                            b'#' => {
+                                let value = std::mem::take(entry);
+                                self.decide(&bus, gate_id, address, &CredentialInput::Pin { value }).await;
+                            }
+                            b'*' => entry.clear(),
+                            b'0'..=b'9' if entry.len() < 32 => entry.push(char::from(key)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_status(&self, gate_id: Uuid, status: ReaderStatus) {
+        let online = status.online;
+        let reason = status.reason.clone();
+        self.status.insert(gate_id, status);
+        let count = self.status.iter().filter(|s| s.online).count();
+        metrics::gauge!("portcullis_osdp_readers_online").set(count as f64);
+        if let Some(binding) = self.bindings.get(&gate_id).map(|b| b.clone()) {
+            self.engine.publish(binding.org_id, Event::GateReader { gate_id, online, reason });
+        }
+    }
+
+    /// A read at a reader: decided for its gate, answered with the relay, LED and buzzer.
+    async fn decide(&self, bus: &Bus, gate_id: Uuid, address: u8, credential: &CredentialInput) {
+        let Some(binding) = self.bindings.get(&gate_id).map(|b| b.clone()) else { return };
+        let decided = match credentials::present(credential, &self.pepper, Utc::now()) {
+            Ok(presented) => {
+                self.engine.decide(gate_id, presented, None, Source::Osdp).await.map_err(|e| e.to_string())
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        let commands = match decided {
+            Ok(outcome) if outcome.decision == Decision::Allow => {
+                let tenths = u16::try_from(outcome.open_ms.unwrap_or(3000) / 100).unwrap_or(u16::MAX);
+                metrics::counter!("portcullis_osdp_reads_total", "decision" => "allow").increment(1);
+                vec![
+                    Command::Pulse { output: binding.output, timer_100ms: tenths },
+                    Command::Led { led: 0, colour: Colour::Green, timer_100ms: tenths },
+                    Command::Buzz { on_100ms: 1, off_100ms: 0, count: 1 },
+                ]
+            }
+            Ok(_) => {
+                metrics::counter!("portcullis_osdp_reads_total", "decision" => "deny").increment(1);
+                deny()
+            }
+            Err(err) => {
+                metrics::counter!("portcullis_osdp_reads_total", "decision" => "error").increment(1);
+                tracing::warn!(%gate_id, address, error = %err, "OSDP read not decided; refused");
+                deny()
+            }
+        };
+        if !bus.send(address, commands) {
+            tracing::warn!(%gate_id, address, "the reader's answer could not be queued (bus stopped or far behind)");
+        }
+    }
+}
+
+/// A refusal: red, and three short beeps.
+fn deny() -> Vec<Command> {
+    vec![
+        Command::Led { led: 0, colour: Colour::Red, timer_100ms: 20 },
+        Command::Buzz { on_100ms: 1, off_100ms: 1, count: 3 },
+    ]
+}
+
+fn offline(reason: &str) -> ReaderStatus {
+    ReaderStatus {
+        online: false,
+        since: None,
+        reason: Some(reason.to_owned()),
+        vendor: None,
+        serial: None,
+        secure_channel: false,
+    }
+}
