@@ -133,6 +133,9 @@ pub fn decode(buf: &[u8]) -> Result<(Packet, usize), DecodeError> {
     if !intact {
         return Err(bad(if crc { "CRC mismatch" } else { "checksum mismatch" }));
     }
+    if ctrl & 0xF0 != 0 {
+        return Err(DecodeError::Bad { skip: start + len, reason: "reserved control bits set" });
+    }
     if ctrl & 0x08 != 0 {
         return Err(DecodeError::Secure { skip: start + len });
     }
