@@ -403,7 +403,9 @@ impl Writer {
 
     /// Appends the group to the spool and tells its waiters; if even that fails, the records are
     /// lost, loudly, and durable waiters are refused.
-    fn spool_or_lose(&mut self, group: Group) {
+    fn spool_or_lose(&mut self, mut group: Group) {
+        // A batch with no records (a flush) only waits for what is before it.
+        group.entries.retain(|e| !e.records.is_empty());
         if group.entries.is_empty() {
             acknowledge(group.acks, &Ok(Durability::Spooled));
             return;
