@@ -406,6 +406,10 @@ fn build() -> OpenApi {
     components = with::<LiveQr>(components);
     components = with::<DecisionRequest>(components);
     components = with::<Verdict>(components);
+    components = with::<BasIpRequest>(components);
+    components = with::<BasIpAnswer>(components);
+    components = with::<ReaderBody>(components);
+    components = with::<ReaderView>(components);
     let components = components
         .security_scheme(
             "bearer",
