@@ -137,6 +137,8 @@ pub async fn child(data_dir: std::path::PathBuf) -> Result<(), Error> {
     let secrets = portcullis::demo::demo_secrets(None, &data_dir)?;
     settings.auth.jwt_secret = Some(secrets.jwt_secret);
     settings.auth.api_key_pepper = Some(secrets.api_key_pepper);
+    // A spool of its own: the parent's engine holds the data dir's.
+    settings.data_dir = data_dir.join("child");
     let app = portcullis::startup::Application::build(settings, db).await?;
     println!("READY {} {} {}", app.port(), started.elapsed().as_millis(), app.device_port().unwrap_or(app.port()));
     app.run_until_stopped().await?;
