@@ -53,7 +53,9 @@ impl Site {
         let dir = tempfile::Builder::new().prefix("pcl-fault-").tempdir_in("/tmp")?;
         let data_dir = dir.path().join("var");
         let (engine, port) = Site::launch(&data_dir, extra)?;
-        let creds: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("demo-credentials.json"))?)?;
+        let path = data_dir.join("demo-credentials.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let creds: Value = serde_json::from_str(&text)?;
         let login = json!({"email": creds["admin"]["email"], "password": creds["admin"]["password"]});
         let (status, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login))?;
         assert_eq!(status, 200, "{body}");
@@ -165,7 +167,8 @@ impl Site {
     }
 
     fn postmaster(&self) -> TestResult<i32> {
-        let text = std::fs::read_to_string(self.data_dir.join("pg/data/postmaster.pid"))?;
+        let path = self.data_dir.join("pg/data/postmaster.pid");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(text.lines().next().unwrap_or_default().trim().parse()?)
     }
 
@@ -450,7 +453,8 @@ fn a_spool_left_by_a_killed_engine_is_replayed_once_after_restart() -> TestResul
         }
         held = now;
     }
-    assert!(std::fs::metadata(site.data_dir.join("spool/journal.spool"))?.len() > 0);
+    let spool = site.data_dir.join("spool/journal.spool");
+    assert!(std::fs::metadata(&spool).map_err(|e| format!("{}: {e}", spool.display()))?.len() > 0);
     site.engine.sigkill()?;
     site.signal_cluster(&cluster, Signal::SIGCONT)?;
     let restarted = Instant::now();
@@ -458,7 +462,7 @@ fn a_spool_left_by_a_killed_engine_is_replayed_once_after_restart() -> TestResul
     (site.engine, site.port) = (engine, port);
     site.wait_recovered()?;
     let replayed_in = restarted.elapsed();
-    assert_eq!(std::fs::metadata(site.data_dir.join("spool/journal.spool"))?.len(), 0, "the spool is emptied");
+    assert_eq!(std::fs::metadata(&spool).map_err(|e| format!("{}: {e}", spool.display()))?.len(), 0, "the spool is emptied");
     let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
     eprintln!(
         "FAULT kill -9 of the engine with {held} records spooled: {figures}; replayed {} ms after the restart began",
