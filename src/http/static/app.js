@@ -174,7 +174,16 @@ function receive(frame) {
     const gate = state.gates.get(frame.gate_id);
     if (gate) { gate.mode = frame.mode; renderGate(gate); }
   } else if (frame.type === "alert") {
-    state.alerts.unshift({ text: `${frame.alert.replaceAll("_", " ")} at ${state.gates.get(frame.gate_id)?.name || "a gate"}`, at: frame.at });
+    // The engine's own health (journal_degraded, journal_recovered, database_restarted) carries a
+    // detail and no gate.
+    const where = frame.gate_id ? ` at ${state.gates.get(frame.gate_id)?.name || "a gate"}` : "";
+    const detail = frame.detail ? `: ${frame.detail}` : "";
+    state.alerts.unshift({ text: `${frame.alert.replaceAll("_", " ")}${where}${detail}`, at: frame.at });
+    renderAlerts();
+  } else if (frame.type === "gate.reader") {
+    const name = state.gates.get(frame.gate_id)?.name || "a gate";
+    const text = frame.online ? `reader online at ${name}` : `reader offline at ${name}${frame.reason ? `: ${frame.reason}` : ""}`;
+    state.alerts.unshift({ text, at: frame.at });
     renderAlerts();
   }
 }
