@@ -33,7 +33,7 @@ pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate(DataDirArg),
     /// Seed a demo organization (idempotently), write <data-dir>/demo-credentials.json and serve.
-    Demo(ServeArgs),
+    Demo(DemoArgs),
     /// Manage API keys (for installers setting up devices).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
@@ -77,6 +77,19 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Bring the dashboard alive: virtual turnstiles present the demo's credentials (and unknown
+    /// cards) at its gates, and an OSDP reader on a virtual bus reads cards at the Office door.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Presentations a second, over all gates (with --simulate).
+    #[arg(long, default_value_t = 2.0, value_name = "N")]
+    pub rate: f64,
+}
+
+#[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Directory for the engine's state (managed PostgreSQL, demo files); default ./var.
     #[arg(long, value_name = "DIR")]
@@ -101,7 +114,7 @@ impl Cli {
     /// Settings with this command line's flags applied.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let overrides = match &self.command {
-            Command::Serve(args) | Command::Demo(args) => {
+            Command::Serve(args) | Command::Demo(DemoArgs { serve: args, .. }) => {
                 Overrides { bind: args.bind, data_dir: args.data_dir.data_dir.clone() }
             }
             Command::Migrate(dir) | Command::ApiKey(ApiKeyCommand::Create(CreateKeyArgs { data_dir: dir, .. })) => {
@@ -126,7 +139,7 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
             let db = Database::open(&settings.database, &settings.data_dir).await?;
             Application::build(settings, db).await?.run_until_stopped().await?;
         }
-        Command::Demo(_) => {
+        Command::Demo(args) => {
             std::fs::create_dir_all(&settings.data_dir)
                 .map_err(|source| DemoError::Write { path: settings.data_dir.clone(), source })?;
             let secrets = demo::demo_secrets(settings.auth.secrets().ok(), &settings.data_dir)?;
@@ -141,12 +154,21 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
                     return Err(err.into());
                 }
             };
+            // The virtual reader's bus first: the engine polls the readers bound when it starts.
+            let reader = match args.simulate {
+                true => Some(simulated_reader(&db, &credentials).await?),
+                false => None,
+            };
             let data_dir = settings.data_dir.clone();
             let host = settings.server.bind.ip();
             let app = Application::build(settings, db).await?;
             credentials.api_url = format!("http://{host}:{}", app.port());
             let path = demo::write_credentials(&data_dir, &credentials)?;
             tracing::info!(org_id = %credentials.org_id, file = %path.display(), "demo organization ready");
+            if args.simulate {
+                let plan = crate::simulate::Plan { api_port: app.port(), credentials, rate: args.rate, reader };
+                actix_rt::spawn(crate::simulate::run(plan));
+            }
             app.run_until_stopped().await?;
         }
         Command::ApiKey(ApiKeyCommand::Create(args)) => {
@@ -162,6 +184,31 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// Starts the virtual OSDP bus and binds its reader to the demo's Office door.
+async fn simulated_reader(
+    db: &Database,
+    credentials: &demo::DemoCredentials,
+) -> Result<portcullis_adapters::osdp_pd::VirtualBus, CliError> {
+    use crate::simulate::{READER_ADDRESS, READER_GATE};
+    let io = |e: std::io::Error| CliError::Usage(format!("cannot start the simulated reader's bus: {e}"));
+    let (bus, serve) = portcullis_adapters::osdp_pd::VirtualBus::start(vec![READER_ADDRESS]).await.map_err(io)?;
+    actix_rt::spawn(serve);
+    if let Some(gate) = credentials.gates.iter().find(|g| g.name == READER_GATE) {
+        let client =
+            db.pool().get().await.map_err(|e| CliError::Usage(format!("cannot bind the simulated reader: {e}")))?;
+        client
+            .execute(
+                "INSERT INTO gate_readers (org_id, gate_id, protocol, endpoint, address, output)
+                 VALUES ($1, $2, 'osdp', $3, $4, 0)
+                 ON CONFLICT (org_id, gate_id) DO UPDATE SET endpoint = EXCLUDED.endpoint, address = EXCLUDED.address",
+                &[&credentials.org_id, &gate.id, &format!("127.0.0.1:{}", bus.port), &i16::from(READER_ADDRESS)],
+            )
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot bind the simulated reader: {e}")))?;
+    }
+    Ok(bus)
 }
 
 async fn create_key(

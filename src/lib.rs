@@ -20,8 +20,10 @@
 //! - [`startup`] — [`startup::Application`]: the HTTP server on a bound listener, until stopped.
 //! - [`error`] — [`error::AppError`], the one error type of the application (`http::error` maps it to HTTP).
 //! - [`db`] — the PostgreSQL pool, migrations from `schema/`, pagination, the managed local cluster.
-//! - [`engine`] — the engine's server side: loading actors, the journal writer, credentials.
+//! - [`engine`] — the engine's server side: loading actors, the journal writer and its spool,
+//!   credentials, the OSDP readers it drives.
 //! - [`demo`] — the idempotent demo seed and `demo-credentials.json`.
+//! - [`simulate`] — virtual turnstiles and an OSDP reader for `demo --simulate`.
 //! - [`crypto`] — password hashing and peppered HMAC for secrets looked up by value.
 //! - [`telemetry`] — tracing logs and the Prometheus recorder.
 //!
@@ -38,6 +40,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod simulate;
 pub mod startup;
 pub mod telemetry;
 

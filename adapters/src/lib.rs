@@ -16,4 +16,5 @@
 pub mod credential;
 pub mod osdp;
 pub mod osdp_bus;
+pub mod osdp_pd;
 pub mod wiegand;

@@ -345,3 +345,57 @@ fn demo_starts_with_its_data_dir_inside_a_private_directory() -> TestResult {
     }
     Ok(())
 }
+
+/// `demo --simulate`: virtual turnstiles ask through the API and a virtual OSDP reader, bound to
+/// the Office door, reads cards on a bus the engine polls; both land in the check-in log.
+#[test]
+fn demo_simulate_brings_the_gates_alive_through_the_api_and_an_osdp_reader() -> TestResult {
+    let dir = tempfile::Builder::new().prefix("pcl-simulate-").tempdir_in("/tmp")?;
+    let data_dir = dir.path().join("var");
+    let mut cmd = engine_cmd(&[
+        "demo",
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--simulate",
+        "--rate",
+        "20",
+    ]);
+    cmd.stdin(Stdio::null());
+    let mut engine = Engine::spawn(cmd)?;
+    let port = engine.wait_for_port()?;
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("demo-credentials.json"))?)?;
+    let login = serde_json::json!({"email": creds["admin"]["email"], "password": creds["admin"]["password"]});
+    let (status, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login))?;
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body)?["access_token"].as_str().unwrap_or_default().to_owned();
+    let org = creds["org_id"].as_str().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sources = loop {
+        let (_, body) = http(port, "GET", &format!("/api/v1/orgs/{org}/checkins?limit=100"), Some(&token), None)?;
+        let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let seen =
+            |source: &str, decision: &str| items.iter().any(|c| c["source"] == source && c["decision"] == decision);
+        let sources = (seen("api", "allow"), seen("api", "deny"), seen("osdp", "allow"), seen("osdp", "deny"));
+        if sources == (true, true, true, true) || Instant::now() > deadline {
+            break sources;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        sources,
+        (true, true, true, true),
+        "allows and denies from the API and the reader:\n{}",
+        engine.output()
+    );
+    let office = creds["gates"].as_array().into_iter().flatten().find(|g| g["name"] == "Office door");
+    let gate = office.and_then(|g| g["id"].as_str()).unwrap_or_default();
+    let (status, body) = http(port, "GET", &format!("/api/v1/orgs/{org}/gates/{gate}/reader"), Some(&token), None)?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"online\":true"), "{body}");
+    let (status, _) = engine.terminate()?;
+    assert!(status.success());
+    Ok(())
+}

@@ -462,7 +462,11 @@ fn a_spool_left_by_a_killed_engine_is_replayed_once_after_restart() -> TestResul
     (site.engine, site.port) = (engine, port);
     site.wait_recovered()?;
     let replayed_in = restarted.elapsed();
-    assert_eq!(std::fs::metadata(&spool).map_err(|e| format!("{}: {e}", spool.display()))?.len(), 0, "the spool is emptied");
+    assert_eq!(
+        std::fs::metadata(&spool).map_err(|e| format!("{}: {e}", spool.display()))?.len(),
+        0,
+        "the spool is emptied"
+    );
     let figures = check_nothing_lost(&site, &turnstiles, &answers)?;
     eprintln!(
         "FAULT kill -9 of the engine with {held} records spooled: {figures}; replayed {} ms after the restart began",
