@@ -37,6 +37,21 @@ pub enum Command {
     /// Manage API keys (for installers setting up devices).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Play turnstiles, a BAS-IP panel and an OSDP reader against a running demo engine, from its
+    /// demo-credentials.json (the engine is reached at the file's api_url).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The demo's credentials file (default <data-dir>/demo-credentials.json).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Presentations a second, over all gates.
+    #[arg(long, default_value_t = 2.0, value_name = "N")]
+    pub rate: f64,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +132,9 @@ impl Cli {
             Command::Serve(args) | Command::Demo(DemoArgs { serve: args, .. }) => {
                 Overrides { bind: args.bind, data_dir: args.data_dir.data_dir.clone() }
             }
-            Command::Migrate(dir) | Command::ApiKey(ApiKeyCommand::Create(CreateKeyArgs { data_dir: dir, .. })) => {
+            Command::Migrate(dir)
+            | Command::ApiKey(ApiKeyCommand::Create(CreateKeyArgs { data_dir: dir, .. }))
+            | Command::Simulate(SimulateArgs { data_dir: dir, .. }) => {
                 Overrides { bind: None, data_dir: dir.data_dir.clone() }
             }
         };
@@ -154,11 +171,6 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
                     return Err(err.into());
                 }
             };
-            // The virtual reader's bus first: the engine polls the readers bound when it starts.
-            let reader = match args.simulate {
-                true => Some(simulated_reader(&db, &credentials).await?),
-                false => None,
-            };
             let data_dir = settings.data_dir.clone();
             let host = settings.server.bind.ip();
             let app = Application::build(settings, db).await?;
@@ -166,10 +178,25 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
             let path = demo::write_credentials(&data_dir, &credentials)?;
             tracing::info!(org_id = %credentials.org_id, file = %path.display(), "demo organization ready");
             if args.simulate {
-                let plan = crate::simulate::Plan { api_port: app.port(), credentials, rate: args.rate, reader };
-                actix_rt::spawn(crate::simulate::run(plan));
+                let api = SocketAddr::from(([127, 0, 0, 1], app.port()));
+                actix_rt::spawn(crate::simulate::run(crate::simulate::Plan { api, credentials, rate: args.rate }));
             }
             app.run_until_stopped().await?;
+        }
+        Command::Simulate(args) => {
+            let path = args.credentials.unwrap_or_else(|| settings.data_dir.join(demo::CREDENTIALS_FILE));
+            let credentials = demo::read_credentials_file(&path)?;
+            let api =
+                credentials.api_url.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok()).ok_or_else(
+                    || {
+                        CliError::Usage(format!(
+                            "`{}`: api_url `{}` is not http://IP:PORT",
+                            path.display(),
+                            credentials.api_url
+                        ))
+                    },
+                )?;
+            crate::simulate::run(crate::simulate::Plan { api, credentials, rate: args.rate }).await;
         }
         Command::ApiKey(ApiKeyCommand::Create(args)) => {
             let secrets = match settings.auth.secrets() {
@@ -184,31 +211,6 @@ pub async fn run(command: Command, mut settings: Settings) -> Result<(), CliErro
         }
     }
     Ok(())
-}
-
-/// Starts the virtual OSDP bus and binds its reader to the demo's Office door.
-async fn simulated_reader(
-    db: &Database,
-    credentials: &demo::DemoCredentials,
-) -> Result<portcullis_adapters::osdp_pd::VirtualBus, CliError> {
-    use crate::simulate::{READER_ADDRESS, READER_GATE};
-    let io = |e: std::io::Error| CliError::Usage(format!("cannot start the simulated reader's bus: {e}"));
-    let (bus, serve) = portcullis_adapters::osdp_pd::VirtualBus::start(vec![READER_ADDRESS]).await.map_err(io)?;
-    actix_rt::spawn(serve);
-    if let Some(gate) = credentials.gates.iter().find(|g| g.name == READER_GATE) {
-        let client =
-            db.pool().get().await.map_err(|e| CliError::Usage(format!("cannot bind the simulated reader: {e}")))?;
-        client
-            .execute(
-                "INSERT INTO gate_readers (org_id, gate_id, protocol, endpoint, address, output)
-                 VALUES ($1, $2, 'osdp', $3, $4, 0)
-                 ON CONFLICT (org_id, gate_id) DO UPDATE SET endpoint = EXCLUDED.endpoint, address = EXCLUDED.address",
-                &[&credentials.org_id, &gate.id, &format!("127.0.0.1:{}", bus.port), &i16::from(READER_ADDRESS)],
-            )
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot bind the simulated reader: {e}")))?;
-    }
-    Ok(bus)
 }
 
 async fn create_key(

@@ -131,6 +131,13 @@ pub fn read_credentials(data_dir: &Path) -> Option<DemoCredentials> {
     serde_json::from_str(&text).ok()
 }
 
+/// Reads a credentials file, saying what is wrong with it when it cannot be used.
+pub fn read_credentials_file(path: &Path) -> Result<DemoCredentials, DemoError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| DemoError::Read { path: path.to_owned(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| DemoError::Read { path: path.to_owned(), reason: e.to_string() })
+}
+
 /// Writes the credentials file (mode 0600, replaced atomically).
 pub fn write_credentials(data_dir: &Path, credentials: &DemoCredentials) -> Result<PathBuf, DemoError> {
     let path = data_dir.join(CREDENTIALS_FILE);

@@ -346,8 +346,9 @@ fn demo_starts_with_its_data_dir_inside_a_private_directory() -> TestResult {
     Ok(())
 }
 
-/// `demo --simulate`: virtual turnstiles ask through the API and a virtual OSDP reader, bound to
-/// the Office door, reads cards on a bus the engine polls; both land in the check-in log.
+/// `demo --simulate`: virtual turnstiles ask through the API, a virtual BAS-IP panel in its
+/// dialect, and a virtual OSDP reader, bound to the Office door through the API, reads cards on a
+/// bus the engine polls; all of it lands in the check-in log.
 #[test]
 fn demo_simulate_brings_the_gates_alive_through_the_api_and_an_osdp_reader() -> TestResult {
     let dir = tempfile::Builder::new().prefix("pcl-simulate-").tempdir_in("/tmp")?;
@@ -378,16 +379,22 @@ fn demo_simulate_brings_the_gates_alive_through_the_api_and_an_osdp_reader() -> 
         let items = page["items"].as_array().cloned().unwrap_or_default();
         let seen =
             |source: &str, decision: &str| items.iter().any(|c| c["source"] == source && c["decision"] == decision);
-        let sources = (seen("api", "allow"), seen("api", "deny"), seen("osdp", "allow"), seen("osdp", "deny"));
-        if sources == (true, true, true, true) || Instant::now() > deadline {
+        let sources = (
+            seen("api", "allow"),
+            seen("api", "deny"),
+            seen("osdp", "allow"),
+            seen("osdp", "deny"),
+            seen("bas-ip", "allow"),
+        );
+        if sources == (true, true, true, true, true) || Instant::now() > deadline {
             break sources;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(
         sources,
-        (true, true, true, true),
-        "allows and denies from the API and the reader:\n{}",
+        (true, true, true, true, true),
+        "allows and denies from the API and the reader, allows from the panel:\n{}",
         engine.output()
     );
     let office = creds["gates"].as_array().into_iter().flatten().find(|g| g["name"] == "Office door");
