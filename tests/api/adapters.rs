@@ -22,6 +22,27 @@ use serde_json::{Value, json};
 use crate::helpers::{TestResult, spawn_app};
 use crate::site::Site;
 
+/// The check-ins from `source` (decision, reason, pass), oldest first, once there are `count` of
+/// them (a deny is written within moments of its answer), or whatever there is after 10 s.
+async fn logged_from(site: &Site, source: &str, count: usize) -> TestResult<Vec<(String, String, Option<String>)>> {
+    let db = site.app.db().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = db
+            .query(
+                "SELECT decision, reason, pass_id::text FROM checkins WHERE source = $1 ORDER BY decided_at",
+                &[&source],
+            )
+            .await?;
+        let logged: Vec<(String, String, Option<String>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        if logged.len() >= count || Instant::now() > deadline {
+            return Ok(logged);
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_web::test]
 async fn a_bas_ip_panel_is_answered_in_its_dialect_and_journaled_like_any_decision() -> TestResult {
     let site = Site::build(spawn_app().await?, 1, 2).await?;
@@ -42,23 +63,8 @@ async fn a_bas_ip_panel_is_answered_in_its_dialect_and_journaled_like_any_decisi
     let reply = ask("98765", "card").await?;
     assert_eq!(reply.json()["access"]["granted"], false);
 
-    // Journaled with its source, like any decision (a deny within moments of its answer).
-    let db = site.app.db().await?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let logged = loop {
-        let rows = db
-            .query(
-                "SELECT decision, reason, pass_id::text FROM checkins WHERE source = 'bas-ip' ORDER BY decided_at",
-                &[],
-            )
-            .await?;
-        let logged: Vec<(String, String, Option<String>)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-        if logged.len() >= 3 || std::time::Instant::now() > deadline {
-            break logged;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    // Journaled with its source, like any decision.
+    let logged = logged_from(&site, "bas-ip", 3).await?;
     assert_eq!(
         logged,
         [
@@ -286,22 +292,7 @@ async fn an_osdp_reader_on_a_tcp_bus_opens_the_gate_for_a_pass_and_refuses_an_un
     assert!(!reader.received_since(refused).iter().any(|(code, _)| *code == 0x68), "no relay for a refusal");
 
     // Both in the check-in log, from the reader.
-    let db = site.app.db().await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let logged = loop {
-        let rows = db
-            .query(
-                "SELECT decision, reason, pass_id::text FROM checkins WHERE source = 'osdp' ORDER BY decided_at",
-                &[],
-            )
-            .await?;
-        let logged: Vec<(String, String, Option<String>)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-        if logged.len() >= 2 || Instant::now() > deadline {
-            break logged;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let logged = logged_from(&site, "osdp", 2).await?;
     assert_eq!(
         logged,
         [
