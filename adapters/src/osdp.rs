@@ -1,6 +1,6 @@
 //! OSDP v2.2 framing and the messages a Control Panel exchanges with its readers (PROTOCOLS.md):
 //! packets with CRC-16 or checksum, sequence numbers, and the commands and replies the engine
-//! uses (POLL, ID, CAP, OUT, LED, BUZ; ACK, NAK, PDID, PDCAP, RAW, KEYPAD, BUSY).
+//! uses (POLL, ID, CAP, LSTAT, OUT, LED, BUZ; ACK, NAK, PDID, PDCAP, RAW, KEYPAD, LSTATR, BUSY).
 //!
 //! Pure: bytes in, values out, no I/O. Decoding never panics: a packet that is cut short asks for
 //! more bytes, one that is damaged is refused with a reason and the number of bytes to skip. The
@@ -161,6 +161,8 @@ pub enum Command {
     Poll,
     Id,
     Cap,
+    /// The reader's local status: tamper and power.
+    LocalStatus,
     /// Output `output` on (relay) for `timer_100ms` tenths of a second, then back off.
     Pulse {
         output: u8,
@@ -186,6 +188,7 @@ impl Command {
             Command::Poll => 0x60,
             Command::Id => 0x61,
             Command::Cap => 0x62,
+            Command::LocalStatus => 0x64,
             Command::Pulse { .. } => 0x68,
             Command::Led { .. } => 0x69,
             Command::Buzz { .. } => 0x6A,
@@ -194,7 +197,7 @@ impl Command {
 
     pub fn data(&self) -> Vec<u8> {
         match *self {
-            Command::Poll => Vec::new(),
+            Command::Poll | Command::LocalStatus => Vec::new(),
             Command::Id | Command::Cap => vec![0x00],
             Command::Pulse { output, timer_100ms } => {
                 let [lo, hi] = timer_100ms.to_le_bytes();
@@ -254,6 +257,11 @@ pub enum Reply {
         reader: u8,
         keys: Vec<u8>,
     },
+    /// The reader's local status: its tamper switch and its power.
+    LocalStatus {
+        tamper: bool,
+        power_failure: bool,
+    },
     Busy,
     /// Any other reply, kept as it came.
     Other {
@@ -302,6 +310,10 @@ impl Reply {
                 },
                 _ => return Err("KEYPAD shorter than its count"),
             },
+            0x48 => match data {
+                [tamper, power, ..] => Reply::LocalStatus { tamper: *tamper != 0, power_failure: *power != 0 },
+                _ => return Err("LSTATR shorter than 2 bytes"),
+            },
             0x79 => Reply::Busy,
             code => Reply::Other { code, data: data.to_vec() },
         })
@@ -333,6 +345,7 @@ impl Reply {
                 data.extend(keys);
                 (0x53, data)
             }
+            Reply::LocalStatus { tamper, power_failure } => (0x48, vec![u8::from(*tamper), u8::from(*power_failure)]),
             Reply::Busy => (0x79, Vec::new()),
             Reply::Other { code, data } => (*code, data.clone()),
         }
@@ -433,6 +446,7 @@ mod tests {
             Reply::PdCap(vec![[1, 2, 1], [4, 1, 0]]),
             Reply::Raw { reader: 0, format: 1, bits: vec![true, false, true, true, false, false, true, false, true] },
             Reply::Keypad { reader: 0, keys: b"1234#".to_vec() },
+            Reply::LocalStatus { tamper: true, power_failure: false },
             Reply::Busy,
         ] {
             let (code, data) = reply.encode();

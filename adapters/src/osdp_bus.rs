@@ -39,7 +39,12 @@ pub enum BusEvent {
     Card { address: u8, bits: Vec<bool> },
     /// Keys were pressed (ASCII).
     Keys { address: u8, keys: Vec<u8> },
+    /// The reader's local status, asked every [`STATUS_EVERY`] rounds: it is there and says so.
+    Status { address: u8, tamper: bool, power_failure: bool },
 }
+
+/// How many polling rounds between two local-status questions (about every 2 s).
+pub const STATUS_EVERY: u32 = 50;
 
 /// Commands for the readers of a running bus.
 #[derive(Debug, Clone)]
@@ -60,6 +65,8 @@ struct Pd {
     online: bool,
     identified: bool,
     pending: VecDeque<Command>,
+    /// Rounds since its local status was last asked.
+    rounds: u32,
 }
 
 /// Starts driving the bus at `endpoint` (`host:port`); runs until `Bus` and the event receiver
@@ -77,7 +84,7 @@ async fn run(
 ) {
     let mut pds: Vec<Pd> = addresses
         .into_iter()
-        .map(|address| Pd { address, seq: 0, online: false, identified: false, pending: VecDeque::new() })
+        .map(|address| Pd { address, seq: 0, online: false, identified: false, pending: VecDeque::new(), rounds: 0 })
         .collect();
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -132,9 +139,14 @@ async fn drive(
             // Before every exchange, so a verdict's relay goes out at the next turn on the bus.
             route(commands, pds);
             let Some(pd) = pds.get_mut(i) else { continue };
+            pd.rounds += 1;
             let command = match pd.pending.front() {
                 Some(command) => command.clone(),
                 None if !pd.identified => Command::Id,
+                None if pd.rounds >= STATUS_EVERY => {
+                    pd.rounds = 0;
+                    Command::LocalStatus
+                }
                 None => Command::Poll,
             };
             let Some(reply) = exchange(&mut stream, &mut buf, pd.address, pd.seq, &command).await? else {
@@ -155,7 +167,7 @@ async fn drive(
             };
             silent.insert(pd.address, 0);
             pd.seq = next_seq(pd.seq);
-            if !matches!(command, Command::Poll | Command::Id | Command::Cap) {
+            if !matches!(command, Command::Poll | Command::Id | Command::Cap | Command::LocalStatus) {
                 pd.pending.pop_front();
             }
             let mut identity = None;
@@ -167,6 +179,9 @@ async fn drive(
                 }
                 Reply::Raw { bits, .. } => Some(BusEvent::Card { address: pd.address, bits }),
                 Reply::Keypad { keys, .. } => Some(BusEvent::Keys { address: pd.address, keys }),
+                Reply::LocalStatus { tamper, power_failure } => {
+                    Some(BusEvent::Status { address: pd.address, tamper, power_failure })
+                }
                 Reply::Nak(code) => {
                     tracing::debug!(address = pd.address, code, command = command.code(), "reader answered NAK");
                     // A reader that will not identify itself is still a reader.

@@ -41,6 +41,11 @@ pub struct ReaderStatus {
     pub online: bool,
     /// When it last came online or went offline.
     pub since: Option<DateTime<Utc>>,
+    /// When it last answered its local-status question (about every 2 s while online).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its tamper switch and power, as it last reported them.
+    pub tamper: Option<bool>,
+    pub power_failure: Option<bool>,
     /// Why it is offline, when it is.
     pub reason: Option<String>,
     /// Its identification (OSDP vendor code, hex, and serial), once it gave one.
@@ -138,27 +143,50 @@ impl Readers {
                 BusEvent::Online { address, .. }
                 | BusEvent::Offline { address, .. }
                 | BusEvent::Card { address, .. }
-                | BusEvent::Keys { address, .. } => *address,
+                | BusEvent::Keys { address, .. }
+                | BusEvent::Status { address, .. } => *address,
             };
             let Some(&gate_id) = readers.get(&address) else { continue };
             match event {
                 BusEvent::Online { vendor, serial, .. } => {
                     let vendor = vendor.map(|v| v.iter().map(|b| format!("{b:02x}")).collect());
-                    self.set_status(
-                        gate_id,
-                        ReaderStatus {
-                            online: true,
-                            since: Some(Utc::now()),
-                            reason: None,
-                            vendor,
-                            serial,
-                            secure_channel: false,
-                        },
-                    );
+                    let now = Some(Utc::now());
+                    let status = ReaderStatus {
+                        online: true,
+                        since: now,
+                        last_seen: now,
+                        reason: None,
+                        vendor,
+                        serial,
+                        ..offline("")
+                    };
+                    self.set_status(gate_id, status);
+                }
+                BusEvent::Status { tamper, power_failure, .. } => {
+                    let changed = self.status.get_mut(&gate_id).map(|mut status| {
+                        status.last_seen = Some(Utc::now());
+                        let changed = status.tamper != Some(tamper) || status.power_failure != Some(power_failure);
+                        (status.tamper, status.power_failure) = (Some(tamper), Some(power_failure));
+                        changed
+                    });
+                    if changed == Some(true) && (tamper || power_failure) {
+                        tracing::warn!(%gate_id, address, tamper, power_failure, "OSDP reader reports tamper or power failure");
+                    }
+                    if changed == Some(true)
+                        && let Some(org_id) = self.bindings.get(&gate_id).map(|b| b.org_id)
+                    {
+                        let alert = match (tamper, power_failure) {
+                            (true, _) => "reader_tamper",
+                            (_, true) => "reader_power_failure",
+                            _ => "reader_normal",
+                        };
+                        self.engine.publish(org_id, Event::Alert { alert, gate_id, pass_id: None });
+                    }
                 }
                 BusEvent::Offline { reason, .. } => {
                     tracing::warn!(%gate_id, address, %reason, "OSDP reader offline");
-                    self.set_status(gate_id, ReaderStatus { since: Some(Utc::now()), ..offline(&reason) });
+                    let last_seen = self.status.get(&gate_id).and_then(|s| s.last_seen);
+                    self.set_status(gate_id, ReaderStatus { since: Some(Utc::now()), last_seen, ..offline(&reason) });
                 }
                 BusEvent::Card { bits, .. } => {
                     let credential = CredentialInput::Wiegand { bits: wiegand::to_text(&bits) };
@@ -240,6 +268,9 @@ fn offline(reason: &str) -> ReaderStatus {
     ReaderStatus {
         online: false,
         since: None,
+        last_seen: None,
+        tamper: None,
+        power_failure: None,
         reason: Some(reason.to_owned()),
         vendor: None,
         serial: None,

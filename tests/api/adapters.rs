@@ -114,6 +114,8 @@ struct SimulatedReader {
     commands: Arc<Received>,
     /// Cleared: the server drops its connection and refuses new ones (the reader's cable is cut).
     linked: Arc<AtomicBool>,
+    /// The reader's tamper switch, as it reports it when asked its local status.
+    tamper: Arc<AtomicBool>,
     quit: Arc<AtomicBool>,
 }
 
@@ -127,10 +129,12 @@ impl SimulatedReader {
             cards: Arc::default(),
             commands: Arc::default(),
             linked: Arc::new(AtomicBool::new(true)),
+            tamper: Arc::new(AtomicBool::new(false)),
             quit: Arc::new(AtomicBool::new(false)),
         };
         let (cards, commands, linked, quit) =
             (reader.cards.clone(), reader.commands.clone(), reader.linked.clone(), reader.quit.clone());
+        let tamper = reader.tamper.clone();
         std::thread::spawn(move || {
             while !quit.load(Ordering::Relaxed) {
                 let Ok((stream, _)) = listener.accept() else {
@@ -138,7 +142,7 @@ impl SimulatedReader {
                     continue;
                 };
                 if linked.load(Ordering::Relaxed) {
-                    serve(stream, address, &cards, &commands, &linked, &quit);
+                    serve(stream, address, &cards, &commands, &linked, &tamper, &quit);
                 }
             }
         });
@@ -172,6 +176,7 @@ fn serve(
     cards: &Mutex<VecDeque<Vec<bool>>>,
     commands: &Received,
     linked: &AtomicBool,
+    tamper: &AtomicBool,
     quit: &AtomicBool,
 ) {
     use std::io::{Read, Write};
@@ -204,6 +209,7 @@ fn serve(
                     Some(bits) => Reply::Raw { reader: 0, format: 1, bits },
                     None => Reply::Ack,
                 },
+                0x64 => Reply::LocalStatus { tamper: tamper.load(Ordering::Relaxed), power_failure: false },
                 _ => Reply::Ack,
             };
             let (code, data) = reply.encode();
@@ -300,6 +306,14 @@ async fn an_osdp_reader_on_a_tcp_bus_opens_the_gate_for_a_pass_and_refuses_an_un
             ("deny".to_owned(), "unknown_credential".to_owned(), None)
         ]
     );
+
+    // Its local status is asked every couple of seconds; a tamper switch it reports shows.
+    wait_reader(&site, &gate, "last seen, not tampered", |b| {
+        b["status"]["last_seen"].is_string() && b["status"]["tamper"] == false
+    })
+    .await?;
+    reader.tamper.store(true, Ordering::Relaxed);
+    wait_reader(&site, &gate, "tamper reported", |b| b["status"]["tamper"] == true).await?;
 
     // The reader's link cut: offline within 10 s; back: online within 10 s, no restart.
     reader.linked.store(false, Ordering::Relaxed);
