@@ -260,7 +260,8 @@ fn lost(records: usize, err: &str) {
 
 struct Writer {
     conn: Connection,
-    spool: Spool,
+    /// Taken while an append runs on a blocking thread (`None` only if that thread was lost).
+    spool: Option<Spool>,
     settings: WriterSettings,
     health: Arc<JournalHealth>,
     engine: WeakEngine,
@@ -291,7 +292,7 @@ pub async fn run(
     }
     let mut writer = Writer {
         conn: Connection { config, open: None },
-        spool,
+        spool: Some(spool),
         settings,
         health,
         engine,
@@ -323,7 +324,7 @@ impl Writer {
         match self.degraded {
             None => tracing::info!("journal drained and closed"),
             Some(_) => tracing::warn!(
-                records = self.spool.records(),
+                records = self.spool.as_ref().map_or(0, Spool::records),
                 "journal closed with records in its spool; they are replayed at the next start"
             ),
         }
@@ -339,7 +340,7 @@ impl Writer {
             Ok(()) => acknowledge(group.acks, &Ok(Durability::Committed)),
             Err(Failure::Unreachable(err)) => {
                 self.degrade(&err);
-                self.spool_or_lose(group);
+                self.spool_or_lose(group).await;
             }
             // Once more, batch by batch, so one bad record fails only its own batch.
             Err(Failure::Rejected(err)) => {
@@ -354,14 +355,14 @@ impl Writer {
                         }
                         Err(Failure::Unreachable(err)) => {
                             self.degrade(&err);
-                            self.spool_or_lose(Group { entries: vec![entry], acks: vec![ack] });
+                            self.spool_or_lose(Group { entries: vec![entry], acks: vec![ack] }).await;
                             break;
                         }
                     }
                 }
                 let (entries, acks) = rest.unzip();
                 if self.degraded.is_some() {
-                    self.spool_or_lose(Group { entries, acks });
+                    self.spool_or_lose(Group { entries, acks }).await;
                 }
             }
         }
@@ -403,7 +404,7 @@ impl Writer {
 
     /// Appends the group to the spool and tells its waiters; if even that fails, the records are
     /// lost, loudly, and durable waiters are refused.
-    fn spool_or_lose(&mut self, mut group: Group) {
+    async fn spool_or_lose(&mut self, mut group: Group) {
         // A batch with no records (a flush) only waits for what is before it.
         group.entries.retain(|e| !e.records.is_empty());
         if group.entries.is_empty() {
@@ -411,14 +412,34 @@ impl Writer {
             return;
         }
         let records = group.records();
-        match self.spool.append(&group.entries) {
+        // The append and its fsync run on a blocking thread: this one also drives the engine's
+        // timers and the readers' buses.
+        let appended = match self.spool.take() {
+            Some(mut spool) => {
+                let entries = std::mem::take(&mut group.entries);
+                match tokio::task::spawn_blocking(move || {
+                    let result = spool.append(&entries);
+                    (spool, result)
+                })
+                .await
+                {
+                    Ok((spool, result)) => {
+                        self.spool = Some(spool);
+                        result.map_err(|e| e.to_string())
+                    }
+                    Err(err) => Err(format!("the spool's thread was lost: {err}")),
+                }
+            }
+            None => Err("the spool is not available".to_owned()),
+        };
+        match appended {
             Ok(()) => {
                 metrics::counter!("portcullis_journal_spooled_records_total").increment(records as u64);
                 acknowledge(group.acks, &Ok(Durability::Spooled));
             }
             Err(err) => {
-                lost(records, &err.to_string());
-                acknowledge(group.acks, &Err(JournalError::Unavailable(err.to_string())));
+                lost(records, &err);
+                acknowledge(group.acks, &Err(JournalError::Unavailable(err)));
             }
         }
         self.report();
@@ -434,7 +455,7 @@ impl Writer {
                     let Some(first) = batch else { return false };
                     let mut batches = vec![first];
                     drain(rx, &mut batches);
-                    self.spool_or_lose(Group::new(batches));
+                    self.spool_or_lose(Group::new(batches)).await;
                 }
                 () = tokio::time::sleep_until(next_try) => {
                     self.report();
@@ -456,7 +477,8 @@ impl Writer {
         let started = Instant::now();
         let mut replayed = 0u64;
         loop {
-            let mut reader = self.spool.reader(self.replayed_to).map_err(|e| e.to_string())?;
+            let spool = self.spool.as_ref().ok_or("the spool is not available")?;
+            let mut reader = spool.reader(self.replayed_to).map_err(|e| e.to_string())?;
             let chunk: Vec<SpoolEntry> = std::iter::from_fn(|| reader.next_entry()).take(MAX_GROUP).collect();
             if chunk.is_empty() {
                 if let Some(why) = reader.damaged() {
@@ -490,11 +512,11 @@ impl Writer {
             let mut batches = Vec::new();
             drain(rx, &mut batches);
             if !batches.is_empty() {
-                self.spool_or_lose(Group::new(batches));
+                self.spool_or_lose(Group::new(batches)).await;
             }
             self.report();
         }
-        self.spool.clear().map_err(|e| e.to_string())?;
+        self.spool.as_mut().ok_or("the spool is not available")?.clear().map_err(|e| e.to_string())?;
         let outage = self.degraded.take().map(|t| t.elapsed()).unwrap_or_default();
         (self.replayed_to, self.replayed_records) = (0, 0);
         self.report();
@@ -513,9 +535,10 @@ impl Writer {
 
     /// Tells `/ready`, `/metrics` and the health handle what the spool holds.
     fn report(&self) {
-        let records = self.spool.records().saturating_sub(self.replayed_records);
-        let bytes = self.spool.bytes().saturating_sub(self.replayed_to);
-        let oldest = if records == 0 { None } else { self.spool.oldest() };
+        let spool = self.spool.as_ref();
+        let records = spool.map_or(0, Spool::records).saturating_sub(self.replayed_records);
+        let bytes = spool.map_or(0, Spool::bytes).saturating_sub(self.replayed_to);
+        let oldest = if records == 0 { None } else { spool.and_then(Spool::oldest) };
         self.health.set(self.degraded.is_some(), records, bytes, oldest);
         metrics::gauge!("portcullis_journal_spooling").set(if self.degraded.is_some() { 1.0 } else { 0.0 });
         metrics::gauge!("portcullis_journal_spool_records").set(records as f64);
