@@ -204,7 +204,8 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     }
 }
 
-/// Background housekeeping: expired sessions, recovered rate-limit keys, stale permission entries.
+/// Background housekeeping: expired sessions, old journal batch ids, recovered rate-limit keys,
+/// stale permission entries.
 async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
     let mut ticker = actix_rt::time::interval(SWEEP_INTERVAL);
     loop {
@@ -216,6 +217,14 @@ async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "removed expired sessions"),
             Err(err) => tracing::warn!(error = %err, "session sweep failed"),
+        }
+        match pool.get().await {
+            Ok(client) => {
+                if let Err(err) = client.execute(crate::engine::journal::PRUNE_BATCHES, &[]).await {
+                    tracing::warn!(error = %err, "journal batch ids not pruned");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "journal batch ids not pruned"),
         }
         auth.limiter.retain_recent();
         auth.cache.purge_expired();

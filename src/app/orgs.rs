@@ -178,6 +178,7 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
     tx.commit().await?;
     app.auth.cache.clear();
     app.engine.remove_org(org_id).await;
+    app.readers.unbind_org(org_id).await;
     Ok(())
 }
 

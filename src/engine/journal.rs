@@ -36,6 +36,10 @@ use uuid::Uuid;
 
 use super::spool::{Spool, SpoolEntry};
 
+/// Forgets batch ids older than a week: they matter only while a spool that may hold them waits to
+/// be replayed (run at start and by the periodic sweep).
+pub const PRUNE_BATCHES: &str = "DELETE FROM journal_batches WHERE written_at < now() - interval '7 days'";
+
 /// How the writer runs (from the `[journal]` settings).
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {

@@ -50,8 +50,7 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
     };
     actix_rt::spawn(journal::run(config.clone(), rx, spool, writer, health, engine.downgrade()));
     let client = pool.get().await?;
-    // Batch ids only matter while a spool that may hold them waits to be replayed.
-    client.execute("DELETE FROM journal_batches WHERE written_at < now() - interval '7 days'", &[]).await?;
+    client.execute(journal::PRUNE_BATCHES, &[]).await?;
     let (orgs, passes) = load::load_all(&client, &engine).await?;
     tracing::info!(orgs, passes, "engine loaded");
     let sweep = Duration::from_secs(engine_settings.expiry_sweep_secs.max(1));

@@ -112,6 +112,14 @@ impl Readers {
         }
     }
 
+    /// Unbinds every reader of an organization (it was deleted).
+    pub async fn unbind_org(self: &Arc<Self>, org_id: Uuid) {
+        let gates: Vec<Uuid> = self.bindings.iter().filter(|b| b.org_id == org_id).map(|b| b.gate_id).collect();
+        for gate_id in gates {
+            self.unbind(gate_id).await;
+        }
+    }
+
     pub fn status(&self, gate_id: Uuid) -> Option<ReaderStatus> {
         self.status.get(&gate_id).map(|s| s.clone())
     }
