@@ -7,6 +7,8 @@
 //! - [`wiegand`] — the Wiegand card formats (H10301, H10306, H10304, H10302): decoding with parity
 //!   checks, and encoding.
 //!
+//! - [`osdp_sc`] — the OSDP secure channel's cryptography (session keys, cryptograms, MAC chain,
+//!   data encryption), checked against the SIA Annex E vectors.
 //! - [`osdp`] — OSDP v2.2 packets (CRC-16 and checksum), and the commands and replies of a Control
 //!   Panel: polling, identification, card reads and keypads, relay, LED and buzzer.
 //!
@@ -17,4 +19,5 @@ pub mod credential;
 pub mod osdp;
 pub mod osdp_bus;
 pub mod osdp_pd;
+pub mod osdp_sc;
 pub mod wiegand;
