@@ -101,9 +101,22 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Reads one packet from the start of `buf` (mark bytes and noise before SOM are skipped);
-/// returns it and how many bytes it took.
-pub fn decode(buf: &[u8]) -> Result<(Packet, usize), DecodeError> {
+/// A packet whose length and CRC (or checksum) hold, not yet read further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub addr: u8,
+    pub reply: bool,
+    pub seq: u8,
+    pub crc: bool,
+    /// A security block follows the control byte (the secure channel).
+    pub secure: bool,
+    /// The packet from SOM up to its CRC or checksum (what a MAC covers, MAC included).
+    pub body: &'a [u8],
+}
+
+/// Finds one whole, intact packet at the start of `buf` (mark bytes and noise before SOM are
+/// skipped); returns it and how many bytes it took.
+pub fn frame(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
     let Some(start) = buf.iter().position(|&b| b == SOM) else {
         return if buf.is_empty() {
             Err(DecodeError::Incomplete)
@@ -136,13 +149,25 @@ pub fn decode(buf: &[u8]) -> Result<(Packet, usize), DecodeError> {
     if ctrl & 0xF0 != 0 {
         return Err(DecodeError::Bad { skip: start + len, reason: "reserved control bits set" });
     }
-    if ctrl & 0x08 != 0 {
-        return Err(DecodeError::Secure { skip: start + len });
+    let frame =
+        Frame { addr: addr & 0x7F, reply: addr & 0x80 != 0, seq: ctrl & 0x03, crc, secure: ctrl & 0x08 != 0, body };
+    Ok((frame, start + len))
+}
+
+/// Reads one plain packet from the start of `buf` (mark bytes and noise before SOM are skipped);
+/// returns it and how many bytes it took. A secure-channel packet is [`DecodeError::Secure`]
+/// (`osdp_sc::open` reads those).
+pub fn decode(buf: &[u8]) -> Result<(Packet, usize), DecodeError> {
+    let (frame, used) = frame(buf)?;
+    if frame.secure {
+        return Err(DecodeError::Secure { skip: used });
     }
-    let Some((&code, data)) = body.get(5..).and_then(<[u8]>::split_first) else { return Err(bad("no command code")) };
+    let Some((&code, data)) = frame.body.get(5..).and_then(<[u8]>::split_first) else {
+        return Err(DecodeError::Bad { skip: used, reason: "no command code" });
+    };
     let packet =
-        Packet { addr: addr & 0x7F, reply: addr & 0x80 != 0, seq: ctrl & 0x03, crc, code, data: data.to_vec() };
-    Ok((packet, start + len))
+        Packet { addr: frame.addr, reply: frame.reply, seq: frame.seq, crc: frame.crc, code, data: data.to_vec() };
+    Ok((packet, used))
 }
 
 /// LED colours.

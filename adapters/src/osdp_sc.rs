@@ -10,6 +10,24 @@
 use aes::Aes128;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 
+use crate::osdp::{DecodeError, MARK, Packet, SOM, crc16, frame};
+
+/// Security block types. The handshake: CHLNG (11), CCRYPT (12), SCRYPT (13), RMAC_I (14);
+/// then commands and replies with a MAC (15, 16), and with encrypted data (17, 18).
+pub const SCS_11: u8 = 0x11;
+pub const SCS_12: u8 = 0x12;
+pub const SCS_13: u8 = 0x13;
+pub const SCS_14: u8 = 0x14;
+pub const SCS_15: u8 = 0x15;
+pub const SCS_16: u8 = 0x16;
+pub const SCS_17: u8 = 0x17;
+pub const SCS_18: u8 = 0x18;
+/// Handshake codes: osdp_CHLNG / osdp_CCRYPT, osdp_SCRYPT, osdp_RMAC_I.
+pub const CHLNG: u8 = 0x76;
+pub const CCRYPT: u8 = 0x76;
+pub const SCRYPT: u8 = 0x77;
+pub const RMAC_I: u8 = 0x78;
+
 /// The install-mode key every reader knows (SCBK-D): bytes 0x30..0x3F.
 pub const SCBK_D: [u8; 16] =
     [0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F];
@@ -118,8 +136,12 @@ impl Session {
 
     /// Whether a client cryptogram is the reader's true one (in constant time).
     pub fn client_cryptogram_matches(&self, presented: &[u8]) -> bool {
-        let expected = self.client_cryptogram();
-        presented.len() == 16 && presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        same(presented, &self.client_cryptogram())
+    }
+
+    /// Whether a host cryptogram is the CP's true one (the reader's check; constant time).
+    pub fn host_cryptogram_matches(&self, presented: &[u8]) -> bool {
+        same(presented, &self.host_cryptogram())
     }
 
     /// The initial R-MAC, E(S-MAC2, E(S-MAC1, host cryptogram)), which starts the MAC chain.
@@ -193,6 +215,117 @@ impl Session {
     }
 }
 
+/// Equal, in time that does not depend on where they differ.
+fn same(presented: &[u8], expected: &Block) -> bool {
+    presented.len() == 16 && presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// A packet of the handshake (security block types 11–14: no MAC, data in the clear): its bytes.
+pub fn handshake(packet: &Packet, kind: u8, key_or_status: u8, mark: bool) -> Vec<u8> {
+    assemble(packet, &[3, kind, key_or_status], &packet.data, None, mark)
+}
+
+/// A command (`command`) or a reply in an established channel: its data encrypted (type 17/18,
+/// or 15/16 when it has none) and the packet MAC'd into the chain. Always CRC-16.
+pub fn seal(session: &mut Session, command: bool, packet: &Packet, mark: bool) -> Vec<u8> {
+    let (kind, data) = match (command, packet.data.is_empty()) {
+        (true, true) => (SCS_15, Vec::new()),
+        (false, true) => (SCS_16, Vec::new()),
+        (true, false) => (SCS_17, session.encrypt_data(true, &packet.data)),
+        (false, false) => (SCS_18, session.encrypt_data(false, &packet.data)),
+    };
+    assemble(packet, &[2, kind], &data, Some((session, command)), mark)
+}
+
+fn assemble(packet: &Packet, block: &[u8], data: &[u8], mac: Option<(&mut Session, bool)>, mark: bool) -> Vec<u8> {
+    let mac_len = if mac.is_some() { 4 } else { 0 };
+    let len = 5 + block.len() + 1 + data.len() + mac_len + 2;
+    let [len_lo, len_hi] = u16::try_from(len).unwrap_or(u16::MAX).to_le_bytes();
+    let mut out = Vec::with_capacity(len + 1);
+    if mark {
+        out.push(MARK);
+    }
+    let start = out.len();
+    out.extend([SOM, (packet.addr & 0x7F) | if packet.reply { 0x80 } else { 0 }, len_lo, len_hi]);
+    out.push((packet.seq & 0x03) | 0x04 | 0x08);
+    out.extend_from_slice(block);
+    out.push(packet.code);
+    out.extend_from_slice(data);
+    if let Some((session, command)) = mac {
+        let tag = session.mac(command, out.get(start..).unwrap_or_default());
+        out.extend(tag);
+    }
+    let crc = crc16(out.get(start..).unwrap_or_default());
+    out.extend(crc.to_le_bytes());
+    out
+}
+
+/// A secure-channel packet, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Its code and data (decrypted).
+    pub packet: Packet,
+    /// Its security block type (11–18), and the block's own data (the key type or status byte).
+    pub kind: u8,
+    pub block: Vec<u8>,
+}
+
+/// Why a packet could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Packet(DecodeError),
+    #[error("a plain packet where a secure one was expected")]
+    Plain { skip: usize },
+    #[error("a damaged security block")]
+    Block { skip: usize },
+    #[error("a MAC'd packet with no channel established")]
+    NoChannel { skip: usize },
+    #[error("the packet's MAC does not match: wrong key or tampered")]
+    Mac { skip: usize },
+    #[error("the packet's data does not decrypt: wrong key or tampered")]
+    Data { skip: usize },
+}
+
+/// Reads a secure-channel packet at the start of `buf`: a handshake packet as it is; a MAC'd one
+/// only with the channel's `session`, its MAC checked (which moves the chain on) and its data
+/// decrypted. `command`: whether it is the CP's.
+pub fn open(session: Option<&mut Session>, command: bool, buf: &[u8]) -> Result<(Opened, usize), OpenError> {
+    let (frame, used) = frame(buf).map_err(OpenError::Packet)?;
+    if !frame.secure {
+        return Err(OpenError::Plain { skip: used });
+    }
+    let body = frame.body;
+    let block_len = usize::from(body.get(5).copied().unwrap_or(0));
+    let (Some(&kind), Some(block)) = (body.get(6), body.get(7..5 + block_len)) else {
+        return Err(OpenError::Block { skip: used });
+    };
+    if block_len < 2 || !(SCS_11..=SCS_18).contains(&kind) {
+        return Err(OpenError::Block { skip: used });
+    }
+    let Some((&code, rest)) = body.get(5 + block_len..).and_then(<[u8]>::split_first) else {
+        return Err(OpenError::Block { skip: used });
+    };
+    let data = if kind <= SCS_14 {
+        rest.to_vec()
+    } else {
+        let Some(session) = session else { return Err(OpenError::NoChannel { skip: used }) };
+        let Some(mac_at) = body.len().checked_sub(4) else { return Err(OpenError::Block { skip: used }) };
+        let (signed, tag) = body.split_at(mac_at);
+        if rest.len() < 4 || session.mac(command, signed) != tag {
+            return Err(OpenError::Mac { skip: used });
+        }
+        let data = rest.get(..rest.len() - 4).unwrap_or_default();
+        if matches!(kind, SCS_17 | SCS_18) {
+            session.decrypt_data(command, data).ok_or(OpenError::Data { skip: used })?
+        } else {
+            data.to_vec()
+        }
+    };
+    let packet = Packet { addr: frame.addr, reply: frame.reply, seq: frame.seq, crc: frame.crc, code, data };
+    Ok((Opened { packet, kind, block: block.to_vec() }, used))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +388,84 @@ mod tests {
         let mut session = nist_session(true);
         session.mac(true, &hex("00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e"));
         assert_eq!(session.c_mac, block16("c5 31 1f 3d 23 d0 86 ea 86 f5 ee 7f 85 24 7b 40"));
+    }
+
+    /// Both ends, from the CP's challenge to an encrypted command and reply, through packets.
+    #[test]
+    fn a_channel_is_set_up_and_carries_commands_and_replies_both_ways() -> Result<(), OpenError> {
+        let scbk = block16("00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff");
+        let (addr, rnd_a, rnd_b) = (0x21, [1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]);
+        let cp_packet = |seq, code, data: Vec<u8>| Packet { addr, reply: false, seq, crc: true, code, data };
+        let pd_packet = |seq, code, data: Vec<u8>| Packet { addr, reply: true, seq, crc: true, code, data };
+
+        // CP → PD: CHLNG with RND.A (key type 1: the reader's own SCBK).
+        let wire = handshake(&cp_packet(1, CHLNG, rnd_a.to_vec()), SCS_11, 1, true);
+        let (chlng, _) = open(None, true, &wire)?;
+        assert_eq!(
+            (chlng.kind, chlng.block.as_slice(), chlng.packet.data.as_slice()),
+            (SCS_11, &[1u8][..], &rnd_a[..])
+        );
+        // PD: its session, and CCRYPT with its UID, RND.B and the client cryptogram.
+        let mut pd = Session::new(&scbk, rnd_a, rnd_b);
+        let mut ccrypt = vec![0xC0; 8];
+        ccrypt.extend(rnd_b);
+        ccrypt.extend(pd.client_cryptogram());
+        let wire = handshake(&pd_packet(1, CCRYPT, ccrypt), SCS_12, 1, false);
+        let (reply, _) = open(None, false, &wire)?;
+        let pd_random: [u8; 8] = reply.packet.data.get(8..16).and_then(|r| r.try_into().ok()).unwrap_or_default();
+        let mut cp = Session::new(&scbk, rnd_a, pd_random);
+        assert!(cp.client_cryptogram_matches(reply.packet.data.get(16..).unwrap_or_default()));
+        // A reader with another key is caught here.
+        assert!(
+            !Session::new(&SCBK_D, rnd_a, pd_random)
+                .client_cryptogram_matches(reply.packet.data.get(16..).unwrap_or_default())
+        );
+        // CP → PD: SCRYPT with the host cryptogram; PD → CP: RMAC_I.
+        let wire = handshake(&cp_packet(2, SCRYPT, cp.host_cryptogram().to_vec()), SCS_13, 1, false);
+        let (scrypt, _) = open(None, true, &wire)?;
+        assert!(pd.host_cryptogram_matches(&scrypt.packet.data));
+        let wire = handshake(&pd_packet(2, RMAC_I, pd.start_chain().to_vec()), SCS_14, 1, false);
+        let (rmac, _) = open(None, false, &wire)?;
+        assert_eq!(rmac.packet.data, cp.start_chain().to_vec());
+
+        // An OUT command, encrypted and MAC'd; the reply with data back; a POLL with none.
+        let out = cp_packet(3, 0x68, vec![0, 5, 30, 0]);
+        let wire = seal(&mut cp, true, &out, true);
+        assert!(!wire.windows(4).any(|w| w == [0, 5, 30, 0]), "the data is not in the clear");
+        let (got, used) = open(Some(&mut pd), true, &wire)?;
+        assert_eq!((got.packet, got.kind, used), (out, SCS_17, wire.len()));
+        let raw = pd_packet(3, 0x50, vec![0, 1, 26, 0, 0xbd, 0x88, 0xeb, 0x80]);
+        let (got, _) = open(Some(&mut cp), false, &seal(&mut pd, false, &raw, false))?;
+        assert_eq!((got.packet, got.kind), (raw, SCS_18));
+        let poll = cp_packet(1, 0x60, vec![]);
+        let (got, _) = open(Some(&mut pd), true, &seal(&mut cp, true, &poll, false))?;
+        assert_eq!((got.packet, got.kind), (poll, SCS_15));
+
+        // Tampered (the CRC made right again), replayed, or plain: refused.
+        let mut wire = seal(&mut cp, true, &cp_packet(2, 0x60, vec![]), false);
+        let len = wire.len();
+        if let Some(b) = wire.get_mut(5) {
+            *b ^= 0x01;
+        }
+        let crc = crc16(wire.get(..len - 2).unwrap_or_default());
+        wire.truncate(len - 2);
+        wire.extend(crc.to_le_bytes());
+        assert!(matches!(
+            open(Some(&mut pd.clone()), true, &wire),
+            Err(OpenError::Mac { .. } | OpenError::Block { .. })
+        ));
+        let replayed = seal(&mut cp.clone(), true, &cp_packet(3, 0x60, vec![]), false);
+        let mut reader = pd.clone();
+        assert!(open(Some(&mut reader), true, &replayed).is_ok());
+        // The reader answers (which moves the chain on); the same command again is refused.
+        seal(&mut reader, false, &pd_packet(3, 0x40, vec![]), false);
+        assert!(
+            matches!(open(Some(&mut reader), true, &replayed), Err(OpenError::Mac { .. })),
+            "a replay breaks the chain"
+        );
+        let plain = crate::osdp::Command::Poll.packet(addr, 1).encode(false);
+        assert!(matches!(open(Some(&mut pd), true, &plain), Err(OpenError::Plain { .. })));
+        Ok(())
     }
 
     #[test]
