@@ -43,6 +43,31 @@ pub fn keyed_hash(pepper: &SecretString, purpose: &str, value: &str) -> Vec<u8> 
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Seals a secret the engine must be able to use again (an OSDP reader's SCBK): AES-256-GCM under
+/// a key derived from the pepper for `purpose`, with a random nonce stored before the ciphertext.
+pub fn seal_secret(pepper: &SecretString, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let key = keyed_hash(pepper, purpose, "sealed at rest");
+    let Ok(cipher) = aes_gcm::Aes256Gcm::new_from_slice(&key) else { return Vec::new() };
+    let nonce: [u8; 12] = rand::random();
+    let mut sealed = nonce.to_vec();
+    sealed.extend(cipher.encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext).unwrap_or_default());
+    sealed
+}
+
+/// Opens what [`seal_secret`] sealed; `None` if it was sealed under another pepper or purpose, or
+/// altered.
+pub fn open_secret(pepper: &SecretString, purpose: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let key = keyed_hash(pepper, purpose, "sealed at rest");
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).ok()?;
+    if sealed.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(12);
+    cipher.decrypt(aes_gcm::Nonce::from_slice(nonce), ciphertext).ok()
+}
+
 /// `n` random bytes from the OS, URL-safe base64 without padding.
 pub fn random_token(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -81,6 +106,28 @@ pub fn new_api_key(env: KeyEnv, pepper: &SecretString) -> NewApiKey {
     let prefix: String = key.chars().take(format!("pcl_{}_", env.as_str()).len() + 6).collect();
     let hash = keyed_hash(pepper, API_KEY_PURPOSE, &key);
     NewApiKey { key: SecretString::from(key), prefix, hash }
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_secret_opens_only_under_its_pepper_and_purpose() {
+        let pepper = SecretString::from("a-pepper-of-at-least-thirty-two-bytes-0123".to_owned());
+        let sealed = seal_secret(&pepper, "scbk", b"0123456789abcdef");
+        assert!(!sealed.windows(16).any(|w| w == b"0123456789abcdef"), "not in the clear");
+        assert_eq!(open_secret(&pepper, "scbk", &sealed).as_deref(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(open_secret(&pepper, "other", &sealed), None);
+        let other = SecretString::from("another-pepper-of-at-least-thirty-two-bytes".to_owned());
+        assert_eq!(open_secret(&other, "scbk", &sealed), None);
+        let mut altered = sealed.clone();
+        if let Some(b) = altered.last_mut() {
+            *b ^= 1;
+        }
+        assert_eq!(open_secret(&pepper, "scbk", &altered), None);
+        assert_ne!(seal_secret(&pepper, "scbk", b"0123456789abcdef"), sealed, "a fresh nonce each time");
+    }
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ impl Application {
         // The readers bound to gates, polled from now on.
         let readers = crate::engine::readers::Readers::new(engine.clone(), auth.pepper.clone());
         let bindings = match database.pool().get().await {
-            Ok(client) => crate::app::readers::load_all(&client).await,
+            Ok(client) => crate::app::readers::load_all(&client, &auth.pepper).await,
             Err(err) => Err(err.into()),
         };
         match bindings {

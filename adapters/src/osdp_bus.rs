@@ -7,8 +7,13 @@
 //! command whose reply did not come within 200 ms (same sequence number, so the reader replays
 //! its answer rather than acting twice), and marks a reader offline after three silent tries;
 //! a lost connection is reopened with back-off (0.5 s doubling to 10 s) and every reader on it
-//! goes offline meanwhile. Plain packets only: a reader that answers on a secure channel is
-//! reported, never read as plain text.
+//! goes offline meanwhile.
+//!
+//! A reader given a key talks only over the secure channel: the handshake (CHLNG, CCRYPT,
+//! SCRYPT, RMAC_I) before anything else, then every command sealed and every reply opened
+//! (`osdp_sc`). A failed handshake, a wrong MAC or a plain answer on a secure channel ends the
+//! session, takes the reader offline with the reason, and the handshake is tried again later with
+//! the same key: never a plain-text fallback, never a silent re-key.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -17,7 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::osdp::{Command, DecodeError, Reply, decode, next_seq};
+use crate::osdp::{Command, DecodeError, Packet, Reply, decode, frame, next_seq};
+use crate::osdp_sc::{self, CCRYPT, CHLNG, RMAC_I, SCBK_D, SCRYPT, SCS_11, SCS_12, SCS_13, SCS_14, Session};
 
 /// How long a reader has to answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
@@ -28,11 +34,40 @@ const ROUND_PAUSE: Duration = Duration::from_millis(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const LONGEST_BACKOFF: Duration = Duration::from_secs(10);
 
+/// How a reader's secure channel is keyed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The reader's own SCBK.
+    Scbk([u8; 16]),
+    /// Install mode: the default SCBK-D every reader knows (only when the binding asks for it).
+    Install,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Key::Scbk(_) => "Key::Scbk([REDACTED])",
+            Key::Install => "Key::Install",
+        })
+    }
+}
+
+/// A reader on the bus: its address, and its secure channel's key if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub address: u8,
+    pub key: Option<Key>,
+}
+
+/// How long after a failed handshake the next is tried.
+const HANDSHAKE_RETRY: Duration = Duration::from_secs(5);
+
 /// What happened on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
-    /// The reader answers (again); its identification when it gave one.
-    Online { address: u8, vendor: Option<[u8; 3]>, serial: Option<u32> },
+    /// The reader answers (again); its identification when it gave one; whether over the secure
+    /// channel.
+    Online { address: u8, vendor: Option<[u8; 3]>, serial: Option<u32>, secure: bool },
     /// The reader stopped answering, or the bus is gone; why.
     Offline { address: u8, reason: String },
     /// A card was read: its bits, first on the wire first.
@@ -67,24 +102,59 @@ struct Pd {
     pending: VecDeque<Command>,
     /// Rounds since its local status was last asked.
     rounds: u32,
+    key: Option<Key>,
+    /// The established secure channel.
+    session: Option<Session>,
+    /// No handshake before then (one just failed).
+    handshake_after: Option<tokio::time::Instant>,
+    /// Why it was last reported offline (reported again only when it changes).
+    reason: Option<String>,
+}
+
+impl Pd {
+    /// The event that reports the reader offline for `reason`: when it was online, or when the
+    /// reason is new (a reader that never came online still says why).
+    fn offline(&mut self, reason: String) -> Option<BusEvent> {
+        let was_online = std::mem::replace(&mut self.online, false);
+        if !was_online && self.reason.as_deref() == Some(reason.as_str()) {
+            return None;
+        }
+        self.reason = Some(reason.clone());
+        Some(BusEvent::Offline { address: self.address, reason })
+    }
 }
 
 /// Starts driving the bus at `endpoint` (`host:port`); runs until `Bus` and the event receiver
 /// are both dropped.
-pub fn start(endpoint: String, addresses: Vec<u8>, events: mpsc::Sender<BusEvent>) -> (Bus, impl Future<Output = ()>) {
+pub fn start(
+    endpoint: String,
+    readers: Vec<Reader>,
+    events: mpsc::Sender<BusEvent>,
+) -> (Bus, impl Future<Output = ()>) {
     let (tx, rx) = mpsc::channel(256);
-    (Bus { commands: tx }, run(endpoint, addresses, events, rx))
+    (Bus { commands: tx }, run(endpoint, readers, events, rx))
 }
 
 async fn run(
     endpoint: String,
-    addresses: Vec<u8>,
+    readers: Vec<Reader>,
     events: mpsc::Sender<BusEvent>,
     mut commands: mpsc::Receiver<(u8, Vec<Command>)>,
 ) {
-    let mut pds: Vec<Pd> = addresses
+    let mut pds: Vec<Pd> = readers
         .into_iter()
-        .map(|address| Pd { address, seq: 0, online: false, identified: false, pending: VecDeque::new(), rounds: 0 })
+        .map(|reader| Pd {
+            address: reader.address,
+            seq: 0,
+            online: false,
+            identified: false,
+            pending: VecDeque::new(),
+            rounds: 0,
+            key: reader.key,
+            session: None,
+            handshake_after: None,
+            reason: None,
+        })
         .collect();
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -105,8 +175,9 @@ async fn run(
         for pd in &mut pds {
             pd.seq = 0;
             pd.identified = false;
-            if std::mem::replace(&mut pd.online, false) {
-                let _ = events.send(BusEvent::Offline { address: pd.address, reason: reason.clone() }).await;
+            pd.session = None;
+            if let Some(event) = pd.offline(reason.clone()) {
+                let _ = events.send(event).await;
             }
         }
         tracing::debug!(%endpoint, %reason, retry_ms = backoff.as_millis() as u64, "OSDP bus down");
@@ -139,6 +210,28 @@ async fn drive(
             // Before every exchange, so a verdict's relay goes out at the next turn on the bus.
             route(commands, pds);
             let Some(pd) = pds.get_mut(i) else { continue };
+            if pd.key.is_some() && pd.session.is_none() {
+                if pd.handshake_after.is_some_and(|at| tokio::time::Instant::now() < at) {
+                    continue;
+                }
+                match handshake(&mut stream, &mut buf, pd).await? {
+                    Ok(session) => {
+                        pd.session = Some(session);
+                        pd.identified = false;
+                        tracing::info!(address = pd.address, "OSDP secure channel established");
+                    }
+                    Err(reason) => {
+                        tracing::warn!(address = pd.address, %reason, "OSDP secure channel not established");
+                        pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
+                        if let Some(event) = pd.offline(reason)
+                            && events.send(event).await.is_err()
+                        {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            }
             pd.rounds += 1;
             let command = match pd.pending.front() {
                 Some(command) => command.clone(),
@@ -149,18 +242,34 @@ async fn drive(
                 }
                 None => Command::Poll,
             };
-            let Some(reply) = exchange(&mut stream, &mut buf, pd.address, pd.seq, &command).await? else {
+            let reply = match exchange(&mut stream, &mut buf, pd, &command).await? {
+                Ok(reply) => reply,
+                // The channel broke: it is set up again (same key) after a pause.
+                Err(reason) => {
+                    tracing::warn!(address = pd.address, %reason, "OSDP secure channel ended");
+                    pd.session = None;
+                    pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
+                    if let Some(event) = pd.offline(reason)
+                        && events.send(event).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let Some(reply) = reply else {
                 let count = silent.entry(pd.address).or_insert(0);
                 *count += 1;
                 if *count >= TRIES {
                     *count = 0;
                     pd.seq = 0;
                     pd.identified = false;
-                    if std::mem::replace(&mut pd.online, false) {
-                        let reason = format!("no reply within {} ms, {TRIES} times", REPLY_TIMEOUT.as_millis());
-                        if events.send(BusEvent::Offline { address: pd.address, reason }).await.is_err() {
-                            return Ok(());
-                        }
+                    pd.session = None;
+                    let reason = format!("no reply within {} ms, {TRIES} times", REPLY_TIMEOUT.as_millis());
+                    if let Some(event) = pd.offline(reason)
+                        && events.send(event).await.is_err()
+                    {
+                        return Ok(());
                     }
                 }
                 continue;
@@ -192,8 +301,10 @@ async fn drive(
             };
             if !pd.online {
                 pd.online = true;
+                pd.reason = None;
                 let (vendor, serial) = identity.map_or((None, None), |(v, s)| (Some(v), Some(s)));
-                if events.send(BusEvent::Online { address: pd.address, vendor, serial }).await.is_err() {
+                let secure = pd.session.is_some();
+                if events.send(BusEvent::Online { address: pd.address, vendor, serial, secure }).await.is_err() {
                     return Ok(());
                 }
             }
@@ -210,46 +321,130 @@ async fn drive(
     }
 }
 
-/// Sends one command and waits up to [`REPLY_TIMEOUT`] for the reader's reply (`None`: none came,
-/// or one that was damaged or not from this reader). `Err` when the connection itself fails.
+/// Sends one command and reads the reader's reply: `Ok(None)` if none came in time (or it was
+/// not understood); `Err` (inner) if the secure channel broke; `Err` (outer) if the connection did.
 async fn exchange(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    address: u8,
-    seq: u8,
+    pd: &mut Pd,
     command: &Command,
-) -> Result<Option<Reply>, String> {
-    let packet = command.packet(address, seq);
+) -> Result<Result<Option<Reply>, String>, String> {
+    let packet = command.packet(pd.address, pd.seq);
+    let wire = match pd.session.as_mut() {
+        Some(session) => osdp_sc::seal(session, true, &packet, true),
+        None => packet.encode(true),
+    };
+    let Some(bytes) = transact(stream, buf, pd.address, &wire).await? else { return Ok(Ok(None)) };
+    let (code, data) = match pd.session.as_mut() {
+        Some(session) => match osdp_sc::open(Some(session), false, &bytes) {
+            Ok((opened, _)) => (opened.packet.code, opened.packet.data),
+            Err(err) => return Ok(Err(format!("secure channel: {err}"))),
+        },
+        None => match decode(&bytes) {
+            Ok((packet, _)) => (packet.code, packet.data),
+            Err(DecodeError::Secure { .. }) => {
+                tracing::warn!(address = pd.address, "reader answers on a secure channel it was not given a key for");
+                return Ok(Ok(None));
+            }
+            Err(_) => return Ok(Ok(None)),
+        },
+    };
+    Ok(Ok(match Reply::parse(code, &data) {
+        Ok(parsed) => Some(parsed),
+        Err(why) => {
+            tracing::warn!(address = pd.address, why, "reader's reply not understood");
+            None
+        }
+    }))
+}
+
+/// The secure channel's handshake with one reader: `Ok(Err(why))` when the reader refuses it or
+/// proves to hold another key.
+async fn handshake(stream: &mut TcpStream, buf: &mut Vec<u8>, pd: &mut Pd) -> Result<Result<Session, String>, String> {
+    let (scbk, key_type) = match &pd.key {
+        Some(Key::Scbk(scbk)) => (*scbk, 1),
+        Some(Key::Install) => (SCBK_D, 0),
+        None => return Ok(Err("no key".to_owned())),
+    };
+    let address = pd.address;
+    let rnd_a: [u8; 8] = rand::random();
+    let chlng = Packet { addr: address, reply: false, seq: pd.seq, crc: true, code: CHLNG, data: rnd_a.to_vec() };
+    let Some(bytes) = transact(stream, buf, address, &osdp_sc::handshake(&chlng, SCS_11, key_type, true)).await? else {
+        return Ok(Err("secure channel: no answer to the challenge".to_owned()));
+    };
+    pd.seq = next_seq(pd.seq);
+    let ccrypt = match osdp_sc::open(None, false, &bytes) {
+        Ok((opened, _)) if opened.kind == SCS_12 && opened.packet.code == CCRYPT => opened.packet.data,
+        _ => {
+            let why = match decode(&bytes) {
+                Ok((packet, _)) if packet.code == 0x41 => {
+                    format!("the reader refuses the secure channel (NAK {})", packet.data.first().copied().unwrap_or(0))
+                }
+                _ => "the reader did not answer the challenge with its cryptogram".to_owned(),
+            };
+            return Ok(Err(format!("secure channel: {why}")));
+        }
+    };
+    let (Some(rnd_b), Some(cryptogram)) = (ccrypt.get(8..16), ccrypt.get(16..32)) else {
+        return Ok(Err("secure channel: the reader's cryptogram is cut short".to_owned()));
+    };
+    let rnd_b: [u8; 8] = rnd_b.try_into().unwrap_or_default();
+    let mut session = Session::new(&scbk, rnd_a, rnd_b);
+    if !session.client_cryptogram_matches(cryptogram) {
+        let which = if key_type == 0 { "the install-mode key (SCBK-D)" } else { "the key it was bound with" };
+        return Ok(Err(format!("secure channel: the reader does not hold {which}")));
+    }
+    let scrypt = Packet {
+        addr: address,
+        reply: false,
+        seq: pd.seq,
+        crc: true,
+        code: SCRYPT,
+        data: session.host_cryptogram().to_vec(),
+    };
+    let Some(bytes) = transact(stream, buf, address, &osdp_sc::handshake(&scrypt, SCS_13, key_type, true)).await?
+    else {
+        return Ok(Err("secure channel: no answer to the host cryptogram".to_owned()));
+    };
+    pd.seq = next_seq(pd.seq);
+    let expected = session.start_chain();
+    match osdp_sc::open(None, false, &bytes) {
+        Ok((opened, _)) if opened.kind == SCS_14 && opened.packet.code == RMAC_I && opened.packet.data == expected => {
+            Ok(Ok(session))
+        }
+        _ => Ok(Err("secure channel: the reader refused the host cryptogram".to_owned())),
+    }
+}
+
+/// Writes a packet and waits up to [`REPLY_TIMEOUT`] for one whole packet from the reader at
+/// `address` (`None`: none came). `Err` when the connection itself fails.
+async fn transact(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    address: u8,
+    wire: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
     // Whatever is left over belongs to an exchange that is over.
     buf.clear();
-    stream.write_all(&packet.encode(true)).await.map_err(|e| format!("cannot write to the bus: {e}"))?;
+    stream.write_all(wire).await.map_err(|e| format!("cannot write to the bus: {e}"))?;
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
     let mut chunk = [0u8; 256];
     loop {
-        match decode(buf) {
-            Ok((reply, _)) if reply.reply && reply.addr == address => {
-                return Ok(match Reply::parse(reply.code, &reply.data) {
-                    Ok(parsed) => Some(parsed),
-                    Err(why) => {
-                        tracing::warn!(address, why, "reader's reply not understood");
-                        None
-                    }
-                });
+        match frame(buf) {
+            Ok((found, used)) if found.reply && found.addr == address => {
+                let start = used - found.body.len() - if found.crc { 2 } else { 1 };
+                return Ok(buf.get(start..used).map(<[u8]>::to_vec));
             }
             Ok((_, used)) => {
                 buf.drain(..used.min(buf.len()));
                 continue;
             }
-            Err(DecodeError::Secure { .. }) => {
-                tracing::warn!(address, "reader answers on a secure channel, which this bus does not run");
-                return Ok(None);
-            }
             Err(DecodeError::Bad { skip, reason }) => {
                 tracing::debug!(address, reason, "damaged bytes on the bus skipped");
-                buf.drain(..skip.min(buf.len()));
+                buf.drain(..skip.clamp(1, buf.len().max(1)).min(buf.len()));
                 continue;
             }
-            Err(DecodeError::Incomplete) => {}
+            Err(DecodeError::Incomplete | DecodeError::Secure { .. }) => {}
         }
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Err(_) => return Ok(None),

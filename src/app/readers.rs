@@ -3,6 +3,8 @@
 //! `engine::readers`.
 
 use deadpool_postgres::GenericClient;
+use portcullis_adapters::osdp_bus::Key;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -21,8 +23,11 @@ pub struct ReaderBody {
     endpoint: String,
     /// The reader's OSDP address, 0–126.
     address: u16,
-    /// The secure channel's key (32 hex digits). Not supported by this build: refused (422).
+    /// The reader's secure-channel key (32 hex digits): every exchange with it is then encrypted
+    /// and MAC'd. Stored sealed; never shown again.
     scbk: Option<String>,
+    /// Use the install-mode key (SCBK-D) every reader knows: only for setting a reader up.
+    install_mode: Option<bool>,
     /// The relay the lock hangs on (default 0).
     output: Option<u8>,
     /// The card format expected (any of the Wiegand formats is read either way).
@@ -38,8 +43,13 @@ pub struct ReaderView {
     pub address: u8,
     pub output: u8,
     pub card_format: Option<String>,
+    /// `scbk` (its own key), `install` (SCBK-D) or `off` (plain OSDP).
+    pub secure_channel: &'static str,
     pub status: Option<ReaderStatus>,
 }
+
+/// The purpose an SCBK is sealed under (see `crypto::seal_secret`).
+const SCBK_PURPOSE: &str = "osdp-scbk";
 
 /// `tcp://host:port` → `host:port`.
 fn endpoint(text: &str) -> Result<String, AppError> {
@@ -58,22 +68,31 @@ fn endpoint(text: &str) -> Result<String, AppError> {
 
 impl ReaderBody {
     fn check(&self, org_id: Uuid, gate_id: Uuid) -> Result<(Binding, Option<String>), AppError> {
+        let key = match (&self.scbk, self.install_mode.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(AppError::field("install_mode", "give either `scbk` or `install_mode`, not both"));
+            }
+            (Some(hex), false) => {
+                let bytes: Option<Vec<u8>> = (hex.len() == 32)
+                    .then(|| {
+                        (0..16)
+                            .map(|i| hex.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                            .collect()
+                    })
+                    .flatten();
+                let Some(scbk) = bytes.and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+                    return Err(AppError::field("scbk", "must be 32 hex digits"));
+                };
+                Some(Key::Scbk(scbk))
+            }
+            (None, true) => Some(Key::Install),
+            (None, false) => None,
+        };
         if self.protocol != "osdp" {
             return Err(AppError::field("protocol", "must be `osdp`"));
         }
         let address = u8::try_from(self.address).ok().filter(|a| *a <= 126);
         let Some(address) = address else { return Err(AppError::field("address", "must be 0 to 126")) };
-        if let Some(scbk) = &self.scbk {
-            let well_formed = scbk.len() == 32 && scbk.chars().all(|c| c.is_ascii_hexdigit());
-            return Err(AppError::field(
-                "scbk",
-                if well_formed {
-                    "the OSDP secure channel is not supported by this build yet; bind without `scbk` only on a trusted bus"
-                } else {
-                    "must be 32 hex digits"
-                },
-            ));
-        }
         let card_format = match self.card_format.as_deref() {
             None => None,
             Some(text) => {
@@ -84,8 +103,14 @@ impl ReaderBody {
                 Some(text)
             }
         };
-        let binding =
-            Binding { org_id, gate_id, endpoint: endpoint(&self.endpoint)?, address, output: self.output.unwrap_or(0) };
+        let binding = Binding {
+            org_id,
+            gate_id,
+            endpoint: endpoint(&self.endpoint)?,
+            address,
+            output: self.output.unwrap_or(0),
+            key,
+        };
         Ok((binding, card_format))
     }
 }
@@ -98,6 +123,11 @@ fn view(app: &App, binding: &Binding, card_format: Option<String>) -> ReaderView
         address: binding.address,
         output: binding.output,
         card_format,
+        secure_channel: match binding.key {
+            Some(Key::Scbk(_)) => "scbk",
+            Some(Key::Install) => "install",
+            None => "off",
+        },
         status: app.readers.status(binding.gate_id),
     }
 }
@@ -117,16 +147,33 @@ pub async fn put(
     if tx.query_opt("SELECT 1 FROM gates WHERE org_id = $1 AND id = $2", &[&org_id, &gate_id]).await?.is_none() {
         return Err(AppError::NotFound("gate"));
     }
+    let sealed = match &binding.key {
+        Some(Key::Scbk(scbk)) => Some(crate::crypto::seal_secret(&app.auth.pepper, SCBK_PURPOSE, scbk)),
+        _ => None,
+    };
+    let install = binding.key == Some(Key::Install);
     tx.execute(
-        "INSERT INTO gate_readers (org_id, gate_id, protocol, endpoint, address, output, card_format)
-         VALUES ($1, $2, 'osdp', $3, $4, $5, $6)
+        "INSERT INTO gate_readers (org_id, gate_id, protocol, endpoint, address, output, card_format, scbk_sealed, install_mode)
+         VALUES ($1, $2, 'osdp', $3, $4, $5, $6, $7, $8)
          ON CONFLICT (org_id, gate_id) DO UPDATE SET endpoint = EXCLUDED.endpoint, address = EXCLUDED.address,
-             output = EXCLUDED.output, card_format = EXCLUDED.card_format, updated_at = now()",
-        &[&org_id, &gate_id, &binding.endpoint, &i16::from(binding.address), &i16::from(binding.output), &card_format],
+             output = EXCLUDED.output, card_format = EXCLUDED.card_format, scbk_sealed = EXCLUDED.scbk_sealed,
+             install_mode = EXCLUDED.install_mode, updated_at = now()",
+        &[
+            &org_id, &gate_id, &binding.endpoint, &i16::from(binding.address), &i16::from(binding.output), &card_format,
+            &sealed, &install,
+        ],
     )
     .await
     .map_err(|e| AppError::unique(e, "another reader on this bus has that address"))?;
-    let details = json!({ "endpoint": binding.endpoint, "address": binding.address, "output": binding.output });
+    // The key itself never goes into the audit row.
+    let secure = if sealed.is_some() {
+        "scbk"
+    } else if install {
+        "install"
+    } else {
+        "off"
+    };
+    let details = json!({ "endpoint": binding.endpoint, "address": binding.address, "output": binding.output, "secure_channel": secure });
     audit::record(
         &tx,
         caller.actor(),
@@ -141,7 +188,8 @@ pub async fn put(
 /// The gate's reader binding and its live status.
 pub async fn get(app: &App, org_id: Uuid, gate_id: Uuid) -> Result<ReaderView, AppError> {
     let client = app.pool.get().await?;
-    let (binding, card_format) = load_one(&client, org_id, gate_id).await?.ok_or(AppError::NotFound("reader"))?;
+    let (binding, card_format) =
+        load_one(&client, &app.auth.pepper, org_id, gate_id).await?.ok_or(AppError::NotFound("reader"))?;
     Ok(view(app, &binding, card_format))
 }
 
@@ -160,9 +208,10 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid, gate_id: Uuid)
     Ok(())
 }
 
-const SELECT: &str = "SELECT org_id, gate_id, endpoint, address, output, card_format FROM gate_readers";
+const SELECT: &str =
+    "SELECT org_id, gate_id, endpoint, address, output, card_format, scbk_sealed, install_mode FROM gate_readers";
 
-fn from_row(row: &tokio_postgres::Row) -> Result<(Binding, Option<String>), AppError> {
+fn from_row(row: &tokio_postgres::Row, pepper: &SecretString) -> Result<(Binding, Option<String>), AppError> {
     let small = |i: usize| -> Result<u8, AppError> {
         u8::try_from(row.try_get::<_, i16>(i)?).map_err(|_| AppError::internal("a stored reader field out of range"))
     };
@@ -173,6 +222,19 @@ fn from_row(row: &tokio_postgres::Row) -> Result<(Binding, Option<String>), AppE
             endpoint: row.try_get(2)?,
             address: small(3)?,
             output: small(4)?,
+            key: match (row.try_get::<_, Option<Vec<u8>>>(6)?, row.try_get::<_, bool>(7)?) {
+                (Some(sealed), _) => {
+                    let scbk = crate::crypto::open_secret(pepper, SCBK_PURPOSE, &sealed)
+                        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                        // Never a plain-text fallback: the binding cannot be used.
+                        .ok_or_else(|| {
+                            AppError::internal("a reader's stored SCBK cannot be opened (was the pepper changed?)")
+                        })?;
+                    Some(Key::Scbk(scbk))
+                }
+                (None, true) => Some(Key::Install),
+                (None, false) => None,
+            },
         },
         row.try_get(5)?,
     ))
@@ -180,14 +242,22 @@ fn from_row(row: &tokio_postgres::Row) -> Result<(Binding, Option<String>), AppE
 
 async fn load_one(
     client: &impl GenericClient,
+    pepper: &SecretString,
     org_id: Uuid,
     gate_id: Uuid,
 ) -> Result<Option<(Binding, Option<String>)>, AppError> {
     let row = client.query_opt(&format!("{SELECT} WHERE org_id = $1 AND gate_id = $2"), &[&org_id, &gate_id]).await?;
-    row.as_ref().map(from_row).transpose()
+    row.as_ref().map(|r| from_row(r, pepper)).transpose()
 }
 
-/// Every binding, for the engine to drive at start.
-pub async fn load_all(client: &impl GenericClient) -> Result<Vec<Binding>, AppError> {
-    client.query(SELECT, &[]).await?.iter().map(|r| from_row(r).map(|(b, _)| b)).collect()
+/// Every binding, for the engine to drive at start. One that cannot be used is left out, loudly.
+pub async fn load_all(client: &impl GenericClient, pepper: &SecretString) -> Result<Vec<Binding>, AppError> {
+    let mut bindings = Vec::new();
+    for row in client.query(SELECT, &[]).await? {
+        match from_row(&row, pepper) {
+            Ok((binding, _)) => bindings.push(binding),
+            Err(err) => tracing::error!(error = %crate::error::error_chain(&err), "a reader binding is not driven"),
+        }
+    }
+    Ok(bindings)
 }

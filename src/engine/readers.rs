@@ -14,7 +14,7 @@ use portcullis_actors::domain::{Decision, Source};
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::Event;
 use portcullis_adapters::osdp::{Colour, Command};
-use portcullis_adapters::osdp_bus::{self, Bus, BusEvent};
+use portcullis_adapters::osdp_bus::{self, Bus, BusEvent, Key, Reader};
 use portcullis_adapters::wiegand;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -33,6 +33,8 @@ pub struct Binding {
     pub address: u8,
     /// The relay the gate's lock hangs on.
     pub output: u8,
+    /// Its secure channel's key; `None`: plain OSDP.
+    pub key: Option<Key>,
 }
 
 /// A reader's live status.
@@ -51,8 +53,7 @@ pub struct ReaderStatus {
     /// Its identification (OSDP vendor code, hex, and serial), once it gave one.
     pub vendor: Option<String>,
     pub serial: Option<u32>,
-    /// Always `false`: this build drives plain OSDP only (a binding asking for the secure channel
-    /// is refused, never silently run in plain text).
+    /// Whether it talks over the secure channel now (a reader given a key never talks otherwise).
     pub secure_channel: bool,
 }
 
@@ -130,13 +131,14 @@ impl Readers {
         if let Some(old) = buses.remove(endpoint) {
             old.task.abort();
         }
-        let readers: HashMap<u8, Uuid> =
-            self.bindings.iter().filter(|b| b.endpoint == endpoint).map(|b| (b.address, b.gate_id)).collect();
-        if readers.is_empty() {
+        let on_bus: Vec<Binding> = self.bindings.iter().filter(|b| b.endpoint == endpoint).map(|b| b.clone()).collect();
+        if on_bus.is_empty() {
             return;
         }
+        let readers: HashMap<u8, Uuid> = on_bus.iter().map(|b| (b.address, b.gate_id)).collect();
         let (tx, rx) = mpsc::channel(256);
-        let (bus, driver) = osdp_bus::start(endpoint.to_owned(), readers.keys().copied().collect(), tx);
+        let wanted = on_bus.into_iter().map(|b| Reader { address: b.address, key: b.key }).collect();
+        let (bus, driver) = osdp_bus::start(endpoint.to_owned(), wanted, tx);
         let task = actix_rt::spawn(driver);
         actix_rt::spawn(self.clone().listen(bus, readers, rx));
         buses.insert(endpoint.to_owned(), Running { task });
@@ -156,7 +158,7 @@ impl Readers {
             };
             let Some(&gate_id) = readers.get(&address) else { continue };
             match event {
-                BusEvent::Online { vendor, serial, .. } => {
+                BusEvent::Online { vendor, serial, secure, .. } => {
                     let vendor = vendor.map(|v| v.iter().map(|b| format!("{b:02x}")).collect());
                     let now = Some(Utc::now());
                     let status = ReaderStatus {
@@ -166,6 +168,7 @@ impl Readers {
                         reason: None,
                         vendor,
                         serial,
+                        secure_channel: secure,
                         ..offline("")
                     };
                     self.set_status(gate_id, status);

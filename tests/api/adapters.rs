@@ -15,8 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portcullis_adapters::osdp::{self, Reply};
+use portcullis_adapters::osdp::Reply;
 use portcullis_adapters::wiegand;
+use portcullis_adapters::{osdp, osdp_sc};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestResult, spawn_app};
@@ -121,6 +122,11 @@ struct SimulatedReader {
 
 impl SimulatedReader {
     fn start(address: u8) -> TestResult<SimulatedReader> {
+        Self::start_with(address, None)
+    }
+
+    /// A reader that holds `scbk` and speaks the secure channel when asked to.
+    fn start_with(address: u8, scbk: Option<[u8; 16]>) -> TestResult<SimulatedReader> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let reader = SimulatedReader {
@@ -142,7 +148,7 @@ impl SimulatedReader {
                     continue;
                 };
                 if linked.load(Ordering::Relaxed) {
-                    serve(stream, address, &cards, &commands, &linked, &tamper, &quit);
+                    serve(stream, address, scbk, &cards, &commands, &linked, &tamper, &quit);
                 }
             }
         });
@@ -170,9 +176,14 @@ impl Drop for SimulatedReader {
     }
 }
 
+/// The reader's random for the secure channel's handshake.
+const READER_RANDOM: [u8; 8] = [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7];
+
+#[expect(clippy::too_many_arguments, reason = "the simulated reader's whole state, handed to its thread")]
 fn serve(
     mut stream: std::net::TcpStream,
     address: u8,
+    scbk: Option<[u8; 16]>,
     cards: &Mutex<VecDeque<Vec<bool>>>,
     commands: &Received,
     linked: &AtomicBool,
@@ -184,6 +195,24 @@ fn serve(
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
+    let mut session: Option<osdp_sc::Session> = None;
+    let respond = |packet: &osdp::Packet| -> (u8, Vec<u8>) {
+        if matches!(packet.code, 0x68..=0x6A)
+            && let Ok(mut seen) = commands.lock()
+        {
+            seen.push((Instant::now(), packet.code, packet.data.clone()));
+        }
+        let reply = match packet.code {
+            0x61 => Reply::PdId { vendor: [0x0A, 0x0B, 0x0C], model: 1, version: 1, serial: 4242, firmware: [1, 0, 0] },
+            0x60 => match cards.lock().ok().and_then(|mut c| c.pop_front()) {
+                Some(bits) => Reply::Raw { reader: 0, format: 1, bits },
+                None => Reply::Ack,
+            },
+            0x64 => Reply::LocalStatus { tamper: tamper.load(Ordering::Relaxed), power_failure: false },
+            _ => Reply::Ack,
+        };
+        reply.encode()
+    };
     while linked.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
@@ -191,30 +220,59 @@ fn serve(
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(_) => return,
         }
-        while let Ok((packet, used)) = osdp::decode(&buf) {
+        while let Ok((found, used)) = osdp::frame(&buf) {
+            let start = used - found.body.len() - if found.crc { 2 } else { 1 };
+            let (secure, reply, addr, seq) = (found.secure, found.reply, found.addr, found.seq);
+            let bytes = buf[start..used].to_vec();
             buf.drain(..used);
-            if packet.reply || packet.addr != address {
+            if reply || addr != address {
                 continue;
             }
-            if matches!(packet.code, 0x68..=0x6A)
-                && let Ok(mut seen) = commands.lock()
-            {
-                seen.push((Instant::now(), packet.code, packet.data.clone()));
-            }
-            let reply = match packet.code {
-                0x61 => {
-                    Reply::PdId { vendor: [0x0A, 0x0B, 0x0C], model: 1, version: 1, serial: 4242, firmware: [1, 0, 0] }
-                }
-                0x60 => match cards.lock().ok().and_then(|mut c| c.pop_front()) {
-                    Some(bits) => Reply::Raw { reader: 0, format: 1, bits },
-                    None => Reply::Ack,
+            let answer = |seq, code, data| osdp::Packet { addr: address, reply: true, seq, crc: true, code, data };
+            let nak = |seq, why: u8| answer(seq, 0x41, vec![why]).encode(true);
+            let wire = match (secure, scbk) {
+                // A reader without a key refuses the secure channel (NAK 5).
+                (true, None) => nak(seq, 5),
+                (true, Some(scbk)) => match osdp_sc::open(session.as_mut(), true, &bytes) {
+                    Ok((opened, _)) if opened.kind == osdp_sc::SCS_11 => {
+                        let rnd_a: [u8; 8] =
+                            opened.packet.data.get(..8).and_then(|r| r.try_into().ok()).unwrap_or_default();
+                        let fresh = osdp_sc::Session::new(&scbk, rnd_a, READER_RANDOM);
+                        let mut data = vec![0xC0; 8];
+                        data.extend(READER_RANDOM);
+                        data.extend(fresh.client_cryptogram());
+                        session = Some(fresh);
+                        let key_type = opened.block.first().copied().unwrap_or(1);
+                        osdp_sc::handshake(&answer(seq, osdp_sc::CCRYPT, data), osdp_sc::SCS_12, key_type, true)
+                    }
+                    Ok((opened, _)) if opened.kind == osdp_sc::SCS_13 => match session.as_mut() {
+                        Some(s) if s.host_cryptogram_matches(&opened.packet.data) => {
+                            let rmac = s.start_chain().to_vec();
+                            osdp_sc::handshake(&answer(seq, osdp_sc::RMAC_I, rmac), osdp_sc::SCS_14, 1, true)
+                        }
+                        _ => nak(seq, 6),
+                    },
+                    Ok((opened, _)) => match session.as_mut() {
+                        Some(s) => {
+                            let (code, data) = respond(&opened.packet);
+                            osdp_sc::seal(s, false, &answer(seq, code, data), true)
+                        }
+                        None => nak(seq, 6),
+                    },
+                    Err(_) => {
+                        session = None;
+                        nak(seq, 6)
+                    }
                 },
-                0x64 => Reply::LocalStatus { tamper: tamper.load(Ordering::Relaxed), power_failure: false },
-                _ => Reply::Ack,
+                (false, _) => match osdp::decode(&bytes) {
+                    Ok((packet, _)) => {
+                        let (code, data) = respond(&packet);
+                        answer(packet.seq, code, data).encode(true)
+                    }
+                    Err(_) => continue,
+                },
             };
-            let (code, data) = reply.encode();
-            let answer = osdp::Packet { addr: address, reply: true, seq: packet.seq, crc: true, code, data };
-            if stream.write_all(&answer.encode(true)).is_err() {
+            if stream.write_all(&wire).is_err() {
                 return;
             }
         }
@@ -344,7 +402,7 @@ async fn a_reader_binding_that_cannot_be_used_is_refused_naming_the_field() -> T
         (json!({"endpoint": "tcp://10.0.0.7:0"}), "endpoint"),
         (json!({"protocol": "wiegand"}), "protocol"),
         (json!({"scbk": "not-hex"}), "scbk"),
-        (json!({"scbk": "303132333435363738393A3B3C3D3E3F"}), "scbk"),
+        (json!({"scbk": "303132333435363738393A3B3C3D3E3F", "install_mode": true}), "install_mode"),
         (json!({"card_format": "h99999"}), "card_format"),
     ] {
         let mut body = base.clone();
@@ -359,5 +417,57 @@ async fn a_reader_binding_that_cannot_be_used_is_refused_naming_the_field() -> T
     let reply = site.app.call("PUT", &path, Some(&site.root.access), Some(base)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["status"]["online"], false);
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_reader_with_a_key_talks_only_over_the_secure_channel_and_a_wrong_key_is_named() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 2).await?;
+    let card = json!({"kind": "card", "format": "h10301", "facility_code": 123, "card_number": 4567});
+    site.pass(json!({"credential": card})).await?;
+    let scbk = [0x5a; 16];
+    let hex: String = scbk.iter().map(|b| format!("{b:02x}")).collect();
+    let reader = SimulatedReader::start_with(7, Some(scbk))?;
+    let gate = site.gates[0].clone();
+    let path = site.path(&format!("/gates/{gate}/reader"));
+    let body =
+        json!({"protocol": "osdp", "endpoint": format!("tcp://127.0.0.1:{}", reader.port), "address": 7, "scbk": hex});
+    let reply = site.app.call("PUT", &path, Some(&site.root.access), Some(body)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["secure_channel"], "scbk");
+    assert!(!reply.text().contains(&hex), "the key is never shown again");
+    let binding =
+        wait_reader(&site, &gate, "online over the secure channel", |b| b["status"]["online"] == true).await?;
+    assert_eq!(binding["status"]["secure_channel"], true, "{binding}");
+    assert!(!binding.to_string().contains(&hex));
+
+    // A card through the encrypted channel: the relay comes back, decrypted by the reader.
+    let presented = Instant::now();
+    reader.present(wiegand::encode(wiegand::Card { format: wiegand::Format::H10301, facility: 123, number: 4567 })?);
+    wait_command(&reader, presented, "relay over the secure channel", |c| {
+        c.iter().any(|(code, data)| *code == 0x68 && data == &[0, 5, 30, 0])
+    })
+    .await?;
+    let db = site.app.db().await?;
+    let stored: Option<Vec<u8>> = db
+        .query_one("SELECT scbk_sealed FROM gate_readers WHERE gate_id = $1", &[&uuid::Uuid::try_parse(&gate)?])
+        .await?
+        .get(0);
+    assert!(stored.is_some_and(|s| !s.windows(16).any(|w| w == scbk)), "stored sealed, not in the clear");
+
+    // The same reader bound with another key: never talked to in plain text; the reason says why.
+    let other = SimulatedReader::start_with(7, Some([0x11; 16]))?;
+    let gate = site.gates[1].clone();
+    let body =
+        json!({"protocol": "osdp", "endpoint": format!("tcp://127.0.0.1:{}", other.port), "address": 7, "scbk": hex});
+    let reply =
+        site.app.call("PUT", &site.path(&format!("/gates/{gate}/reader")), Some(&site.root.access), Some(body)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let binding = wait_reader(&site, &gate, "the wrong key named", |b| {
+        b["status"]["reason"].as_str().is_some_and(|r| r.contains("does not hold the key it was bound with"))
+    })
+    .await?;
+    assert_eq!(binding["status"]["online"], false);
+    assert!(other.received_since(presented).is_empty(), "nothing was sent to it in plain text");
     Ok(())
 }
