@@ -51,7 +51,7 @@ pub fn seal_secret(pepper: &SecretString, purpose: &str, plaintext: &[u8]) -> Ve
     let Ok(cipher) = aes_gcm::Aes256Gcm::new_from_slice(&key) else { return Vec::new() };
     let nonce: [u8; 12] = rand::random();
     let mut sealed = nonce.to_vec();
-    sealed.extend(cipher.encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext).unwrap_or_default());
+    sealed.extend(cipher.encrypt(&nonce.into(), plaintext).unwrap_or_default());
     sealed
 }
 
@@ -65,7 +65,8 @@ pub fn open_secret(pepper: &SecretString, purpose: &str, sealed: &[u8]) -> Optio
         return None;
     }
     let (nonce, ciphertext) = sealed.split_at(12);
-    cipher.decrypt(aes_gcm::Nonce::from_slice(nonce), ciphertext).ok()
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    cipher.decrypt(&nonce.into(), ciphertext).ok()
 }
 
 /// `n` random bytes from the OS, URL-safe base64 without padding.
