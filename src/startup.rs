@@ -71,7 +71,8 @@ impl Application {
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
         let state_metrics = metrics.clone();
         // The readers bound to gates, polled from now on.
-        let readers = crate::engine::readers::Readers::new(engine.clone(), auth.pepper.clone());
+        let readers =
+            crate::engine::readers::Readers::new(engine.clone(), auth.pepper.clone(), database.pool().clone());
         let bindings = match database.pool().get().await {
             Ok(client) => crate::app::readers::load_all(&client, &auth.pepper).await,
             Err(err) => Err(err.into()),

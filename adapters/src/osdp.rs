@@ -188,6 +188,10 @@ pub enum Command {
     Cap,
     /// The reader's local status: tamper and power.
     LocalStatus,
+    /// Give the reader a new secure-channel key (only ever sent over the secure channel).
+    KeySet {
+        scbk: [u8; 16],
+    },
     /// Output `output` on (relay) for `timer_100ms` tenths of a second, then back off.
     Pulse {
         output: u8,
@@ -214,6 +218,7 @@ impl Command {
             Command::Id => 0x61,
             Command::Cap => 0x62,
             Command::LocalStatus => 0x64,
+            Command::KeySet { .. } => 0x75,
             Command::Pulse { .. } => 0x68,
             Command::Led { .. } => 0x69,
             Command::Buzz { .. } => 0x6A,
@@ -223,6 +228,12 @@ impl Command {
     pub fn data(&self) -> Vec<u8> {
         match *self {
             Command::Poll | Command::LocalStatus => Vec::new(),
+            // Key type 1 (SCBK), 16 bytes.
+            Command::KeySet { scbk } => {
+                let mut data = vec![0x01, 16];
+                data.extend_from_slice(&scbk);
+                data
+            }
             Command::Id | Command::Cap => vec![0x00],
             Command::Pulse { output, timer_100ms } => {
                 let [lo, hi] = timer_100ms.to_le_bytes();

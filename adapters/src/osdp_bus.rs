@@ -41,6 +41,9 @@ pub enum Key {
     Scbk([u8; 16]),
     /// Install mode: the default SCBK-D every reader knows (only when the binding asks for it).
     Install,
+    /// Install mode once, to give the reader this key (osdp_KEYSET over the SCBK-D channel); then
+    /// this key, as `Scbk`.
+    InstallThen([u8; 16]),
 }
 
 impl std::fmt::Debug for Key {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Key {
         f.write_str(match self {
             Key::Scbk(_) => "Key::Scbk([REDACTED])",
             Key::Install => "Key::Install",
+            Key::InstallThen(_) => "Key::InstallThen([REDACTED])",
         })
     }
 }
@@ -76,6 +80,9 @@ pub enum BusEvent {
     Keys { address: u8, keys: Vec<u8> },
     /// The reader's local status, asked every [`STATUS_EVERY`] rounds: it is there and says so.
     Status { address: u8, tamper: bool, power_failure: bool },
+    /// The reader took the new key it was given (install mode is over); the binding should now
+    /// say `Scbk` with that key.
+    Rekeyed { address: u8 },
 }
 
 /// How many polling rounds between two local-status questions (about every 2 s).
@@ -219,6 +226,9 @@ async fn drive(
                         pd.session = Some(session);
                         pd.identified = false;
                         tracing::info!(address = pd.address, "OSDP secure channel established");
+                        if let Some(Key::InstallThen(scbk)) = pd.key {
+                            pd.pending.push_front(Command::KeySet { scbk });
+                        }
                     }
                     Err(reason) => {
                         tracing::warn!(address = pd.address, %reason, "OSDP secure channel not established");
@@ -276,6 +286,29 @@ async fn drive(
             };
             silent.insert(pd.address, 0);
             pd.seq = next_seq(pd.seq);
+            if let Command::KeySet { scbk } = command {
+                pd.pending.pop_front();
+                if reply == Reply::Ack {
+                    // The reader holds its own key now: a new session with it, at once.
+                    tracing::info!(address = pd.address, "OSDP reader re-keyed; install mode is over");
+                    pd.key = Some(Key::Scbk(scbk));
+                    pd.session = None;
+                    pd.handshake_after = None;
+                    if events.send(BusEvent::Rekeyed { address: pd.address }).await.is_err() {
+                        return Ok(());
+                    }
+                } else {
+                    let reason = format!("secure channel: the reader refused its new key ({reply:?})");
+                    pd.session = None;
+                    pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
+                    if let Some(event) = pd.offline(reason)
+                        && events.send(event).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             if !matches!(command, Command::Poll | Command::Id | Command::Cap | Command::LocalStatus) {
                 pd.pending.pop_front();
             }
@@ -363,7 +396,7 @@ async fn exchange(
 async fn handshake(stream: &mut TcpStream, buf: &mut Vec<u8>, pd: &mut Pd) -> Result<Result<Session, String>, String> {
     let (scbk, key_type) = match &pd.key {
         Some(Key::Scbk(scbk)) => (*scbk, 1),
-        Some(Key::Install) => (SCBK_D, 0),
+        Some(Key::Install | Key::InstallThen(_)) => (SCBK_D, 0),
         None => return Ok(Err("no key".to_owned())),
     };
     let address = pd.address;

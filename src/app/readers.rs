@@ -26,7 +26,8 @@ pub struct ReaderBody {
     /// The reader's secure-channel key (32 hex digits): every exchange with it is then encrypted
     /// and MAC'd. Stored sealed; never shown again.
     scbk: Option<String>,
-    /// Use the install-mode key (SCBK-D) every reader knows: only for setting a reader up.
+    /// Use the install-mode key (SCBK-D) every reader knows: only for setting a reader up. With
+    /// `scbk`: install mode once, to give the reader that key, then that key.
     install_mode: Option<bool>,
     /// The relay the lock hangs on (default 0).
     output: Option<u8>,
@@ -43,13 +44,25 @@ pub struct ReaderView {
     pub address: u8,
     pub output: u8,
     pub card_format: Option<String>,
-    /// `scbk` (its own key), `install` (SCBK-D) or `off` (plain OSDP).
+    /// `scbk` (its own key), `install` (SCBK-D), `rekeying` (SCBK-D until the reader has taken
+    /// its own key) or `off` (plain OSDP).
     pub secure_channel: &'static str,
     pub status: Option<ReaderStatus>,
 }
 
 /// The purpose an SCBK is sealed under (see `crypto::seal_secret`).
 const SCBK_PURPOSE: &str = "osdp-scbk";
+
+/// The reader took its own key (`engine::readers` saw it): install mode is over for good.
+pub async fn rekeyed(client: &impl GenericClient, org_id: Uuid, gate_id: Uuid) -> Result<(), AppError> {
+    client
+        .execute(
+            "UPDATE gate_readers SET install_mode = false, updated_at = now() WHERE org_id = $1 AND gate_id = $2",
+            &[&org_id, &gate_id],
+        )
+        .await?;
+    Ok(())
+}
 
 /// `tcp://host:port` → `host:port`.
 fn endpoint(text: &str) -> Result<String, AppError> {
@@ -69,10 +82,7 @@ fn endpoint(text: &str) -> Result<String, AppError> {
 impl ReaderBody {
     fn check(&self, org_id: Uuid, gate_id: Uuid) -> Result<(Binding, Option<String>), AppError> {
         let key = match (&self.scbk, self.install_mode.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(AppError::field("install_mode", "give either `scbk` or `install_mode`, not both"));
-            }
-            (Some(hex), false) => {
+            (Some(hex), install) => {
                 let bytes: Option<Vec<u8>> = (hex.len() == 32)
                     .then(|| {
                         (0..16)
@@ -83,7 +93,8 @@ impl ReaderBody {
                 let Some(scbk) = bytes.and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
                     return Err(AppError::field("scbk", "must be 32 hex digits"));
                 };
-                Some(Key::Scbk(scbk))
+                // With install mode: SCBK-D once, to give the reader this key.
+                Some(if install { Key::InstallThen(scbk) } else { Key::Scbk(scbk) })
             }
             (None, true) => Some(Key::Install),
             (None, false) => None,
@@ -126,6 +137,7 @@ fn view(app: &App, binding: &Binding, card_format: Option<String>) -> ReaderView
         secure_channel: match binding.key {
             Some(Key::Scbk(_)) => "scbk",
             Some(Key::Install) => "install",
+            Some(Key::InstallThen(_)) => "rekeying",
             None => "off",
         },
         status: app.readers.status(binding.gate_id),
@@ -148,10 +160,12 @@ pub async fn put(
         return Err(AppError::NotFound("gate"));
     }
     let sealed = match &binding.key {
-        Some(Key::Scbk(scbk)) => Some(crate::crypto::seal_secret(&app.auth.pepper, SCBK_PURPOSE, scbk)),
+        Some(Key::Scbk(scbk) | Key::InstallThen(scbk)) => {
+            Some(crate::crypto::seal_secret(&app.auth.pepper, SCBK_PURPOSE, scbk))
+        }
         _ => None,
     };
-    let install = binding.key == Some(Key::Install);
+    let install = matches!(binding.key, Some(Key::Install | Key::InstallThen(_)));
     tx.execute(
         "INSERT INTO gate_readers (org_id, gate_id, protocol, endpoint, address, output, card_format, scbk_sealed, install_mode)
          VALUES ($1, $2, 'osdp', $3, $4, $5, $6, $7, $8)
@@ -166,12 +180,11 @@ pub async fn put(
     .await
     .map_err(|e| AppError::unique(e, "another reader on this bus has that address"))?;
     // The key itself never goes into the audit row.
-    let secure = if sealed.is_some() {
-        "scbk"
-    } else if install {
-        "install"
-    } else {
-        "off"
+    let secure = match (sealed.is_some(), install) {
+        (true, true) => "rekeying",
+        (true, false) => "scbk",
+        (false, true) => "install",
+        (false, false) => "off",
     };
     let details = json!({ "endpoint": binding.endpoint, "address": binding.address, "output": binding.output, "secure_channel": secure });
     audit::record(
@@ -223,14 +236,14 @@ fn from_row(row: &tokio_postgres::Row, pepper: &SecretString) -> Result<(Binding
             address: small(3)?,
             output: small(4)?,
             key: match (row.try_get::<_, Option<Vec<u8>>>(6)?, row.try_get::<_, bool>(7)?) {
-                (Some(sealed), _) => {
+                (Some(sealed), install) => {
                     let scbk = crate::crypto::open_secret(pepper, SCBK_PURPOSE, &sealed)
                         .and_then(|b| <[u8; 16]>::try_from(b).ok())
                         // Never a plain-text fallback: the binding cannot be used.
                         .ok_or_else(|| {
                             AppError::internal("a reader's stored SCBK cannot be opened (was the pepper changed?)")
                         })?;
-                    Some(Key::Scbk(scbk))
+                    Some(if install { Key::InstallThen(scbk) } else { Key::Scbk(scbk) })
                 }
                 (None, true) => Some(Key::Install),
                 (None, false) => None,

@@ -66,16 +66,18 @@ struct Running {
 pub struct Readers {
     engine: Engine,
     pepper: SecretString,
+    pool: deadpool_postgres::Pool,
     bindings: DashMap<Uuid, Binding>,
     status: DashMap<Uuid, ReaderStatus>,
     buses: Mutex<HashMap<String, Running>>,
 }
 
 impl Readers {
-    pub fn new(engine: Engine, pepper: SecretString) -> Arc<Readers> {
+    pub fn new(engine: Engine, pepper: SecretString, pool: deadpool_postgres::Pool) -> Arc<Readers> {
         Arc::new(Readers {
             engine,
             pepper,
+            pool,
             bindings: DashMap::new(),
             status: DashMap::new(),
             buses: Mutex::new(HashMap::new()),
@@ -154,7 +156,8 @@ impl Readers {
                 | BusEvent::Offline { address, .. }
                 | BusEvent::Card { address, .. }
                 | BusEvent::Keys { address, .. }
-                | BusEvent::Status { address, .. } => *address,
+                | BusEvent::Status { address, .. }
+                | BusEvent::Rekeyed { address } => *address,
             };
             let Some(&gate_id) = readers.get(&address) else { continue };
             match event {
@@ -173,6 +176,7 @@ impl Readers {
                     };
                     self.set_status(gate_id, status);
                 }
+                BusEvent::Rekeyed { .. } => self.rekeyed(gate_id).await,
                 BusEvent::Status { tamper, power_failure, .. } => {
                     let changed = self.status.get_mut(&gate_id).map(|mut status| {
                         status.last_seen = Some(Utc::now());
@@ -218,6 +222,30 @@ impl Readers {
                     }
                 }
             }
+        }
+    }
+
+    /// The reader took its own key: the binding (here and stored) uses it from now on.
+    async fn rekeyed(&self, gate_id: Uuid) {
+        let Some(org_id) = self.bindings.get_mut(&gate_id).map(|mut binding| {
+            if let Some(Key::InstallThen(scbk)) = binding.key {
+                binding.key = Some(Key::Scbk(scbk));
+            }
+            binding.org_id
+        }) else {
+            return;
+        };
+        let stored = match self.pool.get().await {
+            Ok(client) => {
+                crate::app::readers::rekeyed(&client, org_id, gate_id).await.map_err(|e| crate::error::error_chain(&e))
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        match stored {
+            Ok(()) => tracing::info!(%gate_id, "OSDP reader re-keyed: install mode is over"),
+            // The reader holds its key either way; a restart before this is stored would try
+            // install mode again, which the reader refuses: said in its status.
+            Err(err) => tracing::error!(%gate_id, error = %err, "the reader's new key is in use but not recorded"),
         }
     }
 

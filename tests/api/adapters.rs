@@ -183,7 +183,7 @@ const READER_RANDOM: [u8; 8] = [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7];
 fn serve(
     mut stream: std::net::TcpStream,
     address: u8,
-    scbk: Option<[u8; 16]>,
+    mut scbk: Option<[u8; 16]>,
     cards: &Mutex<VecDeque<Vec<bool>>>,
     commands: &Received,
     linked: &AtomicBool,
@@ -233,11 +233,11 @@ fn serve(
             let wire = match (secure, scbk) {
                 // A reader without a key refuses the secure channel (NAK 5).
                 (true, None) => nak(seq, 5),
-                (true, Some(scbk)) => match osdp_sc::open(session.as_mut(), true, &bytes) {
+                (true, Some(key)) => match osdp_sc::open(session.as_mut(), true, &bytes) {
                     Ok((opened, _)) if opened.kind == osdp_sc::SCS_11 => {
                         let rnd_a: [u8; 8] =
                             opened.packet.data.get(..8).and_then(|r| r.try_into().ok()).unwrap_or_default();
-                        let fresh = osdp_sc::Session::new(&scbk, rnd_a, READER_RANDOM);
+                        let fresh = osdp_sc::Session::new(&key, rnd_a, READER_RANDOM);
                         let mut data = vec![0xC0; 8];
                         data.extend(READER_RANDOM);
                         data.extend(fresh.client_cryptogram());
@@ -251,6 +251,16 @@ fn serve(
                             osdp_sc::handshake(&answer(seq, osdp_sc::RMAC_I, rmac), osdp_sc::SCS_14, 1, true)
                         }
                         _ => nak(seq, 6),
+                    },
+                    // osdp_KEYSET: acknowledged, and the new key is the reader's from the next
+                    // handshake on.
+                    Ok((opened, _)) if opened.packet.code == 0x75 => match session.as_mut() {
+                        Some(s) => {
+                            let wire = osdp_sc::seal(s, false, &answer(seq, 0x40, vec![]), true);
+                            scbk = opened.packet.data.get(2..18).and_then(|k| k.try_into().ok()).or(scbk);
+                            wire
+                        }
+                        None => nak(seq, 6),
                     },
                     Ok((opened, _)) => match session.as_mut() {
                         Some(s) => {
@@ -402,7 +412,8 @@ async fn a_reader_binding_that_cannot_be_used_is_refused_naming_the_field() -> T
         (json!({"endpoint": "tcp://10.0.0.7:0"}), "endpoint"),
         (json!({"protocol": "wiegand"}), "protocol"),
         (json!({"scbk": "not-hex"}), "scbk"),
-        (json!({"scbk": "303132333435363738393A3B3C3D3E3F", "install_mode": true}), "install_mode"),
+        (json!({"scbk": "3031323334"}), "scbk"),
+        (json!({"install_mode": "yes"}), "install_mode"),
         (json!({"card_format": "h99999"}), "card_format"),
     ] {
         let mut body = base.clone();
@@ -469,5 +480,31 @@ async fn a_reader_with_a_key_talks_only_over_the_secure_channel_and_a_wrong_key_
     .await?;
     assert_eq!(binding["status"]["online"], false);
     assert!(other.received_since(presented).is_empty(), "nothing was sent to it in plain text");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_reader_in_install_mode_is_given_its_own_key_once_and_then_uses_it() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let reader = SimulatedReader::start_with(3, Some(osdp_sc::SCBK_D))?;
+    let gate = site.gates[0].clone();
+    let key: String = [0x7e_u8; 16].iter().map(|b| format!("{b:02x}")).collect();
+    let body = json!({"protocol": "osdp", "endpoint": format!("tcp://127.0.0.1:{}", reader.port), "address": 3,
+                      "install_mode": true, "scbk": key});
+    let reply =
+        site.app.call("PUT", &site.path(&format!("/gates/{gate}/reader")), Some(&site.root.access), Some(body)).await?;
+    assert_eq!((reply.status, reply.json()["secure_channel"].as_str()), (200, Some("rekeying")), "{}", reply.text());
+    // SCBK-D once, KEYSET over it, then a new channel with the reader's own key.
+    let binding = wait_reader(&site, &gate, "online with its own key", |b| {
+        b["secure_channel"] == "scbk" && b["status"]["online"] == true && b["status"]["secure_channel"] == true
+    })
+    .await?;
+    assert!(!binding.to_string().contains(&key));
+    let db = site.app.db().await?;
+    let install: bool = db
+        .query_one("SELECT install_mode FROM gate_readers WHERE gate_id = $1", &[&uuid::Uuid::try_parse(&gate)?])
+        .await?
+        .get(0);
+    assert!(!install, "install mode is over, and recorded");
     Ok(())
 }
