@@ -151,9 +151,10 @@ impl Site {
         }
     }
 
-    /// Waits until `/ready` says what `done` looks for.
+    /// Waits until `/ready` says what `done` looks for (90 s at most: a liveness bound on a
+    /// loaded machine, where a restart may wait for the dead server's backends to go).
     fn wait_ready_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> TestResult<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let ready = self.ready();
             if done(&ready) {
