@@ -27,8 +27,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("PORTCULLIS__ENGINE__ADMIT_TIMEOUT_MS", "1000"),
     ("PORTCULLIS__SERVER__REQUEST_TIMEOUT_SECS", "3"),
 ];
-/// The admit bound above, plus slack for a loaded 2-core machine: no decision may take longer.
-const SLOWEST_ANSWER: Duration = Duration::from_millis(2500);
+/// No decision may take longer: the admit bound above plus slack for a loaded 2-core machine
+/// running the rest of the suite, and far below the outages (12 s), so a decision that waited on
+/// the database would fail it. The measured slowest is printed with the figures (about 0.5 s).
+const SLOWEST_ANSWER: Duration = Duration::from_secs(5);
 
 /// A gate of the demo organization.
 #[derive(Debug, Clone)]
