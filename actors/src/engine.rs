@@ -333,6 +333,7 @@ impl Engine {
             .map(|g| (g.org_id, g.addr.clone(), g.inbox.clone()))
             .ok_or(EngineError::UnknownGate)?;
         let tell_gate = |outcome: &Outcome| {
+            crate::gate_actor::publish_decision(self, org_id, outcome);
             if inbox.push(outcome.clone()) {
                 addr.do_send(Drain);
             }

@@ -1,6 +1,7 @@
 //! GateActor: one per gate. Keeps the gate's live entry queue in the order decisions reach it,
-//! publishes every decision, and, in an organization with escort rules, hands a decision that
-//! needs a pass to the pass's own actor with the gate's recent entries.
+//! and, in an organization with escort rules, hands a decision that needs a pass to the pass's own
+//! actor with the gate's recent entries. Every decision is published by whoever answers it, before
+//! answering ([`publish_decision`]), so viewers see decisions in the order they were answered.
 //!
 //! What needs no pass (modes, lockdown, direction, unreadable or unknown credentials) is settled
 //! by [`settle`] from the organization's snapshot and the credential index, on the caller's
@@ -51,7 +52,6 @@ impl Inbox {
 }
 
 pub struct GateActor {
-    gate_id: Uuid,
     org_id: Uuid,
     engine: Engine,
     queue: VecDeque<Outcome>,
@@ -59,8 +59,8 @@ pub struct GateActor {
 }
 
 impl GateActor {
-    pub fn new(gate_id: Uuid, org_id: Uuid, engine: Engine, inbox: std::sync::Arc<Inbox>) -> Self {
-        GateActor { gate_id, org_id, engine, queue: VecDeque::new(), inbox }
+    pub fn new(org_id: Uuid, engine: Engine, inbox: std::sync::Arc<Inbox>) -> Self {
+        GateActor { org_id, engine, queue: VecDeque::new(), inbox }
     }
 
     fn remember(&mut self, outcome: &Outcome) {
@@ -68,22 +68,6 @@ impl GateActor {
             self.queue.pop_front();
         }
         self.queue.push_back(outcome.clone());
-        let event = Event::Decision {
-            gate_id: outcome.gate_id,
-            pass_id: outcome.pass_id,
-            holder_name: outcome.holder_name.clone(),
-            direction: outcome.direction,
-            decision: outcome.decision,
-            reason: outcome.reason,
-            decided_at: outcome.decided_at,
-        };
-        self.engine.publish(self.org_id, event);
-        if let Some(alert) = outcome.alert {
-            self.engine.publish(self.org_id, Event::Alert { alert, gate_id: self.gate_id, pass_id: outcome.pass_id });
-        }
-        metrics::counter!("portcullis_decisions_total",
-            "decision" => outcome.decision.as_str(), "reason" => outcome.reason.as_str())
-        .increment(1);
     }
 
     /// Passes admitted inward here recently: an escort must appear in this list.
@@ -97,6 +81,27 @@ impl GateActor {
             .filter_map(|o| Some((o.pass_id?, o.decided_at)))
             .collect()
     }
+}
+
+/// Tells the organization's viewers of a decision, before the decision is answered: a viewer sees
+/// decisions in the order their answers were given, whichever gates and threads made them.
+pub(crate) fn publish_decision(engine: &Engine, org_id: Uuid, outcome: &Outcome) {
+    let event = Event::Decision {
+        gate_id: outcome.gate_id,
+        pass_id: outcome.pass_id,
+        holder_name: outcome.holder_name.clone(),
+        direction: outcome.direction,
+        decision: outcome.decision,
+        reason: outcome.reason,
+        decided_at: outcome.decided_at,
+    };
+    engine.publish(org_id, event);
+    if let Some(alert) = outcome.alert {
+        engine.publish(org_id, Event::Alert { alert, gate_id: outcome.gate_id, pass_id: outcome.pass_id });
+    }
+    metrics::counter!("portcullis_decisions_total",
+        "decision" => outcome.decision.as_str(), "reason" => outcome.reason.as_str())
+    .increment(1);
 }
 
 /// The part of a decision that needs no pass.
@@ -202,6 +207,7 @@ impl Handler<Decide> for GateActor {
         Box::pin(async move { engine.with_pass(pass_id, admit).await }.into_actor(self).map(|result, act, _| {
             if let Ok(outcome) = &result {
                 act.remember(outcome);
+                publish_decision(&act.engine, act.org_id, outcome);
             }
             result
         }))

@@ -58,7 +58,7 @@ impl Handler<Configure> for OrgActor {
         for gate_id in snapshot.gates.keys() {
             if !shared.gates.contains_key(gate_id) {
                 let inbox = std::sync::Arc::new(Inbox::default());
-                let actor = GateActor::new(*gate_id, self.org_id, self.engine.clone(), inbox.clone());
+                let actor = GateActor::new(self.org_id, self.engine.clone(), inbox.clone());
                 let addr = self.engine.start(*gate_id, actor);
                 shared.gates.insert(*gate_id, GateEntry { org_id: self.org_id, addr, inbox });
             }
