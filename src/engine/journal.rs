@@ -711,14 +711,18 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     // One round trip: BEGIN, the statements and COMMIT go out together, in this order (the join
     // polls them in order, and a query is sent when first polled). If a statement fails,
     // PostgreSQL ignores the rest and turns the COMMIT into a rollback; the error is ours.
-    let begin = if began { "" } else { "BEGIN" };
-    futures_util::future::try_join3(
-        client.batch_execute(begin),
-        try_join_all(executions),
-        client.batch_execute("COMMIT"),
-    )
-    .await
-    .map_err(pg)?;
+    if began {
+        // BEGIN went out with the replay's batch ids.
+        futures_util::future::try_join(try_join_all(executions), client.batch_execute("COMMIT")).await.map_err(pg)?;
+    } else {
+        futures_util::future::try_join3(
+            client.batch_execute("BEGIN"),
+            try_join_all(executions),
+            client.batch_execute("COMMIT"),
+        )
+        .await
+        .map_err(pg)?;
+    }
     for a in audits {
         crate::audit::logged(&a.action, &a.target_type, &a.target_id);
     }
