@@ -177,6 +177,11 @@ impl JournalHandle {
         &self.health
     }
 
+    /// Batches waiting in the channel for the writer (answered, not yet committed or spooled).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues records; waits only if the writer is far behind (backpressure).
     pub async fn write(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         self.tx.send(JournalBatch { records, ack: None }).await.map_err(|_| JournalError::Closed)

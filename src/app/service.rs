@@ -25,6 +25,9 @@ pub struct SpoolState {
     pub bytes: u64,
     /// Seconds since the oldest record still waiting was spooled.
     pub oldest_age_s: Option<f64>,
+    /// Batches answered and waiting in memory for the journal's writer (committed or spooled
+    /// within moments; what a kill -9 would lose).
+    pub queued_batches: usize,
 }
 
 fn spool_state(app: &App) -> SpoolState {
@@ -33,6 +36,7 @@ fn spool_state(app: &App) -> SpoolState {
         records: health.spooled_records(),
         bytes: health.spooled_bytes(),
         oldest_age_s: health.oldest_spooled().map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+        queued_batches: app.engine.journal().queued(),
     }
 }
 

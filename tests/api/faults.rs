@@ -445,16 +445,20 @@ fn a_spool_left_by_a_killed_engine_is_replayed_once_after_restart() -> TestResul
         site.wait_ready_until("records spooled", |r| r["spool"]["records"].as_u64().unwrap_or(0) > 20)?;
         Ok(())
     })?;
-    // Every answered decision reaches the spool within moments while spooling: wait until it
-    // holds still, then kill -9 the engine and let the old cluster go on.
-    let mut held = site.ready()["spool"]["records"].clone();
+    // Every answered decision reaches the spool within moments while spooling: wait until
+    // nothing waits in memory and the spool holds still, then kill -9 the engine and let the old
+    // cluster go on.
+    let mut held = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = site.ready()["spool"]["records"].clone();
-        if now == held {
+        let ready = site.ready();
+        let now = ready["spool"]["records"].clone();
+        if ready["spool"]["queued_batches"] == 0 && now == held {
             break;
         }
+        assert!(Instant::now() < deadline, "the journal never caught up: {ready}");
         held = now;
+        std::thread::sleep(Duration::from_millis(500));
     }
     let spool = site.data_dir.join("spool/journal.spool");
     assert!(std::fs::metadata(&spool).map_err(|e| format!("{}: {e}", spool.display()))?.len() > 0);
