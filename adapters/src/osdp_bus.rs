@@ -15,7 +15,7 @@
 //! session, takes the reader offline with the reason, and the handshake is tried again later with
 //! the same key: never a plain-text fallback, never a silent re-key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,6 +116,8 @@ struct Pd {
     handshake_after: Option<tokio::time::Instant>,
     /// Why it was last reported offline (reported again only when it changes).
     reason: Option<String>,
+    /// Commands in a row it has not answered.
+    silent: u32,
 }
 
 impl Pd {
@@ -128,6 +130,14 @@ impl Pd {
         }
         self.reason = Some(reason.clone());
         Some(BusEvent::Offline { address: self.address, reason })
+    }
+
+    /// Ends its secure session (a failed handshake, a broken chain, a refused key): the handshake
+    /// is tried again, with the same key, after [`HANDSHAKE_RETRY`]; the reader is offline meanwhile.
+    fn end_session(&mut self, reason: String) -> Option<BusEvent> {
+        self.session = None;
+        self.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
+        self.offline(reason)
     }
 }
 
@@ -161,6 +171,7 @@ async fn run(
             session: None,
             handshake_after: None,
             reason: None,
+            silent: 0,
         })
         .collect();
     let mut backoff = FIRST_BACKOFF;
@@ -211,7 +222,6 @@ async fn drive(
     commands: &mut mpsc::Receiver<(u8, Vec<Command>)>,
 ) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let mut silent: HashMap<u8, u32> = HashMap::new();
     loop {
         for i in 0..pds.len() {
             // Before every exchange, so a verdict's relay goes out at the next turn on the bus.
@@ -232,8 +242,7 @@ async fn drive(
                     }
                     Err(reason) => {
                         tracing::warn!(address = pd.address, %reason, "OSDP secure channel not established");
-                        pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
-                        if let Some(event) = pd.offline(reason)
+                        if let Some(event) = pd.end_session(reason)
                             && events.send(event).await.is_err()
                         {
                             return Ok(());
@@ -257,9 +266,7 @@ async fn drive(
                 // The channel broke: it is set up again (same key) after a pause.
                 Err(reason) => {
                     tracing::warn!(address = pd.address, %reason, "OSDP secure channel ended");
-                    pd.session = None;
-                    pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
-                    if let Some(event) = pd.offline(reason)
+                    if let Some(event) = pd.end_session(reason)
                         && events.send(event).await.is_err()
                     {
                         return Ok(());
@@ -268,10 +275,9 @@ async fn drive(
                 }
             };
             let Some(reply) = reply else {
-                let count = silent.entry(pd.address).or_insert(0);
-                *count += 1;
-                if *count >= TRIES {
-                    *count = 0;
+                pd.silent += 1;
+                if pd.silent >= TRIES {
+                    pd.silent = 0;
                     pd.seq = 0;
                     pd.identified = false;
                     pd.session = None;
@@ -284,7 +290,7 @@ async fn drive(
                 }
                 continue;
             };
-            silent.insert(pd.address, 0);
+            pd.silent = 0;
             pd.seq = next_seq(pd.seq);
             if let Command::KeySet { scbk } = command {
                 pd.pending.pop_front();
@@ -299,9 +305,7 @@ async fn drive(
                     }
                 } else {
                     let reason = format!("secure channel: the reader refused its new key ({reply:?})");
-                    pd.session = None;
-                    pd.handshake_after = Some(tokio::time::Instant::now() + HANDSHAKE_RETRY);
-                    if let Some(event) = pd.offline(reason)
+                    if let Some(event) = pd.end_session(reason)
                         && events.send(event).await.is_err()
                     {
                         return Ok(());

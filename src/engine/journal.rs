@@ -116,12 +116,8 @@ enum Failure {
 impl Failure {
     fn from_postgres(err: &tokio_postgres::Error) -> Failure {
         let message = crate::error::error_chain(err);
-        // Connection exceptions, shutdowns, lack of resources, system errors: the server, not the
-        // records.
-        match err.code().and_then(|c| c.code().get(..2)) {
-            Some(class) if !matches!(class, "08" | "57" | "53" | "58") => Failure::Rejected(message),
-            _ => Failure::Unreachable(message),
-        }
+        // The server away (the same test as the API's 503), not the records.
+        if crate::error::is_unavailable(err) { Failure::Unreachable(message) } else { Failure::Rejected(message) }
     }
 }
 
@@ -547,8 +543,7 @@ impl Writer {
         metrics::gauge!("portcullis_journal_spooling").set(if self.degraded.is_some() { 1.0 } else { 0.0 });
         metrics::gauge!("portcullis_journal_spool_records").set(records as f64);
         metrics::gauge!("portcullis_journal_spool_bytes").set(bytes as f64);
-        let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0);
-        metrics::gauge!("portcullis_journal_spool_age_seconds").set(age);
+        // Its age is computed when read (`/metrics`, `/ready`), from `oldest`.
     }
 }
 
