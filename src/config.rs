@@ -56,6 +56,7 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub journal: JournalSettings,
     pub stream: StreamSettings,
+    pub controllers: ControllerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +69,19 @@ pub struct JournalSettings {
     /// The spool's largest size on disk; beyond it records are refused (and consuming admits
     /// with them).
     pub spool_max_bytes: u64,
+}
+
+/// Controllers that decide by themselves (UHPPOTE), kept in sync by the engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// Where controllers' events (swipes) are heard (UDP; port 0: any free port). Each controller
+    /// is told this address (the local address its route leaves from, for 0.0.0.0) when it
+    /// comes online.
+    pub listen: SocketAddr,
+    /// How often every controller's whole table is checked against the passes allowed at its
+    /// doors (changes to passes are sent at once; this catches rule and gate changes).
+    pub resync_secs: u64,
 }
 
 /// The longest any configured duration may be (ten years).
@@ -211,6 +225,7 @@ impl Settings {
             ("journal.commit_timeout_ms", self.journal.commit_timeout_ms),
             ("journal.retry_ms", self.journal.retry_ms),
             ("journal.spool_max_bytes", self.journal.spool_max_bytes),
+            ("controllers.resync_secs", self.controllers.resync_secs),
         ];
         for (key, n) in positive {
             if n == 0 {
@@ -245,6 +260,7 @@ impl Settings {
             ("engine.admit_timeout_ms", self.engine.admit_timeout_ms / 1000),
             ("journal.commit_timeout_ms", self.journal.commit_timeout_ms / 1000),
             ("journal.retry_ms", self.journal.retry_ms / 1000),
+            ("controllers.resync_secs", self.controllers.resync_secs),
         ];
         for (key, secs) in durations {
             if secs > MAX_DURATION_SECS {

@@ -448,6 +448,10 @@ async fn ensure_credential(
             (CredentialKind::Pin, None, Some(lookup_key(pepper, cred::PIN, pin).to_vec()), None, None)
         }
     };
+    let sealed = match spec {
+        CredentialSpec::Card { facility, number } => Some(cred::seal_card(pepper, u64::from(*facility), *number)),
+        _ => None,
+    };
     let live = tx
         .query_opt(
             "SELECT id, lookup_hash FROM credentials
@@ -456,7 +460,16 @@ async fn ensure_credential(
         )
         .await?;
     let credential_id = match live {
-        Some(row) if lookup.is_none() || lookup.as_deref() == Some(row.try_get::<_, &[u8]>(1)?) => row.try_get(0)?,
+        Some(row) if lookup.is_none() || lookup.as_deref() == Some(row.try_get::<_, &[u8]>(1)?) => {
+            let id: Uuid = row.try_get(0)?;
+            // A demo seeded before cards were sealed gets its card sealed now.
+            tx.execute(
+                "UPDATE credentials SET card_sealed = $2 WHERE id = $1 AND card_sealed IS NULL",
+                &[&id, &sealed.as_deref()],
+            )
+            .await?;
+            id
+        }
         _ => {
             tx.execute(
                 "UPDATE credentials SET revoked_at = now() WHERE org_id = $1 AND pass_id = $2 AND revoked_at IS NULL",
@@ -474,6 +487,7 @@ async fn ensure_credential(
                 lookup_hash: &hash,
                 number_hash: number_hash.as_deref(),
                 display_hint: hint.as_deref(),
+                card_sealed: sealed.as_deref(),
             };
             cred::store(tx, &stored).await?;
             id

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
 use portcullis_actors::engine::Engine;
@@ -81,8 +81,29 @@ impl Application {
             Ok(bindings) => readers.start_all(bindings).await,
             Err(err) => tracing::error!(error = %err, "reader bindings could not be loaded; no reader is polled"),
         }
+        // The controllers bound to gates, kept in sync from now on.
+        let controllers = crate::engine::controllers::Controllers::start(
+            engine.clone(),
+            auth.pepper.clone(),
+            database.pool().clone(),
+            Some(settings.controllers.listen),
+            Duration::from_secs(settings.controllers.resync_secs),
+        )
+        .await
+        .map_err(|source| StartupError::Bind { addr: settings.controllers.listen, source })?;
+        let bindings = match database.pool().get().await {
+            Ok(client) => crate::app::controllers::load(&client, None).await,
+            Err(err) => Err(err.into()),
+        };
+        match bindings {
+            Ok(bindings) => controllers.start_all(bindings).await,
+            Err(err) => {
+                tracing::error!(error = %err, "controller bindings could not be loaded; no controller is synced")
+            }
+        }
         let state = App {
             readers,
+            controllers,
             engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),

@@ -17,10 +17,10 @@ use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
 use crate::decision::{Gate, OrgPolicy, PassState, Rule};
-use crate::domain::{CredentialKind, Direction, PassStatus, Source};
+use crate::domain::{CredentialKind, Decision, Direction, PassStatus, Reason, Source};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, Drain, GateActor, Outcome, Settled, settle};
-use crate::journal::JournalHandle;
+use crate::journal::{CheckinRecord, JournalHandle, JournalRecord};
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
 
@@ -355,6 +355,81 @@ impl Engine {
                 Ok(outcome)
             }
         }
+    }
+
+    /// Records a verdict a controller made by itself (it decides from its own card table): looked
+    /// up, journaled, published and queued at the gate like a decision of the engine's, with the
+    /// engine's reason for a denial when it knows the pass. A grant the engine would not give
+    /// (the controller's table is behind) raises an alert: `controller_out_of_sync`.
+    pub async fn record_verdict(
+        &self,
+        gate_id: Uuid,
+        presented: &Presented,
+        granted: bool,
+        direction: Direction,
+        source: Source,
+        decided_at: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        let (org_id, addr, inbox) = self
+            .shared
+            .gates
+            .get(&gate_id)
+            .map(|g| (g.org_id, g.addr.clone(), g.inbox.clone()))
+            .ok_or(EngineError::UnknownGate)?;
+        let found = presented.lookups.iter().find_map(|hash| self.shared.credentials.get(org_id, hash));
+        let state = match found {
+            Some(found) => self.pass_state(found.pass_id).await,
+            None => None,
+        };
+        let engine_refuses = match &state {
+            Some(state) => match state.status {
+                PassStatus::Active => (decided_at > state.valid_to).then_some(Reason::PassExpired),
+                PassStatus::Revoked => Some(Reason::PassRevoked),
+                PassStatus::Suspended => Some(Reason::PassSuspended),
+                PassStatus::Expired => Some(Reason::PassExpired),
+                _ => Some(Reason::PassNotActive),
+            },
+            None => Some(Reason::UnknownCredential),
+        };
+        let (decision, reason) = if granted {
+            (Decision::Allow, Reason::Allowed)
+        } else {
+            // The controller's own reason is in its event; ours says what the pass is.
+            (Decision::Deny, engine_refuses.unwrap_or(Reason::ZoneNotAllowed))
+        };
+        let open_ms = self.snapshot(org_id).and_then(|s| s.gates.get(&gate_id).map(|g| g.open_ms));
+        let outcome = Outcome {
+            gate_id,
+            decision,
+            reason,
+            direction,
+            pass_id: found.map(|f| f.pass_id),
+            holder_name: state.as_ref().map(|s| s.holder_name.to_string()),
+            open_ms: open_ms.filter(|_| granted),
+            decided_at,
+            alert: None,
+        };
+        let record = JournalRecord::Checkin(CheckinRecord {
+            id: Uuid::now_v7(),
+            org_id,
+            gate_id,
+            pass_id: outcome.pass_id,
+            direction,
+            decision,
+            reason,
+            source,
+            credential_kind: presented.kind,
+            decided_at,
+        });
+        self.shared.journal.write_or_count(vec![record]).await;
+        crate::gate_actor::publish_decision(self, org_id, &outcome);
+        if granted && engine_refuses.is_some() {
+            self.publish(org_id, Event::Alert { alert: "controller_out_of_sync", gate_id, pass_id: outcome.pass_id });
+        }
+        if inbox.push(outcome.clone()) {
+            addr.do_send(Drain);
+        }
+        Ok(outcome)
     }
 
     /// The pass's actor, activating it from the dormant state if needed; `None` if the engine

@@ -12,6 +12,9 @@
 //! - [`osdp`] — OSDP v2.2 packets (CRC-16 and checksum), and the commands and replies of a Control
 //!   Panel: polling, identification, card reads and keypads, relay, LED and buzzer.
 //!
+//! - [`uhppote`] — UHPPOTE UT0311 controllers' UDP messages (card table, status, events), and
+//!   [`uhppote_sim`], a virtual controller.
+//!
 //! The OSDP Control Panel's connection to a bus and the HTTP dialects of existing panels build on
 //! these (see `../shared/PROTOCOLS.md`).
 
@@ -20,4 +23,6 @@ pub mod osdp;
 pub mod osdp_bus;
 pub mod osdp_pd;
 pub mod osdp_sc;
+pub mod uhppote;
+pub mod uhppote_sim;
 pub mod wiegand;

@@ -6,6 +6,7 @@
 //!
 //! [`AppError`]: crate::error::AppError
 
+pub mod controllers;
 pub mod decisions;
 pub mod input;
 pub mod keys;
@@ -41,6 +42,8 @@ pub struct App {
     pub engine: portcullis_actors::engine::Engine,
     /// The OSDP readers the engine drives.
     pub readers: Arc<crate::engine::readers::Readers>,
+    /// The controllers whose card tables the engine keeps.
+    pub controllers: Arc<crate::engine::controllers::Controllers>,
     pub metrics: PrometheusHandle,
     pub schema_version: i32,
     pub started_at: Instant,

@@ -179,6 +179,7 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
     app.auth.cache.clear();
     app.engine.remove_org(org_id).await;
     app.readers.unbind_org(org_id).await;
+    app.controllers.unbind_org(org_id).await;
     Ok(())
 }
 

@@ -166,6 +166,12 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
         },
     };
     let credential_id = Uuid::now_v7();
+    let card_sealed = match &body.credential {
+        CredentialSpec::Card { facility_code, card_number, .. } => {
+            Some(credentials::seal_card(pepper, facility_code.unwrap_or(0), *card_number))
+        }
+        _ => None,
+    };
     let (kind, format, lookup, number_hash, hint) = match &body.credential {
         CredentialSpec::Qr => (
             CredentialKind::Qr,
@@ -265,6 +271,7 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
         lookup_hash: &lookup,
         number_hash: number_hash.as_ref().map(|h| h.as_slice()),
         display_hint: hint.as_deref(),
+        card_sealed: card_sealed.as_deref(),
     };
     credentials::store(&tx, &stored)
         .await

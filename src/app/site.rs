@@ -117,6 +117,8 @@ pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result
     if is_gate {
         // Its reader binding went with it: stop polling the reader.
         app.readers.unbind(id).await;
+        // Doors of controllers that served it serve nothing now.
+        app.controllers.gate_deleted(id).await;
     }
     reload(app, &client, org_id).await
 }

@@ -167,6 +167,23 @@ pub struct StoredCredential<'a> {
     pub lookup_hash: &'a [u8],
     pub number_hash: Option<&'a [u8]>,
     pub display_hint: Option<&'a str>,
+    /// A card's facility and number, sealed ([`seal_card`]), for controllers that keep card tables.
+    pub card_sealed: Option<&'a [u8]>,
+}
+
+/// The purpose a card number is sealed under (see `crypto::seal_secret`).
+const CARD_SEALED: &str = "card-number-sealed";
+
+/// A card's facility and number, sealed for the controllers that need the number itself.
+pub fn seal_card(pepper: &SecretString, facility: u64, number: u64) -> Vec<u8> {
+    crypto::seal_secret(pepper, CARD_SEALED, card_value(facility, number).as_bytes())
+}
+
+/// A sealed card's facility and number (`None`: not sealed under this pepper).
+pub fn open_card(pepper: &SecretString, sealed: &[u8]) -> Option<(u64, u64)> {
+    let text = String::from_utf8(crypto::open_secret(pepper, CARD_SEALED, sealed)?).ok()?;
+    let (facility, number) = text.split_once(':')?;
+    Some((facility.parse().ok()?, number.parse().ok()?))
 }
 
 /// Chooses a PIN no live credential of `org_id` holds, inside the issuing transaction; returns
@@ -209,8 +226,9 @@ pub async fn store(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO credentials (id, org_id, pass_id, kind, card_format, lookup_hash, number_hash, display_hint,
+                                      card_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &c.id,
                 &c.org_id,
@@ -220,6 +238,7 @@ pub async fn store(
                 &c.lookup_hash,
                 &c.number_hash,
                 &c.display_hint,
+                &c.card_sealed,
             ],
         )
         .await

@@ -3,6 +3,7 @@
 //!
 //! The actors themselves, and the decision, live in the `portcullis-actors` crate.
 
+pub mod controllers;
 pub mod credentials;
 pub mod journal;
 pub mod load;

@@ -18,6 +18,7 @@ use utoipa::openapi::{
     ResponseBuilder,
 };
 
+use crate::app::controllers::{ControllerBody, ControllerView, GateDoor};
 use crate::app::decisions::{DecisionRequest, Verdict};
 use crate::app::keys::CreateKey;
 use crate::app::orgs::{CreateOrg, UpdateOrg};
@@ -190,6 +191,20 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         }
         ("DELETE", "/orgs/{org}/gates/{gate}/reader") => {
             op("Unbind the gate's reader", "change set-up (`config:write`)").ok(204, None)
+        }
+        ("PUT", "/orgs/{org}/controllers/{controller}") => op(
+            "Bind a UHPPOTE controller to gates (its card table kept in sync at once)",
+            "change set-up (`config:write`)",
+        )
+        .body(named::<ControllerBody>())
+        .ok(200, named::<ControllerView>())
+        .errors(&[409]),
+        ("GET", "/orgs/{org}/controllers/{controller}") => {
+            op("A controller: its doors, online state, last sync, pending changes", "read set-up (`config:read`)")
+                .ok(200, named::<ControllerView>())
+        }
+        ("DELETE", "/orgs/{org}/controllers/{controller}") => {
+            op("Unbind a controller (its table is emptied)", "change set-up (`config:write`)").ok(204, None)
         }
         ("POST", "/orgs/{org}/access-rules") => create("Create a access rule", named::<RuleBody>()),
         ("GET", "/orgs/{org}/access-rules") => list("The access rules"),
@@ -410,6 +425,9 @@ fn build() -> OpenApi {
     components = with::<BasIpAnswer>(components);
     components = with::<ReaderBody>(components);
     components = with::<ReaderView>(components);
+    components = with::<ControllerBody>(components);
+    components = with::<ControllerView>(components);
+    components = with::<GateDoor>(components);
     let components = components
         .security_scheme(
             "bearer",

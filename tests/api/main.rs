@@ -10,6 +10,7 @@ mod hostile_input;
 mod adapters;
 mod api_keys;
 mod authz;
+mod controllers;
 mod dashboard;
 mod decisions;
 pub mod engine_process;

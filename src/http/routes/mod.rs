@@ -4,6 +4,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod checkins;
+mod controllers;
 mod dashboard;
 mod decisions;
 mod orgs;
@@ -79,6 +80,9 @@ routes! {
     "/api/v1/orgs/{org}/gates/{gate}" => { GET site::gates::get, PATCH site::gates::update, DELETE site::gates::delete },
     "/api/v1/orgs/{org}/gates/{gate}/mode" => { POST site::set_gate_mode },
     "/api/v1/orgs/{org}/gates/{gate}/reader" => { PUT readers::put, GET readers::get, DELETE readers::delete },
+    "/api/v1/orgs/{org}/controllers/{controller}" => {
+        PUT controllers::put, GET controllers::get, DELETE controllers::delete,
+    },
     "/api/v1/orgs/{org}/access-rules" => { POST site::rules::create, GET site::rules::list },
     "/api/v1/orgs/{org}/access-rules/{rule}" => { GET site::rules::get, PATCH site::rules::update, DELETE site::rules::delete },
     "/api/v1/orgs/{org}/holidays" => { POST site::holidays::create, GET site::holidays::list },
