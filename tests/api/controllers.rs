@@ -192,3 +192,61 @@ async fn a_wrong_controller_binding_is_a_422_naming_the_field() -> TestResult {
     assert_eq!(reply.json()["status"]["online"], false);
     Ok(())
 }
+
+/// A virtual controller on a thread of its own (the engines under test are other processes, and
+/// the test's own thread blocks on their HTTP).
+fn controller_on_a_thread() -> TestResult<VirtualController> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let Ok(addr) = "127.0.0.1:0".parse() else { return };
+            match VirtualController::start(SERIAL, addr).await {
+                Ok((controller, serve)) => {
+                    let _ = tx.send(controller);
+                    serve.await;
+                }
+                Err(err) => eprintln!("virtual controller: {err}"),
+            }
+        });
+    });
+    Ok(rx.recv_timeout(Duration::from_secs(10))?)
+}
+
+#[actix_web::test]
+async fn a_revocation_made_while_the_controller_is_away_reaches_it_after_an_engine_kill_9() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let (pass, _) = site.pass(json!({"credential": card(12, 345)})).await?;
+    let controller = controller_on_a_thread()?;
+    let token = site.root.access.clone();
+
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    let port = engine.wait_for_port()?;
+    let body = json!({
+        "protocol": "uhppote", "endpoint": format!("udp://{}", controller.addr), "serial": SERIAL,
+        "gate_doors": [{"gate_id": site.gates[0], "door": 1}],
+    });
+    let path = site.path(&format!("/controllers/{}", uuid::Uuid::new_v4()));
+    let (status, reply) = http(port, "PUT", &path, Some(&token), Some(&body))?;
+    assert_eq!(status, 200, "{reply}");
+    let held = within(20, || async { controller.cards().await.contains_key(&1_200_345) }).await;
+    assert!(held.is_some(), "{}", engine.output());
+
+    // The controller goes away; the pass is revoked; the engine is killed before it is back.
+    controller.set_online(false).await;
+    let revoke = site.path(&format!("/passes/{pass}/revoke"));
+    let (status, reply) = http(port, "POST", &revoke, Some(&token), Some(&json!({"reason": "badge lost"})))?;
+    assert_eq!(status, 200, "{reply}");
+    engine.sigkill()?;
+    assert!(controller.cards().await.contains_key(&1_200_345));
+
+    // Another engine, and the controller back: the revocation reaches it.
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    engine.wait_for_port()?;
+    controller.set_online(true).await;
+    let gone = within(30, || async { !controller.cards().await.contains_key(&1_200_345) }).await;
+    assert!(gone.is_some(), "the revoked card survived the restart:\n{}", engine.output());
+    engine.kill()?;
+    Ok(())
+}
