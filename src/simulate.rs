@@ -1,8 +1,10 @@
-//! Virtual turnstiles, a BAS-IP panel and an OSDP reader (`portcullis demo --simulate`,
+//! Virtual turnstiles, a BAS-IP panel, an OSDP reader and a UHPPOTE controller (`portcullis demo --simulate`,
 //! `portcullis simulate`), so the dashboard comes alive on a fresh machine: the demo's
 //! credentials (live QR codes, the card, the PIN) presented at its gates through the real decision
 //! API and the BAS-IP dialect, unknown cards among them, and cards held to an OSDP reader on a
-//! virtual bus, bound to the Office door through the API, which the engine polls like any other.
+//! virtual bus, bound to the Office door through the API, which the engine polls like any other;
+//! and a virtual UHPPOTE controller whose door 1 serves another gate, its card table kept by the
+//! engine, swiping the demo's card and unknown ones.
 //! It talks to the engine only as hardware and an installer would: over HTTP.
 
 use std::net::SocketAddr;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use chrono::Utc;
 use portcullis_adapters::credential::QrCode;
 use portcullis_adapters::osdp_pd::VirtualBus;
+use portcullis_adapters::uhppote;
+use portcullis_adapters::uhppote_sim::VirtualController;
 use portcullis_adapters::wiegand;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +25,9 @@ use crate::demo::DemoCredentials;
 /// The OSDP reader the demo binds: on the "Office door" gate, address 1 of the virtual bus.
 pub const READER_GATE: &str = "Office door";
 pub const READER_ADDRESS: u8 = 1;
+/// The UHPPOTE controller the demo binds (always the same one, so a restarted demo re-binds it).
+const CONTROLLER_ID: Uuid = Uuid::from_u128(0x0c0e_7a11_0000_4000_8000_0000_0000_0001);
+const CONTROLLER_SERIAL: u32 = 423_187_757;
 
 /// What to simulate.
 pub struct Plan {
@@ -51,12 +58,32 @@ fn presented(credential: &Value) -> Option<Value> {
 /// Starts the virtual reader's bus, binds it to the Office door (as the demo's admin, through the
 /// API), then presents credentials until the process stops.
 pub async fn run(plan: Plan) {
-    let reader = match bind_reader(&plan).await {
-        Ok(bus) => Some(bus),
+    let token = match sign_in(&plan).await {
+        Ok(token) => Some(token),
         Err(err) => {
-            tracing::warn!(error = %err, "no simulated OSDP reader; simulating turnstiles only");
+            tracing::warn!(error = %err, "no simulated reader or controller; simulating turnstiles only");
             None
         }
+    };
+    let reader = match &token {
+        Some(token) => match bind_reader(&plan, token).await {
+            Ok(bus) => Some(bus),
+            Err(err) => {
+                tracing::warn!(error = %err, "no simulated OSDP reader");
+                None
+            }
+        },
+        None => None,
+    };
+    let controller = match &token {
+        Some(token) => match bind_controller(&plan, token).await {
+            Ok(controller) => Some(controller),
+            Err(err) => {
+                tracing::warn!(error = %err, "no simulated UHPPOTE controller");
+                None
+            }
+        },
+        None => None,
     };
     let every = Duration::from_secs_f64(1.0 / plan.rate.clamp(0.1, 1000.0));
     let mut ticker = tokio::time::interval(every);
@@ -67,7 +94,8 @@ pub async fn run(plan: Plan) {
         rate = plan.rate,
         gates = gates.len(),
         reader = reader.is_some(),
-        "simulating turnstiles, a panel and a reader"
+        controller = controller.is_some(),
+        "simulating turnstiles, a panel, a reader and a controller"
     );
     for n in 0u64.. {
         ticker.tick().await;
@@ -86,6 +114,14 @@ pub async fn run(plan: Plan) {
                     bus.present(READER_ADDRESS, bits).await;
                 }
             }
+            // A card swiped at the controller's door: the demo's card, or one it does not hold.
+            9 if controller.is_some() => {
+                let number =
+                    if n % 20 == 9 { uhppote::card_number(123, 4567) } else { Some(700_000 + (n % 5000) as u32) };
+                if let (Some(controller), Some(number)) = (&controller, number) {
+                    controller.swipe(number, 1, Utc::now().naive_local()).await;
+                }
+            }
             // A BAS-IP panel reading the card pass by its number.
             5 if card.is_some() => {
                 let body =
@@ -102,20 +138,44 @@ pub async fn run(plan: Plan) {
     }
 }
 
+/// Signs in as the demo's admin, as an installer would.
+async fn sign_in(plan: &Plan) -> Result<String, String> {
+    let admin = &plan.credentials.admin;
+    let login = json!({"email": admin.email, "password": admin.password});
+    let (status, body) = request(plan.api, "POST", "/api/v1/auth/login", None, Some(&login)).await?;
+    body.get("access_token")
+        .and_then(Value::as_str)
+        .filter(|_| status == 200)
+        .map(str::to_owned)
+        .ok_or(format!("cannot sign in as the demo's admin: {status}"))
+}
+
+/// A virtual UHPPOTE controller whose door 1 serves the first gate that is not the reader's.
+async fn bind_controller(plan: &Plan, token: &str) -> Result<VirtualController, String> {
+    let gate = plan.credentials.gates.iter().find(|g| g.name != READER_GATE).ok_or("the demo has no other gate")?;
+    let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (controller, serve) = VirtualController::start(CONTROLLER_SERIAL, bind)
+        .await
+        .map_err(|e| format!("cannot start the controller: {e}"))?;
+    actix_rt::spawn(serve);
+    let path = format!("/api/v1/orgs/{}/controllers/{CONTROLLER_ID}", plan.credentials.org_id);
+    let binding = json!({
+        "protocol": "uhppote", "endpoint": format!("udp://{}", controller.addr), "serial": CONTROLLER_SERIAL,
+        "gate_doors": [{"gate_id": gate.id, "door": 1}],
+    });
+    let (status, body) = request(plan.api, "PUT", &path, Some(token), Some(&binding)).await?;
+    if status != 200 {
+        return Err(format!("the controller could not be bound: {status} {body}"));
+    }
+    Ok(controller)
+}
+
 /// The virtual bus, and its reader bound to the Office door by the demo's admin.
-async fn bind_reader(plan: &Plan) -> Result<VirtualBus, String> {
+async fn bind_reader(plan: &Plan, token: &str) -> Result<VirtualBus, String> {
     let gate = plan.credentials.gates.iter().find(|g| g.name == READER_GATE).ok_or("the demo has no Office door")?;
     let (bus, serve) =
         VirtualBus::start(vec![READER_ADDRESS]).await.map_err(|e| format!("cannot start the bus: {e}"))?;
     actix_rt::spawn(serve);
-    let admin = &plan.credentials.admin;
-    let login = json!({"email": admin.email, "password": admin.password});
-    let (status, body) = request(plan.api, "POST", "/api/v1/auth/login", None, Some(&login)).await?;
-    let token = body
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|_| status == 200)
-        .ok_or(format!("cannot sign in as the demo's admin: {status}"))?;
     let path = format!("/api/v1/orgs/{}/gates/{}/reader", plan.credentials.org_id, gate.id);
     let binding =
         json!({"protocol": "osdp", "endpoint": format!("tcp://127.0.0.1:{}", bus.port), "address": READER_ADDRESS});

@@ -350,7 +350,7 @@ fn demo_starts_with_its_data_dir_inside_a_private_directory() -> TestResult {
 /// dialect, and a virtual OSDP reader, bound to the Office door through the API, reads cards on a
 /// bus the engine polls; all of it lands in the check-in log.
 #[test]
-fn demo_simulate_brings_the_gates_alive_through_the_api_and_an_osdp_reader() -> TestResult {
+fn demo_simulate_brings_the_gates_alive_through_the_api_a_reader_and_a_controller() -> TestResult {
     let dir = tempfile::Builder::new().prefix("pcl-simulate-").tempdir_in("/tmp")?;
     let data_dir = dir.path().join("var");
     let mut cmd = engine_cmd(&[
@@ -385,16 +385,18 @@ fn demo_simulate_brings_the_gates_alive_through_the_api_and_an_osdp_reader() -> 
             seen("osdp", "allow"),
             seen("osdp", "deny"),
             seen("bas-ip", "allow"),
+            seen("uhppote", "allow"),
+            seen("uhppote", "deny"),
         );
-        if sources == (true, true, true, true, true) || Instant::now() > deadline {
+        if sources == (true, true, true, true, true, true, true) || Instant::now() > deadline {
             break sources;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(
         sources,
-        (true, true, true, true, true),
-        "allows and denies from the API and the reader, allows from the panel:\n{}",
+        (true, true, true, true, true, true, true),
+        "allows and denies from the API, the reader and the controller, allows from the panel:\n{}",
         engine.output()
     );
     let office = creds["gates"].as_array().into_iter().flatten().find(|g| g["name"] == "Office door");
