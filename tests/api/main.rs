@@ -17,6 +17,7 @@ pub mod engine_process;
 mod errors;
 mod faults;
 mod identity;
+mod libosdp;
 mod migrations;
 mod orgs;
 mod rules;
