@@ -392,7 +392,8 @@ impl Engine {
             None => Some(Reason::UnknownCredential),
         };
         let (decision, reason) = if granted {
-            (Decision::Allow, Reason::Allowed)
+            // The door opened; the reason says whether the engine would have opened it.
+            (Decision::Allow, engine_refuses.unwrap_or(Reason::Allowed))
         } else {
             // The controller's own reason is in its event; ours says what the pass is.
             (Decision::Deny, engine_refuses.unwrap_or(Reason::ZoneNotAllowed))

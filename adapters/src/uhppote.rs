@@ -34,6 +34,7 @@ pub mod function {
     pub const PUT_CARD: u8 = 0x50;
     pub const DELETE_CARD: u8 = 0x52;
     pub const DELETE_ALL_CARDS: u8 = 0x54;
+    pub const COUNT_CARDS: u8 = 0x58;
     pub const GET_CARD: u8 = 0x5A;
     pub const SET_LISTENER: u8 = 0x90;
 }
@@ -83,6 +84,8 @@ pub enum Request {
         number: u32,
     },
     DeleteAllCards,
+    /// How many cards it holds.
+    CountCards,
     GetCard {
         number: u32,
     },
@@ -134,6 +137,8 @@ pub enum Reply {
     },
     /// A card looked up by number (`None`: the controller does not hold it).
     Card(Option<Card>),
+    /// How many cards it holds.
+    CardCount(u32),
 }
 
 /// A decoded message: whose, and what.
@@ -274,6 +279,7 @@ impl Request {
             Request::PutCard(_) => function::PUT_CARD,
             Request::DeleteCard { .. } => function::DELETE_CARD,
             Request::DeleteAllCards => function::DELETE_ALL_CARDS,
+            Request::CountCards => function::COUNT_CARDS,
             Request::GetCard { .. } => function::GET_CARD,
             Request::SetListener { .. } => function::SET_LISTENER,
         }
@@ -282,7 +288,7 @@ impl Request {
     pub fn encode(&self, serial: u32) -> [u8; PACKET_LEN] {
         let mut packet = header(self.function(), serial);
         match self {
-            Request::GetStatus => {}
+            Request::GetStatus | Request::CountCards => {}
             Request::OpenDoor { door } => put(&mut packet, 8, &[*door]),
             Request::PutCard(card) => {
                 put(&mut packet, 8, &card.number.to_le_bytes());
@@ -316,6 +322,7 @@ impl Request {
                 doors: [20, 21, 22, 23].map(|i| byte(packet, i) != 0),
             }),
             function::DELETE_CARD => Request::DeleteCard { number: u32_at(packet, 8) },
+            function::COUNT_CARDS => Request::CountCards,
             function::GET_CARD => Request::GetCard { number: u32_at(packet, 8) },
             function::DELETE_ALL_CARDS if u32_at(packet, 8) == DELETE_ALL_MAGIC => Request::DeleteAllCards,
             function::SET_LISTENER => {
@@ -335,6 +342,11 @@ impl Reply {
             Reply::Done { function, ok } => {
                 let mut packet = header(*function, serial);
                 put(&mut packet, 8, &[u8::from(*ok)]);
+                packet
+            }
+            Reply::CardCount(count) => {
+                let mut packet = header(function::COUNT_CARDS, serial);
+                put(&mut packet, 8, &count.to_le_bytes());
                 packet
             }
             Reply::Card(card) => {
@@ -402,6 +414,7 @@ impl Reply {
                     })
                 })
             }
+            function::COUNT_CARDS => Reply::CardCount(u32_at(packet, 8)),
             function::OPEN_DOOR
             | function::PUT_CARD
             | function::DELETE_CARD
@@ -482,6 +495,10 @@ mod tests {
         assert_eq!(Request::DeleteAllCards.encode(SERIAL), expected);
         let expected = packet(&[0x17, 0x5a, 0x00, 0x00, 0x2d, 0x55, 0x39, 0x19, 0xac, 0xe8, 0x5d, 0x00]);
         assert_eq!(Request::GetCard { number: 6_154_412 }.encode(SERIAL), expected);
+        let expected = packet(&[0x17, 0x58, 0x00, 0x00, 0x2d, 0x55, 0x39, 0x19]);
+        assert_eq!(Request::CountCards.encode(SERIAL), expected);
+        let count = packet(&[0x17, 0x58, 0x00, 0x00, 0x2d, 0x55, 0x39, 0x19, 0x0d]);
+        assert_eq!(Reply::decode(&count).map(|m| m.body), Ok(Reply::CardCount(13)));
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl VirtualController {
                 Reply::Done { function: function::DELETE_ALL_CARDS, ok: true }
             }
             Request::GetCard { number } => Reply::Card(state.cards.get(&number).copied()),
+            Request::CountCards => Reply::CardCount(u32::try_from(state.cards.len()).unwrap_or(u32::MAX)),
             Request::SetListener { listener } => {
                 state.listener = Some(SocketAddr::V4(listener));
                 Reply::Done { function: function::SET_LISTENER, ok: true }

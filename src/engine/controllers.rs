@@ -338,7 +338,22 @@ impl Controllers {
             let mut next_full = tokio::time::Instant::now() + self.resync;
             loop {
                 self.load_cards(&binding, &scope, &mut cards, &mut unsyncable).await;
+                let full = matches!(scope, Scope::All);
                 match self.reconcile(Some(&socket), &binding, &mut held, &cards, &scope).await {
+                    // In step as far as the engine knows: does the controller agree? A table
+                    // changed behind the engine's back (the vendor's own software, a reset) is
+                    // emptied and filled again.
+                    Ok(0) if full && !self.table_agrees(&socket, &binding, &held).await => {
+                        metrics::counter!("portcullis_controller_tables_reowned_total").increment(1);
+                        match self.clear(&socket, &binding).await {
+                            Ok(()) => held.clear(),
+                            Err(err) => {
+                                self.offline(id, format!("its card table could not be emptied: {err}"));
+                                break;
+                            }
+                        }
+                        continue;
+                    }
                     Ok(pending) => {
                         let count = held.len();
                         self.update(id, |s| {
@@ -390,6 +405,19 @@ impl Controllers {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether the controller holds as many cards as the engine gave it (a controller that does
+    /// not answer is taken to agree: its liveness is the poll's business).
+    async fn table_agrees(&self, socket: &UdpSocket, binding: &Binding, held: &HashMap<u32, Card>) -> bool {
+        match exchange(socket, binding.serial, Request::CountCards).await {
+            Ok(Reply::CardCount(count)) if usize::try_from(count).ok() != Some(held.len()) => {
+                tracing::warn!(controller = %binding.id, holds = count, expected = held.len(),
+                    "controller's card table was changed outside the engine: emptying and refilling it");
+                false
+            }
+            _ => true,
         }
     }
 
@@ -769,6 +797,7 @@ async fn exchange(socket: &UdpSocket, serial: u32, request: Request) -> Result<R
 fn answers(request: &Request, reply: &Reply) -> bool {
     match reply {
         Reply::Status(_) => matches!(request, Request::GetStatus),
+        Reply::CardCount(_) => matches!(request, Request::CountCards),
         Reply::Card(_) => matches!(request, Request::GetCard { .. }),
         Reply::Done { function, .. } => *function == request.function(),
     }

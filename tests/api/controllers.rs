@@ -127,6 +127,40 @@ async fn a_controller_holds_the_cards_allowed_at_its_doors_and_reports_its_swipe
     let logged = within(10, || async { swipes(&site).await.is_ok_and(|s| s.len() == 3) }).await;
     assert!(logged.is_some());
     assert_eq!(swipes(&site).await?.last().map(|s| s.1.clone()).as_deref(), Some("pass_revoked"));
+    // A controller whose table is behind (the card put back by hand) opens for it: the entry is
+    // journaled as what happened, with the engine's reason, and raises an alert.
+    let url = format!(
+        "{}{}?access_token={}",
+        site.app.address.replace("http://", "ws://"),
+        site.path("/stream"),
+        site.root.access
+    );
+    let (_, mut stream) = awc::Client::new().ws(url).connect().await.map_err(|e| format!("stream: {e}"))?;
+    socket.send_to(&Request::PutCard(Card { number: 12_304_567, ..stray }).encode(SERIAL), controller.addr).await?;
+    assert!(within(5, || async { controller.cards().await.contains_key(&12_304_567) }).await.is_some());
+    assert!(controller.swipe(12_304_567, 1, Utc::now().naive_utc()).await.granted);
+    let logged = within(10, || async { swipes(&site).await.is_ok_and(|s| s.len() == 4) }).await;
+    assert!(logged.is_some());
+    assert_eq!(
+        swipes(&site).await?.last(),
+        Some(&("allow".to_owned(), "pass_revoked".to_owned(), Some(alice.clone())))
+    );
+    let alert = actix_web::rt::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt as _;
+        while let Some(Ok(frame)) = stream.next().await {
+            if let awc::ws::Frame::Text(text) = frame
+                && let Ok(event) = serde_json::from_slice::<Value>(&text)
+                && event["type"] == "alert"
+                && event["alert"] == "controller_out_of_sync"
+            {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    let alert = alert.ok().flatten().ok_or("no controller_out_of_sync alert on the stream")?;
+    assert_eq!(alert["pass_id"], json!(alice));
 
     // A controller off the network is offline in its status; a change made meanwhile is pending,
     // and reaches it when it is back.
@@ -153,6 +187,35 @@ async fn a_controller_holds_the_cards_allowed_at_its_doors_and_reports_its_swipe
     assert!(controller.cards().await.is_empty(), "{:?}", controller.cards().await);
     let reply = site.app.call("GET", &path, Some(&site.root.access), None).await?;
     assert_eq!(reply.status, 404);
+    Ok(())
+}
+
+#[actix_web::test]
+async fn a_table_changed_behind_the_engines_back_is_emptied_and_filled_again() -> TestResult {
+    let app = crate::helpers::spawn_app_with(|s| s.controllers.resync_secs = 1).await?;
+    let site = Site::build(app, 1, 1).await?;
+    site.pass(json!({"credential": card(5, 55)})).await?;
+    let (controller, serve) = VirtualController::start(SERIAL, "127.0.0.1:0".parse()?).await?;
+    actix_web::rt::spawn(serve);
+    let body = json!({
+        "protocol": "uhppote", "endpoint": format!("udp://{}", controller.addr), "serial": SERIAL,
+        "gate_doors": [{"gate_id": site.gates[0], "door": 1}],
+    });
+    let path = site.path(&format!("/controllers/{}", uuid::Uuid::new_v4()));
+    assert_eq!(site.app.call("PUT", &path, Some(&site.root.access), Some(body)).await?.status, 200);
+    assert!(within(10, || async { controller.cards().await.contains_key(&500_055) }).await.is_some());
+
+    // Someone adds a card with the vendor's tool.
+    let today = Utc::now().date_naive();
+    let stray = Card { number: 888, from: today, to: today, doors: [true; 4] };
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.send_to(&Request::PutCard(stray).encode(SERIAL), controller.addr).await?;
+    let reowned = within(15, || async {
+        let cards = controller.cards().await;
+        !cards.contains_key(&888) && cards.contains_key(&500_055)
+    })
+    .await;
+    assert!(reowned.is_some(), "{:?}", controller.cards().await);
     Ok(())
 }
 
