@@ -24,6 +24,23 @@ use crate::journal::{CheckinRecord, JournalHandle, JournalRecord};
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
 
+/// What a decision needs of its gate: whom to publish to, and where to queue the outcome.
+struct GateHandle {
+    org_id: Uuid,
+    addr: Addr<GateActor>,
+    inbox: Arc<crate::gate_actor::Inbox>,
+}
+
+impl GateHandle {
+    /// Publishes a decision made without the gate's actor and queues it at the gate.
+    fn tell(&self, engine: &Engine, outcome: &Outcome) {
+        crate::gate_actor::publish_decision(engine, self.org_id, outcome);
+        if self.inbox.push(outcome.clone()) {
+            self.addr.do_send(Drain);
+        }
+    }
+}
+
 /// An organization's configuration as the decision needs it. Replaced whole on every change.
 #[derive(Debug, Clone)]
 pub struct OrgSnapshot {
@@ -326,18 +343,9 @@ impl Engine {
         direction: Option<Direction>,
         source: Source,
     ) -> Result<Outcome, EngineError> {
-        let (org_id, addr, inbox) = self
-            .shared
-            .gates
-            .get(&gate_id)
-            .map(|g| (g.org_id, g.addr.clone(), g.inbox.clone()))
-            .ok_or(EngineError::UnknownGate)?;
-        let tell_gate = |outcome: &Outcome| {
-            crate::gate_actor::publish_decision(self, org_id, outcome);
-            if inbox.push(outcome.clone()) {
-                addr.do_send(Drain);
-            }
-        };
+        let gate = self.gate_handle(gate_id)?;
+        let org_id = gate.org_id;
+        let tell_gate = |outcome: &Outcome| gate.tell(self, outcome);
         match settle(self, gate_id, org_id, &presented, direction, source, Utc::now())? {
             Settled::Done(outcome, record) => {
                 // Nothing consumed: the check-in is queued, not waited for (unless the journal is
@@ -347,7 +355,7 @@ impl Engine {
                 Ok(outcome)
             }
             Settled::AskPass { pass_id, admit, via_gate: true } => {
-                addr.send(Decide { pass_id, admit }).await.map_err(|_| EngineError::Unavailable)?
+                gate.addr.send(Decide { pass_id, admit }).await.map_err(|_| EngineError::Unavailable)?
             }
             Settled::AskPass { pass_id, admit, via_gate: false } => {
                 let outcome = self.with_pass(pass_id, admit).await?;
@@ -370,12 +378,8 @@ impl Engine {
         source: Source,
         decided_at: DateTime<Utc>,
     ) -> Result<Outcome, EngineError> {
-        let (org_id, addr, inbox) = self
-            .shared
-            .gates
-            .get(&gate_id)
-            .map(|g| (g.org_id, g.addr.clone(), g.inbox.clone()))
-            .ok_or(EngineError::UnknownGate)?;
+        let gate = self.gate_handle(gate_id)?;
+        let org_id = gate.org_id;
         let found = presented.lookups.iter().find_map(|hash| self.shared.credentials.get(org_id, hash));
         let state = match found {
             Some(found) => self.pass_state(found.pass_id).await,
@@ -423,14 +427,20 @@ impl Engine {
             decided_at,
         });
         self.shared.journal.write_or_count(vec![record]).await;
-        crate::gate_actor::publish_decision(self, org_id, &outcome);
+        gate.tell(self, &outcome);
         if granted && engine_refuses.is_some() {
             self.publish(org_id, Event::Alert { alert: "controller_out_of_sync", gate_id, pass_id: outcome.pass_id });
         }
-        if inbox.push(outcome.clone()) {
-            addr.do_send(Drain);
-        }
         Ok(outcome)
+    }
+
+    /// A gate's organization, actor and inbox.
+    fn gate_handle(&self, gate_id: Uuid) -> Result<GateHandle, EngineError> {
+        self.shared
+            .gates
+            .get(&gate_id)
+            .map(|g| GateHandle { org_id: g.org_id, addr: g.addr.clone(), inbox: g.inbox.clone() })
+            .ok_or(EngineError::UnknownGate)
     }
 
     /// The pass's actor, activating it from the dormant state if needed; `None` if the engine
