@@ -374,6 +374,14 @@ impl Controllers {
                 scope = Scope::Passes(HashSet::new());
                 tokio::select! {
                     received = events.recv() => {
+                        // The organization's channel is gone (it is being deleted, and this task
+                        // with it): listen afresh rather than spin.
+                        if matches!(received, Err(RecvError::Closed)) {
+                            tokio::time::sleep(POLL).await;
+                            events = self.engine.events().subscribe(binding.org_id, None).0;
+                            scope = Scope::All;
+                            continue;
+                        }
                         let mut note = |event: Result<Arc<portcullis_actors::events::Envelope>, RecvError>| match event {
                             Ok(envelope) => {
                                 if let (Some(pass_id), Scope::Passes(passes)) = (concerns(&envelope.event), &mut scope) {
