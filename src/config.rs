@@ -57,6 +57,7 @@ pub struct Settings {
     pub journal: JournalSettings,
     pub stream: StreamSettings,
     pub controllers: ControllerSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +83,22 @@ pub struct ControllerSettings {
     /// How often every controller's whole table is checked against the passes allowed at its
     /// doors (changes to passes are sent at once; this catches rule and gate changes).
     pub resync_secs: u64,
+}
+
+/// Webhook deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Whether this node delivers (false: it writes events and leaves their delivery to others).
+    pub deliver: bool,
+    /// Deliver to loopback, link-local and private addresses: a development setting.
+    pub allow_private_addresses: bool,
+    /// The wait after each failed attempt (the first is at once); ±20 % jitter.
+    pub retry_schedule_secs: Vec<u64>,
+    /// How long one attempt may take.
+    pub attempt_timeout_secs: u64,
+    /// An endpoint whose every delivery failed for this long is disabled.
+    pub disable_after_hours: u64,
 }
 
 /// The longest any configured duration may be (ten years).
@@ -226,6 +243,8 @@ impl Settings {
             ("journal.retry_ms", self.journal.retry_ms),
             ("journal.spool_max_bytes", self.journal.spool_max_bytes),
             ("controllers.resync_secs", self.controllers.resync_secs),
+            ("webhooks.attempt_timeout_secs", self.webhooks.attempt_timeout_secs),
+            ("webhooks.disable_after_hours", self.webhooks.disable_after_hours),
         ];
         for (key, n) in positive {
             if n == 0 {
@@ -261,7 +280,14 @@ impl Settings {
             ("journal.commit_timeout_ms", self.journal.commit_timeout_ms / 1000),
             ("journal.retry_ms", self.journal.retry_ms / 1000),
             ("controllers.resync_secs", self.controllers.resync_secs),
+            ("webhooks.attempt_timeout_secs", self.webhooks.attempt_timeout_secs),
+            ("webhooks.disable_after_hours", self.webhooks.disable_after_hours.saturating_mul(3600)),
         ];
+        if self.webhooks.retry_schedule_secs.len() > 20
+            || self.webhooks.retry_schedule_secs.iter().any(|s| *s > MAX_DURATION_SECS)
+        {
+            return Err(value("webhooks.retry_schedule_secs", "must be at most 20 waits of at most ten years each"));
+        }
         for (key, secs) in durations {
             if secs > MAX_DURATION_SECS {
                 return Err(value(key, "must be at most 315360000 (ten years)"));

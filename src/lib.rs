@@ -40,6 +40,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod outbox;
 pub mod simulate;
 pub mod startup;
 pub mod telemetry;

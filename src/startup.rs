@@ -101,9 +101,22 @@ impl Application {
                 tracing::error!(error = %err, "controller bindings could not be loaded; no controller is synced")
             }
         }
+        let webhooks = &settings.webhooks;
+        let outbox = crate::outbox::dispatcher::Dispatcher::start(
+            database.pool().clone(),
+            auth.pepper.clone(),
+            crate::outbox::dispatcher::Settings {
+                deliver: webhooks.deliver,
+                allow_private: webhooks.allow_private_addresses,
+                schedule: webhooks.retry_schedule_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+                attempt_timeout: Duration::from_secs(webhooks.attempt_timeout_secs),
+                disable_after: Duration::from_secs(webhooks.disable_after_hours.saturating_mul(3600)),
+            },
+        );
         let state = App {
             readers,
             controllers,
+            outbox,
             engine: engine.clone(),
             auth: auth.clone(),
             pool: database.pool().clone(),

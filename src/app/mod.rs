@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod site;
 pub mod streams;
 pub mod users;
+pub mod webhooks;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct App {
     pub readers: Arc<crate::engine::readers::Readers>,
     /// The controllers whose card tables the engine keeps.
     pub controllers: Arc<crate::engine::controllers::Controllers>,
+    /// Delivers the outbox (woken when a use case commits an event).
+    pub outbox: Arc<crate::outbox::dispatcher::Dispatcher>,
     pub metrics: PrometheusHandle,
     pub schema_version: i32,
     pub started_at: Instant,

@@ -284,8 +284,14 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     let event = AuditEvent::new(Some(org_id), "pass.issued", "pass", id)
         .details(json!({ "type": body.pass_type, "credential": kind }));
     audit::record(&tx, caller.actor(), event).await?;
+    let payload = json!({
+        "pass_id": id, "holder_name": holder, "type": body.pass_type, "valid_from": body.valid_from,
+        "valid_to": body.valid_to, "access_rule_id": body.access_rule_id, "issued_by": issued_by, "credential": kind,
+    });
+    crate::outbox::record(&tx, org_id, "visitpass.issued", payload).await?;
     let row = tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
     tx.commit().await?;
+    app.outbox.wake();
 
     let pass = pass_from_row(&row).map_err(AppError::internal)?;
     let credential = CredentialRef { pass_id: id, kind };
@@ -354,7 +360,11 @@ async fn change_pass(
     let audit = audit.map(|event| event.for_journal(caller.actor()));
     let request = Change { org_id: Some(org_id), change, actor: caller.principal.user_id(), at, audit };
     match app.engine.apply(id, request).await {
-        Ok(pass) => Ok((pass, at)),
+        Ok(pass) => {
+            // Its event was committed with it (by the journal): deliver it now.
+            app.outbox.wake();
+            Ok((pass, at))
+        }
         Err(EngineError::Pass(PassError::NotActive)) => {
             Err(AppError::Conflict { code: Conflict::PassNotActive, message: "the pass is not active".into() })
         }

@@ -40,6 +40,8 @@ pub enum Permission {
     /// Watch live entry streams.
     StreamWatch,
     KeysManage,
+    /// Webhook endpoints, their secrets and deliveries (the developer console).
+    WebhooksManage,
     AuditRead,
     /// Ask for a decision at a gate (device keys only).
     GateDecide,
@@ -63,6 +65,7 @@ impl Permission {
         Permission::CheckinsRead,
         Permission::StreamWatch,
         Permission::KeysManage,
+        Permission::WebhooksManage,
         Permission::AuditRead,
         Permission::GateDecide,
     ];
@@ -80,6 +83,7 @@ impl Permission {
                 | PassesIssue
                 | PassesRevoke
                 | KeysManage
+                | WebhooksManage
         )
     }
 
@@ -102,7 +106,8 @@ impl Permission {
             StreamWatch => Scope::EventsRead,
             AuditRead => Scope::AuditRead,
             GateDecide => Scope::GateDecide,
-            OrgAdminister | OrgExport | UsersRead | UsersManage | KeysManage => return None,
+            // Users only: a key cannot make keys, nor point events (and their secrets) elsewhere.
+            OrgAdminister | OrgExport | UsersRead | UsersManage | KeysManage | WebhooksManage => return None,
         })
     }
 }
@@ -136,7 +141,9 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
         // themselves.
         Host => matches!(permission, OrgRead | PassesRead | PassesIssue | PassesShowQr | StreamWatch),
         Guest => matches!(permission, OrgRead),
-        Developer => matches!(permission, OrgRead | ConfigRead | PassesRead | CheckinsRead | KeysManage),
+        Developer => {
+            matches!(permission, OrgRead | ConfigRead | PassesRead | CheckinsRead | KeysManage | WebhooksManage)
+        }
     }
 }
 

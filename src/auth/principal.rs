@@ -259,6 +259,7 @@ pub mod policy {
         CheckinsRead,
         StreamWatch,
         KeysManage,
+        WebhooksManage,
         AuditRead,
     );
 }

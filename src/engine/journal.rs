@@ -130,7 +130,12 @@ struct Statements {
     /// A refusal replaces the check-in of its id (or is one, if that never got written).
     refusal: Statement,
     pass: Statement,
+    /// A pass event, and its outbox event (`visitpass.<kind>`) in the same statement.
     event: Statement,
+    /// The outbox events of the group's entries (`visitpass.checked_in` / `_out`), by check-in id.
+    entered: Statement,
+    /// A refused admit's entry event, taken back if it has not gone out yet.
+    unentered: Statement,
     audit: Statement,
     batches: Statement,
     /// The batch ids not yet written (a replay skips the others).
@@ -203,9 +208,37 @@ impl Connection {
                     .map_err(err)?,
                 event: client
                     .prepare(
-                        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id, reason, at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        "WITH e AS (
+                             INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id, reason, at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                             RETURNING org_id, pass_id, kind, status, uses_count, actor_id, reason, at
+                         )
+                         INSERT INTO outbox (id, org_id, type, payload, occurred_at)
+                         SELECT $9, e.org_id, 'visitpass.' || e.kind,
+                                jsonb_build_object('pass_id', e.pass_id, 'holder_name', p.holder_name,
+                                                   'status', e.status, 'reason', e.reason, 'actor_id', e.actor_id,
+                                                   'uses_count', e.uses_count),
+                                e.at
+                         FROM e JOIN passes p ON p.org_id = e.org_id AND p.id = e.pass_id",
                     )
+                    .await
+                    .map_err(err)?,
+                entered: client
+                    .prepare(
+                        "INSERT INTO outbox (id, org_id, type, payload, occurred_at)
+                         SELECT c.id, c.org_id, 'visitpass.checked_' || c.direction,
+                                jsonb_build_object('pass_id', c.pass_id, 'holder_name', p.holder_name,
+                                                   'gate_id', c.gate_id, 'direction', c.direction,
+                                                   'source', c.source, 'checkin_id', c.id),
+                                c.decided_at
+                         FROM checkins c JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
+                         WHERE c.id = ANY($1) AND c.decision = 'allow'
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(err)?,
+                unentered: client
+                    .prepare("DELETE FROM outbox WHERE id = ANY($1) AND NOT fanned_out")
                     .await
                     .map_err(err)?,
                 audit: client.prepare(crate::audit::INSERT).await.map_err(err)?,
@@ -660,11 +693,25 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     if attempt == Attempt::First && !ids.is_empty() {
         pending.push((&statements.batches, vec![Box::new(ids)]));
     }
+    // Entries of a pass go out as events, written with their check-ins.
+    let entered: Vec<Uuid> = checkins
+        .id
+        .iter()
+        .zip(&checkins.decision)
+        .zip(&checkins.pass_id)
+        .filter(|((_, decision), pass)| **decision == "allow" && pass.is_some())
+        .map(|((id, _), _)| *id)
+        .collect();
+    let refused = refusals.id.clone();
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));
     }
+    if !entered.is_empty() {
+        pending.push((&statements.entered, vec![Box::new(entered)]));
+    }
     if !refusals.id.is_empty() {
         pending.push((&statements.refusal, refusals.into_params()));
+        pending.push((&statements.unentered, vec![Box::new(refused)]));
     }
     if !passes.is_empty() {
         pending.push((pass, pass_columns(&passes)));
@@ -681,6 +728,7 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
                 Box::new(e.actor_id),
                 Box::new(e.reason.clone()),
                 Box::new(e.at),
+                Box::new(Uuid::now_v7()),
             ],
         ));
     }

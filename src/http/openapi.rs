@@ -27,7 +27,11 @@ use crate::app::passes::{IssuePass, LiveQr, Revoked};
 use crate::app::readers::{ReaderBody, ReaderView};
 use crate::app::site::{GateBody, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, ZoneBody};
 use crate::app::users::{CreateUser, UpdateUser};
+use crate::app::webhooks::{
+    CreateWebhook, DeliveryView, Queued, RedeliverSince, RotatedSecret, UpdateWebhook, WebhookView,
+};
 use crate::http::routes::{ChangePasswordRequest, ExtendBody, LoginRequest, RefreshRequest, RevokeBody};
+use crate::outbox::EventType;
 
 /// The error body every error answer has (API.md).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -99,6 +103,8 @@ impl Op {
 }
 
 const LIST: &[&str] = &["cursor", "limit"];
+
+const WEBHOOKS: &str = "manage webhooks (org_admin, developer; not API keys)";
 
 /// The description of one route; `None` for a route nobody described (the test catches it).
 fn describe(method: &str, path: &str) -> Option<Op> {
@@ -206,6 +212,31 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("DELETE", "/orgs/{org}/controllers/{controller}") => {
             op("Unbind a controller (its table is emptied)", "change set-up (`config:write`)").ok(204, None)
         }
+        ("POST", "/orgs/{org}/webhooks") => op("Add a webhook endpoint; its `whsec_` secret is shown once", WEBHOOKS)
+            .body(named::<CreateWebhook>())
+            .ok(201, named::<WebhookView>()),
+        ("GET", "/orgs/{org}/webhooks") => op("The webhook endpoints", WEBHOOKS).ok(200, page()),
+        ("GET", "/orgs/{org}/webhooks/{webhook}") => op("A webhook endpoint", WEBHOOKS).ok(200, named::<WebhookView>()),
+        ("PATCH", "/orgs/{org}/webhooks/{webhook}") => op("Change an endpoint, disable or re-enable it", WEBHOOKS)
+            .body(named::<UpdateWebhook>())
+            .ok(200, named::<WebhookView>()),
+        ("DELETE", "/orgs/{org}/webhooks/{webhook}") => op("Delete an endpoint", WEBHOOKS).ok(204, None),
+        ("POST", "/orgs/{org}/webhooks/{webhook}/rotate-secret") => {
+            op("A new secret, shown once; the old one signs too for 24 h", WEBHOOKS).ok(200, named::<RotatedSecret>())
+        }
+        ("POST", "/orgs/{org}/webhooks/{webhook}/test") => {
+            op("Send a `webhook.test` event to this endpoint", WEBHOOKS).ok(202, named::<Queued>())
+        }
+        ("GET", "/orgs/{org}/webhooks/{webhook}/deliveries") => {
+            op("The delivery log, newest attempt first", WEBHOOKS).ok(200, page()).query(LIST)
+        }
+        ("POST", "/orgs/{org}/webhooks/{webhook}/deliveries/{event}/redeliver") => {
+            op("Deliver one event again", WEBHOOKS).ok(202, named::<Queued>())
+        }
+        ("POST", "/orgs/{org}/webhooks/{webhook}/redeliver") => op("Deliver again every event since a time", WEBHOOKS)
+            .body(named::<RedeliverSince>())
+            .ok(202, named::<Queued>()),
+        ("GET", "/event-types") => op("Every event type, with an example payload", "any caller"),
         ("POST", "/orgs/{org}/access-rules") => create("Create a access rule", named::<RuleBody>()),
         ("GET", "/orgs/{org}/access-rules") => list("The access rules"),
         ("GET", "/orgs/{org}/access-rules/{rule}") => op("An access rule", "read set-up (`config:read`)"),
@@ -428,6 +459,14 @@ fn build() -> OpenApi {
     components = with::<ControllerBody>(components);
     components = with::<ControllerView>(components);
     components = with::<GateDoor>(components);
+    components = with::<CreateWebhook>(components);
+    components = with::<UpdateWebhook>(components);
+    components = with::<WebhookView>(components);
+    components = with::<RotatedSecret>(components);
+    components = with::<DeliveryView>(components);
+    components = with::<Queued>(components);
+    components = with::<RedeliverSince>(components);
+    components = with::<EventType>(components);
     let components = components
         .security_scheme(
             "bearer",

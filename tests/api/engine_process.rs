@@ -103,12 +103,18 @@ impl Engine {
 
     /// `serve` against an existing database (in the shared test cluster).
     pub fn serve(dbname: &str) -> TestResult<Engine> {
+        Engine::serve_with(dbname, &[])
+    }
+
+    /// `serve` with settings given as environment.
+    pub fn serve_with(dbname: &str, env: &[(&str, &str)]) -> TestResult<Engine> {
         let data_dir =
             std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apps").join(format!("{dbname}-serve"));
         let mut cmd = engine_cmd(&["serve", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]);
         cmd.env("PORTCULLIS__DATABASE__URL", crate::helpers::connection_string(dbname))
             .env("PORTCULLIS__AUTH__JWT_SECRET", crate::helpers::JWT_SECRET)
-            .env("PORTCULLIS__AUTH__API_KEY_PEPPER", crate::helpers::PEPPER);
+            .env("PORTCULLIS__AUTH__API_KEY_PEPPER", crate::helpers::PEPPER)
+            .envs(env.iter().copied());
         Engine::spawn(cmd)
     }
 

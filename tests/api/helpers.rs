@@ -76,6 +76,8 @@ pub fn test_settings(dbname: &str) -> TestResult<Settings> {
     settings.server.workers = 1;
     settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET.to_owned()));
     settings.auth.api_key_pepper = Some(SecretString::from(PEPPER.to_owned()));
+    // Webhook receivers in the tests listen on 127.0.0.1.
+    settings.webhooks.allow_private_addresses = true;
     Ok(settings)
 }
 

@@ -28,3 +28,4 @@ mod service;
 mod site;
 mod streams;
 mod tls;
+mod webhooks;

@@ -14,6 +14,7 @@ mod service;
 mod site;
 pub mod stream;
 mod users;
+mod webhooks;
 
 pub use auth::{ChangePasswordRequest, LoginRequest, RefreshRequest};
 pub use passes::{ExtendBody, RevokeBody};
@@ -96,6 +97,14 @@ routes! {
     "/api/v1/orgs/{org}/passes/{pass}/resume" => { POST passes::resume },
     "/api/v1/orgs/{org}/passes/{pass}/qr" => { GET passes::qr },
     "/api/v1/orgs/{org}/checkins" => { GET checkins::list },
+    "/api/v1/orgs/{org}/webhooks" => { POST webhooks::create, GET webhooks::list },
+    "/api/v1/orgs/{org}/webhooks/{webhook}" => { GET webhooks::get, PATCH webhooks::update, DELETE webhooks::delete },
+    "/api/v1/orgs/{org}/webhooks/{webhook}/rotate-secret" => { POST webhooks::rotate_secret },
+    "/api/v1/orgs/{org}/webhooks/{webhook}/test" => { POST webhooks::test },
+    "/api/v1/orgs/{org}/webhooks/{webhook}/deliveries" => { GET webhooks::deliveries },
+    "/api/v1/orgs/{org}/webhooks/{webhook}/deliveries/{event}/redeliver" => { POST webhooks::redeliver },
+    "/api/v1/orgs/{org}/webhooks/{webhook}/redeliver" => { POST webhooks::redeliver_since },
+    "/api/v1/event-types" => { GET webhooks::event_types },
     "/api/v1/orgs/{org}/stream" => { GET stream::stream },
 }
 

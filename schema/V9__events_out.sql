@@ -1,0 +1,74 @@
+-- Events out: a transactional outbox, and webhook endpoints with their deliveries.
+
+-- V1 reserved an `outbox` that nothing ever wrote to: it is replaced by this one.
+DROP TABLE outbox;
+
+-- Every domain event, written in the transaction of the change it describes (by the use case, or
+-- by the journal in the commit of the records it derives from). Payloads hold no secret and no
+-- hash. `fanned_out`: the dispatcher has made this event's deliveries (claimed with SKIP LOCKED,
+-- so commit order and several nodes cannot skip one).
+CREATE TABLE outbox (
+    seq         bigserial PRIMARY KEY,
+    id          uuid NOT NULL UNIQUE,
+    org_id      uuid NOT NULL,
+    type        text NOT NULL,
+    payload     jsonb NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    fanned_out  boolean NOT NULL DEFAULT false
+);
+CREATE INDEX outbox_pending_idx ON outbox (seq) WHERE NOT fanned_out;
+CREATE INDEX outbox_org_time_idx ON outbox (org_id, occurred_at);
+
+CREATE TABLE webhook_endpoints (
+    org_id          uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    id              uuid NOT NULL,
+    url             text NOT NULL,
+    description     text,
+    -- Event types delivered; '*' for all.
+    event_types     text[] NOT NULL,
+    enabled         boolean NOT NULL DEFAULT true,
+    disabled_reason text,
+    -- The signing secret, sealed under the server pepper (shown once, never logged); after a
+    -- rotation the previous one signs too until previous_until.
+    secret_sealed   bytea NOT NULL,
+    previous_sealed bytea,
+    previous_until  timestamptz,
+    -- Since when every delivery has failed (NULL: the last one succeeded).
+    failing_since   timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id)
+);
+
+-- One event for one endpoint: its state and when it is tried next.
+CREATE TABLE webhook_deliveries (
+    org_id      uuid NOT NULL,
+    endpoint_id uuid NOT NULL,
+    event_id    uuid NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    seq         bigint NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    next_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, endpoint_id, event_id),
+    FOREIGN KEY (org_id, endpoint_id) REFERENCES webhook_endpoints (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_at, seq) WHERE state = 'pending';
+
+-- Every attempt, for the delivery log.
+CREATE TABLE webhook_attempts (
+    id            uuid PRIMARY KEY,
+    org_id        uuid NOT NULL,
+    endpoint_id   uuid NOT NULL,
+    event_id      uuid NOT NULL,
+    event_type    text NOT NULL,
+    attempt       integer NOT NULL,
+    at            timestamptz NOT NULL,
+    status_code   integer,
+    latency_ms    integer NOT NULL,
+    outcome       text NOT NULL CHECK (outcome IN ('delivered', 'failed', 'timeout', 'unreachable', 'refused')),
+    -- The first bytes of the answer (or why there was none).
+    response      text,
+    next_retry_at timestamptz,
+    FOREIGN KEY (org_id, endpoint_id) REFERENCES webhook_endpoints (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX webhook_attempts_endpoint_idx ON webhook_attempts (org_id, endpoint_id, id DESC);

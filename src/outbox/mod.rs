@@ -1,0 +1,113 @@
+//! Events out: the transactional outbox and what delivers it.
+//!
+//! Every domain event is a row of `outbox`, written in the transaction of the change it describes:
+//! by the use case ([`record`]), or by the journal in the commit of the records it derives from
+//! (pass changes and entries, see `engine::journal`). One [`dispatcher`] per node claims new
+//! events (`FOR UPDATE SKIP LOCKED`, so neither commit order nor a second node can skip one), makes
+//! one delivery per matching webhook endpoint, and delivers them: at least once, each attempt
+//! signed ([`signing`], Standard Webhooks 1.0) and logged, retried on a schedule, resumed after a
+//! restart from what is committed. Payloads hold no secret and no hash.
+
+pub mod dispatcher;
+pub mod signing;
+pub mod targets;
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// An event type, what it means, and an example of its `data`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventType {
+    pub name: &'static str,
+    pub description: &'static str,
+    #[schema(value_type = Object)]
+    pub example: Value,
+}
+
+/// Every event type delivered, with an example payload (`GET /api/v1/event-types`).
+pub fn catalogue() -> Vec<EventType> {
+    let pass = "0192f5c4-0000-7000-8000-000000000001";
+    let gate = "0192f5c4-0000-7000-8000-0000000000a1";
+    let user = "0192f5c4-0000-7000-8000-0000000000c1";
+    vec![
+        EventType {
+            name: "visitpass.issued",
+            description: "A pass was issued.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "type": "single",
+                "valid_from": "2026-11-23T08:00:00Z", "valid_to": "2026-11-23T18:00:00Z",
+                "access_rule_id": "0192f5c4-0000-7000-8000-0000000000b1", "issued_by": user,
+                "credential": "qr"}),
+        },
+        EventType {
+            name: "visitpass.checked_in",
+            description: "A pass was let in at a gate.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "gate_id": gate, "direction": "in",
+                "source": "api", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d1"}),
+        },
+        EventType {
+            name: "visitpass.checked_out",
+            description: "A pass was let out at a gate.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "gate_id": gate, "direction": "out",
+                "source": "osdp", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d2"}),
+        },
+        EventType {
+            name: "visitpass.revoked",
+            description: "A pass was revoked; it opens no gate from now on.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "revoked",
+                "reason": "left early", "actor_id": user, "uses_count": 1}),
+        },
+        EventType {
+            name: "visitpass.suspended",
+            description: "A pass was suspended.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "suspended",
+                "reason": null, "actor_id": user, "uses_count": 0}),
+        },
+        EventType {
+            name: "visitpass.resumed",
+            description: "A suspended pass was resumed.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "active",
+                "reason": null, "actor_id": user, "uses_count": 0}),
+        },
+        EventType {
+            name: "visitpass.extended",
+            description: "A pass's validity was changed.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "active",
+                "reason": null, "actor_id": user, "uses_count": 0}),
+        },
+        EventType {
+            name: "visitpass.expired",
+            description: "A pass reached the end of its validity.",
+            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "expired",
+                "reason": null, "actor_id": null, "uses_count": 1}),
+        },
+        EventType {
+            name: "webhook.test",
+            description: "Sent by \"send test event\", to this endpoint only.",
+            example: json!({"endpoint_id": "0192f5c4-0000-7000-8000-0000000000e1", "message": "a test event"}),
+        },
+    ]
+}
+
+/// Whether `name` is an event type an endpoint may ask for.
+pub fn is_event_type(name: &str) -> bool {
+    name == "*" || catalogue().iter().any(|t| t.name == name)
+}
+
+/// Writes an event in the caller's transaction; its id.
+pub async fn record(
+    client: &impl GenericClient,
+    org_id: Uuid,
+    event_type: &str,
+    payload: Value,
+) -> Result<Uuid, tokio_postgres::Error> {
+    let id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO outbox (id, org_id, type, payload) VALUES ($1, $2, $3, $4)",
+            &[&id, &org_id, &event_type, &payload],
+        )
+        .await?;
+    Ok(id)
+}
