@@ -59,6 +59,20 @@ pub async fn connect(dbname: &str) -> TestResult<tokio_postgres::Client> {
 
 /// Creates an empty database with a unique name and returns the name.
 pub async fn fresh_database() -> TestResult<String> {
+    // The cluster outlives runs: the first test of a run drops what earlier runs left (this
+    // process alone uses the shared cluster), so it does not grow without end.
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_try_init(|| async {
+            let db = connect("postgres").await?;
+            let stale = db.query("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'", &[]).await?;
+            for row in stale {
+                let name: String = row.get(0);
+                db.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+            }
+            Ok::<(), Box<dyn std::error::Error>>(())
+        })
+        .await?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     connect("postgres").await?.batch_execute(&format!("CREATE DATABASE {name}")).await?;
     Ok(name)
