@@ -58,6 +58,7 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub controllers: ControllerSettings,
     pub webhooks: WebhookSettings,
+    pub mail: MailSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,17 @@ pub struct ControllerSettings {
     /// How often every controller's whole table is checked against the passes allowed at its
     /// doors (changes to passes are sent at once; this catches rule and gate changes).
     pub resync_secs: u64,
+}
+
+/// Notification e-mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://…:465`, or unset: each message is written
+    /// as an `.eml` file under `<data_dir>/mail/` (and its path logged). Never logged itself.
+    pub smtp_url: Option<SecretString>,
+    /// The sender.
+    pub from: String,
 }
 
 /// Webhook deliveries.
@@ -259,6 +271,16 @@ impl Settings {
                 key: "database.url",
                 reason: format!("is not a PostgreSQL connection string: {err}"),
             });
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(value("mail.from", "must be an address, like `Portcullis <noreply@example.com>`"));
+        }
+        if let Some(url) = &self.mail.smtp_url {
+            let url = url.expose_secret();
+            if !url.is_empty() && lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url).is_err() {
+                // The parser's message could echo the URL (and its password): say only what is wrong.
+                return Err(value("mail.smtp_url", "must be smtp://[user:pass@]host[:port] or smtps://…"));
+            }
         }
         if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::Value { key: "log.level", reason: format!("is not a valid filter: {err}") });

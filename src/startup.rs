@@ -112,6 +112,12 @@ impl Application {
                 attempt_timeout: Duration::from_secs(webhooks.attempt_timeout_secs),
                 disable_after: Duration::from_secs(webhooks.disable_after_hours.saturating_mul(3600)),
             },
+            engine.clone(),
+            crate::outbox::notify::Mailer::new(settings.mail.smtp_url.as_ref(), &settings.data_dir),
+            settings.mail.from.parse().map_err(|_| crate::config::ConfigError::Value {
+                key: "mail.from",
+                reason: "must be an address".to_owned(),
+            })?,
         );
         let state = App {
             readers,

@@ -55,6 +55,9 @@ pub enum Event {
     /// `database_restarted`); the same for every organization.
     #[serde(rename = "alert")]
     Service { alert: &'static str, detail: String },
+    /// A notification for one user: only that user's own streams show it.
+    #[serde(rename = "notification")]
+    Notification { user_id: Uuid, id: Uuid, kind: String, title: String, body: String },
 }
 
 impl Event {
@@ -78,7 +81,11 @@ impl Event {
             | Event::PassSuspended { pass_id }
             | Event::PassResumed { pass_id }
             | Event::PassExpired { pass_id } => Some(*pass_id),
-            Event::GateMode { .. } | Event::GateReader { .. } | Event::Lockdown { .. } | Event::Service { .. } => None,
+            Event::GateMode { .. }
+            | Event::GateReader { .. }
+            | Event::Lockdown { .. }
+            | Event::Service { .. }
+            | Event::Notification { .. } => None,
         }
     }
 }

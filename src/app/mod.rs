@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod decisions;
 pub mod input;
 pub mod keys;
+pub mod notifications;
 pub mod orgs;
 pub mod panels;
 pub mod passes;

@@ -15,7 +15,7 @@ use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::{query_json, query_json_opt};
 use crate::error::{AppError, Conflict};
 
-const ORG_COLUMNS: &str = "id, name, slug, timezone, access_mode, lockdown, version, created_at, updated_at";
+const ORG_COLUMNS: &str = "id, name, slug, timezone, locale, access_mode, lockdown, version, created_at, updated_at";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,8 @@ pub struct UpdateOrg {
     #[schema(value_type = Option<String>)]
     timezone: Option<Checked<TimeZone>>,
     access_mode: Option<AccessMode>,
+    /// The language of its notifications: `en` or `ru`.
+    locale: Option<String>,
     /// Optimistic concurrency: when given, the update applies only to this version.
     version: Option<i32>,
 }
@@ -95,9 +97,12 @@ pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result
 /// still works in a read-only or blocked organization, so the mode can always be switched back.
 pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOrg) -> Result<Value, AppError> {
     let principal = caller.principal;
-    let changes_details = body.name.is_some() || body.timezone.is_some();
+    let changes_details = body.name.is_some() || body.timezone.is_some() || body.locale.is_some();
     if !changes_details && body.access_mode.is_none() {
-        return Err(AppError::field("body", "names nothing to change (name, timezone, access_mode)"));
+        return Err(AppError::field("body", "names nothing to change (name, timezone, locale, access_mode)"));
+    }
+    if body.locale.as_deref().is_some_and(|l| !["en", "ru"].contains(&l)) {
+        return Err(AppError::field("locale", "must be `en` or `ru`"));
     }
     if body.access_mode.is_some() {
         authorize(&app.pool, principal, org_id, Permission::OrgAdminister).await?;
@@ -126,15 +131,20 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
     let new_mode = body.access_mode.map(AccessMode::as_str);
     tx.execute(
         "UPDATE organizations SET name = coalesce($2, name), timezone = coalesce($3, timezone),
-                access_mode = coalesce($4, access_mode), version = version + 1, updated_at = now()
+                access_mode = coalesce($4, access_mode), locale = coalesce($5, locale), version = version + 1,
+                updated_at = now()
          WHERE id = $1",
-        &[&org_id, &name.as_ref().map(Name::as_str), &timezone.map(|t| t.name()), &new_mode],
+        &[&org_id, &name.as_ref().map(Name::as_str), &timezone.map(|t| t.name()), &new_mode, &body.locale],
     )
     .await?;
     let actor = caller.actor();
     if changes_details {
         let changed: Vec<&str> =
-            [("name", name.is_some()), ("timezone", timezone.is_some())].iter().filter(|c| c.1).map(|c| c.0).collect();
+            [("name", name.is_some()), ("timezone", timezone.is_some()), ("locale", body.locale.is_some())]
+                .iter()
+                .filter(|c| c.1)
+                .map(|c| c.0)
+                .collect();
         let event =
             Event::new(Some(org_id), "org.updated", "organization", org_id).details(json!({ "fields": changed }));
         audit::record(&tx, actor, event).await?;
@@ -164,6 +174,8 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
     tx.execute("DELETE FROM organizations WHERE id = $1", &[&org_id]).await?;
+    // Its events (they name its visitors) go too; the outbox keeps no reference that would cascade.
+    tx.execute("DELETE FROM outbox WHERE org_id = $1", &[&org_id]).await?;
     let accounts = tx
         .execute(
             "DELETE FROM users u WHERE u.id = ANY($1) AND NOT u.is_platform_admin

@@ -26,6 +26,8 @@ pub struct Filter {
     pub host_passes: Option<HashSet<Uuid>>,
     /// The host, to follow passes they issue while watching.
     pub host_id: Option<Uuid>,
+    /// The signed-in user watching (`None`: an API key), who alone sees their notifications.
+    pub user_id: Option<Uuid>,
 }
 
 impl Filter {
@@ -43,6 +45,7 @@ impl Filter {
             own.insert(*pass_id);
         }
         match event {
+            Event::Notification { user_id, .. } => self.user_id == Some(*user_id),
             Event::GateMode { .. } | Event::Lockdown { .. } => true,
             _ => self.shows_pass(event.pass_id()),
         }

@@ -21,6 +21,7 @@ use utoipa::openapi::{
 use crate::app::controllers::{ControllerBody, ControllerView, GateDoor};
 use crate::app::decisions::{DecisionRequest, Verdict};
 use crate::app::keys::CreateKey;
+use crate::app::notifications::{NotificationView, Preferences};
 use crate::app::orgs::{CreateOrg, UpdateOrg};
 use crate::app::panels::{BasIpAnswer, BasIpRequest};
 use crate::app::passes::{IssuePass, LiveQr, Revoked};
@@ -132,6 +133,20 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .ok(204, None)
             .errors(&[401, 422, 429]),
         ("GET", "/me") => op("The signed-in user and their roles", "a signed-in user"),
+        ("GET", "/me/notifications") => {
+            op("The user's notifications, newest first (`unread=true`: only unread)", "a signed-in user")
+                .ok(200, page())
+                .query(&["cursor", "limit", "unread"])
+        }
+        ("POST", "/me/notifications/{notification}/read") => {
+            op("Mark a notification read", "a signed-in user").ok(204, None)
+        }
+        ("GET", "/me/notification-preferences") => {
+            op("Which notifications the user wants, and where", "a signed-in user").ok(200, named::<Preferences>())
+        }
+        ("PUT", "/me/notification-preferences") => op("Choose channels and mute types", "a signed-in user")
+            .body(named::<Preferences>())
+            .ok(200, named::<Preferences>()),
         ("POST", "/orgs") => {
             op("Create an organization", "platform_admin").body(named::<CreateOrg>()).ok(201, object()).errors(&[409])
         }
@@ -467,6 +482,8 @@ fn build() -> OpenApi {
     components = with::<Queued>(components);
     components = with::<RedeliverSince>(components);
     components = with::<EventType>(components);
+    components = with::<Preferences>(components);
+    components = with::<NotificationView>(components);
     let components = components
         .security_scheme(
             "bearer",

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::outbox::{signing, targets};
+use crate::outbox::{notify, signing, targets};
 
 /// The purpose a webhook secret is sealed under (see `crypto::seal_secret`).
 pub const SECRET_PURPOSE: &str = "webhook-secret";
@@ -50,6 +50,10 @@ pub struct Dispatcher {
     pepper: SecretString,
     settings: Settings,
     wake: Notify,
+    /// Where in-app notifications are published.
+    engine: portcullis_actors::engine::Engine,
+    mailer: notify::Mailer,
+    from: lettre::message::Mailbox,
 }
 
 /// A delivery claimed for an attempt.
@@ -77,9 +81,16 @@ struct Outcome {
 
 impl Dispatcher {
     /// Starts the dispatcher on the current arbiter (its HTTP client lives there).
-    pub fn start(pool: Pool, pepper: SecretString, settings: Settings) -> Arc<Dispatcher> {
+    pub fn start(
+        pool: Pool,
+        pepper: SecretString,
+        settings: Settings,
+        engine: portcullis_actors::engine::Engine,
+        mailer: notify::Mailer,
+        from: lettre::message::Mailbox,
+    ) -> Arc<Dispatcher> {
         let deliver = settings.deliver;
-        let dispatcher = Arc::new(Dispatcher { pool, pepper, settings, wake: Notify::new() });
+        let dispatcher = Arc::new(Dispatcher { pool, pepper, settings, wake: Notify::new(), engine, mailer, from });
         if deliver {
             actix_rt::spawn(dispatcher.clone().run());
         }
@@ -114,11 +125,26 @@ impl Dispatcher {
                     0
                 }
             };
+            let notified = match notify::make(&self.pool).await {
+                Ok(made) => {
+                    let n = made.len();
+                    notify::publish(&self.engine, made);
+                    n
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "no notifications made (database away?)");
+                    0
+                }
+            };
+            let mailed = notify::send_due(&self.pool, &self.mailer, &self.from).await.unwrap_or_else(|err| {
+                tracing::debug!(error = %err, "no mail sent (database away?)");
+                0
+            });
             if last_report.elapsed() > Duration::from_secs(5) {
                 self.report().await;
                 last_report = Instant::now();
             }
-            if fanned == 0 && tried == 0 {
+            if fanned == 0 && tried == 0 && notified == 0 && mailed == 0 {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -395,6 +421,9 @@ impl Dispatcher {
             let event = crate::audit::Event::new(Some(due.org_id), "webhook.disabled", "webhook", due.endpoint_id)
                 .details(serde_json::json!({ "reason": reason }));
             crate::audit::record(&tx, crate::audit::Actor::default(), event).await.map_err(|e| e.to_string())?;
+            // Its owners are told (and other endpoints that want it).
+            let payload = serde_json::json!({ "endpoint_id": due.endpoint_id, "url": due.url, "reason": reason });
+            crate::outbox::record(&tx, due.org_id, "webhook.disabled", payload).await.map_err(|e| e.to_string())?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
         if let Some(reason) = disabled {

@@ -9,6 +9,7 @@
 //! restart from what is committed. Payloads hold no secret and no hash.
 
 pub mod dispatcher;
+pub mod notify;
 pub mod signing;
 pub mod targets;
 
@@ -81,6 +82,12 @@ pub fn catalogue() -> Vec<EventType> {
             description: "A pass reached the end of its validity.",
             example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "expired",
                 "reason": null, "actor_id": null, "uses_count": 1}),
+        },
+        EventType {
+            name: "webhook.disabled",
+            description: "A webhook endpoint was disabled (a 410, or days of failed deliveries).",
+            example: json!({"endpoint_id": "0192f5c4-0000-7000-8000-0000000000e1",
+                "url": "https://hooks.example.com/in", "reason": "the endpoint answered 410 Gone"}),
         },
         EventType {
             name: "webhook.test",

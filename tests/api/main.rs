@@ -19,6 +19,7 @@ mod faults;
 mod identity;
 mod libosdp;
 mod migrations;
+mod notifications;
 mod orgs;
 mod rules;
 mod schemathesis;

@@ -7,6 +7,7 @@ mod checkins;
 mod controllers;
 mod dashboard;
 mod decisions;
+mod notifications;
 mod orgs;
 mod passes;
 mod readers;
@@ -64,6 +65,9 @@ routes! {
     "/api/v1/auth/logout" => { POST auth::logout },
     "/api/v1/auth/change-password" => { POST auth::change_password },
     "/api/v1/me" => { GET auth::me },
+    "/api/v1/me/notifications" => { GET notifications::list },
+    "/api/v1/me/notifications/{notification}/read" => { POST notifications::read },
+    "/api/v1/me/notification-preferences" => { GET notifications::preferences, PUT notifications::set_preferences },
     "/api/v1/orgs" => { POST orgs::create, GET orgs::list },
     "/api/v1/orgs/{org}" => { GET orgs::get, PATCH orgs::update, DELETE orgs::delete },
     "/api/v1/orgs/{org}/export" => { GET orgs::export },

@@ -55,7 +55,7 @@ pub async fn stream(
     authorize(&state.pool, &principal, org_id, Permission::StreamWatch).await?;
 
     let gates = query.gate_filter()?;
-    let mut filter = Filter { gates, ..Filter::default() };
+    let mut filter = Filter { gates, user_id: principal.user_id(), ..Filter::default() };
     if principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host) {
         let user = principal.user_id().ok_or(AppError::Forbidden)?;
         filter.host_passes = Some(host_passes(&state.pool, org_id, user).await?);
