@@ -267,6 +267,11 @@ async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
             }
             Err(err) => tracing::warn!(error = %err, "journal batch ids not pruned"),
         }
+        match crate::outbox::prune(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned delivered events, attempts and mail past their retention"),
+            Err(err) => tracing::warn!(error = %err, "events out not pruned"),
+        }
         auth.limiter.retain_recent();
         auth.cache.purge_expired();
     }

@@ -102,6 +102,26 @@ pub fn is_event_type(name: &str) -> bool {
     name == "*" || catalogue().iter().any(|t| t.name == name)
 }
 
+/// How long events are kept once fanned out and notified (they can be redelivered until then),
+/// and delivery attempts and sent mail with them.
+pub const RETENTION_DAYS: i32 = 30;
+
+/// Removes what is past its retention: events done with (and their deliveries, by cascade), the
+/// delivery log's older attempts, and mail sent or given up on. Run by the periodic sweep.
+pub async fn prune(pool: &deadpool_postgres::Pool) -> Result<u64, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for statement in [
+        "DELETE FROM outbox WHERE fanned_out AND notified AND occurred_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox.id AND d.state = 'pending')",
+        "DELETE FROM webhook_attempts WHERE at < now() - make_interval(days => $1)",
+        "DELETE FROM mail_queue WHERE state <> 'pending' AND created_at < now() - make_interval(days => $1)",
+    ] {
+        removed += client.execute(statement, &[&RETENTION_DAYS]).await.map_err(|e| e.to_string())?;
+    }
+    Ok(removed)
+}
+
 /// Writes an event in the caller's transaction; its id.
 pub async fn record(
     client: &impl GenericClient,

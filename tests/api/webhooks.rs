@@ -351,3 +351,51 @@ async fn private_targets_are_refused_unless_allowed() -> TestResult {
     }
     Ok(())
 }
+
+#[actix_web::test]
+async fn events_done_with_are_pruned_after_their_retention_and_pending_ones_are_kept() -> TestResult {
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let receiver = Receiver::start(&[])?;
+    add_endpoint(&site, &receiver.url, json!(["visitpass.issued"])).await?;
+    for _ in 0..2 {
+        let (delivered, _) = site.pass(json!({})).await?;
+        receiver.wait_for(10, of_type("visitpass.issued", &delivered)).await.ok_or("not delivered")?;
+    }
+    let before: i64 = site.app.db().await?.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    assert_eq!(before, 2);
+    let db = site.app.db().await?;
+    // Wait for the notifier too (it marks events notified), then age everything past retention.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.query_one("SELECT count(*) FROM outbox WHERE NOT (fanned_out AND notified)", &[]).await?.get::<_, i64>(0)
+        > 0
+    {
+        if Instant::now() > deadline {
+            return Err("the outbox was not worked through".into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.batch_execute(
+        "UPDATE outbox SET occurred_at = now() - interval '40 days';
+         UPDATE webhook_attempts SET at = now() - interval '40 days';",
+    )
+    .await?;
+    // One event still pending for an endpoint: kept, however old.
+    db.execute(
+        "UPDATE webhook_deliveries SET state = 'pending', next_at = now() + interval '1 day'
+         WHERE event_id = (SELECT id FROM outbox ORDER BY seq LIMIT 1)",
+        &[],
+    )
+    .await?;
+    let settings = crate::helpers::test_settings(&site.app.dbname)?;
+    let database = portcullis::db::Database::open(&settings.database, &settings.data_dir).await?;
+    let removed = portcullis::outbox::prune(database.pool()).await?;
+    assert!(removed >= 2, "{removed}");
+    let left: i64 = db.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    let pending: i64 =
+        db.query_one("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'", &[]).await?.get(0);
+    assert_eq!((left, pending), (1, 1), "only the pending event is kept");
+    let attempts: i64 = db.query_one("SELECT count(*) FROM webhook_attempts", &[]).await?.get(0);
+    assert_eq!(attempts, 0);
+    database.close().await?;
+    Ok(())
+}
