@@ -24,6 +24,9 @@ use crate::journal::{CheckinRecord, JournalHandle, JournalRecord};
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
 
+/// The alert of a grant a controller made that the engine would have refused.
+pub const CONTROLLER_OUT_OF_SYNC: &str = "controller_out_of_sync";
+
 /// What a decision needs of its gate: whom to publish to, and where to queue the outcome.
 struct GateHandle {
     org_id: Uuid,
@@ -425,11 +428,12 @@ impl Engine {
             source,
             credential_kind: presented.kind,
             decided_at,
+            alert: (granted && engine_refuses.is_some()).then_some(std::borrow::Cow::Borrowed(CONTROLLER_OUT_OF_SYNC)),
         });
         self.shared.journal.write_or_count(vec![record]).await;
         gate.tell(self, &outcome);
         if granted && engine_refuses.is_some() {
-            self.publish(org_id, Event::Alert { alert: "controller_out_of_sync", gate_id, pass_id: outcome.pass_id });
+            self.publish(org_id, Event::Alert { alert: CONTROLLER_OUT_OF_SYNC, gate_id, pass_id: outcome.pass_id });
         }
         Ok(outcome)
     }

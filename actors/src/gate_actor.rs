@@ -178,6 +178,7 @@ pub(crate) fn settle(
         source,
         credential_kind: presented.kind,
         decided_at: now,
+        alert: None,
     });
     Ok(Settled::Done(outcome, record))
 }

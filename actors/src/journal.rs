@@ -28,6 +28,10 @@ pub struct CheckinRecord {
     pub source: Source,
     pub credential_kind: Option<CredentialKind>,
     pub decided_at: DateTime<Utc>,
+    /// Something security should look at (`revoked_pass_inside`, `controller_out_of_sync`): the
+    /// journal raises it as an event with the check-in. (Absent in spools of older versions.)
+    #[serde(default)]
+    pub alert: Option<Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

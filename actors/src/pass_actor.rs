@@ -172,6 +172,7 @@ impl Handler<Admit> for PassActor {
             source: msg.source,
             credential_kind: msg.kind,
             decided_at: msg.now,
+            alert: verdict.alert.map(|a| std::borrow::Cow::Borrowed(a.as_str())),
         };
         let mut records = vec![JournalRecord::Checkin(checkin(&verdict))];
         if next != self.state {

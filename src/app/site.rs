@@ -349,7 +349,10 @@ pub async fn set_lockdown(
     let event = AuditEvent::new(Some(org_id), "org.lockdown_changed", "organization", org_id)
         .details(json!({ "lockdown": body.lockdown }));
     audit::record(&tx, caller.actor(), event).await?;
+    let alert = json!({ "alert": if body.lockdown { "lockdown" } else { "lockdown_lifted" }, "actor_id": caller.principal.user_id() });
+    crate::outbox::record(&tx, org_id, "alert.raised", alert).await?;
     tx.commit().await?;
+    app.outbox.wake();
     reload(app, &client, org_id).await?;
     Ok(Lockdown { org_id, lockdown: body.lockdown })
 }

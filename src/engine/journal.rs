@@ -136,6 +136,9 @@ struct Statements {
     entered: Statement,
     /// A refused admit's entry event, taken back if it has not gone out yet.
     unentered: Statement,
+    /// `alert.raised` for check-ins that raise one (by check-in id; the event's id is derived
+    /// from it, so a replay writes it once).
+    alerted: Statement,
     audit: Statement,
     batches: Statement,
     /// The batch ids not yet written (a replay skips the others).
@@ -239,6 +242,20 @@ impl Connection {
                     .map_err(err)?,
                 unentered: client
                     .prepare("DELETE FROM outbox WHERE id = ANY($1) AND NOT fanned_out")
+                    .await
+                    .map_err(err)?,
+                alerted: client
+                    .prepare(
+                        "INSERT INTO outbox (id, org_id, type, payload, occurred_at)
+                         SELECT md5(c.id::text || '/alert')::uuid, c.org_id, 'alert.raised',
+                                jsonb_build_object('alert', u.alert, 'gate_id', c.gate_id, 'pass_id', c.pass_id,
+                                                   'holder_name', p.holder_name, 'checkin_id', c.id),
+                                c.decided_at
+                         FROM unnest($1::uuid[], $2::text[]) AS u(id, alert)
+                         JOIN checkins c ON c.id = u.id
+                         LEFT JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
+                         ON CONFLICT (id) DO NOTHING",
+                    )
                     .await
                     .map_err(err)?,
                 audit: client.prepare(crate::audit::INSERT).await.map_err(err)?,
@@ -660,6 +677,8 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
 
     // The whole group's check-ins go in as one statement, and its refusals as another after it.
     let mut checkins = CheckinColumns::default();
+    // Check-ins that raise an alert: their own, or an anti-passback refusal.
+    let mut alerts: (Vec<Uuid>, Vec<String>) = (Vec::new(), Vec::new());
     let mut refusals = CheckinColumns::default();
     // Each pass record is the pass's whole state, so only the last one of a group needs writing;
     // a revocation anywhere in the group is kept with it.
@@ -669,7 +688,15 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     let mut audits = Vec::new();
     for record in entries.flat_map(|e| &e.records) {
         match record {
-            JournalRecord::Checkin(c) => checkins.push(c),
+            JournalRecord::Checkin(c) => {
+                checkins.push(c);
+                let anti_passback = c.reason == portcullis_actors::domain::Reason::AntiPassback;
+                let alert = c.alert.as_deref().or(anti_passback.then_some("anti_passback"));
+                if let Some(alert) = alert {
+                    alerts.0.push(c.id);
+                    alerts.1.push(alert.to_owned());
+                }
+            }
             JournalRecord::Refusal(c) => refusals.push(c),
             JournalRecord::Pass { state, revocation } => {
                 match pass_index.get(&state.id).and_then(|&i| passes.get_mut(i)) {
@@ -708,6 +735,9 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     }
     if !entered.is_empty() {
         pending.push((&statements.entered, vec![Box::new(entered)]));
+    }
+    if !alerts.0.is_empty() {
+        pending.push((&statements.alerted, vec![Box::new(alerts.0), Box::new(alerts.1)]));
     }
     if !refusals.id.is_empty() {
         pending.push((&statements.refusal, refusals.into_params()));

@@ -245,6 +245,7 @@ mod tests {
                 source: Source::Api,
                 credential_kind: Some(CredentialKind::Card),
                 decided_at: at,
+                alert: None,
             })],
         }
     }

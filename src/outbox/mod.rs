@@ -84,6 +84,13 @@ pub fn catalogue() -> Vec<EventType> {
                 "reason": null, "actor_id": null, "uses_count": 1}),
         },
         EventType {
+            name: "alert.raised",
+            description: "Something security should look at: a revoked pass still inside, an anti-passback \
+                          refusal, a controller that let in a pass the engine refuses, a lockdown set or lifted.",
+            example: json!({"alert": "revoked_pass_inside", "gate_id": gate, "pass_id": pass,
+                "holder_name": "Ada Lovelace", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d3"}),
+        },
+        EventType {
             name: "webhook.disabled",
             description: "A webhook endpoint was disabled (a 410, or days of failed deliveries).",
             example: json!({"endpoint_id": "0192f5c4-0000-7000-8000-0000000000e1",

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `visitpass.checked_in` | the host who issued the pass: their visitor arrived |
 //! | `visitpass.revoked` | the host: their visitor's pass was revoked |
+//! | `alert.raised` | the organization's security officers and admins |
 //! | `webhook.disabled` | the organization's admins and developers |
 //!
 //! Each user chooses channels and may mute types (`/api/v1/me/notification-preferences`).
@@ -26,7 +27,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// The event types that notify someone.
-pub const NOTIFYING: &[&str] = &["visitpass.checked_in", "visitpass.revoked", "webhook.disabled"];
+pub const NOTIFYING: &[&str] = &["visitpass.checked_in", "visitpass.revoked", "alert.raised", "webhook.disabled"];
 
 /// The waits after failed sends; then the message has failed.
 const MAIL_BACKOFF: &[u64] = &[60, 300, 1800, 7200];
@@ -100,6 +101,34 @@ fn render(kind: &str, c: &Context<'_>) -> Option<Rendered> {
                 )
             }
         }
+        "alert.raised" => {
+            let gate = c.gate.unwrap_or("?");
+            let (en, ru_text) = match field("alert").as_str() {
+                "revoked_pass_inside" => (
+                    format!("{holder}'s pass is revoked, and they are still inside (seen at {gate})."),
+                    format!("Пропуск {holder} аннулирован, а посетитель всё ещё внутри (замечен у «{gate}»)."),
+                ),
+                "anti_passback" => (
+                    format!("{holder}'s pass was refused at {gate}: it did not leave before coming in again."),
+                    format!("Пропуск {holder} не принят у «{gate}»: повторный вход без выхода."),
+                ),
+                "controller_out_of_sync" => (
+                    format!("A controller at {gate} let {holder} in although the pass no longer allows it."),
+                    format!("Контроллер у «{gate}» пропустил {holder}, хотя пропуск больше не действует."),
+                ),
+                "lockdown" => (
+                    "The organization was locked down: every gate refuses.".to_owned(),
+                    "Объявлена блокировка: все проходы закрыты.".to_owned(),
+                ),
+                "lockdown_lifted" => ("The lockdown was lifted.".to_owned(), "Блокировка снята.".to_owned()),
+                other => (format!("Alert: {other}."), format!("Тревога: {other}.")),
+            };
+            if ru {
+                (format!("Тревога: {}", field("alert")), vec![ru_text, format!("Время: {time}.")])
+            } else {
+                (format!("Alert: {}", field("alert")), vec![en, format!("Time: {time}.")])
+            }
+        }
         "webhook.disabled" => {
             let (url, reason) = (field("url"), field("reason"));
             if ru {
@@ -167,18 +196,21 @@ async fn recipients(
                 )
                 .await?
         }
-        "webhook.disabled" => {
+        "webhook.disabled" | "alert.raised" => {
+            let roles: &[&str] =
+                if kind == "alert.raised" { &["org_admin", "security_officer"] } else { &["org_admin", "developer"] };
+            let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
             client
                 .query(
                     &format!(
                         "SELECT u.id, u.email, u.name, {prefs} FROM memberships m
                          JOIN users u ON u.id = m.user_id AND u.disabled_at IS NULL
                          LEFT JOIN notification_preferences np ON np.user_id = u.id
-                         WHERE m.org_id = $1 AND m.disabled_at IS NULL AND m.role IN ('org_admin', 'developer')
+                         WHERE m.org_id = $1 AND m.disabled_at IS NULL AND m.role = ANY($3)
                            AND {}",
                         muted(2)
                     ),
-                    &[&org_id, &kind],
+                    &[&org_id, &kind, &roles],
                 )
                 .await?
         }

@@ -29,4 +29,4 @@ mod service;
 mod site;
 mod streams;
 mod tls;
-mod webhooks;
+pub mod webhooks;

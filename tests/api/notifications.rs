@@ -169,3 +169,49 @@ async fn a_host_is_told_their_visitor_arrived_by_mail_in_the_organizations_langu
     assert_eq!(inbox.lock().map(|m| m.len()).unwrap_or(0), 1, "a muted type was sent");
     Ok(())
 }
+
+#[actix_web::test]
+async fn security_officers_are_told_of_alerts_and_integrations_receive_them() -> TestResult {
+    let site = Site::build(crate::helpers::spawn_app().await?, 1, 1).await?;
+    let officer = site.app.create_user(&site.root, &site.org, "security_officer").await?;
+    let operator = site.app.create_user(&site.root, &site.org, "operator").await?;
+    let receiver = crate::webhooks::Receiver::start(&[])?;
+    site.post("/webhooks", json!({"url": receiver.url, "event_types": ["alert.raised"]})).await?;
+
+    // An anti-passback refusal, then a lockdown.
+    let strict = site.rule_for(&site.zones, json!({"anti_passback": "hard"})).await?;
+    let (pass, credential) = site.pass(json!({"access_rule_id": strict, "holder_name": "Grace"})).await?;
+    assert_eq!(site.decide(0, &credential, "in").await?, crate::site::allow());
+    assert_eq!(site.decide(0, &credential, "in").await?, crate::site::deny("anti_passback"));
+    site.post("/lockdown", json!({"lockdown": true})).await?;
+
+    let alert = receiver
+        .wait_for(10, |r| r.json()["data"]["alert"] == "anti_passback")
+        .await
+        .ok_or("no alert.raised for the anti-passback refusal")?;
+    assert_eq!(alert.json()["data"]["pass_id"], json!(pass));
+    receiver
+        .wait_for(10, |r| r.json()["data"]["alert"] == "lockdown")
+        .await
+        .ok_or("no alert.raised for the lockdown")?;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let titles = loop {
+        let list = site.app.call("GET", "/api/v1/me/notifications", Some(&officer.access), None).await?.json();
+        let titles: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["title"].as_str().map(str::to_owned))
+            .collect();
+        if titles.len() >= 2 || Instant::now() > deadline {
+            break titles;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(titles, ["Alert: lockdown", "Alert: anti_passback"], "newest first");
+    // An operator is not told.
+    let list = site.app.call("GET", "/api/v1/me/notifications", Some(&operator.access), None).await?.json();
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+    Ok(())
+}
