@@ -3,11 +3,6 @@
 -- The language of an organization's notifications.
 ALTER TABLE organizations ADD COLUMN locale text NOT NULL DEFAULT 'en' CHECK (locale IN ('en', 'ru'));
 
--- Whether the notifier has made this event's notifications (claimed with SKIP LOCKED, like the
--- dispatcher's fan-out).
-ALTER TABLE outbox ADD COLUMN notified boolean NOT NULL DEFAULT false;
-CREATE INDEX outbox_unnotified_idx ON outbox (seq) WHERE NOT notified;
-
 -- In-app notifications, each for one user.
 CREATE TABLE notifications (
     id         uuid PRIMARY KEY,

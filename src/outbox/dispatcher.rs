@@ -107,7 +107,10 @@ impl Dispatcher {
         let mut last_report = Instant::now();
         loop {
             let fanned = match self.fan_out().await {
-                Ok(n) => n,
+                Ok((n, made)) => {
+                    notify::publish(&self.engine, made);
+                    n
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "outbox not fanned out (database away?)");
                     0
@@ -125,17 +128,6 @@ impl Dispatcher {
                     0
                 }
             };
-            let notified = match notify::make(&self.pool).await {
-                Ok(made) => {
-                    let n = made.len();
-                    notify::publish(&self.engine, made);
-                    n
-                }
-                Err(err) => {
-                    tracing::debug!(error = %err, "no notifications made (database away?)");
-                    0
-                }
-            };
             let mailed = notify::send_due(&self.pool, &self.mailer, &self.from).await.unwrap_or_else(|err| {
                 tracing::debug!(error = %err, "no mail sent (database away?)");
                 0
@@ -144,7 +136,7 @@ impl Dispatcher {
                 self.report().await;
                 last_report = Instant::now();
             }
-            if fanned == 0 && tried == 0 && notified == 0 && mailed == 0 {
+            if fanned == 0 && tried == 0 && mailed == 0 {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -154,15 +146,20 @@ impl Dispatcher {
     }
 
     /// Claims events not fanned out yet and makes their deliveries, in one statement.
-    async fn fan_out(&self) -> Result<u64, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .execute(
+    /// Claims events not dispatched yet, and in one transaction makes their webhook deliveries
+    /// and their notifications; how many were claimed, and the in-app notifications to publish
+    /// once committed.
+    async fn fan_out(&self) -> Result<(usize, Vec<notify::Made>), String> {
+        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let notifying: Vec<String> = notify::NOTIFYING.iter().map(|t| (*t).to_owned()).collect();
+        let rows = tx
+            .query(
                 "WITH claimed AS (
                      UPDATE outbox SET fanned_out = true
                      WHERE seq IN (SELECT seq FROM outbox WHERE NOT fanned_out ORDER BY seq LIMIT 500
                                    FOR UPDATE SKIP LOCKED)
-                     RETURNING id, org_id, type, seq
+                     RETURNING id, org_id, type, seq, payload, occurred_at
                  ), made AS (
                      INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
                      SELECT c.org_id, w.id, c.id, c.seq FROM claimed c
@@ -170,11 +167,17 @@ impl Dispatcher {
                       AND ('*' = ANY(w.event_types) OR c.type = ANY(w.event_types))
                      ON CONFLICT DO NOTHING
                  )
-                 SELECT 1 FROM claimed",
-                &[],
+                 SELECT id, org_id, type, payload, occurred_at, type = ANY($1) FROM claimed",
+                &[&notifying],
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let claimed = rows.len();
+        let notifying: Vec<tokio_postgres::Row> =
+            rows.into_iter().filter(|r| r.try_get::<_, bool>(5).unwrap_or(false)).collect();
+        let made = notify::make(&tx, notifying).await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok((claimed, made))
     }
 
     /// Leases the deliveries that are due, oldest event first.

@@ -109,7 +109,7 @@ pub fn is_event_type(name: &str) -> bool {
     name == "*" || catalogue().iter().any(|t| t.name == name)
 }
 
-/// How long events are kept once fanned out and notified (they can be redelivered until then),
+/// How long events are kept once dispatched (deliveries and notifications made) (they can be redelivered until then),
 /// and delivery attempts and sent mail with them.
 pub const RETENTION_DAYS: i32 = 30;
 
@@ -119,7 +119,7 @@ pub async fn prune(pool: &deadpool_postgres::Pool) -> Result<u64, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let mut removed = 0;
     for statement in [
-        "DELETE FROM outbox WHERE fanned_out AND notified AND occurred_at < now() - make_interval(days => $1)
+        "DELETE FROM outbox WHERE fanned_out AND occurred_at < now() - make_interval(days => $1)
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox.id AND d.state = 'pending')",
         "DELETE FROM webhook_attempts WHERE at < now() - make_interval(days => $1)",
         "DELETE FROM mail_queue WHERE state <> 'pending' AND created_at < now() - make_interval(days => $1)",

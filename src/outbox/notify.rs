@@ -236,20 +236,13 @@ pub struct Made {
     event: Event,
 }
 
-/// Claims events not notified yet and makes their notifications (in-app rows and queued mail),
-/// in one transaction; returns what to publish on the streams.
-pub async fn make(pool: &Pool) -> Result<Vec<Made>, String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let events = tx
-        .query(
-            "UPDATE outbox SET notified = true
-             WHERE seq IN (SELECT seq FROM outbox WHERE NOT notified ORDER BY seq LIMIT 200 FOR UPDATE SKIP LOCKED)
-             RETURNING id, org_id, type, payload, occurred_at",
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+/// Makes the notifications of events just claimed (rows of `id, org_id, type, payload,
+/// occurred_at`), in the dispatcher's transaction: in-app rows and queued mail. Returns what to
+/// publish on the streams once committed.
+pub async fn make(
+    tx: &impl GenericClient,
+    events: Vec<tokio_postgres::Row>,
+) -> Result<Vec<Made>, tokio_postgres::Error> {
     let mut made = Vec::new();
     for row in events {
         let (Ok(event_id), Ok(org_id), Ok(kind), Ok(data), Ok(at)) = (
@@ -264,28 +257,31 @@ pub async fn make(pool: &Pool) -> Result<Vec<Made>, String> {
         if !NOTIFYING.contains(&kind.as_str()) {
             continue;
         }
-        // Arrivals only: leaving is not news to the host.
-        if kind == "visitpass.checked_in" && data.get("direction").and_then(Value::as_str) != Some("in") {
-            continue;
+        // The visitor's arrival, once: later entries of the same pass are not news to the host.
+        if kind == "visitpass.checked_in" {
+            let pass_id = data.get("pass_id").and_then(Value::as_str).and_then(|s| Uuid::try_parse(s).ok());
+            let earlier = tx
+                .query_opt(
+                    "SELECT 1 FROM checkins WHERE org_id = $1 AND pass_id = $2 AND decision = 'allow'
+                       AND direction = 'in' AND decided_at < $3 LIMIT 1",
+                    &[&org_id, &pass_id, &at],
+                )
+                .await?;
+            if earlier.is_some() {
+                continue;
+            }
         }
-        let Some(org) = tx
-            .query_opt("SELECT name, locale, timezone FROM organizations WHERE id = $1", &[&org_id])
-            .await
-            .map_err(|e| e.to_string())?
+        let Some(org) =
+            tx.query_opt("SELECT name, locale, timezone FROM organizations WHERE id = $1", &[&org_id]).await?
         else {
             continue;
         };
-        let (org_name, locale, tz): (String, String, String) = (
-            org.try_get(0).map_err(|e| e.to_string())?,
-            org.try_get(1).map_err(|e| e.to_string())?,
-            org.try_get(2).map_err(|e| e.to_string())?,
-        );
+        let (org_name, locale, tz): (String, String, String) = (org.try_get(0)?, org.try_get(1)?, org.try_get(2)?);
         let gate_id = data.get("gate_id").and_then(Value::as_str).and_then(|s| Uuid::try_parse(s).ok());
         let gate: Option<String> = match gate_id {
             Some(gate_id) => tx
                 .query_opt("SELECT name FROM gates WHERE org_id = $1 AND id = $2", &[&org_id, &gate_id])
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .and_then(|r| r.try_get(0).ok()),
             None => None,
         };
@@ -298,7 +294,7 @@ pub async fn make(pool: &Pool) -> Result<Vec<Made>, String> {
             gate: gate.as_deref(),
         };
         let Some(message) = render(&kind, &context) else { continue };
-        for recipient in recipients(&tx, org_id, &kind, &data).await.map_err(|e| e.to_string())? {
+        for recipient in recipients(tx, org_id, &kind, &data).await? {
             if recipient.in_app {
                 let id = Uuid::now_v7();
                 let inserted = tx
@@ -307,8 +303,7 @@ pub async fn make(pool: &Pool) -> Result<Vec<Made>, String> {
                          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, event_id) DO NOTHING",
                         &[&id, &org_id, &recipient.user_id, &event_id, &kind, &message.title, &message.text],
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if inserted > 0 {
                     made.push(Made {
                         org_id,
@@ -338,12 +333,10 @@ pub async fn make(pool: &Pool) -> Result<Vec<Made>, String> {
                         &message.html,
                     ],
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             }
         }
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
     Ok(made)
 }
 
