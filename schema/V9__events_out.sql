@@ -5,8 +5,10 @@ DROP TABLE outbox;
 
 -- Every domain event, written in the transaction of the change it describes (by the use case, or
 -- by the journal in the commit of the records it derives from). Payloads hold no secret and no
--- hash. `fanned_out`: the dispatcher has made this event's deliveries (claimed with SKIP LOCKED,
--- so commit order and several nodes cannot skip one).
+-- hash. `txid`: the writing transaction. The dispatcher reads events in (txid, seq) order up to
+-- the oldest transaction still running (pg_snapshot_xmin): every event before that point is
+-- committed (or gone with its rollback) and no new one can appear there, so a cursor over
+-- (txid, seq) skips none, whatever order transactions commit in — and no event row is updated.
 CREATE TABLE outbox (
     seq         bigserial PRIMARY KEY,
     id          uuid NOT NULL UNIQUE,
@@ -14,9 +16,17 @@ CREATE TABLE outbox (
     type        text NOT NULL,
     payload     jsonb NOT NULL,
     occurred_at timestamptz NOT NULL DEFAULT now(),
-    fanned_out  boolean NOT NULL DEFAULT false
+    txid        xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
-CREATE INDEX outbox_pending_idx ON outbox (seq) WHERE NOT fanned_out;
+CREATE INDEX outbox_txid_seq_idx ON outbox (txid, seq);
+
+-- How far the dispatch has gone (one row; the node dispatching holds it locked).
+CREATE TABLE outbox_cursor (
+    id   smallint PRIMARY KEY CHECK (id = 1),
+    txid xid8 NOT NULL,
+    seq  bigint NOT NULL
+);
+INSERT INTO outbox_cursor VALUES (1, '0', 0);
 CREATE INDEX outbox_org_time_idx ON outbox (org_id, occurred_at);
 
 CREATE TABLE webhook_endpoints (

@@ -133,6 +133,9 @@ pub fn settings(data_dir: &std::path::Path) -> Result<Settings, Error> {
     let mut settings = Settings::load_from(None, &overrides, figment_env())?;
     // deadpool warns of connections closed with the floor server's workers that drove them: expected.
     settings.log.level = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn,deadpool=error".into());
+    if std::env::var_os("BENCH_NO_DISPATCH").is_some() {
+        settings.webhooks.deliver = false;
+    }
     Ok(settings)
 }
 

@@ -312,8 +312,8 @@ pub async fn test(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Res
     let event_id = outbox::record(&tx, org_id, "webhook.test", payload).await?;
     // Fanned out here, to this endpoint alone.
     tx.execute(
-        "WITH e AS (UPDATE outbox SET fanned_out = true WHERE id = $3 RETURNING seq)
-         INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq) SELECT $1, $2, $3, e.seq FROM e",
+        "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
+         SELECT $1, $2, $3, seq FROM outbox WHERE id = $3",
         &[&org_id, &id, &event_id],
     )
     .await?;

@@ -76,6 +76,25 @@ impl CheckinColumns {
         self.decided_at.push(c.decided_at);
     }
 
+    /// The entries (allows of a pass), as the outbox's `entered` statement takes them.
+    fn entries(&self) -> Entries {
+        let mut entries = Entries::default();
+        for (i, decision) in self.decision.iter().enumerate() {
+            let pass = self.pass_id.get(i).copied().flatten();
+            if let (true, Some(pass)) = (*decision == "allow", pass) {
+                let column = |v: &Vec<uuid::Uuid>| v.get(i).copied().unwrap_or_default();
+                entries.id.push(column(&self.id));
+                entries.org_id.push(column(&self.org_id));
+                entries.gate_id.push(column(&self.gate_id));
+                entries.pass_id.push(pass);
+                entries.direction.push(self.direction.get(i).copied().unwrap_or("in"));
+                entries.source.push(self.source.get(i).copied().unwrap_or("api"));
+                entries.decided_at.push(self.decided_at.get(i).copied().unwrap_or_default());
+            }
+        }
+        entries
+    }
+
     fn into_params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
         vec![
             Box::new(self.id),
@@ -87,6 +106,32 @@ impl CheckinColumns {
             Box::new(self.reason),
             Box::new(self.source),
             Box::new(self.kind),
+            Box::new(self.decided_at),
+        ]
+    }
+}
+
+/// A group's entries of a pass, column by column, for their outbox events.
+#[derive(Default)]
+struct Entries {
+    id: Vec<uuid::Uuid>,
+    org_id: Vec<uuid::Uuid>,
+    gate_id: Vec<uuid::Uuid>,
+    pass_id: Vec<uuid::Uuid>,
+    direction: Vec<&'static str>,
+    source: Vec<&'static str>,
+    decided_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Entries {
+    fn into_params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        vec![
+            Box::new(self.id),
+            Box::new(self.org_id),
+            Box::new(self.gate_id),
+            Box::new(self.pass_id),
+            Box::new(self.direction),
+            Box::new(self.source),
             Box::new(self.decided_at),
         ]
     }
@@ -229,19 +274,20 @@ impl Connection {
                 entered: client
                     .prepare(
                         "INSERT INTO outbox (id, org_id, type, payload, occurred_at)
-                         SELECT c.id, c.org_id, 'visitpass.checked_' || c.direction,
-                                jsonb_build_object('pass_id', c.pass_id, 'holder_name', p.holder_name,
-                                                   'gate_id', c.gate_id, 'direction', c.direction,
-                                                   'source', c.source, 'checkin_id', c.id),
-                                c.decided_at
-                         FROM checkins c JOIN passes p ON p.org_id = c.org_id AND p.id = c.pass_id
-                         WHERE c.id = ANY($1) AND c.decision = 'allow'
+                         SELECT u.id, u.org_id, 'visitpass.checked_' || u.direction,
+                                jsonb_build_object('pass_id', u.pass_id, 'holder_name', p.holder_name,
+                                                   'gate_id', u.gate_id, 'direction', u.direction,
+                                                   'source', u.source, 'checkin_id', u.id),
+                                u.decided_at
+                         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                                     $7::timestamptz[]) AS u(id, org_id, gate_id, pass_id, direction, source, decided_at)
+                         LEFT JOIN passes p ON p.org_id = u.org_id AND p.id = u.pass_id
                          ON CONFLICT (id) DO NOTHING",
                     )
                     .await
                     .map_err(err)?,
                 unentered: client
-                    .prepare("DELETE FROM outbox WHERE id = ANY($1) AND NOT fanned_out")
+                    .prepare("DELETE FROM outbox WHERE id = ANY($1)")
                     .await
                     .map_err(err)?,
                 alerted: client
@@ -721,20 +767,13 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
         pending.push((&statements.batches, vec![Box::new(ids)]));
     }
     // Entries of a pass go out as events, written with their check-ins.
-    let entered: Vec<Uuid> = checkins
-        .id
-        .iter()
-        .zip(&checkins.decision)
-        .zip(&checkins.pass_id)
-        .filter(|((_, decision), pass)| **decision == "allow" && pass.is_some())
-        .map(|((id, _), _)| *id)
-        .collect();
+    let entered = checkins.entries();
     let refused = refusals.id.clone();
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));
     }
-    if !entered.is_empty() {
-        pending.push((&statements.entered, vec![Box::new(entered)]));
+    if !entered.id.is_empty() {
+        pending.push((&statements.entered, entered.into_params()));
     }
     if !alerts.0.is_empty() {
         pending.push((&statements.alerted, vec![Box::new(alerts.0), Box::new(alerts.1)]));

@@ -153,21 +153,34 @@ impl Dispatcher {
         let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
         let notifying: Vec<String> = notify::NOTIFYING.iter().map(|t| (*t).to_owned()).collect();
+        // The cursor, held for this transaction (another node waits, then goes on from here), and
+        // the batch after it, up to the oldest transaction still running.
         let rows = tx
             .query(
-                "WITH claimed AS (
-                     UPDATE outbox SET fanned_out = true
-                     WHERE seq IN (SELECT seq FROM outbox WHERE NOT fanned_out ORDER BY seq LIMIT 500
-                                   FOR UPDATE SKIP LOCKED)
-                     RETURNING id, org_id, type, seq, payload, occurred_at
+                "WITH cursor AS (SELECT txid, seq FROM outbox_cursor WHERE id = 1 FOR UPDATE),
+                 batch AS (
+                     SELECT o.id, o.org_id, o.type, o.seq, o.txid, o.payload, o.occurred_at FROM outbox o, cursor c
+                     WHERE (o.txid, o.seq) > (c.txid, c.seq) AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+                     ORDER BY o.txid, o.seq LIMIT 500
                  ), made AS (
                      INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
-                     SELECT c.org_id, w.id, c.id, c.seq FROM claimed c
-                     JOIN webhook_endpoints w ON w.org_id = c.org_id AND w.enabled
-                      AND ('*' = ANY(w.event_types) OR c.type = ANY(w.event_types))
+                     SELECT b.org_id, w.id, b.id, b.seq FROM batch b
+                     JOIN webhook_endpoints w ON w.org_id = b.org_id AND w.enabled
+                      AND b.type <> 'webhook.test' AND ('*' = ANY(w.event_types) OR b.type = ANY(w.event_types))
                      ON CONFLICT DO NOTHING
+                 ), last AS (
+                     SELECT txid, seq FROM batch ORDER BY txid DESC, seq DESC LIMIT 1
+                 ), moved AS (
+                     UPDATE outbox_cursor SET txid = last.txid, seq = last.seq FROM last WHERE id = 1
                  )
-                 SELECT id, org_id, type, payload, occurred_at, type = ANY($1) FROM claimed",
+                 SELECT b.id, b.org_id, b.type, b.payload, b.occurred_at,
+                        -- Worth a notification: a notifying type, and an arrival only if it is the
+                        -- pass's first.
+                        b.type = ANY($1) AND (b.type <> 'visitpass.checked_in' OR NOT EXISTS (
+                            SELECT 1 FROM checkins e
+                            WHERE e.org_id = b.org_id AND e.pass_id = (b.payload->>'pass_id')::uuid
+                              AND e.decision = 'allow' AND e.direction = 'in' AND e.decided_at < b.occurred_at))
+                 FROM batch b",
                 &[&notifying],
             )
             .await
@@ -440,7 +453,7 @@ impl Dispatcher {
         let Ok(client) = self.pool.get().await else { return };
         let row = client
             .query_opt(
-                "SELECT (SELECT count(*) FROM outbox WHERE NOT fanned_out),
+                "SELECT (SELECT count(*) FROM outbox o, outbox_cursor c WHERE (o.txid, o.seq) > (c.txid, c.seq)),
                         (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),
                         (SELECT coalesce(extract(epoch FROM now() - min(o.occurred_at)), 0)::float8
                            FROM webhook_deliveries d JOIN outbox o ON o.id = d.event_id WHERE d.state = 'pending')",

@@ -119,8 +119,9 @@ pub async fn prune(pool: &deadpool_postgres::Pool) -> Result<u64, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let mut removed = 0;
     for statement in [
-        "DELETE FROM outbox WHERE fanned_out AND occurred_at < now() - make_interval(days => $1)
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox.id AND d.state = 'pending')",
+        "DELETE FROM outbox o USING outbox_cursor c
+         WHERE (o.txid, o.seq) <= (c.txid, c.seq) AND o.occurred_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = o.id AND d.state = 'pending')",
         "DELETE FROM webhook_attempts WHERE at < now() - make_interval(days => $1)",
         "DELETE FROM mail_queue WHERE state <> 'pending' AND created_at < now() - make_interval(days => $1)",
     ] {

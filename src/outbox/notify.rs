@@ -257,20 +257,6 @@ pub async fn make(
         if !NOTIFYING.contains(&kind.as_str()) {
             continue;
         }
-        // The visitor's arrival, once: later entries of the same pass are not news to the host.
-        if kind == "visitpass.checked_in" {
-            let pass_id = data.get("pass_id").and_then(Value::as_str).and_then(|s| Uuid::try_parse(s).ok());
-            let earlier = tx
-                .query_opt(
-                    "SELECT 1 FROM checkins WHERE org_id = $1 AND pass_id = $2 AND decision = 'allow'
-                       AND direction = 'in' AND decided_at < $3 LIMIT 1",
-                    &[&org_id, &pass_id, &at],
-                )
-                .await?;
-            if earlier.is_some() {
-                continue;
-            }
-        }
         let Some(org) =
             tx.query_opt("SELECT name, locale, timezone FROM organizations WHERE id = $1", &[&org_id]).await?
         else {
