@@ -121,6 +121,8 @@ struct Entries {
     direction: Vec<&'static str>,
     source: Vec<&'static str>,
     decided_at: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The pass's first entry (its uses went to 1 in this group).
+    first_arrival: Vec<bool>,
 }
 
 impl Entries {
@@ -133,6 +135,7 @@ impl Entries {
             Box::new(self.direction),
             Box::new(self.source),
             Box::new(self.decided_at),
+            Box::new(self.first_arrival),
         ]
     }
 }
@@ -277,11 +280,18 @@ impl Connection {
                          SELECT u.id, u.org_id, 'visitpass.checked_' || u.direction,
                                 jsonb_build_object('pass_id', u.pass_id, 'holder_name', p.holder_name,
                                                    'gate_id', u.gate_id, 'direction', u.direction,
-                                                   'source', u.source, 'checkin_id', u.id),
+                                                   'source', u.source, 'checkin_id', u.id,
+                                                   'first_arrival', u.first_arrival),
                                 u.decided_at
                          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                                     $7::timestamptz[]) AS u(id, org_id, gate_id, pass_id, direction, source, decided_at)
+                                     $7::timestamptz[], $8::bool[])
+                              AS u(id, org_id, gate_id, pass_id, direction, source, decided_at, first_arrival)
                          LEFT JOIN passes p ON p.org_id = u.org_id AND p.id = u.pass_id
+                         -- Entries are the busiest events: written when someone wants them (an enabled
+                         -- endpoint of the type, or the host told of a first arrival).
+                         WHERE u.first_arrival OR EXISTS (
+                             SELECT 1 FROM webhook_endpoints w WHERE w.org_id = u.org_id AND w.enabled
+                               AND ('*' = ANY(w.event_types) OR 'visitpass.checked_' || u.direction = ANY(w.event_types)))
                          ON CONFLICT (id) DO NOTHING",
                     )
                     .await
@@ -767,7 +777,16 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
         pending.push((&statements.batches, vec![Box::new(ids)]));
     }
     // Entries of a pass go out as events, written with their check-ins.
-    let entered = checkins.entries();
+    let mut entered = checkins.entries();
+    entered.first_arrival = entered
+        .pass_id
+        .iter()
+        .zip(&entered.direction)
+        .map(|(pass, direction)| {
+            *direction == "in"
+                && pass_index.get(pass).and_then(|&i| passes.get(i)).is_some_and(|(state, _)| state.uses_count == 1)
+        })
+        .collect();
     let refused = refusals.id.clone();
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));

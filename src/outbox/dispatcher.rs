@@ -176,10 +176,8 @@ impl Dispatcher {
                  SELECT b.id, b.org_id, b.type, b.payload, b.occurred_at,
                         -- Worth a notification: a notifying type, and an arrival only if it is the
                         -- pass's first.
-                        b.type = ANY($1) AND (b.type <> 'visitpass.checked_in' OR NOT EXISTS (
-                            SELECT 1 FROM checkins e
-                            WHERE e.org_id = b.org_id AND e.pass_id = (b.payload->>'pass_id')::uuid
-                              AND e.decision = 'allow' AND e.direction = 'in' AND e.decided_at < b.occurred_at))
+                        b.type = ANY($1) AND (b.type <> 'visitpass.checked_in'
+                                              OR coalesce((b.payload->>'first_arrival')::bool, false))
                  FROM batch b",
                 &[&notifying],
             )

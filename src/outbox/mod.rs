@@ -45,13 +45,13 @@ pub fn catalogue() -> Vec<EventType> {
             name: "visitpass.checked_in",
             description: "A pass was let in at a gate.",
             example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "gate_id": gate, "direction": "in",
-                "source": "api", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d1"}),
+                "source": "api", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d1", "first_arrival": true}),
         },
         EventType {
             name: "visitpass.checked_out",
             description: "A pass was let out at a gate.",
             example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "gate_id": gate, "direction": "out",
-                "source": "osdp", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d2"}),
+                "source": "osdp", "checkin_id": "0192f5c4-0000-7000-8000-0000000000d2", "first_arrival": false}),
         },
         EventType {
             name: "visitpass.revoked",
