@@ -131,9 +131,21 @@ pub struct JournalHealth {
     spooled_bytes: AtomicU64,
     /// When the oldest spooled record was spooled (milliseconds since the epoch; 0: none).
     oldest_spooled_ms: AtomicI64,
+    /// Whether no one wants entries as events (no webhook endpoint subscribed to them): the
+    /// journal then writes only first arrivals. Unset (wanted) until someone looks.
+    entries_unwanted: AtomicBool,
 }
 
 impl JournalHealth {
+    /// Whether entries are wanted as events (see `entries_unwanted`).
+    pub fn entries_wanted(&self) -> bool {
+        !self.entries_unwanted.load(Ordering::Relaxed)
+    }
+
+    pub fn set_entries_wanted(&self, wanted: bool) {
+        self.entries_unwanted.store(!wanted, Ordering::Relaxed);
+    }
+
     /// Whether records go to the spool rather than to PostgreSQL.
     pub fn spooling(&self) -> bool {
         self.spooling.load(Ordering::Relaxed)

@@ -159,6 +159,14 @@ fn check_description(description: Option<&str>) -> Result<Option<String>, AppErr
     }
 }
 
+/// An endpoint that wants entries: the journal writes them from now on (the dispatcher's periodic
+/// check turns that off again when none does).
+fn wants_entries(app: &App, types: &[String]) {
+    if types.iter().any(|t| matches!(t.as_str(), "*" | "visitpass.checked_in" | "visitpass.checked_out")) {
+        app.engine.journal().health().set_entries_wanted(true);
+    }
+}
+
 fn seal(app: &App, secret: &str) -> Vec<u8> {
     crate::crypto::seal_secret(&app.auth.pepper, SECRET_PURPOSE, secret.as_bytes())
 }
@@ -193,6 +201,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    wants_entries(app, &types);
     Ok(WebhookView { secret: Some(secret), ..view(&row)? })
 }
 
@@ -268,7 +277,11 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     app.outbox.wake();
-    view(&row)
+    let view = view(&row)?;
+    if view.enabled {
+        wants_entries(app, &view.event_types);
+    }
+    Ok(view)
 }
 
 pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<(), AppError> {

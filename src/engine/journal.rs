@@ -478,7 +478,8 @@ impl Writer {
     /// an unknown state, so it is dropped.
     async fn commit(&mut self, entries: &[SpoolEntry], attempt: Attempt) -> Result<(), Failure> {
         let bound = self.settings.commit_timeout;
-        match tokio::time::timeout(bound, commit(&mut self.conn, entries, attempt)).await {
+        let entries_wanted = self.health.entries_wanted();
+        match tokio::time::timeout(bound, commit(&mut self.conn, entries, attempt, entries_wanted)).await {
             Ok(Err(Failure::Unreachable(err))) => {
                 self.conn.reset();
                 Err(Failure::Unreachable(err))
@@ -698,7 +699,12 @@ fn pass_columns(passes: &[(&PassState, Option<&Revocation>)]) -> Vec<Box<dyn ToS
     ]
 }
 
-async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt) -> Result<(), Failure> {
+async fn commit(
+    conn: &mut Connection,
+    entries: &[SpoolEntry],
+    attempt: Attempt,
+    entries_wanted: bool,
+) -> Result<(), Failure> {
     let (client, statements) = conn.get().await?;
     let client = &*client;
     let pg = |e: tokio_postgres::Error| Failure::from_postgres(&e);
@@ -791,7 +797,8 @@ async fn commit(conn: &mut Connection, entries: &[SpoolEntry], attempt: Attempt)
     if !checkins.id.is_empty() {
         pending.push((checkin, checkins.into_params()));
     }
-    if !entered.id.is_empty() {
+    // Entries go out only when wanted (by an endpoint, or a host's first-arrival notice).
+    if !entered.id.is_empty() && (entries_wanted || entered.first_arrival.contains(&true)) {
         pending.push((&statements.entered, entered.into_params()));
     }
     if !alerts.0.is_empty() {

@@ -133,6 +133,7 @@ impl Dispatcher {
                 0
             });
             if last_report.elapsed() > Duration::from_secs(5) {
+                self.refresh_interest().await;
                 self.report().await;
                 last_report = Instant::now();
             }
@@ -444,6 +445,23 @@ impl Dispatcher {
             tracing::warn!(endpoint = %due.endpoint_id, %reason, "webhook endpoint disabled");
         }
         Ok(())
+    }
+
+    /// Tells the journal whether any endpoint wants entries (checked every 5 s; a use case that
+    /// subscribes one says so at once).
+    pub async fn refresh_interest(&self) {
+        let Ok(client) = self.pool.get().await else { return };
+        let wanted = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled AND event_types
+                                && ARRAY['*', 'visitpass.checked_in', 'visitpass.checked_out'])",
+                &[],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0));
+        if let Ok(wanted) = wanted {
+            self.engine.journal().health().set_entries_wanted(wanted);
+        }
     }
 
     /// Backlog gauges: events not fanned out, deliveries pending, and the oldest pending.
