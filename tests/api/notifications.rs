@@ -73,6 +73,31 @@ fn smtp_server() -> TestResult<(u16, Arc<Mutex<Vec<Mail>>>)> {
     Ok((port, inbox))
 }
 
+/// The next `notification` frame on a stream, within `wait`.
+async fn notification_frame(
+    stream: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    wait: Duration,
+) -> TestResult<serde_json::Value> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) | Ok(None) => return Err("no notification frame".into()),
+            Ok(Some(frame)) => frame?,
+        };
+        match frame {
+            awc::ws::Frame::Text(text) => {
+                let event: serde_json::Value = serde_json::from_slice(&text)?;
+                if event["type"] == "notification" {
+                    return Ok(event);
+                }
+            }
+            awc::ws::Frame::Ping(bytes) => stream.send(awc::ws::Message::Pong(bytes)).await?,
+            _ => {}
+        }
+    }
+}
+
 /// The Subject header, decoded (encoded words `=?utf-8?b?…?=`, possibly folded over lines).
 fn subject(data: &str) -> Option<String> {
     use base64::Engine as _;
@@ -104,6 +129,13 @@ async fn a_host_is_told_their_visitor_arrived_by_mail_in_the_organizations_langu
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["locale"], "ru");
     let host = site.app.create_user(&site.root, &site.org, "host").await?;
+    // The host watches their own stream; the admin watches theirs.
+    let ws = |token: &str| {
+        format!("{}{}?access_token={token}", site.app.address.replace("http://", "ws://"), site.path("/stream"))
+    };
+    let (_, mut host_stream) = awc::Client::new().ws(ws(&host.access)).connect().await.map_err(|e| format!("{e}"))?;
+    let (_, mut admin_stream) =
+        awc::Client::new().ws(ws(&site.root.access)).connect().await.map_err(|e| format!("{e}"))?;
 
     // The host issues a pass; the visitor comes in.
     let path = site.path("/passes");
@@ -136,6 +168,13 @@ async fn a_host_is_told_their_visitor_arrived_by_mail_in_the_organizations_langu
     // The subject, RFC 2047-encoded, says it in Russian.
     assert_eq!(subject(&mail.data).as_deref(), Some("Ада Лавлейс прибыл(а)"), "{}", mail.data);
     assert!(!data.contains("<img"), "no tracking pixel");
+
+    // On the host's own stream, a notification frame; never on anyone else's.
+    let frame = notification_frame(&mut host_stream, Duration::from_secs(10)).await?;
+    assert_eq!(frame["type"], "notification");
+    assert_eq!(frame["title"], "Ада Лавлейс прибыл(а)");
+    assert_eq!(frame["user_id"].as_str(), Some(host.user_id.as_str()));
+    assert!(notification_frame(&mut admin_stream, Duration::from_secs(2)).await.is_err(), "another user saw it");
 
     // In the app: the host's own list, unread, then read.
     let list = site.app.call("GET", "/api/v1/me/notifications?unread=true", Some(&host.access), None).await?.json();
