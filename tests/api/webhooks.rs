@@ -220,6 +220,15 @@ async fn a_failing_receiver_is_retried_with_the_same_id_and_the_log_shows_every_
     site.post(&format!("/webhooks/{endpoint}/deliveries/{event}/redeliver"), json!({})).await?;
     let again = receiver.wait_for(10, |r| r.id() == event && r.at > attempts[2].at).await.ok_or("no redelivery")?;
     assert!(again.signed_by(&secret));
+
+    // Everything since a time, again: the same event, the same id once more.
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let queued = site.post(&format!("/webhooks/{endpoint}/redeliver"), json!({"since": since})).await?;
+    assert_eq!(queued["events"], 1, "{queued}");
+    receiver.wait_for(10, |r| r.id() == event && r.at > again.at).await.ok_or("no redelivery of everything since")?;
+    let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
+    let none = site.post(&format!("/webhooks/{endpoint}/redeliver"), json!({"since": future})).await?;
+    assert_eq!(none["events"], 0);
     Ok(())
 }
 
