@@ -20,7 +20,7 @@ use crate::decision::{Gate, OrgPolicy, PassState, Rule};
 use crate::domain::{CredentialKind, Decision, Direction, PassStatus, Reason, Source};
 use crate::events::{Event, EventHub};
 use crate::gate_actor::{Decide, Drain, GateActor, Outcome, Settled, settle};
-use crate::journal::{CheckinRecord, JournalHandle, JournalRecord};
+use crate::journal::{JournalHandle, JournalRecord};
 use crate::org_actor::{Configure, CredentialIndex, IndexCredentials, OrgActor, Remove};
 use crate::pass_actor::{Change, PassActor, PassChange, PassError};
 
@@ -415,26 +415,12 @@ impl Engine {
             holder_name: state.as_ref().map(|s| s.holder_name.to_string()),
             open_ms: open_ms.filter(|_| granted),
             decided_at,
-            alert: None,
+            // Published with the decision, and journaled with its check-in.
+            alert: (granted && engine_refuses.is_some()).then_some(CONTROLLER_OUT_OF_SYNC),
         };
-        let record = JournalRecord::Checkin(CheckinRecord {
-            id: Uuid::now_v7(),
-            org_id,
-            gate_id,
-            pass_id: outcome.pass_id,
-            direction,
-            decision,
-            reason,
-            source,
-            credential_kind: presented.kind,
-            decided_at,
-            alert: (granted && engine_refuses.is_some()).then_some(std::borrow::Cow::Borrowed(CONTROLLER_OUT_OF_SYNC)),
-        });
+        let record = JournalRecord::Checkin(outcome.checkin(org_id, source, presented.kind));
         self.shared.journal.write_or_count(vec![record]).await;
         gate.tell(self, &outcome);
-        if granted && engine_refuses.is_some() {
-            self.publish(org_id, Event::Alert { alert: CONTROLLER_OUT_OF_SYNC, gate_id, pass_id: outcome.pass_id });
-        }
         Ok(outcome)
     }
 

@@ -18,7 +18,7 @@ use crate::decision::{ESCORT_WINDOW_SECS, default_direction, gate_verdict};
 use crate::domain::{Decision, Direction, Reason, Source};
 use crate::engine::{Engine, EngineError, Presented};
 use crate::events::Event;
-use crate::journal::{CheckinRecord, JournalRecord};
+use crate::journal::JournalRecord;
 use crate::pass_actor::Admit;
 
 pub use crate::messages::{Decide, Drain, Outcome, Queue};
@@ -167,19 +167,7 @@ pub(crate) fn settle(
             None => settled(Reason::UnknownCredential, Decision::Deny, None),
         }
     };
-    let record = JournalRecord::Checkin(CheckinRecord {
-        id: Uuid::now_v7(),
-        org_id,
-        gate_id,
-        pass_id: outcome.pass_id,
-        direction,
-        decision: outcome.decision,
-        reason: outcome.reason,
-        source,
-        credential_kind: presented.kind,
-        decided_at: now,
-        alert: None,
-    });
+    let record = JournalRecord::Checkin(outcome.checkin(org_id, source, presented.kind));
     Ok(Settled::Done(outcome, record))
 }
 

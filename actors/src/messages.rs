@@ -66,6 +66,30 @@ pub struct Outcome {
     pub alert: Option<&'static str>,
 }
 
+impl Outcome {
+    /// The check-in that journals this decision (a fresh id; its alert with it).
+    pub fn checkin(
+        &self,
+        org_id: Uuid,
+        source: crate::domain::Source,
+        kind: Option<crate::domain::CredentialKind>,
+    ) -> crate::journal::CheckinRecord {
+        crate::journal::CheckinRecord {
+            id: Uuid::now_v7(),
+            org_id,
+            gate_id: self.gate_id,
+            pass_id: self.pass_id,
+            direction: self.direction,
+            decision: self.decision,
+            reason: self.reason,
+            source,
+            credential_kind: kind,
+            decided_at: self.decided_at,
+            alert: self.alert.map(std::borrow::Cow::Borrowed),
+        }
+    }
+}
+
 // ---- to a PassActor ----
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -267,6 +267,24 @@ fn frame(bytes: &[u8]) -> Result<(&[u8; PACKET_LEN], u8, u8, u32), Error> {
     Ok((packet, som, byte(packet, 1), u32_at(packet, 4)))
 }
 
+/// A card's fields as put card and get card lay them out (number at 8, dates at 12 and 16,
+/// doors at 20–23).
+fn put_card(packet: &mut [u8; PACKET_LEN], card: &Card) {
+    put(packet, 8, &card.number.to_le_bytes());
+    put(packet, 12, &date_bytes(card.from));
+    put(packet, 16, &date_bytes(card.to));
+    put(packet, 20, &card.doors.map(u8::from));
+}
+
+fn card_at(packet: &[u8; PACKET_LEN], number: u32) -> Result<Card, Error> {
+    Ok(Card {
+        number,
+        from: date_at(packet, 12, "from")?.ok_or(Error::Date("from"))?,
+        to: date_at(packet, 16, "to")?.ok_or(Error::Date("to"))?,
+        doors: [20, 21, 22, 23].map(|i| byte(packet, i) != 0),
+    })
+}
+
 fn door(value: u8) -> Result<u8, Error> {
     if (1..=4).contains(&value) { Ok(value) } else { Err(Error::Door(value)) }
 }
@@ -290,12 +308,7 @@ impl Request {
         match self {
             Request::GetStatus | Request::CountCards => {}
             Request::OpenDoor { door } => put(&mut packet, 8, &[*door]),
-            Request::PutCard(card) => {
-                put(&mut packet, 8, &card.number.to_le_bytes());
-                put(&mut packet, 12, &date_bytes(card.from));
-                put(&mut packet, 16, &date_bytes(card.to));
-                put(&mut packet, 20, &card.doors.map(u8::from));
-            }
+            Request::PutCard(card) => put_card(&mut packet, card),
             Request::DeleteCard { number } | Request::GetCard { number } => put(&mut packet, 8, &number.to_le_bytes()),
             Request::DeleteAllCards => put(&mut packet, 8, &DELETE_ALL_MAGIC.to_le_bytes()),
             Request::SetListener { listener } => {
@@ -315,12 +328,7 @@ impl Request {
         let body = match function {
             function::GET_STATUS => Request::GetStatus,
             function::OPEN_DOOR => Request::OpenDoor { door: door(byte(packet, 8))? },
-            function::PUT_CARD => Request::PutCard(Card {
-                number: u32_at(packet, 8),
-                from: date_at(packet, 12, "from")?.ok_or(Error::Date("from"))?,
-                to: date_at(packet, 16, "to")?.ok_or(Error::Date("to"))?,
-                doors: [20, 21, 22, 23].map(|i| byte(packet, i) != 0),
-            }),
+            function::PUT_CARD => Request::PutCard(card_at(packet, u32_at(packet, 8))?),
             function::DELETE_CARD => Request::DeleteCard { number: u32_at(packet, 8) },
             function::COUNT_CARDS => Request::CountCards,
             function::GET_CARD => Request::GetCard { number: u32_at(packet, 8) },
@@ -352,10 +360,7 @@ impl Reply {
             Reply::Card(card) => {
                 let mut packet = header(function::GET_CARD, serial);
                 if let Some(card) = card {
-                    put(&mut packet, 8, &card.number.to_le_bytes());
-                    put(&mut packet, 12, &date_bytes(card.from));
-                    put(&mut packet, 16, &date_bytes(card.to));
-                    put(&mut packet, 20, &card.doors.map(u8::from));
+                    put_card(&mut packet, card);
                 }
                 packet
             }
@@ -403,16 +408,7 @@ impl Reply {
             }
             function::GET_CARD => {
                 let number = u32_at(packet, 8);
-                Reply::Card(if number == 0 {
-                    None
-                } else {
-                    Some(Card {
-                        number,
-                        from: date_at(packet, 12, "from")?.ok_or(Error::Date("from"))?,
-                        to: date_at(packet, 16, "to")?.ok_or(Error::Date("to"))?,
-                        doors: [20, 21, 22, 23].map(|i| byte(packet, i) != 0),
-                    })
-                })
+                Reply::Card(if number == 0 { None } else { Some(card_at(packet, number)?) })
             }
             function::COUNT_CARDS => Reply::CardCount(u32_at(packet, 8)),
             function::OPEN_DOOR

@@ -123,14 +123,8 @@ fn view(row: &tokio_postgres::Row) -> Result<WebhookView, AppError> {
 /// resolves now. A name that does not resolve yet is accepted: the delivery log will say so.
 async fn check_url(app: &App, url: &str) -> Result<String, AppError> {
     let (_, host, port) = targets::parse(url).map_err(|why| AppError::field("url", why))?;
-    let allow = app.settings.webhooks.allow_private_addresses;
-    if let Ok(ip) = host.parse::<std::net::IpAddr>()
-        && !allow
-        && targets::is_private(ip)
-    {
-        return Err(AppError::field("url", "is a private address (webhooks go to public addresses)"));
-    }
-    match targets::resolve(&host, port, allow).await {
+    // An address literal resolves to itself: the same check covers it.
+    match targets::resolve(&host, port, app.settings.webhooks.allow_private_addresses).await {
         Err(why) if why.contains("private") => Err(AppError::field("url", why)),
         _ => Ok(url.trim().to_owned()),
     }
@@ -370,29 +364,30 @@ pub async fn deliveries(app: &App, org_id: Uuid, id: Uuid, page: &ListQuery) -> 
     Ok(pagination::page(items, limit, |d| Some(d.id.to_string())))
 }
 
-/// Delivers one event again (whatever became of it), as soon as the dispatcher gets to it.
-pub async fn redeliver(
+/// Queues deliveries for the endpoint (`insert`: an `INSERT INTO webhook_deliveries` taking
+/// `$1` org, `$2` endpoint and `$3` `param`), audited as a redelivery with how many were queued;
+/// `None` (nothing written) when `must_queue` and nothing was.
+#[expect(clippy::too_many_arguments, reason = "a use case's caller and target, and the query it runs")]
+async fn requeue(
     app: &App,
     caller: &Caller<'_>,
     org_id: Uuid,
     id: Uuid,
-    event_id: Uuid,
-) -> Result<Queued, AppError> {
+    insert: &str,
+    param: &(dyn tokio_postgres::types::ToSql + Sync),
+    mut details: serde_json::Value,
+    must_queue: bool,
+) -> Result<Option<u64>, AppError> {
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     load(&tx, org_id, id).await?;
-    let queued = tx
-        .execute(
-            "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
-             SELECT $1, $2, o.id, o.seq FROM outbox o WHERE o.org_id = $1 AND o.id = $3
-             ON CONFLICT (org_id, endpoint_id, event_id) DO UPDATE SET state = 'pending', next_at = now()",
-            &[&org_id, &id, &event_id],
-        )
-        .await?;
-    if queued == 0 {
-        return Err(AppError::NotFound("event"));
+    let queued = tx.execute(insert, &[&org_id, &id, param]).await?;
+    if must_queue && queued == 0 {
+        return Ok(None);
     }
-    let details = json!({ "event_id": event_id });
+    if let Some(object) = details.as_object_mut() {
+        object.insert("events".to_owned(), json!(queued));
+    }
     audit::record(
         &tx,
         caller.actor(),
@@ -401,6 +396,22 @@ pub async fn redeliver(
     .await?;
     tx.commit().await?;
     app.outbox.wake();
+    Ok(Some(queued))
+}
+
+/// Delivers one event again (whatever became of it), as soon as the dispatcher gets to it.
+pub async fn redeliver(
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    id: Uuid,
+    event_id: Uuid,
+) -> Result<Queued, AppError> {
+    let insert = "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
+                  SELECT $1, $2, o.id, o.seq FROM outbox o WHERE o.org_id = $1 AND o.id = $3
+                  ON CONFLICT (org_id, endpoint_id, event_id) DO UPDATE SET state = 'pending', next_at = now()";
+    let details = json!({ "event_id": event_id });
+    requeue(app, caller, org_id, id, insert, &event_id, details, true).await?.ok_or(AppError::NotFound("event"))?;
     Ok(Queued { events: 1, event_id: None })
 }
 
@@ -412,28 +423,13 @@ pub async fn redeliver_since(
     id: Uuid,
     body: RedeliverSince,
 ) -> Result<Queued, AppError> {
-    let mut client = app.pool.get().await?;
-    let tx = client.transaction().await?;
-    load(&tx, org_id, id).await?;
-    let queued = tx
-        .execute(
-            "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
-             SELECT $1, w.id, o.id, o.seq FROM outbox o
-             JOIN webhook_endpoints w ON w.org_id = o.org_id AND w.id = $2
-             WHERE o.org_id = $1 AND o.occurred_at >= $3 AND o.type <> 'webhook.test'
-               AND ('*' = ANY(w.event_types) OR o.type = ANY(w.event_types))
-             ON CONFLICT (org_id, endpoint_id, event_id) DO UPDATE SET state = 'pending', next_at = now()",
-            &[&org_id, &id, &body.since],
-        )
-        .await?;
-    let details = json!({ "since": body.since, "events": queued });
-    audit::record(
-        &tx,
-        caller.actor(),
-        AuditEvent::new(Some(org_id), "webhook.redelivered", "webhook", id).details(details),
-    )
-    .await?;
-    tx.commit().await?;
-    app.outbox.wake();
+    let insert = "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq)
+                  SELECT $1, w.id, o.id, o.seq FROM outbox o
+                  JOIN webhook_endpoints w ON w.org_id = o.org_id AND w.id = $2
+                  WHERE o.org_id = $1 AND o.occurred_at >= $3 AND o.type <> 'webhook.test'
+                    AND ('*' = ANY(w.event_types) OR o.type = ANY(w.event_types))
+                  ON CONFLICT (org_id, endpoint_id, event_id) DO UPDATE SET state = 'pending', next_at = now()";
+    let details = json!({ "since": body.since });
+    let queued = requeue(app, caller, org_id, id, insert, &body.since, details, false).await?.unwrap_or(0);
     Ok(Queued { events: i64::try_from(queued).unwrap_or(i64::MAX), event_id: None })
 }

@@ -449,7 +449,7 @@ impl Dispatcher {
 
     /// Tells the journal whether any endpoint wants entries (checked every 5 s; a use case that
     /// subscribes one says so at once).
-    pub async fn refresh_interest(&self) {
+    async fn refresh_interest(&self) {
         let Ok(client) = self.pool.get().await else { return };
         let wanted = client
             .query_one(

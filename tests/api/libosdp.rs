@@ -286,17 +286,16 @@ async fn libosdp_readers_plain_and_secure_on_one_bus_open_their_gates_and_come_b
     for address in [1, 2] {
         let since = Instant::now();
         bus.present(address, bits(123, 4567)?);
-        let commands = wait(5, "the allow's commands", async || {
+        wait(5, "the allow's commands", async || {
             let got = bus.received_since(address, since);
             let out =
                 got.iter().any(|c| matches!(c, OsdpCommand::Output(o) if o.control_code == 5 && o.timer_count > 0));
             let led =
                 got.iter().any(|c| matches!(c, OsdpCommand::Led(l) if l.temporary.on_color == OsdpLedColor::Green));
             let buzz = got.iter().any(|c| matches!(c, OsdpCommand::Buzzer(_)));
-            Ok((out && led && buzz).then_some(got))
+            Ok((out && led && buzz).then_some(()))
         })
         .await?;
-        assert!(!commands.is_empty());
     }
     // An unknown card: no relay.
     let since = Instant::now();
