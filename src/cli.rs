@@ -217,7 +217,7 @@ async fn create_key(
     db: &Database,
     secrets: &crate::config::Secrets,
     args: CreateKeyArgs,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<crate::app::keys::NewApiKey, CliError> {
     use crate::app::keys::{self, Grantor, KeySpec};
     use crate::crypto::KeyEnv;
     let usage = |e: crate::error::AppError| match e {

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{Fields, check_name, done};
@@ -18,9 +18,48 @@ use portcullis_actors::domain::Role;
 
 use crate::auth::permissions::Scope;
 use crate::crypto::{self, KeyEnv};
-use crate::db::query_json_opt;
-use crate::db::set_field;
+use crate::db::query_one_as;
 use crate::error::AppError;
+
+/// An API key as its organization sees it: never its secret or hash.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    /// `live` or `test`.
+    pub env: String,
+    /// The secret's first characters, to recognise it.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// The gates a `gate:decide` key may decide for (empty: none).
+    pub gate_ids: Vec<Uuid>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The key this one replaced.
+    pub rotated_from: Option<Uuid>,
+    /// The client certificate the key is bound to (hex SHA-256), if any.
+    pub client_cert_sha256: Option<String>,
+}
+
+impl pagination::Identified for ApiKey {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A key just made (created or rotated): the secret is in `key`, this once. Not `Debug`, so it
+/// cannot be logged by accident.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NewApiKey {
+    #[serde(flatten)]
+    pub api_key: ApiKey,
+    /// The secret: shown once, never stored.
+    pub key: String,
+}
 
 /// The columns a client may see (never `key_hash`).
 pub const KEY_COLUMNS: &str = "id, org_id, name, env, prefix, scopes, gate_ids, created_by, created_at, expires_at, last_used_at, revoked_at, rotated_from, client_cert_sha256";
@@ -140,7 +179,7 @@ pub async fn create(
     spec: &KeySpec,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, AppError> {
+) -> Result<NewApiKey, AppError> {
     spec.check()?;
     // Nobody mints a key that can do more than they can.
     if let Some(scope) = grantor.first_beyond(&spec.scopes) {
@@ -156,7 +195,7 @@ async fn insert(
     spec: &KeySpec,
     actor: Actor,
     rotated_from: Option<Uuid>,
-) -> Result<Value, AppError> {
+) -> Result<NewApiKey, AppError> {
     let known: i64 = client
         .query_one("SELECT count(*) FROM gates WHERE org_id = $1 AND id = ANY($2)", &[&org_id, &spec.gate_ids])
         .await?
@@ -186,20 +225,19 @@ async fn insert(
     let details =
         json!({ "scopes": scopes, "env": spec.env.as_str(), "gate_ids": unique, "rotated_from": rotated_from });
     audit::record(client, actor, Event::new(Some(org_id), action, "api_key", id).details(details)).await?;
-    let mut key = describe(client, org_id, id).await?;
-    set_field(&mut key, "key", json!(secrecy::ExposeSecret::expose_secret(&new.key)));
-    Ok(key)
+    let api_key = describe(client, org_id, id).await?;
+    Ok(NewApiKey { api_key, key: secrecy::ExposeSecret::expose_secret(&new.key).to_owned() })
 }
 
 /// The keys of `org_id`, without secrets.
-pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<ApiKey>, AppError> {
     let client = app.pool.get().await?;
     let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1");
     pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await
 }
 
 /// Creates a key for a caller (who may grant only what they hold); the secret is in the answer.
-pub async fn create_for(app: &App, caller: &Caller<'_>, org_id: Uuid, request: CreateKey) -> Result<Value, AppError> {
+pub async fn create_for(app: &App, caller: &Caller<'_>, org_id: Uuid, request: CreateKey) -> Result<NewApiKey, AppError> {
     let spec = request.spec()?;
     let grantor = member(caller, org_id)?;
     let mut client = app.pool.get().await?;
@@ -210,12 +248,12 @@ pub async fn create_for(app: &App, caller: &Caller<'_>, org_id: Uuid, request: C
 }
 
 /// One key of `org_id`, without its secret.
-pub async fn get(app: &App, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+pub async fn get(app: &App, org_id: Uuid, id: Uuid) -> Result<ApiKey, AppError> {
     describe(&app.pool.get().await?, org_id, id).await
 }
 
 /// Rotates a key for a caller; the old key is dead and the new one live when this returns.
-pub async fn rotate_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+pub async fn rotate_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<NewApiKey, AppError> {
     let grantor = member(caller, org_id)?;
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
@@ -226,7 +264,7 @@ pub async fn rotate_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) 
 }
 
 /// Revokes a key for a caller; it is refused everywhere on this node when this returns.
-pub async fn revoke_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+pub async fn revoke_for(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<ApiKey, AppError> {
     let grantor = member(caller, org_id)?;
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
@@ -242,8 +280,8 @@ fn member(caller: &Caller<'_>, org_id: Uuid) -> Result<Grantor, AppError> {
 }
 
 /// The public description of a key of `org_id`.
-pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
-    query_json_opt(
+pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<ApiKey, AppError> {
+    query_one_as(
         client,
         &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
         &[&org_id, &id],
@@ -293,7 +331,7 @@ pub async fn rotate(
     id: Uuid,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, AppError> {
+) -> Result<NewApiKey, AppError> {
     let (row, scopes) = lock_live(client, org_id, id, grantor).await?;
     let spec = KeySpec {
         name: row.try_get(0)?,
@@ -313,7 +351,7 @@ pub async fn revoke(
     id: Uuid,
     grantor: Grantor,
     actor: Actor,
-) -> Result<Value, AppError> {
+) -> Result<ApiKey, AppError> {
     lock_live(client, org_id, id, grantor).await?;
     client.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&id]).await?;
     audit::record(client, actor, Event::new(Some(org_id), "api_key.revoked", "api_key", id)).await?;

@@ -1,7 +1,8 @@
 //! Organizations: create (platform admin), list, read, update, access mode, export, delete.
 
 use portcullis_actors::domain::AccessMode;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -12,10 +13,35 @@ use crate::auth::AccessChange;
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authorize};
 use crate::db::pagination::{self, ListQuery, Page};
-use crate::db::{query_json, query_json_opt};
+use crate::db::{query_as, query_one_as};
 use crate::error::{AppError, Conflict};
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, locale, access_mode, lockdown, version, created_at, updated_at";
+
+/// An organization, as its members see it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    /// IANA time zone: rule hours and days are in it.
+    pub timezone: String,
+    /// The language of its notifications: `en` or `ru`.
+    pub locale: String,
+    pub access_mode: AccessMode,
+    /// Every gate is locked down.
+    pub lockdown: bool,
+    /// Optimistic concurrency: pass it back in an update.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl pagination::Identified for Organization {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -43,15 +69,15 @@ pub struct UpdateOrg {
 }
 
 /// The organization as stored.
-pub async fn load(app: &App, org_id: Uuid) -> Result<Value, AppError> {
+pub async fn load(app: &App, org_id: Uuid) -> Result<Organization, AppError> {
     let client = app.pool.get().await?;
-    query_json_opt(&client, &format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"), &[&org_id])
+    query_one_as(&client, &format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"), &[&org_id])
         .await?
         .ok_or(AppError::NotFound("organization"))
 }
 
 /// Creates an organization (the caller is a platform admin).
-pub async fn create(app: &App, caller: &Caller<'_>, body: CreateOrg) -> Result<Value, AppError> {
+pub async fn create(app: &App, caller: &Caller<'_>, body: CreateOrg) -> Result<Organization, AppError> {
     let mut fields = Fields::new();
     let name = body.name.take(&mut fields, "name");
     let slug = body.slug.take(&mut fields, "slug");
@@ -77,7 +103,7 @@ pub async fn create(app: &App, caller: &Caller<'_>, body: CreateOrg) -> Result<V
 }
 
 /// The organizations the caller can see.
-pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result<Page<Organization>, AppError> {
     let client = app.pool.get().await?;
     let (all, member_of, key_org): (bool, Option<Uuid>, Option<Uuid>) = match principal {
         Principal::User(u) if u.access.is_platform_admin => (true, None, None),
@@ -95,7 +121,7 @@ pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result
 
 /// Name and time zone need `OrgUpdate`; the access mode needs `OrgAdminister`, which (alone)
 /// still works in a read-only or blocked organization, so the mode can always be switched back.
-pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOrg) -> Result<Value, AppError> {
+pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOrg) -> Result<Organization, AppError> {
     let principal = caller.principal;
     let changes_details = body.name.is_some() || body.timezone.is_some() || body.locale.is_some();
     if !changes_details && body.access_mode.is_none() {
@@ -250,7 +276,7 @@ pub async fn export(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<Valu
     let mut export = serde_json::Map::new();
     export.insert("format".into(), json!("portcullis-export/1"));
     for (name, sql) in sections {
-        let rows = query_json(&tx, &sql, &[&org_id]).await?;
+        let rows: Vec<Value> = query_as(&tx, &sql, &[&org_id]).await?;
         let value =
             if name == "organization" { rows.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(rows) };
         export.insert(name.into(), value);

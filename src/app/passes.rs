@@ -12,7 +12,7 @@ use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType
 use portcullis_actors::engine::{CredentialRef, EngineError};
 use portcullis_actors::pass_actor::{Change, PassChange, PassError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{Checked, Fields, Name};
@@ -21,7 +21,7 @@ use crate::audit::{self, Event as AuditEvent};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, Standing};
 use crate::db::pagination::{self, Page};
-use crate::db::{query_json, query_json_opt, set_field};
+use crate::db::{query_as, query_one_as};
 use crate::engine::credentials;
 use crate::engine::load::{PASS_COLUMNS, pass_from_row};
 use crate::error::{AppError, Conflict};
@@ -31,6 +31,78 @@ const PASS_SELECT: &str =
         max_uses, group_size, uses_count, status, valid_from, valid_to, inside, last_gate_id, last_passage_at,
         issued_by, revoked_at, revoked_by, revoke_reason, created_at, updated_at
      FROM passes";
+
+/// A pass as stored, with the engine's live view (status, uses, inside, validity) laid over it
+/// when one pass is read.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Pass {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub access_rule_id: Uuid,
+    pub appointment_id: Option<Uuid>,
+    pub visitor_id: Option<Uuid>,
+    /// The pass whose holder must be let through first (escort rules).
+    pub escort_pass_id: Option<Uuid>,
+    pub holder_name: String,
+    #[serde(rename = "type")]
+    pub pass_type: PassType,
+    pub max_uses: Option<i32>,
+    pub group_size: i32,
+    pub uses_count: i32,
+    pub status: PassStatus,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: DateTime<Utc>,
+    pub inside: bool,
+    pub last_gate_id: Option<Uuid>,
+    pub last_passage_at: Option<DateTime<Utc>>,
+    pub issued_by: Option<Uuid>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<Uuid>,
+    pub revoke_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Entries left (when one pass is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u32>,
+    /// Its live credentials, never their secrets (when one pass is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<PassCredential>>,
+}
+
+impl pagination::Identified for Pass {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A credential of a pass, without its secret.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PassCredential {
+    pub id: Uuid,
+    pub kind: CredentialKind,
+    pub card_format: Option<CardFormat>,
+    /// What a person may see of it (a card's last digits).
+    pub display_hint: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A pass just issued: the secret part of its credential is in `credential`, this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IssuedPass {
+    #[serde(flatten)]
+    pub pass: Pass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<ShownCredential>,
+}
+
+/// The secret of a new credential, shown once (never stored: a QR seed is derived, a PIN hashed).
+/// Not `Debug`, so it cannot be logged by accident.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShownCredential {
+    Qr { credential_id: Uuid, seed: String, payload: String, expires_in: i64 },
+    Pin { credential_id: Uuid, value: String },
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -108,8 +180,8 @@ async fn describe(
     org_id: Uuid,
     id: Uuid,
     only_issued_by: Option<Uuid>,
-) -> Result<Value, AppError> {
-    let mut pass = query_json_opt(
+) -> Result<Pass, AppError> {
+    let mut pass: Pass = query_one_as(
         client,
         &format!("{PASS_SELECT} WHERE org_id = $1 AND id = $2 AND ($3::uuid IS NULL OR issued_by = $3)"),
         &[&org_id, &id, &only_issued_by],
@@ -118,30 +190,30 @@ async fn describe(
     .ok_or(AppError::NotFound("pass"))?;
     let live = if app.engine.holds_pass(id) { app.engine.pass_state(id).await } else { None };
     if let Some(live) = live.filter(|l| l.org_id == org_id) {
-        set_field(&mut pass, "status", json!(live.status));
-        set_field(&mut pass, "uses_count", json!(live.uses_count));
-        set_field(&mut pass, "inside", json!(live.inside));
-        set_field(&mut pass, "last_gate_id", json!(live.last_gate_id));
-        set_field(&mut pass, "valid_to", json!(live.valid_to));
-        set_field(&mut pass, "uses_left", json!(live.uses_left()));
+        pass.status = live.status;
+        pass.uses_count = i32::try_from(live.uses_count).unwrap_or(i32::MAX);
+        pass.inside = live.inside;
+        pass.last_gate_id = live.last_gate_id;
+        pass.valid_to = live.valid_to;
+        pass.uses_left = Some(live.uses_left());
     } else {
         let stored = client.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
         let state = pass_from_row(&stored).map_err(AppError::internal)?;
-        set_field(&mut pass, "uses_left", json!(state.uses_left()));
+        pass.uses_left = Some(state.uses_left());
     }
-    let credentials = query_json(
+    let credentials = query_as(
         client,
         "SELECT id, kind, card_format, display_hint, created_at FROM credentials
          WHERE org_id = $1 AND pass_id = $2 AND revoked_at IS NULL ORDER BY id",
         &[&org_id, &id],
     )
     .await?;
-    set_field(&mut pass, "credentials", json!(credentials));
+    pass.credentials = Some(credentials);
     Ok(pass)
 }
 
 /// Issues a pass; the answer shows its QR seed or PIN this once.
-pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass) -> Result<Value, AppError> {
+pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass) -> Result<IssuedPass, AppError> {
     let pepper = &app.auth.pepper;
     let mut fields = Fields::new();
     let holder = body.holder_name.take(&mut fields, "holder_name");
@@ -301,24 +373,17 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
     }
     app.engine.issue_pass(pass, keys, issued_by).await.map_err(AppError::internal)?;
 
-    let mut json = describe(app, &client, org_id, id, None).await?;
-    if kind == CredentialKind::Qr {
+    let pass = describe(app, &client, org_id, id, None).await?;
+    let credential = if kind == CredentialKind::Qr {
         // The seed is shown this once; it is derived, never stored.
         let (payload, expires_in) = credentials::qr_code(pepper, credential_id, Utc::now());
-        set_field(
-            &mut json,
-            "credential",
-            json!({
-                "kind": "qr", "credential_id": credential_id, "seed": credentials::qr_seed_text(pepper, credential_id),
-                "payload": payload, "expires_in": expires_in,
-            }),
-        );
-    }
-    if let Some(pin) = pin {
+        let seed = credentials::qr_seed_text(pepper, credential_id);
+        Some(ShownCredential::Qr { credential_id, seed, payload, expires_in })
+    } else {
         // Shown this once; only its keyed hash is stored.
-        set_field(&mut json, "credential", json!({ "kind": "pin", "credential_id": credential_id, "value": pin }));
-    }
-    Ok(json)
+        pin.map(|value| ShownCredential::Pin { credential_id, value })
+    };
+    Ok(IssuedPass { pass, credential })
 }
 
 pub async fn list(
@@ -327,7 +392,7 @@ pub async fn list(
     org_id: Uuid,
     filter: &PassFilter,
     page: &pagination::ListQuery,
-) -> Result<Page<Value>, AppError> {
+) -> Result<Page<Pass>, AppError> {
     let client = app.pool.get().await?;
     let only = issued_by_filter(principal, org_id);
     let status = filter.status.map(PassStatus::as_str);
@@ -340,7 +405,7 @@ pub async fn list(
         .await
 }
 
-pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<Value, AppError> {
+pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<Pass, AppError> {
     let client = app.pool.get().await?;
     describe(app, &client, org_id, id, issued_by_filter(principal, org_id)).await
 }
@@ -407,7 +472,7 @@ pub enum Hold {
 }
 
 /// Suspends or resumes a pass: in force at every gate, and audited, when this returns.
-pub async fn hold(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, hold: Hold) -> Result<Value, AppError> {
+pub async fn hold(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, hold: Hold) -> Result<Pass, AppError> {
     let (action, change) = match hold {
         Hold::Suspend => ("pass.suspended", PassChange::Suspend),
         Hold::Resume => ("pass.resumed", PassChange::Resume),
@@ -423,7 +488,7 @@ pub async fn extend(
     org_id: Uuid,
     id: Uuid,
     valid_to: DateTime<Utc>,
-) -> Result<Value, AppError> {
+) -> Result<Pass, AppError> {
     let client = app.pool.get().await?;
     describe(app, &client, org_id, id, issued_by_filter(caller.principal, org_id)).await?;
     let audit = AuditEvent::new(Some(org_id), "pass.extended", "pass", id);

@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use portcullis_actors::domain::Role;
+use serde::Serialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::App;
@@ -30,27 +32,61 @@ pub struct TokenPair {
     pub user: Arc<UserAccess>,
 }
 
+/// A token pair as sent to the client (the only place the refresh token is exposed). Not
+/// `Debug`, so it cannot be logged by accident.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Tokens {
+    pub access_token: String,
+    /// Single use: a second use ends the session.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    pub user: Me,
+}
+
 impl TokenPair {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token.expose_secret(),
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "user": user_json(&self.user),
-        })
+    pub fn answer(&self) -> Tokens {
+        Tokens {
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.expose_secret().to_owned(),
+            token_type: "Bearer",
+            expires_in: self.expires_in,
+            user: Me::of(&self.user),
+        }
     }
 }
 
-/// `GET /me` and the `user` of a token pair.
-pub fn user_json(user: &UserAccess) -> Value {
-    let mut roles: Vec<Value> =
-        user.roles.iter().map(|(org_id, role)| json!({ "org_id": org_id, "role": role })).collect();
-    roles.sort_by_key(|r| r["org_id"].to_string());
-    json!({
-        "id": user.user_id, "email": user.email, "name": user.name,
-        "is_platform_admin": user.is_platform_admin, "roles": roles,
-    })
+/// `GET /me` and the `user` of a token pair: who is signed in, and their role in each
+/// organization.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub is_platform_admin: bool,
+    pub roles: Vec<OrgRole>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrgRole {
+    pub org_id: Uuid,
+    pub role: Role,
+}
+
+impl Me {
+    pub fn of(user: &UserAccess) -> Self {
+        let mut roles: Vec<OrgRole> = user.roles.iter().map(|(&org_id, &role)| OrgRole { org_id, role }).collect();
+        roles.sort_by_key(|r| r.org_id);
+        Me {
+            id: user.user_id,
+            email: user.email.clone(),
+            name: user.name.clone(),
+            is_platform_admin: user.is_platform_admin,
+            roles,
+        }
+    }
 }
 
 /// A well-formed hash of nothing, verified when the account does not exist so that a failed

@@ -4,20 +4,22 @@
 //! its OrgActor before the use case returns: a gate created, locked down or re-zoned is in force
 //! at once.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+use portcullis_actors::messages::Outcome;
 use deadpool_postgres::GenericClient;
 use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
 use portcullis_actors::schedule::{Schedule, TimeWindow};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{self, Fields, done};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::db::pagination::{self, ListQuery, Page};
-use crate::db::query_json_opt;
-use crate::db::set_field;
+use crate::db::pagination::Identified;
+use crate::db::query_one_as;
 use crate::engine::load::reload_org;
 use crate::error::AppError;
 
@@ -30,7 +32,7 @@ fn check_name(fields: &mut Fields, name: Option<&str>) {
 
 /// After a change of `changed` rows (none: the object does not exist), puts the configuration in
 /// force at the gates and reads the object back.
-async fn in_force(
+async fn in_force<T: DeserializeOwned>(
     app: &App,
     client: &impl GenericClient,
     org_id: Uuid,
@@ -38,7 +40,7 @@ async fn in_force(
     select: &str,
     id: Uuid,
     what: &'static str,
-) -> Result<Value, AppError> {
+) -> Result<T, AppError> {
     if changed == 0 {
         return Err(AppError::NotFound(what));
     }
@@ -55,20 +57,25 @@ async fn exists(client: &impl GenericClient, table: &str, org_id: Uuid, id: Uuid
     Ok(client.query_opt(&sql, &[&org_id, &id]).await?.is_some())
 }
 
-async fn list(app: &App, table_select: &str, org_id: Uuid, query: &ListQuery) -> Result<Page<Value>, AppError> {
+async fn list<T: DeserializeOwned + Identified>(
+    app: &App,
+    table_select: &str,
+    org_id: Uuid,
+    query: &ListQuery,
+) -> Result<Page<T>, AppError> {
     let client = app.pool.get().await?;
     let select = format!("{table_select} WHERE org_id = $1");
     pagination::by_id(&client, &select, "id", &[&org_id], query.cursor.as_deref(), query.limit).await
 }
 
-async fn one(
+async fn one<T: DeserializeOwned>(
     client: &impl GenericClient,
     table_select: &str,
     org_id: Uuid,
     id: Uuid,
     what: &'static str,
-) -> Result<Value, AppError> {
-    query_json_opt(client, &format!("{table_select} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
+) -> Result<T, AppError> {
+    query_one_as(client, &format!("{table_select} WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
         .await?
         .ok_or(AppError::NotFound(what))
 }
@@ -127,6 +134,26 @@ pub async fn remove(app: &App, org_id: Uuid, what: Resource, id: Uuid) -> Result
 
 const ZONE_SELECT: &str = "SELECT id, org_id, name, capacity, created_at, updated_at FROM zones";
 
+macro_rules! identified {
+    ($($t:ty),+) => { $( impl Identified for $t { fn id(&self) -> Uuid { self.id } } )+ };
+}
+identified!(Zone, Gate, AccessRule, Holiday);
+
+/// An area behind gates, whose occupancy the engine counts.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Zone {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    /// At most this many inside (none: no limit).
+    pub capacity: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// How many are inside now (when one zone is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<i64>,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneBody {
@@ -140,7 +167,7 @@ fn check_capacity(fields: &mut Fields, capacity: Option<i32>) {
     }
 }
 
-pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
+pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Zone, AppError> {
     let mut fields = Fields::new();
     let name = body.name.as_deref().unwrap_or_default();
     check_name(&mut fields, Some(name));
@@ -158,18 +185,17 @@ pub async fn create_zone(app: &App, org_id: Uuid, body: ZoneBody) -> Result<Valu
     in_force(app, &client, org_id, 1, ZONE_SELECT, zone_id, "zone").await
 }
 
-pub async fn list_zones(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list_zones(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Zone>, AppError> {
     list(app, ZONE_SELECT, org_id, q).await
 }
 
-pub async fn get_zone(app: &App, org_id: Uuid, zone_id: Uuid) -> Result<Value, AppError> {
+pub async fn get_zone(app: &App, org_id: Uuid, zone_id: Uuid) -> Result<Zone, AppError> {
     let client = app.pool.get().await?;
-    let mut zone = one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?;
-    set_field(&mut zone, "inside", json!(app.engine.occupancy(zone_id)));
-    Ok(zone)
+    let zone: Zone = one(&client, ZONE_SELECT, org_id, zone_id, "zone").await?;
+    Ok(Zone { inside: Some(app.engine.occupancy(zone_id)), ..zone })
 }
 
-pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody) -> Result<Value, AppError> {
+pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody) -> Result<Zone, AppError> {
     let mut fields = Fields::new();
     check_name(&mut fields, body.name.as_deref());
     check_capacity(&mut fields, body.capacity);
@@ -191,6 +217,27 @@ pub async fn update_zone(app: &App, org_id: Uuid, zone_id: Uuid, body: ZoneBody)
 
 const GATE_SELECT: &str =
     "SELECT id, org_id, zone_id, name, direction, fail_mode, mode, open_ms, created_at, updated_at FROM gates";
+
+/// A turnstile or door: the zone it leads into, its direction and mode.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Gate {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub zone_id: Uuid,
+    pub name: String,
+    pub direction: GateDirection,
+    /// What a consuming entry gets while the journal is away.
+    pub fail_mode: FailMode,
+    pub mode: GateMode,
+    /// How long the gate stays open for one passage.
+    pub open_ms: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Its recent decisions, oldest first (when one gate is read).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub queue: Option<Vec<Outcome>>,
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -231,7 +278,7 @@ async fn check_gate(
     done(fields)
 }
 
-pub async fn create_gate(app: &App, org_id: Uuid, body: GateBody) -> Result<Value, AppError> {
+pub async fn create_gate(app: &App, org_id: Uuid, body: GateBody) -> Result<Gate, AppError> {
     let (org_id, gate_id) = (org_id, Uuid::now_v7());
     let client = app.pool.get().await?;
     check_gate(&client, org_id, &body, true).await?;
@@ -254,19 +301,18 @@ pub async fn create_gate(app: &App, org_id: Uuid, body: GateBody) -> Result<Valu
     in_force(app, &client, org_id, 1, GATE_SELECT, gate_id, "gate").await
 }
 
-pub async fn list_gates(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list_gates(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Gate>, AppError> {
     list(app, GATE_SELECT, org_id, q).await
 }
 
 /// A gate, with its live entry queue.
-pub async fn get_gate(app: &App, org_id: Uuid, gate_id: Uuid) -> Result<Value, AppError> {
+pub async fn get_gate(app: &App, org_id: Uuid, gate_id: Uuid) -> Result<Gate, AppError> {
     let client = app.pool.get().await?;
-    let mut gate = one(&client, GATE_SELECT, org_id, gate_id, "gate").await?;
-    set_field(&mut gate, "queue", json!(app.engine.gate_queue(gate_id).await));
-    Ok(gate)
+    let gate: Gate = one(&client, GATE_SELECT, org_id, gate_id, "gate").await?;
+    Ok(Gate { queue: Some(app.engine.gate_queue(gate_id).await), ..gate })
 }
 
-pub async fn update_gate(app: &App, org_id: Uuid, gate_id: Uuid, body: GateBody) -> Result<Value, AppError> {
+pub async fn update_gate(app: &App, org_id: Uuid, gate_id: Uuid, body: GateBody) -> Result<Gate, AppError> {
     let client = app.pool.get().await?;
     check_gate(&client, org_id, &body, false).await?;
     let updated = client
@@ -302,7 +348,7 @@ pub async fn set_gate_mode(
     org_id: Uuid,
     gate_id: Uuid,
     body: ModeBody,
-) -> Result<Value, AppError> {
+) -> Result<Gate, AppError> {
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     let updated = tx
@@ -365,6 +411,25 @@ const RULE_SELECT: &str =
         (SELECT coalesce(array_agg(z.zone_id ORDER BY z.zone_id), '{}') FROM access_rule_zones z
          WHERE z.org_id = r.org_id AND z.rule_id = r.id) AS zone_ids
      FROM access_rules r";
+
+/// When and where a pass opens gates.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccessRule {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    /// ISO weekdays, 1 = Monday .. 7 = Sunday.
+    pub weekdays: Vec<i16>,
+    /// Local times of day (empty: all day).
+    pub time_windows: Vec<TimeWindow>,
+    pub escort_required: bool,
+    pub anti_passback: AntiPassback,
+    pub anti_passback_minutes: Option<i32>,
+    /// The zones it opens.
+    pub zone_ids: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -442,7 +507,7 @@ fn weekdays_sql(days: &Option<Vec<i64>>) -> Option<Vec<i16>> {
     days.as_ref().map(|d| d.iter().filter_map(|x| i16::try_from(*x).ok()).collect())
 }
 
-pub async fn create_rule(app: &App, org_id: Uuid, body: RuleBody) -> Result<Value, AppError> {
+pub async fn create_rule(app: &App, org_id: Uuid, body: RuleBody) -> Result<AccessRule, AppError> {
     let (org_id, rule_id) = (org_id, Uuid::now_v7());
     let mut client = app.pool.get().await?;
     check_rule(&client, org_id, &body, true).await?;
@@ -468,22 +533,22 @@ pub async fn create_rule(app: &App, org_id: Uuid, body: RuleBody) -> Result<Valu
     in_force(app, &client, org_id, 1, RULE_SELECT, rule_id, "access rule").await
 }
 
-pub async fn list_rules(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list_rules(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<AccessRule>, AppError> {
     let client = app.pool.get().await?;
     let select = format!("{RULE_SELECT} WHERE r.org_id = $1");
     pagination::by_id(&client, &select, "r.id", &[&org_id], q.cursor.as_deref(), q.limit).await
 }
 
-pub async fn get_rule(app: &App, org_id: Uuid, rule_id: Uuid) -> Result<Value, AppError> {
+pub async fn get_rule(app: &App, org_id: Uuid, rule_id: Uuid) -> Result<AccessRule, AppError> {
     let client = app.pool.get().await?;
     let rule =
-        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
+        query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
             .await?
             .ok_or(AppError::NotFound("access rule"))?;
     Ok(rule)
 }
 
-pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody) -> Result<Value, AppError> {
+pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody) -> Result<AccessRule, AppError> {
     let mut client = app.pool.get().await?;
     check_rule(&client, org_id, &body, false).await?;
     let tx = client.transaction().await?;
@@ -521,7 +586,7 @@ pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody)
     tx.commit().await?;
     reload(app, &client, org_id).await?;
     let rule =
-        query_json_opt(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
+        query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
             .await?
             .ok_or(AppError::NotFound("access rule"))?;
     Ok(rule)
@@ -531,6 +596,15 @@ pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody)
 
 const HOLIDAY_SELECT: &str = "SELECT id, org_id, date, name FROM holidays";
 
+/// A day on which rules that skip holidays open nothing.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Holiday {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub date: NaiveDate,
+    pub name: String,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolidayBody {
@@ -539,7 +613,7 @@ pub struct HolidayBody {
     name: Option<String>,
 }
 
-pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
+pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Result<Holiday, AppError> {
     let mut fields = Fields::new();
     check_name(&mut fields, Some(body.name.as_deref().unwrap_or_default()));
     if body.date.is_none() {
@@ -558,16 +632,16 @@ pub async fn create_holiday(app: &App, org_id: Uuid, body: HolidayBody) -> Resul
     in_force(app, &client, org_id, 1, HOLIDAY_SELECT, holiday_id, "holiday").await
 }
 
-pub async fn list_holidays(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list_holidays(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<Holiday>, AppError> {
     list(app, HOLIDAY_SELECT, org_id, q).await
 }
 
-pub async fn get_holiday(app: &App, org_id: Uuid, holiday_id: Uuid) -> Result<Value, AppError> {
+pub async fn get_holiday(app: &App, org_id: Uuid, holiday_id: Uuid) -> Result<Holiday, AppError> {
     let client = app.pool.get().await?;
     one(&client, HOLIDAY_SELECT, org_id, holiday_id, "holiday").await
 }
 
-pub async fn update_holiday(app: &App, org_id: Uuid, holiday_id: Uuid, body: HolidayBody) -> Result<Value, AppError> {
+pub async fn update_holiday(app: &App, org_id: Uuid, holiday_id: Uuid, body: HolidayBody) -> Result<Holiday, AppError> {
     let mut fields = Fields::new();
     check_name(&mut fields, body.name.as_deref());
     done(fields)?;

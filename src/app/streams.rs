@@ -6,15 +6,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use portcullis_actors::domain::{AccessMode, Role};
+use chrono::{DateTime, Utc};
+use portcullis_actors::domain::{AccessMode, GateDirection, GateMode, Role};
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::Event;
-use serde_json::{Value, json};
+use portcullis_actors::messages::Outcome;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::permissions::{Permission, role_allows};
 use crate::auth::{AccessChange, AuthContext};
-use crate::db::query_json;
+use crate::db::query_as;
 use crate::error::AppError;
 
 /// What a viewer may see.
@@ -121,49 +123,101 @@ pub async fn lost_access(
 
 /// The first frame of a stream: every gate with its mode and recent queue, zone occupancy, and
 /// who is inside with a revoked pass.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Always `snapshot`.
+    #[serde(rename = "type")]
+    pub frame: &'static str,
+    /// The newest event sequence number the snapshot covers.
+    pub seq: u64,
+    pub org_id: Uuid,
+    pub gates: Vec<GateFrame>,
+    pub occupancy: Vec<ZoneOccupancy>,
+    pub revoked_inside: Vec<RevokedInside>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GateFrame {
+    pub id: Uuid,
+    pub name: String,
+    pub zone_id: Uuid,
+    pub direction: GateDirection,
+    pub mode: GateMode,
+    pub health: GateHealth,
+    pub queue: Vec<Outcome>,
+}
+
+/// Health as far as the engine knows it: when the gate's device last asked for a decision.
+#[derive(Debug, Serialize)]
+pub struct GateHealth {
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ZoneOccupancy {
+    pub zone_id: Uuid,
+    pub name: String,
+    pub inside: i64,
+    pub capacity: Option<i32>,
+}
+
+/// Someone inside on a pass revoked since they entered.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokedInside {
+    pub pass_id: Uuid,
+    pub holder_name: String,
+    pub last_gate_id: Option<Uuid>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct ZoneRow {
+    id: Uuid,
+    name: String,
+    capacity: Option<i32>,
+}
+
 pub async fn snapshot(
     engine: &Engine,
     pool: &deadpool_postgres::Pool,
     org_id: Uuid,
     seq: u64,
     filter: &Filter,
-) -> Result<Value, AppError> {
+) -> Result<Snapshot, AppError> {
     let snapshot = engine.snapshot(org_id).ok_or(AppError::NotFound("organization"))?;
     let mut gates: Vec<_> = snapshot.gates.values().filter(|g| filter.shows_gate(g.id)).cloned().collect();
     gates.sort_by(|a, b| a.name.cmp(&b.name));
     let mut gate_frames = Vec::new();
     for gate in gates {
         let all = engine.gate_queue(gate.id).await;
-        // Health as far as the engine knows it: when the gate's device last asked for a decision.
         let last_seen_at = all.last().map(|o| o.decided_at);
         let queue: Vec<_> = all.into_iter().filter(|o| filter.shows_pass(o.pass_id)).collect();
-        gate_frames.push(json!({
-            "id": gate.id, "name": &*gate.name, "zone_id": gate.zone_id, "direction": gate.direction,
-            "mode": gate.mode, "health": {"last_seen_at": last_seen_at}, "queue": queue,
-        }));
+        gate_frames.push(GateFrame {
+            id: gate.id,
+            name: gate.name.to_string(),
+            zone_id: gate.zone_id,
+            direction: gate.direction,
+            mode: gate.mode,
+            health: GateHealth { last_seen_at },
+            queue,
+        });
     }
     let client = pool.get().await?;
-    let zones =
-        query_json(&client, "SELECT id, name, capacity FROM zones WHERE org_id = $1 ORDER BY name", &[&org_id]).await?;
-    let occupancy: Vec<Value> = zones
-        .iter()
-        .filter_map(|z| {
-            let id = Uuid::try_parse(z["id"].as_str()?).ok()?;
-            Some(json!({"zone_id": id, "name": z["name"], "inside": engine.occupancy(id), "capacity": z["capacity"]}))
-        })
+    let zones: Vec<ZoneRow> =
+        query_as(&client, "SELECT id, name, capacity FROM zones WHERE org_id = $1 ORDER BY name", &[&org_id]).await?;
+    let occupancy = zones
+        .into_iter()
+        .map(|z| ZoneOccupancy { zone_id: z.id, inside: engine.occupancy(z.id), name: z.name, capacity: z.capacity })
         .collect();
-    let mut revoked_inside = query_json(
+    let mut revoked_inside: Vec<RevokedInside> = query_as(
         &client,
         "SELECT id AS pass_id, holder_name, last_gate_id, revoked_at FROM passes
          WHERE org_id = $1 AND status = 'revoked' AND inside ORDER BY revoked_at DESC LIMIT 200",
         &[&org_id],
     )
     .await?;
-    revoked_inside.retain(|p| filter.shows_pass(p["pass_id"].as_str().and_then(|id| Uuid::try_parse(id).ok())));
-    Ok(json!({
-        "type": "snapshot", "seq": seq, "org_id": org_id, "gates": gate_frames, "occupancy": occupancy,
-        "revoked_inside": revoked_inside,
-    }))
+    revoked_inside.retain(|p| filter.shows_pass(Some(p.pass_id)));
+    Ok(Snapshot { frame: "snapshot", seq, org_id, gates: gate_frames, occupancy, revoked_inside })
 }
 
 impl Filter {

@@ -1,8 +1,9 @@
 //! The users of an organization and their roles: create, list, read, re-role, disable.
 
 use portcullis_actors::domain::Role;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{Checked, Email, Fields, Name, done};
@@ -11,8 +12,25 @@ use crate::app::{App, Caller};
 use crate::audit::{self, Event};
 use crate::auth::AccessChange;
 use crate::db::pagination::{self, ListQuery, Page};
-use crate::db::query_json_opt;
+use crate::db::query_one_as;
 use crate::error::AppError;
+
+/// A member of an organization: the account and its role there.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Member {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl pagination::Identified for Member {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
 
 const MEMBER_SELECT: &str = "SELECT u.id, u.email, u.name, m.role, m.disabled_at IS NOT NULL AS disabled, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";
@@ -47,14 +65,14 @@ async fn member(
     client: &impl deadpool_postgres::GenericClient,
     org_id: Uuid,
     user_id: Uuid,
-) -> Result<Value, AppError> {
-    query_json_opt(client, &format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"), &[&org_id, &user_id])
+) -> Result<Member, AppError> {
+    query_one_as(client, &format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"), &[&org_id, &user_id])
         .await?
         .ok_or(AppError::NotFound("user"))
 }
 
 /// Creates an account and its membership in `org_id`.
-pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: CreateUser) -> Result<Value, AppError> {
+pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: CreateUser) -> Result<Member, AppError> {
     let mut fields = Fields::new();
     let email = body.email.take(&mut fields, "email");
     let name = body.name.take(&mut fields, "name");
@@ -89,13 +107,13 @@ pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: CreateUs
     member(&app.pool.get().await?, org_id, id).await
 }
 
-pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Value>, AppError> {
+pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Member>, AppError> {
     let client = app.pool.get().await?;
     let select = format!("{MEMBER_SELECT} WHERE m.org_id = $1");
     pagination::by_id(&client, &select, "u.id", &[&org_id], query.cursor.as_deref(), query.limit).await
 }
 
-pub async fn get(app: &App, org_id: Uuid, user_id: Uuid) -> Result<Value, AppError> {
+pub async fn get(app: &App, org_id: Uuid, user_id: Uuid) -> Result<Member, AppError> {
     member(&app.pool.get().await?, org_id, user_id).await
 }
 
@@ -106,7 +124,7 @@ pub async fn update(
     org_id: Uuid,
     user_id: Uuid,
     body: UpdateUser,
-) -> Result<Value, AppError> {
+) -> Result<Member, AppError> {
     if body.role.is_none() && body.disabled.is_none() {
         return Err(AppError::field("body", "names nothing to change (role, disabled)"));
     }

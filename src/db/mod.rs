@@ -271,31 +271,29 @@ pub async fn migrate(config: &tokio_postgres::Config) -> Result<i32, DbError> {
     Ok(version)
 }
 
-/// Runs `select` (a query with an explicit column list) and returns each row as a JSON object.
-/// Column lists are spelled out at every call site, so a hash or secret column is never selected
-/// by accident.
-/// Sets `key` on a JSON object (a row from [`query_json`] is always one; anything else is left as
-/// it is rather than panic).
-pub fn set_field(target: &mut serde_json::Value, key: &str, value: serde_json::Value) {
-    if let Some(object) = target.as_object_mut() {
-        object.insert(key.to_owned(), value);
-    }
-}
-
-pub async fn query_json(
+/// Runs `select` (a query with an explicit column list) and reads each row into `T` (a typed
+/// answer, through the row's JSON form, so a column and its field share one name). Column lists
+/// are spelled out at every call site, so a hash or secret column is never selected by accident.
+pub async fn query_as<T: serde::de::DeserializeOwned>(
     client: &impl deadpool_postgres::GenericClient,
     select: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<serde_json::Value>, tokio_postgres::Error> {
+) -> Result<Vec<T>, crate::error::AppError> {
     let rows = client.query(&format!("SELECT to_jsonb(t) FROM ({select}) t"), params).await?;
-    rows.iter().map(|row| row.try_get(0)).collect()
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, tokio_postgres::types::Json<T>>(0)
+                .map(|json| json.0)
+                .map_err(crate::error::AppError::internal)
+        })
+        .collect()
 }
 
-/// Like [`query_json`], for at most one row.
-pub async fn query_json_opt(
+/// Like [`query_as`], for at most one row.
+pub async fn query_one_as<T: serde::de::DeserializeOwned>(
     client: &impl deadpool_postgres::GenericClient,
     select: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Option<serde_json::Value>, tokio_postgres::Error> {
-    Ok(query_json(client, select, params).await?.into_iter().next())
+) -> Result<Option<T>, crate::error::AppError> {
+    Ok(query_as(client, select, params).await?.into_iter().next())
 }

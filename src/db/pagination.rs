@@ -19,6 +19,7 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
+/// One page of a list: `next_cursor` is absent on the last page.
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -46,17 +47,22 @@ pub fn encode(key: impl ToString) -> String {
     URL_SAFE_NO_PAD.encode(key.to_string())
 }
 
-/// A page of rows ordered by a UUIDv7 column, each row as JSON. `select` is a query whose last
+/// A row listed in id order: its id is the cursor.
+pub trait Identified {
+    fn id(&self) -> uuid::Uuid;
+}
+
+/// A page of rows ordered by a UUIDv7 column, each read into `T`. `select` is a query whose last
 /// clause is a `WHERE` (its parameters are `params`); the cursor condition, order and limit are
 /// appended here.
-pub async fn by_id(
+pub async fn by_id<T: serde::de::DeserializeOwned + Identified>(
     client: &impl deadpool_postgres::GenericClient,
     select: &str,
     id_column: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     cursor: Option<&str>,
     limit_asked: Option<u32>,
-) -> Result<Page<serde_json::Value>, AppError> {
+) -> Result<Page<T>, AppError> {
     let limit = limit(limit_asked)?;
     let after: Option<uuid::Uuid> = decode(cursor)?;
     let fetch = limit + 1;
@@ -65,8 +71,8 @@ pub async fn by_id(
     all.push(&fetch);
     let (a, l) = (params.len() + 1, params.len() + 2);
     let sql = format!("{select} AND (${a}::uuid IS NULL OR {id_column} > ${a}) ORDER BY {id_column} LIMIT ${l}");
-    let rows = crate::db::query_json(client, &sql, &all).await?;
-    Ok(page(rows, limit, |v| v["id"].as_str().map(str::to_owned)))
+    let rows = crate::db::query_as(client, &sql, &all).await?;
+    Ok(page(rows, limit, |row: &T| Some(row.id().to_string())))
 }
 
 /// Builds a page from up to `limit + 1` rows fetched in order: the extra row only says there is more.

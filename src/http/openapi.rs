@@ -20,14 +20,18 @@ use utoipa::openapi::{
 
 use crate::app::controllers::{ControllerBody, ControllerView, GateDoor};
 use crate::app::decisions::{DecisionRequest, Verdict};
-use crate::app::keys::CreateKey;
+use crate::app::keys::{ApiKey, CreateKey, NewApiKey};
 use crate::app::notifications::{NotificationView, Preferences};
-use crate::app::orgs::{CreateOrg, UpdateOrg};
+use crate::app::orgs::{CreateOrg, Organization, UpdateOrg};
 use crate::app::panels::{BasIpAnswer, BasIpRequest};
-use crate::app::passes::{IssuePass, LiveQr, Revoked};
+use crate::app::passes::{IssuePass, IssuedPass, LiveQr, Pass, PassCredential, Revoked, ShownCredential};
+use crate::app::records::{AuditEntry, Checkin};
 use crate::app::readers::{ReaderBody, ReaderView};
-use crate::app::site::{GateBody, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, ZoneBody};
-use crate::app::users::{CreateUser, UpdateUser};
+use crate::app::sessions::{Me, OrgRole, Tokens};
+use crate::app::site::{
+    AccessRule, Gate, GateBody, Holiday, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, Zone, ZoneBody,
+};
+use crate::app::users::{CreateUser, Member, UpdateUser};
 use crate::app::webhooks::{
     CreateWebhook, DeliveryView, Queued, RedeliverSince, RotatedSecret, UpdateWebhook, WebhookView,
 };
@@ -72,9 +76,20 @@ fn object() -> Option<RefOr<Schema>> {
     Some(ObjectBuilder::new().schema_type(Type::Object).into())
 }
 
-/// `{items, next_cursor}`.
-fn page() -> Option<RefOr<Schema>> {
-    Some(RefOr::Ref(Ref::from_schema_name("Page")))
+/// `{items: [T], next_cursor}`.
+fn page<T: ToSchema>() -> Option<RefOr<Schema>> {
+    let next = ObjectBuilder::new()
+        .schema_type([Type::String, Type::Null].into_iter().collect::<utoipa::openapi::schema::SchemaType>())
+        .description(Some("Pass it as `cursor` for the next page; null on the last page"));
+    Some(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("items", ArrayBuilder::new().items(RefOr::Ref(Ref::from_schema_name(T::name()))))
+            .property("next_cursor", next)
+            .required("items")
+            .required("next_cursor")
+            .into(),
+    )
 }
 
 fn op(summary: &'static str, who: &'static str) -> Op {
@@ -123,19 +138,23 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/openapi.json") => op("This document", "anyone"),
         ("POST", "/auth/login") => op("Sign in: an access and a refresh token", "anyone")
             .body(named::<LoginRequest>())
+            .ok(200, named::<Tokens>())
             .errors(&[401, 422, 429]),
         ("POST", "/auth/refresh") => {
-            op("A new token pair; the refresh token is spent", "anyone").body(named::<RefreshRequest>()).errors(&[401])
+            op("A new token pair; the refresh token is spent", "anyone")
+                .body(named::<RefreshRequest>())
+                .ok(200, named::<Tokens>())
+                .errors(&[401])
         }
         ("POST", "/auth/logout") => op("End this session", "a signed-in user").ok(204, None),
         ("POST", "/auth/change-password") => op("Change the password; other sessions end", "a signed-in user")
             .body(named::<ChangePasswordRequest>())
             .ok(204, None)
             .errors(&[401, 422, 429]),
-        ("GET", "/me") => op("The signed-in user and their roles", "a signed-in user"),
+        ("GET", "/me") => op("The signed-in user and their roles", "a signed-in user").ok(200, named::<Me>()),
         ("GET", "/me/notifications") => {
             op("The user's notifications, newest first (`unread=true`: only unread)", "a signed-in user")
-                .ok(200, page())
+                .ok(200, page::<NotificationView>())
                 .query(&["cursor", "limit", "unread"])
         }
         ("POST", "/me/notifications/{notification}/read") => {
@@ -148,57 +167,72 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .body(named::<Preferences>())
             .ok(200, named::<Preferences>()),
         ("POST", "/orgs") => {
-            op("Create an organization", "platform_admin").body(named::<CreateOrg>()).ok(201, object()).errors(&[409])
+            op("Create an organization", "platform_admin")
+            .body(named::<CreateOrg>())
+            .ok(201, named::<Organization>())
+            .errors(&[409])
         }
-        ("GET", "/orgs") => op("The organizations the caller can see", "any caller").ok(200, page()).query(LIST),
-        ("GET", "/orgs/{org}") => op("An organization", "read organization (`org:read`)"),
+        ("GET", "/orgs") => {
+            op("The organizations the caller can see", "any caller").ok(200, page::<Organization>()).query(LIST)
+        }
+        ("GET", "/orgs/{org}") => op("An organization", "read organization (`org:read`)").ok(200, named::<Organization>()),
         ("PATCH", "/orgs/{org}") => {
             op("Rename, change time zone or access mode", "update organization; access mode: platform_admin")
                 .body(named::<UpdateOrg>())
+                .ok(200, named::<Organization>())
                 .errors(&[409])
         }
         ("DELETE", "/orgs/{org}") => op("Delete the organization and all it owns", "platform_admin").ok(204, None),
         ("GET", "/orgs/{org}/export") => op("Everything the organization owns", "export"),
         ("GET", "/orgs/{org}/audit") => op("The audit log, newest first", "read audit log (`audit:read`)")
-            .ok(200, page())
+            .ok(200, page::<AuditEntry>())
             .query(&["action", "cursor", "limit"]),
         ("POST", "/orgs/{org}/users") => {
-            op("Create a user with a role", "manage users").body(named::<CreateUser>()).ok(201, object()).errors(&[409])
+            op("Create a user with a role", "manage users").body(named::<CreateUser>()).ok(201, named::<Member>()).errors(&[409])
         }
-        ("GET", "/orgs/{org}/users") => op("The organization's users", "read users").ok(200, page()).query(LIST),
-        ("GET", "/orgs/{org}/users/{user}") => op("A user", "read users"),
+        ("GET", "/orgs/{org}/users") => {
+            op("The organization's users", "read users").ok(200, page::<Member>()).query(LIST)
+        }
+        ("GET", "/orgs/{org}/users/{user}") => op("A user", "read users").ok(200, named::<Member>()),
         ("PATCH", "/orgs/{org}/users/{user}") => {
-            op("Change a user's role or disable them", "manage users").body(named::<UpdateUser>())
+            op("Change a user's role or disable them", "manage users").body(named::<UpdateUser>()).ok(200, named::<Member>())
         }
         ("POST", "/orgs/{org}/api-keys") => {
             op("Create an API key; the secret is shown once", "manage API keys (only scopes the caller holds)")
                 .body(named::<CreateKey>())
-                .ok(201, object())
+                .ok(201, named::<NewApiKey>())
         }
-        ("GET", "/orgs/{org}/api-keys") => op("The organization's keys", "manage API keys").ok(200, page()).query(LIST),
-        ("GET", "/orgs/{org}/api-keys/{key}") => op("A key, without its secret", "manage API keys"),
+        ("GET", "/orgs/{org}/api-keys") => {
+            op("The organization's keys", "manage API keys").ok(200, page::<ApiKey>()).query(LIST)
+        }
+        ("GET", "/orgs/{org}/api-keys/{key}") => {
+            op("A key, without its secret", "manage API keys").ok(200, named::<ApiKey>())
+        }
         ("POST", "/orgs/{org}/api-keys/{key}/rotate") => {
             op("Replace a key; the new secret is shown once", "manage API keys, holding every scope of the key")
+                .ok(200, named::<NewApiKey>())
                 .errors(&[409])
         }
         ("POST", "/orgs/{org}/api-keys/{key}/revoke") => {
-            op("Revoke a key", "manage API keys, holding every scope of the key").errors(&[409])
+            op("Revoke a key", "manage API keys, holding every scope of the key")
+                .ok(200, named::<ApiKey>())
+                .errors(&[409])
         }
         ("POST", "/orgs/{org}/lockdown") => op("Lock every gate down, or lift it", "set gate mode (`config:write`)")
             .body(named::<LockdownBody>())
             .ok(200, named::<Lockdown>()),
-        ("POST", "/orgs/{org}/zones") => create("Create a zone", named::<ZoneBody>()),
-        ("GET", "/orgs/{org}/zones") => list("The zones"),
-        ("GET", "/orgs/{org}/zones/{zone}") => op("A zone, with `inside`", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/zones/{zone}") => update("Change a zone", named::<ZoneBody>()),
+        ("POST", "/orgs/{org}/zones") => create::<Zone>("Create a zone", named::<ZoneBody>()),
+        ("GET", "/orgs/{org}/zones") => list::<Zone>("The zones"),
+        ("GET", "/orgs/{org}/zones/{zone}") => read::<Zone>("A zone, with `inside`"),
+        ("PATCH", "/orgs/{org}/zones/{zone}") => update::<Zone>("Change a zone", named::<ZoneBody>()),
         ("DELETE", "/orgs/{org}/zones/{zone}") => delete("Delete a zone"),
-        ("POST", "/orgs/{org}/gates") => create("Create a gate", named::<GateBody>()),
-        ("GET", "/orgs/{org}/gates") => list("The gates"),
-        ("GET", "/orgs/{org}/gates/{gate}") => op("A gate, with its live queue", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/gates/{gate}") => update("Change a gate", named::<GateBody>()),
+        ("POST", "/orgs/{org}/gates") => create::<Gate>("Create a gate", named::<GateBody>()),
+        ("GET", "/orgs/{org}/gates") => list::<Gate>("The gates"),
+        ("GET", "/orgs/{org}/gates/{gate}") => read::<Gate>("A gate, with its live queue"),
+        ("PATCH", "/orgs/{org}/gates/{gate}") => update::<Gate>("Change a gate", named::<GateBody>()),
         ("DELETE", "/orgs/{org}/gates/{gate}") => delete("Delete a gate"),
         ("POST", "/orgs/{org}/gates/{gate}/mode") => {
-            op("Set a gate's mode", "set gate mode (`config:write`)").body(named::<ModeBody>())
+            op("Set a gate's mode", "set gate mode (`config:write`)").body(named::<ModeBody>()).ok(200, named::<Gate>())
         }
         ("PUT", "/orgs/{org}/gates/{gate}/reader") => {
             op("Bind an OSDP reader to the gate (in force at once)", "change set-up (`config:write`)")
@@ -230,7 +264,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("POST", "/orgs/{org}/webhooks") => op("Add a webhook endpoint; its `whsec_` secret is shown once", WEBHOOKS)
             .body(named::<CreateWebhook>())
             .ok(201, named::<WebhookView>()),
-        ("GET", "/orgs/{org}/webhooks") => op("The webhook endpoints", WEBHOOKS).ok(200, page()),
+        ("GET", "/orgs/{org}/webhooks") => op("The webhook endpoints", WEBHOOKS).ok(200, page::<WebhookView>()),
         ("GET", "/orgs/{org}/webhooks/{webhook}") => op("A webhook endpoint", WEBHOOKS).ok(200, named::<WebhookView>()),
         ("PATCH", "/orgs/{org}/webhooks/{webhook}") => op("Change an endpoint, disable or re-enable it", WEBHOOKS)
             .body(named::<UpdateWebhook>())
@@ -243,7 +277,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             op("Send a `webhook.test` event to this endpoint", WEBHOOKS).ok(202, named::<Queued>())
         }
         ("GET", "/orgs/{org}/webhooks/{webhook}/deliveries") => {
-            op("The delivery log, newest attempt first", WEBHOOKS).ok(200, page()).query(LIST)
+            op("The delivery log, newest attempt first", WEBHOOKS).ok(200, page::<DeliveryView>()).query(LIST)
         }
         ("POST", "/orgs/{org}/webhooks/{webhook}/deliveries/{event}/redeliver") => {
             op("Deliver one event again", WEBHOOKS).ok(202, named::<Queued>())
@@ -251,30 +285,39 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("POST", "/orgs/{org}/webhooks/{webhook}/redeliver") => op("Deliver again every event since a time", WEBHOOKS)
             .body(named::<RedeliverSince>())
             .ok(202, named::<Queued>()),
-        ("GET", "/event-types") => op("Every event type, with an example payload", "any caller"),
-        ("POST", "/orgs/{org}/access-rules") => create("Create a access rule", named::<RuleBody>()),
-        ("GET", "/orgs/{org}/access-rules") => list("The access rules"),
-        ("GET", "/orgs/{org}/access-rules/{rule}") => op("An access rule", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/access-rules/{rule}") => update("Change a access rule", named::<RuleBody>()),
-        ("DELETE", "/orgs/{org}/access-rules/{rule}") => delete("Delete a access rule"),
-        ("POST", "/orgs/{org}/holidays") => create("Create a holiday", named::<HolidayBody>()),
-        ("GET", "/orgs/{org}/holidays") => list("The holidays"),
-        ("GET", "/orgs/{org}/holidays/{holiday}") => op("A holiday", "read set-up (`config:read`)"),
-        ("PATCH", "/orgs/{org}/holidays/{holiday}") => update("Change a holiday", named::<HolidayBody>()),
+        ("GET", "/event-types") => {
+            op("Every event type, with an example payload", "any caller").ok(200, page::<EventType>())
+        }
+        ("POST", "/orgs/{org}/access-rules") => create::<AccessRule>("Create an access rule", named::<RuleBody>()),
+        ("GET", "/orgs/{org}/access-rules") => list::<AccessRule>("The access rules"),
+        ("GET", "/orgs/{org}/access-rules/{rule}") => read::<AccessRule>("An access rule"),
+        ("PATCH", "/orgs/{org}/access-rules/{rule}") => {
+            update::<AccessRule>("Change an access rule", named::<RuleBody>())
+        }
+        ("DELETE", "/orgs/{org}/access-rules/{rule}") => delete("Delete an access rule"),
+        ("POST", "/orgs/{org}/holidays") => create::<Holiday>("Create a holiday", named::<HolidayBody>()),
+        ("GET", "/orgs/{org}/holidays") => list::<Holiday>("The holidays"),
+        ("GET", "/orgs/{org}/holidays/{holiday}") => read::<Holiday>("A holiday"),
+        ("PATCH", "/orgs/{org}/holidays/{holiday}") => update::<Holiday>("Change a holiday", named::<HolidayBody>()),
         ("DELETE", "/orgs/{org}/holidays/{holiday}") => delete("Delete a holiday"),
         ("POST", "/orgs/{org}/passes") => op(
             "Issue a pass; a QR seed or PIN is shown once",
             "issue passes (`passes:write`); cards: who reads every pass",
         )
         .body(named::<IssuePass>())
-        .ok(201, object())
+        .ok(201, named::<IssuedPass>())
         .errors(&[409]),
         ("GET", "/orgs/{org}/passes") => op("Passes (hosts: their own)", "read passes (`passes:read`)")
-            .ok(200, page())
+            .ok(200, page::<Pass>())
             .query(&["status", "q", "cursor", "limit"]),
-        ("GET", "/orgs/{org}/passes/{pass}") => op("A pass, with its live state", "read passes (`passes:read`)"),
+        ("GET", "/orgs/{org}/passes/{pass}") => {
+            op("A pass, with its live state", "read passes (`passes:read`)").ok(200, named::<Pass>())
+        }
         ("PATCH", "/orgs/{org}/passes/{pass}") => {
-            op("Move `valid_to`", "issue passes (`passes:write`)").body(named::<ExtendBody>()).errors(&[409])
+            op("Move `valid_to`", "issue passes (`passes:write`)")
+                .body(named::<ExtendBody>())
+                .ok(200, named::<Pass>())
+                .errors(&[409])
         }
         ("POST", "/orgs/{org}/passes/{pass}/revoke") => {
             op("Revoke: in force at every gate when this answers", "revoke passes (`passes:write`)")
@@ -283,10 +326,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 .errors(&[409])
         }
         ("POST", "/orgs/{org}/passes/{pass}/suspend") => {
-            op("Suspend a pass", "revoke passes (`passes:write`)").errors(&[409])
+            op("Suspend a pass", "revoke passes (`passes:write`)").ok(200, named::<Pass>()).errors(&[409])
         }
         ("POST", "/orgs/{org}/passes/{pass}/resume") => {
-            op("Resume a pass", "revoke passes (`passes:write`)").errors(&[409])
+            op("Resume a pass", "revoke passes (`passes:write`)").ok(200, named::<Pass>()).errors(&[409])
         }
         ("GET", "/orgs/{org}/passes/{pass}/qr") => {
             op("The live QR code (`?format=svg`: an image)", "show QR codes (`passes:write`)")
@@ -294,7 +337,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 .query(&["format"])
         }
         ("GET", "/orgs/{org}/checkins") => op("Decisions, newest first", "read check-ins (`checkins:read`)")
-            .ok(200, page())
+            .ok(200, page::<Checkin>())
             .query(&["gate_id", "pass_id", "decision", "from", "to", "cursor", "limit"]),
         ("GET", "/orgs/{org}/stream") => {
             op("The live entry stream (WebSocket upgrade)", "watch live streams (`events:read`)")
@@ -316,16 +359,20 @@ fn describe(method: &str, path: &str) -> Option<Op> {
     })
 }
 
-fn create(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
-    op(summary, "change set-up (`config:write`)").body(body).ok(201, object()).errors(&[409])
+fn create<T: ToSchema>(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
+    op(summary, "change set-up (`config:write`)").body(body).ok(201, named::<T>()).errors(&[409])
 }
 
-fn list(summary: &'static str) -> Op {
-    op(summary, "read set-up (`config:read`)").ok(200, page()).query(LIST)
+fn list<T: ToSchema>(summary: &'static str) -> Op {
+    op(summary, "read set-up (`config:read`)").ok(200, page::<T>()).query(LIST)
 }
 
-fn update(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
-    op(summary, "change set-up (`config:write`)").body(body).errors(&[409])
+fn read<T: ToSchema>(summary: &'static str) -> Op {
+    op(summary, "read set-up (`config:read`)").ok(200, named::<T>())
+}
+
+fn update<T: ToSchema>(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
+    op(summary, "change set-up (`config:write`)").body(body).ok(200, named::<T>()).errors(&[409])
 }
 
 fn delete(summary: &'static str) -> Op {
@@ -432,17 +479,7 @@ fn build() -> OpenApi {
         }
         paths = paths.path(*path, PathItem::new(http, operation));
     }
-    let page_schema = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property("items", ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Object)))
-        .property(
-            "next_cursor",
-            ObjectBuilder::new()
-                .schema_type([Type::String, Type::Null].into_iter().collect::<utoipa::openapi::schema::SchemaType>()),
-        )
-        .required("items")
-        .required("next_cursor");
-    let mut components = ComponentsBuilder::new().schema("Page", page_schema);
+    let mut components = ComponentsBuilder::new();
     components = with::<ErrorBody>(components);
     components = with::<ErrorDetail>(components);
     components = with::<LoginRequest>(components);
@@ -484,6 +521,23 @@ fn build() -> OpenApi {
     components = with::<EventType>(components);
     components = with::<Preferences>(components);
     components = with::<NotificationView>(components);
+    components = with::<Organization>(components);
+    components = with::<Member>(components);
+    components = with::<ApiKey>(components);
+    components = with::<NewApiKey>(components);
+    components = with::<Zone>(components);
+    components = with::<Gate>(components);
+    components = with::<AccessRule>(components);
+    components = with::<Holiday>(components);
+    components = with::<Pass>(components);
+    components = with::<PassCredential>(components);
+    components = with::<IssuedPass>(components);
+    components = with::<ShownCredential>(components);
+    components = with::<AuditEntry>(components);
+    components = with::<Checkin>(components);
+    components = with::<Tokens>(components);
+    components = with::<Me>(components);
+    components = with::<OrgRole>(components);
     let components = components
         .security_scheme(
             "bearer",
@@ -543,5 +597,29 @@ mod tests {
             let name = reference.split('"').next().unwrap_or_default();
             assert!(doc["components"]["schemas"][name].is_object(), "schema `{name}` is referred to but missing");
         }
+    }
+
+    /// Every JSON answer of the API is a named type (or a page of one), not a bare object, except
+    /// the service documents and the export (an open document of every table).
+    #[test]
+    fn every_api_answer_has_its_type() {
+        const OPEN: &[&str] = &["/health", "/ready", "/version", "/openapi.json", "/api/v1/orgs/{org}/export"];
+        let doc = serde_json::to_value(document()).unwrap_or_default();
+        let mut untyped = Vec::new();
+        for (method, path) in crate::http::routes::ROUTES {
+            if OPEN.contains(path) {
+                continue;
+            }
+            let responses = &doc["paths"][path][method.to_lowercase()]["responses"];
+            let Some((status, ok)) = responses.as_object().and_then(|r| r.iter().find(|(s, _)| s.starts_with('2'))) else {
+                continue;
+            };
+            let Some(schema) = ok["content"]["application/json"].get("schema") else { continue };
+            let typed = schema.get("$ref").is_some() || schema["properties"]["items"]["items"].get("$ref").is_some();
+            if !typed {
+                untyped.push(format!("{method} {path} ({status})"));
+            }
+        }
+        assert_eq!(untyped, Vec::<String>::new(), "answers without a type");
     }
 }

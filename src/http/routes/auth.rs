@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::app::sessions::{self, user_json};
+use crate::app::sessions::{self, Me};
 use crate::auth::principal::{Principal, UserPrincipal};
 use crate::error::AppError;
 use crate::http::auth::{Authenticated, ClientAddr};
@@ -48,7 +48,7 @@ pub async fn login(
     let user_agent =
         req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect());
     let pair = sessions::login(&state, &body.email, body.password, addr, user_agent).await?;
-    Ok(no_store(HttpResponse::Ok()).json(pair.to_json()))
+    Ok(no_store(HttpResponse::Ok()).json(pair.answer()))
 }
 
 pub async fn refresh(
@@ -57,7 +57,7 @@ pub async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, AppError> {
     let pair = sessions::refresh(&state, &body.refresh_token, addr).await?;
-    Ok(no_store(HttpResponse::Ok()).json(pair.to_json()))
+    Ok(no_store(HttpResponse::Ok()).json(pair.answer()))
 }
 
 pub async fn logout(
@@ -81,5 +81,5 @@ pub async fn change_password(
 }
 
 pub async fn me(Authenticated(principal): Authenticated) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(user_json(&operator(principal)?.access)))
+    Ok(HttpResponse::Ok().json(Me::of(&operator(principal)?.access)))
 }

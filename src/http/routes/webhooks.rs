@@ -119,5 +119,6 @@ pub async fn redeliver_since(
 
 /// Every event type with an example, for any signed-in caller.
 pub async fn event_types(Authenticated(_): Authenticated) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": crate::outbox::catalogue() })))
+    let page = crate::db::pagination::Page { items: crate::outbox::catalogue(), next_cursor: None };
+    Ok(HttpResponse::Ok().json(page))
 }

@@ -104,9 +104,13 @@ impl SessionActor {
     fn send_snapshot(&self, ctx: &mut ws::WebsocketContext<Self>, seq: u64) {
         let (engine, pool, org_id, filter) = (self.engine.clone(), self.pool.clone(), self.org_id, self.filter.clone());
         // `wait`: nothing else is sent until the snapshot is, so events follow it in order.
-        ctx.wait(async move { streams::snapshot(&engine, &pool, org_id, seq, &filter).await }.into_actor(self).map(
+        let built = async move {
+            let snapshot = streams::snapshot(&engine, &pool, org_id, seq, &filter).await?;
+            serde_json::to_string(&snapshot).map_err(crate::error::AppError::internal)
+        };
+        ctx.wait(built.into_actor(self).map(
             |built, act, ctx| match built {
-                Ok(frame) => act.send(ctx, frame.to_string()),
+                Ok(frame) => act.send(ctx, frame),
                 Err(err) => {
                     tracing::warn!(error = %err, "stream snapshot failed");
                     act.close(ctx, ws::CloseCode::Error, "snapshot_failed");
