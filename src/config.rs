@@ -59,6 +59,16 @@ pub struct Settings {
     pub controllers: ControllerSettings,
     pub webhooks: WebhookSettings,
     pub mail: MailSettings,
+    pub visits: VisitSettings,
+}
+
+/// The visitor journey.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitSettings {
+    /// How often ended visits are closed (auto check-out, no-shows) and visitor data past its
+    /// retention purged.
+    pub sweep_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +105,19 @@ pub struct MailSettings {
     pub smtp_url: Option<SecretString>,
     /// The sender.
     pub from: String,
+    /// The address guests open the engine at (the links in invitations); unset: the API's own
+    /// address as bound (`localhost` for an unspecified address).
+    pub public_url: Option<String>,
+}
+
+impl Settings {
+    /// Where a guest's link points: `public_url`, or the API's own address.
+    pub fn public_url(&self) -> String {
+        match &self.mail.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.bind),
+        }
+    }
 }
 
 /// Webhook deliveries.
@@ -274,6 +297,14 @@ impl Settings {
         }
         if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(value("mail.from", "must be an address, like `Portcullis <noreply@example.com>`"));
+        }
+        if !(1..=3600).contains(&self.visits.sweep_secs) {
+            return Err(value("visits.sweep_secs", "must be 1 to 3600"));
+        }
+        if let Some(url) = &self.mail.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(value("mail.public_url", "must be an http:// or https:// address"));
         }
         if let Some(url) = &self.mail.smtp_url {
             let url = url.expose_secret();

@@ -219,6 +219,15 @@ pub async fn seed(
         )
         .await?;
     }
+    // Visitors invited through the desk get this rule unless their appointment names another.
+    tx.execute(
+        "UPDATE organizations SET visitor_rule_id = coalesce(visitor_rule_id, $2),
+                address = coalesce(address, 'Demo Corp, 1 Example Street'),
+                guest_instructions = coalesce(guest_instructions, 'Show your QR code at reception, then at the turnstile.')
+         WHERE id = $1",
+        &[&org_id, &rule_id],
+    )
+    .await?;
 
     let old_keys: HashMap<Uuid, String> =
         previous.iter().flat_map(|p| &p.gates).map(|g| (g.id, g.device_key.clone())).collect();

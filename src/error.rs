@@ -19,6 +19,12 @@ pub enum Conflict {
     PassNotSuspended,
     /// An optimistic-concurrency `version` is stale.
     VersionConflict,
+    /// The visit is over, cancelled or denied: nothing more can happen to it.
+    VisitNotOpen,
+    /// The visitor matches the deny list: held for a security officer's review.
+    VisitorDenied,
+    /// Only a checked-in visitor can be checked out.
+    VisitNotCheckedIn,
 }
 
 impl Conflict {
@@ -30,6 +36,9 @@ impl Conflict {
             Conflict::PassNotActive => "pass_not_active",
             Conflict::PassNotSuspended => "pass_not_suspended",
             Conflict::VersionConflict => "version_conflict",
+            Conflict::VisitNotOpen => "visit_not_open",
+            Conflict::VisitorDenied => "visitor_denied",
+            Conflict::VisitNotCheckedIn => "visit_not_checked_in",
         }
     }
 }

@@ -68,6 +68,13 @@ impl Application {
         let addr = settings.server.bind;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(StartupError::Server)?.port();
+        let mut settings = settings;
+        if settings.mail.public_url.is_none() {
+            // Guests' links point at the API as bound (its real port, when the configured one is 0).
+            let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
+            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+            settings.mail.public_url = Some(format!("{scheme}://{host}:{port}"));
+        }
         let auth = Arc::new(AuthContext::new(&settings.auth, settings.auth.secrets()?));
         let state_metrics = metrics.clone();
         // The readers bound to gates, polled from now on.
@@ -142,6 +149,7 @@ impl Application {
             }
             None => None,
         };
+        actix_rt::spawn(visit_housekeeping(state.clone()));
         let server = crate::http::server(state, listener, tls).map_err(StartupError::Server)?;
         actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
         if let Some(supervisor) = database.supervisor() {
@@ -242,6 +250,21 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     loop {
         ticker.tick().await;
         handle.run_upkeep();
+    }
+}
+
+/// Closes visits whose time has ended (auto check-out, no-shows), purges visitor data past
+/// retention, every `visits.sweep_secs`.
+async fn visit_housekeeping(app: crate::app::App) {
+    let mut ticker = actix_rt::time::interval(std::time::Duration::from_secs(app.settings.visits.sweep_secs));
+    loop {
+        ticker.tick().await;
+        if app.pool.is_closed() {
+            return;
+        }
+        if let Err(err) = crate::app::visits::housekeeping(&app).await {
+            tracing::warn!(error = %err, "visit housekeeping failed");
+        }
     }
 }
 

@@ -292,3 +292,35 @@ impl Decision {
         self == Decision::Allow
     }
 }
+
+string_enum! {
+    /// What a deny-list entry matches.
+    DenyKind as "deny-list kind" {
+        Name = "name",
+        Email = "email",
+        Phone = "phone",
+        Document = "document",
+    }
+}
+
+string_enum! {
+    /// Where a visit stands: `invited → registered → arrived → checked_in → checked_out`, or
+    /// `cancelled`, `no_show`, `denied` (held by the deny list for security's review).
+    VisitStatus as "visit status" {
+        Invited = "invited",
+        Registered = "registered",
+        Arrived = "arrived",
+        CheckedIn = "checked_in",
+        CheckedOut = "checked_out",
+        Cancelled = "cancelled",
+        NoShow = "no_show",
+        Denied = "denied",
+    }
+}
+
+impl VisitStatus {
+    /// Still to come or under way: the visitor may yet be let in.
+    pub fn is_open(self) -> bool {
+        matches!(self, VisitStatus::Invited | VisitStatus::Registered | VisitStatus::Arrived)
+    }
+}

@@ -55,6 +55,16 @@ pub enum Event {
     /// `database_restarted`); the same for every organization.
     #[serde(rename = "alert")]
     Service { alert: &'static str, detail: String },
+    /// A visit changed state (invited, arrived, checked in, checked out, denied, …).
+    #[serde(rename = "visit")]
+    Visit {
+        visit_id: Uuid,
+        visitor_id: Uuid,
+        host_id: Uuid,
+        status: crate::domain::VisitStatus,
+        visitor_name: String,
+        pass_id: Option<Uuid>,
+    },
     /// A notification for one user: only that user's own streams show it.
     #[serde(rename = "notification")]
     Notification { user_id: Uuid, id: Uuid, kind: String, title: String, body: String },
@@ -75,7 +85,7 @@ impl Event {
     /// The pass an event is about, if any (for hosts, who see only their own visitors).
     pub fn pass_id(&self) -> Option<Uuid> {
         match self {
-            Event::Decision { pass_id, .. } | Event::Alert { pass_id, .. } => *pass_id,
+            Event::Decision { pass_id, .. } | Event::Alert { pass_id, .. } | Event::Visit { pass_id, .. } => *pass_id,
             Event::PassIssued { pass_id, .. }
             | Event::PassRevoked { pass_id, .. }
             | Event::PassSuspended { pass_id }

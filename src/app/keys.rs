@@ -237,7 +237,12 @@ pub async fn list(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Api
 }
 
 /// Creates a key for a caller (who may grant only what they hold); the secret is in the answer.
-pub async fn create_for(app: &App, caller: &Caller<'_>, org_id: Uuid, request: CreateKey) -> Result<NewApiKey, AppError> {
+pub async fn create_for(
+    app: &App,
+    caller: &Caller<'_>,
+    org_id: Uuid,
+    request: CreateKey,
+) -> Result<NewApiKey, AppError> {
     let spec = request.spec()?;
     let grantor = member(caller, org_id)?;
     let mut client = app.pool.get().await?;
@@ -281,13 +286,9 @@ fn member(caller: &Caller<'_>, org_id: Uuid) -> Result<Grantor, AppError> {
 
 /// The public description of a key of `org_id`.
 pub async fn describe(client: &impl GenericClient, org_id: Uuid, id: Uuid) -> Result<ApiKey, AppError> {
-    query_one_as(
-        client,
-        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
-        &[&org_id, &id],
-    )
-    .await?
-    .ok_or(AppError::NotFound("api key"))
+    query_one_as(client, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"), &[&org_id, &id])
+        .await?
+        .ok_or(AppError::NotFound("api key"))
 }
 
 /// Locks a live key of `org_id` for a change by `grantor`: 404 if unknown, 403 if the key holds a

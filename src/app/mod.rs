@@ -8,6 +8,7 @@
 
 pub mod controllers;
 pub mod decisions;
+pub mod guest;
 pub mod input;
 pub mod keys;
 pub mod notifications;
@@ -16,11 +17,14 @@ pub mod panels;
 pub mod passes;
 pub mod readers;
 pub mod records;
+pub mod rrule;
 pub mod service;
 pub mod sessions;
 pub mod site;
 pub mod streams;
 pub mod users;
+pub mod visitors;
+pub mod visits;
 pub mod webhooks;
 
 use std::net::IpAddr;

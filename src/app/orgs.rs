@@ -1,7 +1,7 @@
 //! Organizations: create (platform admin), list, read, update, access mode, export, delete.
 
-use portcullis_actors::domain::AccessMode;
 use chrono::{DateTime, Utc};
+use portcullis_actors::domain::AccessMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -16,7 +16,8 @@ use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::{query_as, query_one_as};
 use crate::error::{AppError, Conflict};
 
-const ORG_COLUMNS: &str = "id, name, slug, timezone, locale, access_mode, lockdown, version, created_at, updated_at";
+const ORG_COLUMNS: &str = "id, name, slug, timezone, locale, access_mode, lockdown, version, created_at, updated_at,
+     visitor_rule_id, address, guest_instructions, visit_margin_minutes, auto_checkout_minutes, visitor_retention_days";
 
 /// An organization, as its members see it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -35,6 +36,17 @@ pub struct Organization {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The access rule of visitors' passes when an appointment names none.
+    pub visitor_rule_id: Option<Uuid>,
+    /// What the guest page shows: where to come, and what to do there.
+    pub address: Option<String>,
+    pub guest_instructions: Option<String>,
+    /// A visitor's pass opens this long before the meeting and closes this long after it.
+    pub visit_margin_minutes: i32,
+    /// Visitors still checked in this long after their meeting are checked out.
+    pub auto_checkout_minutes: i32,
+    /// Visitors' personal data is purged this long after their last visit.
+    pub visitor_retention_days: i32,
 }
 
 impl pagination::Identified for Organization {
@@ -66,6 +78,45 @@ pub struct UpdateOrg {
     locale: Option<String>,
     /// Optimistic concurrency: when given, the update applies only to this version.
     version: Option<i32>,
+    visitor_rule_id: Option<Uuid>,
+    address: Option<String>,
+    guest_instructions: Option<String>,
+    /// 0 to 1440.
+    visit_margin_minutes: Option<i32>,
+    /// 0 to 10080.
+    auto_checkout_minutes: Option<i32>,
+    /// 1 to 3650.
+    visitor_retention_days: Option<i32>,
+}
+
+impl UpdateOrg {
+    fn visitor_settings_given(&self) -> bool {
+        self.visitor_rule_id.is_some()
+            || self.address.is_some()
+            || self.guest_instructions.is_some()
+            || self.visit_margin_minutes.is_some()
+            || self.auto_checkout_minutes.is_some()
+            || self.visitor_retention_days.is_some()
+    }
+
+    /// The visitor settings' bounds; each bad one named.
+    fn check_visitor_settings(&self, fields: &mut Fields) {
+        let ranges = [
+            ("visit_margin_minutes", self.visit_margin_minutes, 0, 1440),
+            ("auto_checkout_minutes", self.auto_checkout_minutes, 0, 10080),
+            ("visitor_retention_days", self.visitor_retention_days, 1, 3650),
+        ];
+        for (name, value, low, high) in ranges {
+            if value.is_some_and(|v| !(low..=high).contains(&v)) {
+                fields.insert(name.into(), format!("must be {low} to {high}"));
+            }
+        }
+        for (name, value) in [("address", &self.address), ("guest_instructions", &self.guest_instructions)] {
+            if value.as_ref().is_some_and(|v| v.chars().count() > 2000) {
+                fields.insert(name.into(), "must be at most 2000 characters".into());
+            }
+        }
+    }
 }
 
 /// The organization as stored.
@@ -123,7 +174,8 @@ pub async fn list(app: &App, principal: &Principal, query: &ListQuery) -> Result
 /// still works in a read-only or blocked organization, so the mode can always be switched back.
 pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOrg) -> Result<Organization, AppError> {
     let principal = caller.principal;
-    let changes_details = body.name.is_some() || body.timezone.is_some() || body.locale.is_some();
+    let changes_details =
+        body.name.is_some() || body.timezone.is_some() || body.locale.is_some() || body.visitor_settings_given();
     if !changes_details && body.access_mode.is_none() {
         return Err(AppError::field("body", "names nothing to change (name, timezone, locale, access_mode)"));
     }
@@ -137,6 +189,19 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
         authorize(&app.pool, principal, org_id, Permission::OrgUpdate).await?;
     }
     let mut fields = Fields::new();
+    body.check_visitor_settings(&mut fields);
+    if let Some(rule) = body.visitor_rule_id
+        && app
+            .pool
+            .get()
+            .await?
+            .query_opt("SELECT 1 FROM access_rules WHERE org_id = $1 AND id = $2", &[&org_id, &rule])
+            .await?
+            .is_none()
+    {
+        fields.insert("visitor_rule_id".into(), "no such access rule in this organization".into());
+    }
+    let visitor_settings = body.visitor_settings_given();
     let name = body.name.and_then(|n| n.take(&mut fields, "name"));
     let timezone = body.timezone.and_then(|t| t.take(&mut fields, "timezone"));
     done(fields)?;
@@ -163,14 +228,38 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
         &[&org_id, &name.as_ref().map(Name::as_str), &timezone.map(|t| t.name()), &new_mode, &body.locale],
     )
     .await?;
+    if visitor_settings {
+        tx.execute(
+            "UPDATE organizations SET visitor_rule_id = coalesce($2, visitor_rule_id), address = coalesce($3, address),
+                    guest_instructions = coalesce($4, guest_instructions),
+                    visit_margin_minutes = coalesce($5, visit_margin_minutes),
+                    auto_checkout_minutes = coalesce($6, auto_checkout_minutes),
+                    visitor_retention_days = coalesce($7, visitor_retention_days)
+             WHERE id = $1",
+            &[
+                &org_id,
+                &body.visitor_rule_id,
+                &body.address.as_deref().map(str::trim),
+                &body.guest_instructions.as_deref().map(str::trim),
+                &body.visit_margin_minutes,
+                &body.auto_checkout_minutes,
+                &body.visitor_retention_days,
+            ],
+        )
+        .await?;
+    }
     let actor = caller.actor();
     if changes_details {
-        let changed: Vec<&str> =
-            [("name", name.is_some()), ("timezone", timezone.is_some()), ("locale", body.locale.is_some())]
-                .iter()
-                .filter(|c| c.1)
-                .map(|c| c.0)
-                .collect();
+        let changed: Vec<&str> = [
+            ("name", name.is_some()),
+            ("timezone", timezone.is_some()),
+            ("locale", body.locale.is_some()),
+            ("visitor_settings", visitor_settings),
+        ]
+        .iter()
+        .filter(|c| c.1)
+        .map(|c| c.0)
+        .collect();
         let event =
             Event::new(Some(org_id), "org.updated", "organization", org_id).details(json!({ "fields": changed }));
         audit::record(&tx, actor, event).await?;
@@ -223,7 +312,7 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
 
 /// Everything the organization owns, as JSON; no password, key or credential hashes.
 pub async fn export(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<Value, AppError> {
-    let sections: [(&str, String); 16] = [
+    let sections: [(&str, String); 17] = [
         ("organization", format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1")),
         ("departments", "SELECT id, name, created_at FROM departments WHERE org_id = $1 ORDER BY id".into()),
         (
@@ -232,12 +321,25 @@ pub async fn export(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<Valu
              FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.id"
                 .into(),
         ),
-        ("hosts", "SELECT id, user_id, department_id, name, email, phone, created_at FROM hosts WHERE org_id = $1 ORDER BY id".into()),
-        ("visitors", "SELECT id, name, email, phone, company, created_at FROM visitors WHERE org_id = $1 ORDER BY id".into()),
+        // Visitors' personal fields stay sealed here: one visitor's are read by their own export.
+        (
+            "visitors",
+            "SELECT id, last_visit_at, created_at, updated_at FROM visitors WHERE org_id = $1 ORDER BY id".into(),
+        ),
         (
             "appointments",
-            "SELECT id, host_id, visitor_id, starts_at, ends_at, purpose, status, created_at FROM appointments WHERE org_id = $1 ORDER BY id".into(),
+            "SELECT id, host_id, title, room, starts_at, ends_at, rrule, access_rule_id, status, created_at
+             FROM appointments WHERE org_id = $1 ORDER BY id"
+                .into(),
         ),
+        (
+            "visits",
+            "SELECT id, appointment_id, visitor_id, host_id, starts_at, ends_at, status, pass_id, denied_reason,
+                    arrived_at, checked_in_at, checked_out_at
+             FROM visits WHERE org_id = $1 ORDER BY id"
+                .into(),
+        ),
+        ("deny_list", "SELECT id, kind, reason, added_by, created_at FROM deny_list WHERE org_id = $1 ORDER BY id".into()),
         ("zones", "SELECT id, name, capacity, created_at FROM zones WHERE org_id = $1 ORDER BY id".into()),
         ("gates", "SELECT id, zone_id, name, direction, fail_mode, mode, open_ms, created_at FROM gates WHERE org_id = $1 ORDER BY id".into()),
         (

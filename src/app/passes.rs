@@ -315,25 +315,22 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
         }
         _ => None,
     };
-    tx.execute(
-        "INSERT INTO passes (id, org_id, access_rule_id, holder_name, type, max_uses, group_size, valid_from, valid_to,
-                             escort_pass_id, issued_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            &id,
-            &org_id,
-            &body.access_rule_id,
-            &holder,
-            &body.pass_type.as_str(),
-            &max_uses,
-            &group_size,
-            &body.valid_from,
-            &body.valid_to,
-            &body.escort_pass_id,
-            &issued_by,
-        ],
-    )
-    .await?;
+    let draft = NewPass {
+        id,
+        org_id,
+        access_rule_id: body.access_rule_id,
+        holder,
+        pass_type: body.pass_type,
+        max_uses,
+        group_size,
+        valid_from: body.valid_from,
+        valid_to: body.valid_to,
+        escort_pass_id: body.escort_pass_id,
+        issued_by,
+        appointment_id: None,
+        visitor_id: None,
+        status: PassStatus::Active,
+    };
     let stored = credentials::StoredCredential {
         id: credential_id,
         org_id,
@@ -345,33 +342,15 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
         display_hint: hint.as_deref(),
         card_sealed: card_sealed.as_deref(),
     };
-    credentials::store(&tx, &stored)
-        .await
-        .map_err(|e| AppError::unique(e, "this card is assigned to another live pass of the organization"))?;
-    tx.execute(
-        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id) VALUES ($1, $2, 'issued', 'active', 0, $3)",
-        &[&org_id, &id, &issued_by],
-    )
-    .await?;
-    let event = AuditEvent::new(Some(org_id), "pass.issued", "pass", id)
-        .details(json!({ "type": body.pass_type, "credential": kind }));
-    audit::record(&tx, caller.actor(), event).await?;
-    let payload = json!({
-        "pass_id": id, "holder_name": holder, "type": body.pass_type, "valid_from": body.valid_from,
-        "valid_to": body.valid_to, "access_rule_id": body.access_rule_id, "issued_by": issued_by, "credential": kind,
-    });
-    crate::outbox::record(&tx, org_id, "visitpass.issued", payload).await?;
-    let row = tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?;
+    let row = write_pass(&tx, &draft, &stored, caller.actor()).await?;
     tx.commit().await?;
     app.outbox.wake();
-
-    let pass = pass_from_row(&row).map_err(AppError::internal)?;
     let credential = CredentialRef { pass_id: id, kind };
     let mut keys = vec![(lookup, credential)];
     if let Some(number) = number_hash {
         keys.push((number, credential));
     }
-    app.engine.issue_pass(pass, keys, issued_by).await.map_err(AppError::internal)?;
+    hand_over(app, &row, keys, issued_by).await?;
 
     let pass = describe(app, &client, org_id, id, None).await?;
     let credential = if kind == CredentialKind::Qr {
@@ -384,6 +363,89 @@ pub async fn issue(app: &App, caller: &Caller<'_>, org_id: Uuid, body: IssuePass
         pin.map(|value| ShownCredential::Pin { credential_id, value })
     };
     Ok(IssuedPass { pass, credential })
+}
+
+/// A pass about to be written: what its row, its first event and `visitpass.issued` say.
+pub(crate) struct NewPass<'a> {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub access_rule_id: Uuid,
+    pub holder: &'a str,
+    pub pass_type: PassType,
+    pub max_uses: Option<i32>,
+    pub group_size: i32,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: DateTime<Utc>,
+    pub escort_pass_id: Option<Uuid>,
+    pub issued_by: Option<Uuid>,
+    /// The visit it admits (a visitor's pass).
+    pub appointment_id: Option<Uuid>,
+    pub visitor_id: Option<Uuid>,
+    /// `active`, or `suspended` for a visitor invited but not yet checked in.
+    pub status: PassStatus,
+}
+
+/// Writes a pass in `tx`: its row, its credential, its first pass event, the audit row and the
+/// `visitpass.issued` event. Returns the stored row, for [`hand_over`] once `tx` commits.
+pub(crate) async fn write_pass(
+    tx: &impl GenericClient,
+    pass: &NewPass<'_>,
+    credential: &credentials::StoredCredential<'_>,
+    actor: audit::Actor,
+) -> Result<tokio_postgres::Row, AppError> {
+    let (id, org_id) = (pass.id, pass.org_id);
+    tx.execute(
+        "INSERT INTO passes (id, org_id, access_rule_id, holder_name, type, max_uses, group_size, valid_from, valid_to,
+                             escort_pass_id, issued_by, appointment_id, visitor_id, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        &[
+            &id,
+            &org_id,
+            &pass.access_rule_id,
+            &pass.holder,
+            &pass.pass_type.as_str(),
+            &pass.max_uses,
+            &pass.group_size,
+            &pass.valid_from,
+            &pass.valid_to,
+            &pass.escort_pass_id,
+            &pass.issued_by,
+            &pass.appointment_id,
+            &pass.visitor_id,
+            &pass.status.as_str(),
+        ],
+    )
+    .await?;
+    credentials::store(tx, credential)
+        .await
+        .map_err(|e| AppError::unique(e, "this card is assigned to another live pass of the organization"))?;
+    tx.execute(
+        "INSERT INTO pass_events (org_id, pass_id, kind, status, uses_count, actor_id) VALUES ($1, $2, 'issued', $4, 0, $3)",
+        &[&org_id, &id, &pass.issued_by, &pass.status.as_str()],
+    )
+    .await?;
+    let kind = credential.kind;
+    let event = AuditEvent::new(Some(org_id), "pass.issued", "pass", id)
+        .details(json!({ "type": pass.pass_type, "credential": kind, "status": pass.status }));
+    audit::record(tx, actor, event).await?;
+    let payload = json!({
+        "pass_id": id, "holder_name": pass.holder, "type": pass.pass_type, "valid_from": pass.valid_from,
+        "valid_to": pass.valid_to, "access_rule_id": pass.access_rule_id, "issued_by": pass.issued_by,
+        "credential": kind, "status": pass.status, "visitor_id": pass.visitor_id, "appointment_id": pass.appointment_id,
+    });
+    crate::outbox::record(tx, org_id, "visitpass.issued", payload).await?;
+    Ok(tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?)
+}
+
+/// Hands a committed pass to the engine: in force at every gate when this returns.
+pub(crate) async fn hand_over(
+    app: &App,
+    row: &tokio_postgres::Row,
+    keys: Vec<([u8; 32], CredentialRef)>,
+    issued_by: Option<Uuid>,
+) -> Result<(), AppError> {
+    let pass = pass_from_row(row).map_err(AppError::internal)?;
+    app.engine.issue_pass(pass, keys, issued_by).await.map_err(AppError::internal)
 }
 
 pub async fn list(
@@ -412,9 +474,9 @@ pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Re
 
 /// Applies a change through the pass's actor: checked against the organization in memory,
 /// durable (with `audit`, in the same commit) and in force at every gate on return.
-async fn change_pass(
+pub(crate) async fn change_pass(
     app: &App,
-    caller: &Caller<'_>,
+    actor: audit::Actor,
     org_id: Uuid,
     id: Uuid,
     change: PassChange,
@@ -422,8 +484,8 @@ async fn change_pass(
 ) -> Result<(PassState, DateTime<Utc>), AppError> {
     // Microseconds: what PostgreSQL keeps, so the answer and a later read agree.
     let at = Utc::now().trunc_subsecs(6);
-    let audit = audit.map(|event| event.for_journal(caller.actor()));
-    let request = Change { org_id: Some(org_id), change, actor: caller.principal.user_id(), at, audit };
+    let audit = audit.map(|event| event.for_journal(actor));
+    let request = Change { org_id: Some(org_id), change, actor: actor.user_id, at, audit };
     match app.engine.apply(id, request).await {
         Ok(pass) => {
             // Its event was committed with it (by the journal): deliver it now.
@@ -460,7 +522,7 @@ pub async fn revoke(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, reas
     }
     let audit = AuditEvent::new(Some(org_id), "pass.revoked", "pass", id);
     let revoke = PassChange::Revoke { reason: reason.clone() };
-    let (pass, at) = change_pass(app, caller, org_id, id, revoke, Some(audit)).await?;
+    let (pass, at) = change_pass(app, caller.actor(), org_id, id, revoke, Some(audit)).await?;
     Ok(Revoked { id, status: pass.status, revoked_at: at, revoked_by: caller.principal.user_id(), reason })
 }
 
@@ -477,7 +539,8 @@ pub async fn hold(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, hold: 
         Hold::Suspend => ("pass.suspended", PassChange::Suspend),
         Hold::Resume => ("pass.resumed", PassChange::Resume),
     };
-    change_pass(app, caller, org_id, id, change, Some(AuditEvent::new(Some(org_id), action, "pass", id))).await?;
+    change_pass(app, caller.actor(), org_id, id, change, Some(AuditEvent::new(Some(org_id), action, "pass", id)))
+        .await?;
     describe(app, &app.pool.get().await?, org_id, id, None).await
 }
 
@@ -492,7 +555,7 @@ pub async fn extend(
     let client = app.pool.get().await?;
     describe(app, &client, org_id, id, issued_by_filter(caller.principal, org_id)).await?;
     let audit = AuditEvent::new(Some(org_id), "pass.extended", "pass", id);
-    change_pass(app, caller, org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
+    change_pass(app, caller.actor(), org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
     describe(app, &client, org_id, id, None).await
 }
 

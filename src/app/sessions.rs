@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
-use secrecy::{ExposeSecret, SecretString};
 use portcullis_actors::domain::Role;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;

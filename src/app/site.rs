@@ -5,20 +5,20 @@
 //! at once.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use portcullis_actors::messages::Outcome;
 use deadpool_postgres::GenericClient;
 use portcullis_actors::domain::{AntiPassback, FailMode, GateDirection, GateMode};
+use portcullis_actors::messages::Outcome;
 use portcullis_actors::schedule::{Schedule, TimeWindow};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{self, Fields, done};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
-use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::pagination::Identified;
+use crate::db::pagination::{self, ListQuery, Page};
 use crate::db::query_one_as;
 use crate::engine::load::reload_org;
 use crate::error::AppError;
@@ -541,10 +541,9 @@ pub async fn list_rules(app: &App, org_id: Uuid, q: &ListQuery) -> Result<Page<A
 
 pub async fn get_rule(app: &App, org_id: Uuid, rule_id: Uuid) -> Result<AccessRule, AppError> {
     let client = app.pool.get().await?;
-    let rule =
-        query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
-            .await?
-            .ok_or(AppError::NotFound("access rule"))?;
+    let rule = query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
+        .await?
+        .ok_or(AppError::NotFound("access rule"))?;
     Ok(rule)
 }
 
@@ -585,10 +584,9 @@ pub async fn update_rule(app: &App, org_id: Uuid, rule_id: Uuid, body: RuleBody)
     }
     tx.commit().await?;
     reload(app, &client, org_id).await?;
-    let rule =
-        query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
-            .await?
-            .ok_or(AppError::NotFound("access rule"))?;
+    let rule = query_one_as(&client, &format!("{RULE_SELECT} WHERE r.org_id = $1 AND r.id = $2"), &[&org_id, &rule_id])
+        .await?
+        .ok_or(AppError::NotFound("access rule"))?;
     Ok(rule)
 }
 

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use portcullis_actors::domain::{AccessMode, GateDirection, GateMode, Role};
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::Event;
@@ -48,6 +48,8 @@ impl Filter {
         }
         match event {
             Event::Notification { user_id, .. } => self.user_id == Some(*user_id),
+            // Hosts see their own visitors' visits; everyone else who watches, all.
+            Event::Visit { host_id, .. } => self.host_passes.is_none() || self.host_id == Some(*host_id),
             Event::GateMode { .. } | Event::Lockdown { .. } => true,
             _ => self.shows_pass(event.pass_id()),
         }

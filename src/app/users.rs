@@ -1,7 +1,7 @@
 //! The users of an organization and their roles: create, list, read, re-role, disable.
 
-use portcullis_actors::domain::Role;
 use chrono::{DateTime, Utc};
+use portcullis_actors::domain::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;

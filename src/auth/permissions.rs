@@ -45,6 +45,14 @@ pub enum Permission {
     AuditRead,
     /// Ask for a decision at a gate (device keys only).
     GateDecide,
+    /// Read visitors, appointments and visits (hosts: their own).
+    VisitorsRead,
+    /// Register visitors, make appointments, invite (hosts: their own).
+    VisitorsInvite,
+    /// The reception desk: check visitors in and out, walk-ins.
+    VisitsCheckIn,
+    /// Read and change the deny list, review denied visits (security).
+    DenyListManage,
 }
 
 impl Permission {
@@ -68,6 +76,10 @@ impl Permission {
         Permission::WebhooksManage,
         Permission::AuditRead,
         Permission::GateDecide,
+        Permission::VisitorsRead,
+        Permission::VisitorsInvite,
+        Permission::VisitsCheckIn,
+        Permission::DenyListManage,
     ];
 
     /// Whether using this permission changes data (and so is refused in a read-only organization).
@@ -84,6 +96,9 @@ impl Permission {
                 | PassesRevoke
                 | KeysManage
                 | WebhooksManage
+                | VisitorsInvite
+                | VisitsCheckIn
+                | DenyListManage
         )
     }
 
@@ -108,6 +123,8 @@ impl Permission {
             GateDecide => Scope::GateDecide,
             // Users only: a key cannot make keys, nor point events (and their secrets) elsewhere.
             OrgAdminister | OrgExport | UsersRead | UsersManage | KeysManage | WebhooksManage => return None,
+            // Visitors' personal data is for people at the desk, not for keys (yet).
+            VisitorsRead | VisitorsInvite | VisitsCheckIn | DenyListManage => return None,
         })
     }
 }
@@ -132,14 +149,31 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
                 | CheckinsRead
                 | StreamWatch
                 | AuditRead
+                | VisitorsRead
+                | VisitorsInvite
+                | VisitsCheckIn
+                | DenyListManage
         ),
         Operator => matches!(
             permission,
-            OrgRead | ConfigRead | PassesRead | PassesIssue | PassesShowQr | PassesRevoke | CheckinsRead | StreamWatch
+            OrgRead
+                | ConfigRead
+                | PassesRead
+                | PassesIssue
+                | PassesShowQr
+                | PassesRevoke
+                | CheckinsRead
+                | StreamWatch
+                | VisitorsRead
+                | VisitorsInvite
+                | VisitsCheckIn
         ),
         // A host's reads, QR codes and streams are narrowed to their own visitors by the queries
         // themselves.
-        Host => matches!(permission, OrgRead | PassesRead | PassesIssue | PassesShowQr | StreamWatch),
+        Host => matches!(
+            permission,
+            OrgRead | PassesRead | PassesIssue | PassesShowQr | StreamWatch | VisitorsRead | VisitorsInvite
+        ),
         Guest => matches!(permission, OrgRead),
         Developer => {
             matches!(permission, OrgRead | ConfigRead | PassesRead | CheckinsRead | KeysManage | WebhooksManage)

@@ -261,5 +261,9 @@ pub mod policy {
         KeysManage,
         WebhooksManage,
         AuditRead,
+        VisitorsRead,
+        VisitorsInvite,
+        VisitsCheckIn,
+        DenyListManage,
     );
 }

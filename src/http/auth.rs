@@ -140,3 +140,22 @@ impl FromRequest for ClientAddr {
         std::future::ready(Ok(ClientAddr(req.peer_addr().map(|a| a.ip()))))
     }
 }
+
+/// A signed-in guest (a `pcg_` session token): opens the `/api/v1/guest/` routes only.
+pub struct GuestAuth(pub crate::app::guest::Guest);
+
+impl FromRequest for GuestAuth {
+    type Error = AppError;
+    type Future = Boxed<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let (state, token) = (app_state(req), bearer(req));
+        Box::pin(async move {
+            let token = token?;
+            if !token.starts_with("pcg_") {
+                return Err(AppError::InvalidToken);
+            }
+            Ok(GuestAuth(crate::app::guest::authenticate(&*state?, &token).await?))
+        })
+    }
+}

@@ -20,18 +20,21 @@ use utoipa::openapi::{
 
 use crate::app::controllers::{ControllerBody, ControllerView, GateDoor};
 use crate::app::decisions::{DecisionRequest, Verdict};
+use crate::app::guest::{CodeRequest, GuestHome, GuestSession, GuestVisit, SignIn};
 use crate::app::keys::{ApiKey, CreateKey, NewApiKey};
 use crate::app::notifications::{NotificationView, Preferences};
 use crate::app::orgs::{CreateOrg, Organization, UpdateOrg};
 use crate::app::panels::{BasIpAnswer, BasIpRequest};
 use crate::app::passes::{IssuePass, IssuedPass, LiveQr, Pass, PassCredential, Revoked, ShownCredential};
-use crate::app::records::{AuditEntry, Checkin};
 use crate::app::readers::{ReaderBody, ReaderView};
+use crate::app::records::{AuditEntry, Checkin};
 use crate::app::sessions::{Me, OrgRole, Tokens};
 use crate::app::site::{
     AccessRule, Gate, GateBody, Holiday, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, Zone, ZoneBody,
 };
 use crate::app::users::{CreateUser, Member, UpdateUser};
+use crate::app::visitors::{DenyEntry, DenyInput, Visitor, VisitorExport, VisitorInput};
+use crate::app::visits::{Appointment, CheckedIn, CreateAppointment, Review, Visit, WalkIn};
 use crate::app::webhooks::{
     CreateWebhook, DeliveryView, Queued, RedeliverSince, RotatedSecret, UpdateWebhook, WebhookView,
 };
@@ -140,12 +143,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .body(named::<LoginRequest>())
             .ok(200, named::<Tokens>())
             .errors(&[401, 422, 429]),
-        ("POST", "/auth/refresh") => {
-            op("A new token pair; the refresh token is spent", "anyone")
-                .body(named::<RefreshRequest>())
-                .ok(200, named::<Tokens>())
-                .errors(&[401])
-        }
+        ("POST", "/auth/refresh") => op("A new token pair; the refresh token is spent", "anyone")
+            .body(named::<RefreshRequest>())
+            .ok(200, named::<Tokens>())
+            .errors(&[401]),
         ("POST", "/auth/logout") => op("End this session", "a signed-in user").ok(204, None),
         ("POST", "/auth/change-password") => op("Change the password; other sessions end", "a signed-in user")
             .body(named::<ChangePasswordRequest>())
@@ -166,16 +167,16 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("PUT", "/me/notification-preferences") => op("Choose channels and mute types", "a signed-in user")
             .body(named::<Preferences>())
             .ok(200, named::<Preferences>()),
-        ("POST", "/orgs") => {
-            op("Create an organization", "platform_admin")
+        ("POST", "/orgs") => op("Create an organization", "platform_admin")
             .body(named::<CreateOrg>())
             .ok(201, named::<Organization>())
-            .errors(&[409])
-        }
+            .errors(&[409]),
         ("GET", "/orgs") => {
             op("The organizations the caller can see", "any caller").ok(200, page::<Organization>()).query(LIST)
         }
-        ("GET", "/orgs/{org}") => op("An organization", "read organization (`org:read`)").ok(200, named::<Organization>()),
+        ("GET", "/orgs/{org}") => {
+            op("An organization", "read organization (`org:read`)").ok(200, named::<Organization>())
+        }
         ("PATCH", "/orgs/{org}") => {
             op("Rename, change time zone or access mode", "update organization; access mode: platform_admin")
                 .body(named::<UpdateOrg>())
@@ -187,16 +188,17 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/orgs/{org}/audit") => op("The audit log, newest first", "read audit log (`audit:read`)")
             .ok(200, page::<AuditEntry>())
             .query(&["action", "cursor", "limit"]),
-        ("POST", "/orgs/{org}/users") => {
-            op("Create a user with a role", "manage users").body(named::<CreateUser>()).ok(201, named::<Member>()).errors(&[409])
-        }
+        ("POST", "/orgs/{org}/users") => op("Create a user with a role", "manage users")
+            .body(named::<CreateUser>())
+            .ok(201, named::<Member>())
+            .errors(&[409]),
         ("GET", "/orgs/{org}/users") => {
             op("The organization's users", "read users").ok(200, page::<Member>()).query(LIST)
         }
         ("GET", "/orgs/{org}/users/{user}") => op("A user", "read users").ok(200, named::<Member>()),
-        ("PATCH", "/orgs/{org}/users/{user}") => {
-            op("Change a user's role or disable them", "manage users").body(named::<UpdateUser>()).ok(200, named::<Member>())
-        }
+        ("PATCH", "/orgs/{org}/users/{user}") => op("Change a user's role or disable them", "manage users")
+            .body(named::<UpdateUser>())
+            .ok(200, named::<Member>()),
         ("POST", "/orgs/{org}/api-keys") => {
             op("Create an API key; the secret is shown once", "manage API keys (only scopes the caller holds)")
                 .body(named::<CreateKey>())
@@ -313,12 +315,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/orgs/{org}/passes/{pass}") => {
             op("A pass, with its live state", "read passes (`passes:read`)").ok(200, named::<Pass>())
         }
-        ("PATCH", "/orgs/{org}/passes/{pass}") => {
-            op("Move `valid_to`", "issue passes (`passes:write`)")
-                .body(named::<ExtendBody>())
-                .ok(200, named::<Pass>())
-                .errors(&[409])
-        }
+        ("PATCH", "/orgs/{org}/passes/{pass}") => op("Move `valid_to`", "issue passes (`passes:write`)")
+            .body(named::<ExtendBody>())
+            .ok(200, named::<Pass>())
+            .errors(&[409]),
         ("POST", "/orgs/{org}/passes/{pass}/revoke") => {
             op("Revoke: in force at every gate when this answers", "revoke passes (`passes:write`)")
                 .body(named::<RevokeBody>())
@@ -355,9 +355,99 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         )
         .body(named::<BasIpRequest>())
         .ok(200, named::<BasIpAnswer>()),
+        ("GET", "/guest") => op("The guest page (HTML)", "anyone").ok(200, None),
+        ("GET", "/guest.js") => op("The guest page's script", "anyone").ok(200, None),
+        ("POST", "/orgs/{org}/visitors") => {
+            op("Register a visitor (200 and `recognised` for a returning one, by e-mail)", VISITORS_INVITE)
+                .body(named::<VisitorInput>())
+                .ok(201, named::<Visitor>())
+                .errors(&[409])
+        }
+        ("GET", "/orgs/{org}/visitors") => op("Visitors, by e-mail or name words (`q`)", VISITORS_READ)
+            .ok(200, page::<Visitor>())
+            .query(&["q", "cursor", "limit"]),
+        ("GET", "/orgs/{org}/visitors/{visitor}") => op("A visitor", VISITORS_READ).ok(200, named::<Visitor>()),
+        ("DELETE", "/orgs/{org}/visitors/{visitor}") => {
+            op("Erase a visitor's personal data (on request)", "export (org_admin)").ok(204, None).errors(&[409])
+        }
+        ("GET", "/orgs/{org}/visitors/{visitor}/export") => {
+            op("Everything held about a visitor", "export (org_admin)").ok(200, named::<VisitorExport>())
+        }
+        ("POST", "/orgs/{org}/deny-list") => {
+            op("Add a deny-list entry", DENY).body(named::<DenyInput>()).ok(201, named::<DenyEntry>()).errors(&[409])
+        }
+        ("GET", "/orgs/{org}/deny-list") => op("The deny list", DENY).ok(200, page::<DenyEntry>()).query(LIST),
+        ("DELETE", "/orgs/{org}/deny-list/{entry}") => op("Remove a deny-list entry", DENY).ok(204, None),
+        ("POST", "/orgs/{org}/appointments") => op(
+            "Make an appointment: its visitors are checked against the deny list and invited by e-mail",
+            VISITORS_INVITE,
+        )
+        .body(named::<CreateAppointment>())
+        .ok(201, named::<Appointment>()),
+        ("GET", "/orgs/{org}/appointments") => op("Appointments with visits from a day on", VISITORS_READ)
+            .ok(200, page::<Appointment>())
+            .query(&["from", "cursor", "limit"]),
+        ("GET", "/orgs/{org}/appointments/{appointment}") => {
+            op("An appointment and its visits", VISITORS_READ).ok(200, named::<Appointment>())
+        }
+        ("POST", "/orgs/{org}/appointments/{appointment}/cancel") => {
+            op("Cancel an appointment and its open visits", VISITORS_INVITE)
+                .ok(200, named::<Appointment>())
+                .errors(&[409])
+        }
+        ("GET", "/orgs/{org}/visits") => op("A day's visits (reception's list)", VISITORS_READ)
+            .ok(200, page::<Visit>())
+            .query(&["date", "status", "host_id", "appointment_id", "cursor", "limit"]),
+        ("POST", "/orgs/{org}/visits/walk-in") => op("Register and check in a walk-in, in one step", CHECK_IN)
+            .body(named::<WalkIn>())
+            .ok(201, named::<CheckedIn>())
+            .errors(&[409]),
+        ("GET", "/orgs/{org}/visits/{visit}") => op("A visit", VISITORS_READ).ok(200, named::<Visit>()),
+        ("POST", "/orgs/{org}/visits/{visit}/arrive") => {
+            op("The visitor is at the desk (their host is told)", CHECK_IN).ok(200, named::<Visit>()).errors(&[409])
+        }
+        ("POST", "/orgs/{org}/visits/{visit}/check-in") => {
+            op("Check in: deny list checked again, the pass in force at every gate on return", CHECK_IN)
+                .ok(200, named::<CheckedIn>())
+                .errors(&[409])
+        }
+        ("POST", "/orgs/{org}/visits/{visit}/check-out") => {
+            op("Check out: the pass revoked at every gate on return", CHECK_IN).ok(200, named::<Visit>()).errors(&[409])
+        }
+        ("POST", "/orgs/{org}/visits/{visit}/cancel") => {
+            op("Cancel a visit", VISITORS_INVITE).ok(200, named::<Visit>()).errors(&[409])
+        }
+        ("POST", "/orgs/{org}/visits/{visit}/review") => op("Release or uphold a denied visit", DENY)
+            .body(named::<Review>())
+            .ok(200, named::<Visit>())
+            .errors(&[409]),
+        ("POST", "/guest/session") => op("A guest session, for an invitation link or a mailed code", "anyone")
+            .body(named::<SignIn>())
+            .ok(200, named::<GuestSession>())
+            .errors(&[401, 422, 429]),
+        ("POST", "/guest/code") => op("Mail a one-time code (answers the same for any address)", "anyone")
+            .body(named::<CodeRequest>())
+            .ok(202, None)
+            .errors(&[422, 429]),
+        ("GET", "/guest/me") => {
+            op("The guest's organization and visits", GUEST).ok(200, named::<GuestHome>()).errors(&[401])
+        }
+        ("GET", "/guest/visits/{visit}/qr") => op("The visit's live QR code (`?format=svg`: an image)", GUEST)
+            .ok(200, named::<LiveQr>())
+            .query(&["format"])
+            .errors(&[401, 404, 409]),
+        ("POST", "/guest/visits/{visit}/arrive") => {
+            op("Tell the host the guest is here", GUEST).ok(200, named::<GuestVisit>()).errors(&[401, 404, 409])
+        }
         _ => return None,
     })
 }
+
+const VISITORS_READ: &str = "read visitors (hosts: their own)";
+const VISITORS_INVITE: &str = "invite visitors (hosts: their own)";
+const CHECK_IN: &str = "reception: check visitors in and out";
+const DENY: &str = "manage the deny list (security)";
+const GUEST: &str = "a guest session (`pcg_` token)";
 
 fn create<T: ToSchema>(summary: &'static str, body: Option<RefOr<Schema>>) -> Op {
     op(summary, "change set-up (`config:write`)").body(body).ok(201, named::<T>()).errors(&[409])
@@ -535,6 +625,22 @@ fn build() -> OpenApi {
     components = with::<ShownCredential>(components);
     components = with::<AuditEntry>(components);
     components = with::<Checkin>(components);
+    components = with::<VisitorInput>(components);
+    components = with::<Visitor>(components);
+    components = with::<VisitorExport>(components);
+    components = with::<DenyInput>(components);
+    components = with::<DenyEntry>(components);
+    components = with::<CreateAppointment>(components);
+    components = with::<Appointment>(components);
+    components = with::<Visit>(components);
+    components = with::<WalkIn>(components);
+    components = with::<CheckedIn>(components);
+    components = with::<Review>(components);
+    components = with::<SignIn>(components);
+    components = with::<GuestSession>(components);
+    components = with::<CodeRequest>(components);
+    components = with::<GuestHome>(components);
+    components = with::<GuestVisit>(components);
     components = with::<Tokens>(components);
     components = with::<Me>(components);
     components = with::<OrgRole>(components);
@@ -611,7 +717,8 @@ mod tests {
                 continue;
             }
             let responses = &doc["paths"][path][method.to_lowercase()]["responses"];
-            let Some((status, ok)) = responses.as_object().and_then(|r| r.iter().find(|(s, _)| s.starts_with('2'))) else {
+            let Some((status, ok)) = responses.as_object().and_then(|r| r.iter().find(|(s, _)| s.starts_with('2')))
+            else {
                 continue;
             };
             let Some(schema) = ok["content"]["application/json"].get("schema") else { continue };

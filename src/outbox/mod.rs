@@ -97,11 +97,72 @@ pub fn catalogue() -> Vec<EventType> {
                 "url": "https://hooks.example.com/in", "reason": "the endpoint answered 410 Gone"}),
         },
         EventType {
+            name: "appointment.created",
+            description: "A host's appointment was made (its visits follow as `visit.invited`).",
+            example: json!({"appointment_id": "0192f5c4-0000-7000-8000-0000000000f1", "host_id": user,
+                "title": "Design review", "starts_at": "2026-11-23T09:00:00Z", "ends_at": "2026-11-23T10:00:00Z",
+                "rrule": null, "occurrences": 1}),
+        },
+        EventType {
+            name: "appointment.cancelled",
+            description: "An appointment was cancelled (its open visits with it).",
+            example: json!({"appointment_id": "0192f5c4-0000-7000-8000-0000000000f1"}),
+        },
+        EventType {
+            name: "visit.invited",
+            description: "A visitor was invited (mailed a link to their guest page).",
+            example: json!({"visit_id": "0192f5c4-0000-7000-8000-0000000000f2",
+                "appointment_id": "0192f5c4-0000-7000-8000-0000000000f1", "visitor_id": "0192f5c4-0000-7000-8000-0000000000f3",
+                "host_id": user, "holder_name": "Ada Lovelace", "starts_at": "2026-11-23T09:00:00Z", "occurrences": 1}),
+        },
+        EventType {
+            name: "visit.arrived",
+            description: "A visitor is at reception (their host is told).",
+            example: visit_example("arrived"),
+        },
+        EventType {
+            name: "visit.checked_in",
+            description: "Reception checked a visitor in: their pass opens the gates it allows.",
+            example: visit_example("checked_in"),
+        },
+        EventType {
+            name: "visit.checked_out",
+            description: "A visitor was checked out (by the desk, or automatically after the meeting): their pass is revoked.",
+            example: visit_example("checked_out"),
+        },
+        EventType {
+            name: "visit.cancelled",
+            description: "A visit was cancelled.",
+            example: visit_example("cancelled"),
+        },
+        EventType {
+            name: "visit.no_show",
+            description: "Nobody came to a visit by its end.",
+            example: visit_example("no_show"),
+        },
+        EventType {
+            name: "visit.denied",
+            description: "A visitor matched the deny list: the visit is held for a security officer's review.",
+            example: json!({"visit_id": "0192f5c4-0000-7000-8000-0000000000f2", "holder_name": "Ada Lovelace",
+                "matched": "email", "reason": "banned after an incident"}),
+        },
+        EventType {
+            name: "visit.released",
+            description: "A security officer released a denied visit (the match was a false one).",
+            example: visit_example("registered"),
+        },
+        EventType {
             name: "webhook.test",
             description: "Sent by \"send test event\", to this endpoint only.",
             example: json!({"endpoint_id": "0192f5c4-0000-7000-8000-0000000000e1", "message": "a test event"}),
         },
     ]
+}
+
+fn visit_example(status: &str) -> Value {
+    json!({"visit_id": "0192f5c4-0000-7000-8000-0000000000f2", "visitor_id": "0192f5c4-0000-7000-8000-0000000000f3",
+        "host_id": "0192f5c4-0000-7000-8000-0000000000c1", "appointment_id": "0192f5c4-0000-7000-8000-0000000000f1",
+        "pass_id": "0192f5c4-0000-7000-8000-000000000001", "holder_name": "Ada Lovelace", "status": status})
 }
 
 /// Whether `name` is an event type an endpoint may ask for.

@@ -27,7 +27,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// The event types that notify someone.
-pub const NOTIFYING: &[&str] = &["visitpass.checked_in", "visitpass.revoked", "alert.raised", "webhook.disabled"];
+pub const NOTIFYING: &[&str] =
+    &["visitpass.checked_in", "visitpass.revoked", "alert.raised", "webhook.disabled", "visit.arrived"];
 
 /// The waits after failed sends; then the message has failed.
 const MAIL_BACKOFF: &[u64] = &[60, 300, 1800, 7200];
@@ -121,12 +122,32 @@ fn render(kind: &str, c: &Context<'_>) -> Option<Rendered> {
                     "Объявлена блокировка: все проходы закрыты.".to_owned(),
                 ),
                 "lockdown_lifted" => ("The lockdown was lifted.".to_owned(), "Блокировка снята.".to_owned()),
+                "deny_list_match" => {
+                    let matched = field("matched");
+                    (
+                        format!("{holder} matches the deny list ({matched}); their visit is held for your review."),
+                        format!("{holder} совпадает со стоп-листом ({matched}); визит ожидает вашей проверки."),
+                    )
+                }
                 other => (format!("Alert: {other}."), format!("Тревога: {other}.")),
             };
             if ru {
                 (format!("Тревога: {}", field("alert")), vec![ru_text, format!("Время: {time}.")])
             } else {
                 (format!("Alert: {}", field("alert")), vec![en, format!("Time: {time}.")])
+            }
+        }
+        "visit.arrived" => {
+            if ru {
+                (
+                    format!("{holder} ждёт вас"),
+                    vec![format!("{holder} прибыл(а) на ресепшн в {time}."), format!("Организация: {}.", c.org)],
+                )
+            } else {
+                (
+                    format!("{holder} is here"),
+                    vec![format!("{holder} arrived at reception at {time}."), format!("Organization: {}.", c.org)],
+                )
             }
         }
         "webhook.disabled" => {
@@ -151,14 +172,84 @@ fn render(kind: &str, c: &Context<'_>) -> Option<Rendered> {
         }
         _ => return None,
     };
-    let text = lines.join("\n");
-    let paragraphs: String = lines.iter().map(|l| format!("<p>{}</p>", escape(l))).collect();
+    Some(compose(ru, title, &lines, None))
+}
+
+/// A message from its title and lines (and a link, shown as a button in HTML).
+fn compose(ru: bool, title: String, lines: &[String], link: Option<(&str, &str)>) -> Rendered {
+    let mut text = lines.join("\n");
+    let mut paragraphs: String = lines.iter().map(|l| format!("<p>{}</p>", escape(l))).collect();
+    if let Some((label, url)) = link {
+        text.push_str(&format!("\n\n{label}: {url}"));
+        paragraphs.push_str(&format!("<p><a href=\"{}\">{}</a></p>", escape(url), escape(label)));
+    }
     let html = format!(
         "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head><body>{paragraphs}</body></html>",
         if ru { "ru" } else { "en" },
         escape(&title)
     );
-    Some(Rendered { title, text, html })
+    Rendered { title, text, html }
+}
+
+/// What an invitation says.
+pub struct InvitationText<'a> {
+    pub org: &'a str,
+    pub visitor: &'a str,
+    pub host: &'a str,
+    pub title: &'a str,
+    pub room: Option<&'a str>,
+    pub address: Option<&'a str>,
+    /// The first occurrence, in the organization's time zone.
+    pub at: String,
+    pub occurrences: usize,
+    /// The guest page, with the single-use sign-in token.
+    pub link: &'a str,
+}
+
+/// The invitation mailed to a visitor, in the organization's language.
+pub fn invitation(locale: &str, i: &InvitationText<'_>) -> Rendered {
+    let ru = locale == "ru";
+    let mut lines = Vec::new();
+    if ru {
+        lines.push(format!("Здравствуйте, {}!", i.visitor));
+        lines.push(format!("{} приглашает вас: «{}», {}.", i.host, i.title, i.at));
+        if i.occurrences > 1 {
+            lines.push(format!("Встреча повторяется ({} раз).", i.occurrences));
+        }
+        if let Some(room) = i.room {
+            lines.push(format!("Помещение: {room}."));
+        }
+        if let Some(address) = i.address {
+            lines.push(format!("Адрес: {address}."));
+        }
+        lines.push("Откройте ссылку, чтобы увидеть свой пропуск (QR-код). Ссылка одноразовая.".to_owned());
+        compose(true, format!("Приглашение: {} — {}", i.title, i.org), &lines, Some(("Мой пропуск", i.link)))
+    } else {
+        lines.push(format!("Hello {},", i.visitor));
+        lines.push(format!("{} invites you to \"{}\" on {}.", i.host, i.title, i.at));
+        if i.occurrences > 1 {
+            lines.push(format!("The meeting repeats ({} times).", i.occurrences));
+        }
+        if let Some(room) = i.room {
+            lines.push(format!("Room: {room}."));
+        }
+        if let Some(address) = i.address {
+            lines.push(format!("Address: {address}."));
+        }
+        lines.push("Open the link to see your pass (a QR code). The link works once.".to_owned());
+        compose(false, format!("Invitation: {} at {}", i.title, i.org), &lines, Some(("My pass", i.link)))
+    }
+}
+
+/// A one-time sign-in code for the guest page.
+pub fn guest_code(locale: &str, org: &str, code: &str, minutes: i64) -> Rendered {
+    if locale == "ru" {
+        let lines = [format!("Ваш код для входа: {code}"), format!("Код действует {minutes} минут, один раз.")];
+        compose(true, format!("Код входа — {org}"), &lines, None)
+    } else {
+        let lines = [format!("Your sign-in code: {code}"), format!("It works once, for {minutes} minutes.")];
+        compose(false, format!("Your sign-in code for {org}"), &lines, None)
+    }
 }
 
 /// Someone to tell.
@@ -193,6 +284,21 @@ async fn recipients(
                         muted(3)
                     ),
                     &[&org_id, &pass_id, &kind],
+                )
+                .await?
+        }
+        "visit.arrived" => {
+            let host_id = data.get("host_id").and_then(Value::as_str).and_then(|s| Uuid::try_parse(s).ok());
+            client
+                .query(
+                    &format!(
+                        "SELECT u.id, u.email, u.name, {prefs} FROM users u
+                         JOIN memberships m ON m.org_id = $1 AND m.user_id = u.id AND m.disabled_at IS NULL
+                         LEFT JOIN notification_preferences np ON np.user_id = u.id
+                         WHERE u.id = $2 AND u.disabled_at IS NULL AND {}",
+                        muted(3)
+                    ),
+                    &[&org_id, &host_id, &kind],
                 )
                 .await?
         }

@@ -126,6 +126,25 @@ const CASES: &[Case] = &[
         target: Target::Pass,
         expected: "YYYY...",
     },
+    // The visitor desk: reading and inviting for hosts too (their own), the deny list for security.
+    Case { method: "GET", path: "/orgs/{org}/visitors", body: none, target: Target::Org, expected: "YYYYY.." },
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/visitors",
+        body: || Some(json!({"name": "Matrix Visitor"})),
+        target: Target::Org,
+        expected: "YYYYY..",
+    },
+    Case { method: "GET", path: "/orgs/{org}/visits", body: none, target: Target::Org, expected: "YYYYY.." },
+    Case { method: "GET", path: "/orgs/{org}/appointments", body: none, target: Target::Org, expected: "YYYYY.." },
+    Case { method: "GET", path: "/orgs/{org}/deny-list", body: none, target: Target::Org, expected: "YYY...." },
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/deny-list",
+        body: || Some(json!({"kind": "name", "value": uuid::Uuid::new_v4().to_string(), "reason": "matrix"})),
+        target: Target::Org,
+        expected: "YYY....",
+    },
 ];
 
 /// Scopes beyond a developer's own permissions.

@@ -29,4 +29,5 @@ mod service;
 mod site;
 mod streams;
 mod tls;
+mod visits;
 pub mod webhooks;

@@ -8,6 +8,8 @@ use actix_web::http::header;
 const INDEX: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/app.css");
+const GUEST: &str = include_str!("../static/guest.html");
+const GUEST_SCRIPT: &str = include_str!("../static/guest.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -32,4 +34,13 @@ pub async fn script() -> HttpResponse {
 
 pub async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// The guest page: a visitor's meeting, host, directions and rotating QR code.
+pub async fn guest_page() -> HttpResponse {
+    asset("text/html; charset=utf-8", GUEST)
+}
+
+pub async fn guest_script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", GUEST_SCRIPT)
 }

@@ -7,6 +7,7 @@ mod checkins;
 mod controllers;
 mod dashboard;
 mod decisions;
+mod guest;
 mod notifications;
 mod orgs;
 mod passes;
@@ -15,6 +16,7 @@ mod service;
 mod site;
 pub mod stream;
 mod users;
+mod visits;
 mod webhooks;
 
 pub use auth::{ChangePasswordRequest, LoginRequest, RefreshRequest};
@@ -55,6 +57,8 @@ routes! {
     "/" => { GET dashboard::index },
     "/app.js" => { GET dashboard::script },
     "/app.css" => { GET dashboard::style },
+    "/guest" => { GET dashboard::guest_page },
+    "/guest.js" => { GET dashboard::guest_script },
     "/health" => { GET service::health },
     "/ready" => { GET service::ready },
     "/version" => { GET service::version },
@@ -109,6 +113,27 @@ routes! {
     "/api/v1/orgs/{org}/webhooks/{webhook}/deliveries/{event}/redeliver" => { POST webhooks::redeliver },
     "/api/v1/orgs/{org}/webhooks/{webhook}/redeliver" => { POST webhooks::redeliver_since },
     "/api/v1/event-types" => { GET webhooks::event_types },
+    "/api/v1/orgs/{org}/visitors" => { POST visits::create_visitor, GET visits::list_visitors },
+    "/api/v1/orgs/{org}/visitors/{visitor}" => { GET visits::get_visitor, DELETE visits::delete_visitor },
+    "/api/v1/orgs/{org}/visitors/{visitor}/export" => { GET visits::export_visitor },
+    "/api/v1/orgs/{org}/deny-list" => { POST visits::add_denial, GET visits::list_denials },
+    "/api/v1/orgs/{org}/deny-list/{entry}" => { DELETE visits::delete_denial },
+    "/api/v1/orgs/{org}/appointments" => { POST visits::create_appointment, GET visits::list_appointments },
+    "/api/v1/orgs/{org}/appointments/{appointment}" => { GET visits::get_appointment },
+    "/api/v1/orgs/{org}/appointments/{appointment}/cancel" => { POST visits::cancel_appointment },
+    "/api/v1/orgs/{org}/visits" => { GET visits::list_visits },
+    "/api/v1/orgs/{org}/visits/walk-in" => { POST visits::walk_in },
+    "/api/v1/orgs/{org}/visits/{visit}" => { GET visits::get_visit },
+    "/api/v1/orgs/{org}/visits/{visit}/arrive" => { POST visits::arrive },
+    "/api/v1/orgs/{org}/visits/{visit}/check-in" => { POST visits::check_in },
+    "/api/v1/orgs/{org}/visits/{visit}/check-out" => { POST visits::check_out },
+    "/api/v1/orgs/{org}/visits/{visit}/cancel" => { POST visits::cancel_visit },
+    "/api/v1/orgs/{org}/visits/{visit}/review" => { POST visits::review },
+    "/api/v1/guest/session" => { POST guest::sign_in },
+    "/api/v1/guest/code" => { POST guest::request_code },
+    "/api/v1/guest/me" => { GET guest::me },
+    "/api/v1/guest/visits/{visit}/qr" => { GET guest::qr },
+    "/api/v1/guest/visits/{visit}/arrive" => { POST guest::arrive },
     "/api/v1/orgs/{org}/stream" => { GET stream::stream },
 }
 

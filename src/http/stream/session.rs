@@ -108,15 +108,13 @@ impl SessionActor {
             let snapshot = streams::snapshot(&engine, &pool, org_id, seq, &filter).await?;
             serde_json::to_string(&snapshot).map_err(crate::error::AppError::internal)
         };
-        ctx.wait(built.into_actor(self).map(
-            |built, act, ctx| match built {
-                Ok(frame) => act.send(ctx, frame),
-                Err(err) => {
-                    tracing::warn!(error = %err, "stream snapshot failed");
-                    act.close(ctx, ws::CloseCode::Error, "snapshot_failed");
-                }
-            },
-        ));
+        ctx.wait(built.into_actor(self).map(|built, act, ctx| match built {
+            Ok(frame) => act.send(ctx, frame),
+            Err(err) => {
+                tracing::warn!(error = %err, "stream snapshot failed");
+                act.close(ctx, ws::CloseCode::Error, "snapshot_failed");
+            }
+        }));
     }
 
     fn start_checks(&self, ctx: &mut ws::WebsocketContext<Self>) {
