@@ -19,6 +19,13 @@ ALTER TABLE organizations
     ADD COLUMN auto_checkout_minutes  integer NOT NULL DEFAULT 120 CHECK (auto_checkout_minutes BETWEEN 0 AND 10080),
     ADD FOREIGN KEY (id, visitor_rule_id) REFERENCES access_rules (org_id, id) ON DELETE SET NULL (visitor_rule_id);
 
+-- Departments form a tree; a host belongs to one and says when they are in.
+ALTER TABLE departments
+    ADD COLUMN parent_id uuid,
+    ADD FOREIGN KEY (org_id, parent_id) REFERENCES departments (org_id, id) ON DELETE SET NULL (parent_id);
+-- {weekdays: [1..7], time_windows: [{from, to}]} in the organization's time zone.
+ALTER TABLE memberships ADD COLUMN presence jsonb;
+
 CREATE TABLE visitors (
     id            uuid PRIMARY KEY,
     org_id        uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,

@@ -9,6 +9,7 @@
 pub mod controllers;
 pub mod decisions;
 pub mod guest;
+pub mod hosts;
 pub mod input;
 pub mod keys;
 pub mod notifications;

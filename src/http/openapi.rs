@@ -21,6 +21,7 @@ use utoipa::openapi::{
 use crate::app::controllers::{ControllerBody, ControllerView, GateDoor};
 use crate::app::decisions::{DecisionRequest, Verdict};
 use crate::app::guest::{CodeRequest, GuestHome, GuestSession, GuestVisit, SignIn};
+use crate::app::hosts::{Department, DepartmentInput, Host, HostSettings, Inside, Presence};
 use crate::app::keys::{ApiKey, CreateKey, NewApiKey};
 use crate::app::notifications::{NotificationView, Preferences};
 use crate::app::orgs::{CreateOrg, Organization, UpdateOrg};
@@ -626,6 +627,12 @@ fn build() -> OpenApi {
     components = with::<AuditEntry>(components);
     components = with::<Checkin>(components);
     components = with::<VisitorInput>(components);
+    components = with::<DepartmentInput>(components);
+    components = with::<Department>(components);
+    components = with::<Host>(components);
+    components = with::<HostSettings>(components);
+    components = with::<Presence>(components);
+    components = with::<Inside>(components);
     components = with::<Visitor>(components);
     components = with::<VisitorExport>(components);
     components = with::<DenyInput>(components);

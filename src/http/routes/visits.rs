@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
+use crate::app::hosts;
 use crate::app::visitors::{self, DenyInput, VisitorInput, VisitorQuery};
 use crate::app::visits::{self, AppointmentQuery, CreateAppointment, Review, VisitFilter, WalkIn};
 use crate::app::{App, Caller};
@@ -215,4 +216,55 @@ pub async fn review(
 ) -> Result<HttpResponse, AppError> {
     let visit = visits::review(&state, &caller!(auth, addr), auth.org.id, id(&path.1, "visit")?, body).await?;
     Ok(HttpResponse::Ok().json(visit))
+}
+
+pub async fn create_department(
+    state: web::Data<App>,
+    auth: Authorized<policy::UsersManage>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<hosts::DepartmentInput>,
+) -> Result<HttpResponse, AppError> {
+    let department = hosts::create_department(&state, &caller!(auth, addr), auth.org.id, body).await?;
+    Ok(HttpResponse::Created().json(department))
+}
+
+pub async fn list_departments(
+    state: web::Data<App>,
+    auth: Authorized<policy::VisitorsRead>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(hosts::list_departments(&state, auth.org.id, &query).await?))
+}
+
+pub async fn delete_department(
+    state: web::Data<App>,
+    auth: Authorized<policy::UsersManage>,
+    ClientAddr(addr): ClientAddr,
+    path: Path,
+) -> Result<HttpResponse, AppError> {
+    hosts::delete_department(&state, &caller!(auth, addr), auth.org.id, id(&path.1, "department")?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn list_hosts(
+    state: web::Data<App>,
+    auth: Authorized<policy::VisitorsRead>,
+    query: web::Query<hosts::HostQuery>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(hosts::list_hosts(&state, auth.org.id, &query).await?))
+}
+
+pub async fn set_host(
+    state: web::Data<App>,
+    auth: Authorized<policy::VisitorsInvite>,
+    ClientAddr(addr): ClientAddr,
+    path: Path,
+    Json(body): Json<hosts::HostSettings>,
+) -> Result<HttpResponse, AppError> {
+    let host = hosts::set_host(&state, &caller!(auth, addr), auth.org.id, id(&path.1, "host")?, body).await?;
+    Ok(HttpResponse::Ok().json(host))
+}
+
+pub async fn muster(state: web::Data<App>, auth: Authorized<policy::CheckinsRead>) -> Result<HttpResponse, AppError> {
+    Ok(no_store(HttpResponse::Ok()).json(hosts::muster(&state, auth.org.id).await?))
 }
