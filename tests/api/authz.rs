@@ -138,6 +138,17 @@ const CASES: &[Case] = &[
     Case { method: "GET", path: "/orgs/{org}/visits", body: none, target: Target::Org, expected: "YYYYY.." },
     Case { method: "GET", path: "/orgs/{org}/appointments", body: none, target: Target::Org, expected: "YYYYY.." },
     Case { method: "GET", path: "/orgs/{org}/deny-list", body: none, target: Target::Org, expected: "YYY...." },
+    Case { method: "GET", path: "/orgs/{org}/hosts", body: none, target: Target::Org, expected: "YYYYY.." },
+    Case { method: "GET", path: "/orgs/{org}/departments", body: none, target: Target::Org, expected: "YYYYY.." },
+    Case {
+        method: "POST",
+        path: "/orgs/{org}/departments",
+        body: || Some(json!({"name": uuid::Uuid::new_v4().to_string()})),
+        target: Target::Org,
+        expected: "YY.....",
+    },
+    // Who is inside: for those who read check-ins, not for hosts.
+    Case { method: "GET", path: "/orgs/{org}/muster", body: none, target: Target::Org, expected: "YYYY..Y" },
     Case {
         method: "POST",
         path: "/orgs/{org}/deny-list",

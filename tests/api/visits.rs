@@ -482,3 +482,181 @@ async fn a_walk_in_is_checked_in_at_once_and_checked_out_when_their_time_is_up()
     assert_eq!(desk.site.decide(1, &code, "in").await?, deny("pass_revoked"));
     Ok(())
 }
+
+#[actix_web::test]
+async fn a_guest_signs_in_with_a_mailed_code_and_their_arrival_tells_the_host() -> TestResult {
+    let desk = Desk::new(spawn_app().await?).await?;
+    let app = &desk.site.app;
+    let appointment = desk.invite("Barbara Liskov", "barbara@example.test").await?;
+    let visit = appointment["visits"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let slug: String = app
+        .db()
+        .await?
+        .query_one("SELECT slug FROM organizations WHERE id::text = $1", &[&desk.site.org])
+        .await?
+        .try_get(0)?;
+    // Unknown addresses are answered the same (no oracle), and get no mail.
+    let reply = guest(app, "POST", "/code", None, Some(json!({"org": slug, "email": "nobody@example.test"}))).await?;
+    assert_eq!(reply.status, 202);
+    let reply = guest(app, "POST", "/code", None, Some(json!({"org": slug, "email": "barbara@example.test"}))).await?;
+    assert_eq!(reply.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        let found = mails(app).into_iter().find_map(|m| {
+            let start = m.find("sign-in code: ")? + "sign-in code: ".len();
+            Some(m[start..].chars().take(6).collect::<String>())
+        });
+        if let Some(code) = found {
+            break code;
+        }
+        if Instant::now() > deadline {
+            return Err("no code mailed".into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(mails(app).iter().all(|m| !m.contains("nobody@example.test")));
+    let wrong = json!({"org": slug, "email": "barbara@example.test", "code": "000000x"});
+    assert_eq!(guest(app, "POST", "/session", None, Some(wrong)).await?.status, 401);
+    let body = json!({"org": slug, "email": "BARBARA@example.test", "code": code});
+    let session = guest(app, "POST", "/session", None, Some(body.clone())).await?;
+    assert_eq!(session.status, 200, "{}", session.text());
+    assert_eq!(guest(app, "POST", "/session", None, Some(body)).await?.status, 401, "a code works once");
+    let token = session.json()["token"].as_str().unwrap_or_default().to_owned();
+
+    // Another visitor's visit does not exist for this guest.
+    let other = desk.invite("Someone Else", "else@example.test").await?;
+    let other_visit = other["visits"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let reply = guest(app, "GET", &format!("/visits/{other_visit}/qr"), Some(&token), None).await?;
+    assert_eq!(reply.status, 404);
+
+    // "I have arrived": the host is told (in the app), and the desk sees `arrived`.
+    let reply = guest(app, "POST", &format!("/visits/{visit}/arrive"), Some(&token), None).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "arrived");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = app.call("GET", "/api/v1/me/notifications", Some(&desk.host.access), None).await?.json();
+        let told = list["items"].as_array().into_iter().flatten().any(|n| n["type"] == "visit.arrived");
+        if told {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the host was not told: {list}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[actix_web::test]
+async fn hosts_have_departments_and_presence_and_security_sees_who_is_inside() -> TestResult {
+    let desk = Desk::new(spawn_app().await?).await?;
+    let root = &desk.site.root;
+    let sales = desk.call(root, "POST", "/departments", Some(json!({"name": "Sales"}))).await?;
+    assert_eq!(sales.status, 201, "{}", sales.text());
+    let sales = sales.json()["id"].as_str().unwrap_or_default().to_owned();
+    let emea = desk.call(root, "POST", "/departments", Some(json!({"name": "Sales EMEA", "parent_id": sales}))).await?;
+    assert_eq!(emea.json()["parent_id"].as_str(), Some(sales.as_str()));
+    let bad =
+        desk.call(root, "POST", "/departments", Some(json!({"name": "X", "parent_id": uuid::Uuid::new_v4()}))).await?;
+    assert_eq!(bad.status, 422);
+
+    // The host sets their own department and presence (always in); not another's.
+    let body = json!({"department_id": sales, "presence": {"weekdays": [1, 2, 3, 4, 5, 6, 7]}});
+    let path = format!("/hosts/{}", desk.host.user_id);
+    let reply = desk.call(&desk.host, "PUT", &path, Some(body.clone())).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        (reply.json()["department"].as_str(), reply.json()["present_now"].as_bool()),
+        (Some("Sales"), Some(true))
+    );
+    let other = desk.site.app.create_user(root, &desk.site.org, "host").await?;
+    assert_eq!(desk.call(&other, "PUT", &path, Some(body)).await?.status, 403);
+    let bad = json!({"presence": {"weekdays": [9]}});
+    assert_eq!(desk.call(&desk.host, "PUT", &path, Some(bad)).await?.status, 422);
+    let hosts = desk.call(&desk.reception, "GET", "/hosts", None).await?.json();
+    assert_eq!(hosts["items"].as_array().map(Vec::len), Some(2), "{hosts}");
+    // A department with members is in use.
+    let reply = desk.call(root, "DELETE", &format!("/departments/{sales}"), None).await?;
+    assert_eq!((reply.status, reply.error_code().as_deref()), (409, Some("in_use")));
+
+    // The muster list: a visitor checked in and through the gate is inside.
+    let appointment = desk.invite("Hedy Lamarr", "hedy@example.test").await?;
+    let visit = appointment["visits"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let checked_in = desk.call(&desk.reception, "POST", &format!("/visits/{visit}/check-in"), None).await?.json();
+    let code = json!({"kind": "qr", "value": checked_in["qr"]["payload"]});
+    assert_eq!(desk.site.decide(0, &code, "in").await?, allow());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let muster = desk.call(&desk.security, "GET", "/muster", None).await?.json();
+        let inside = muster["items"].as_array().into_iter().flatten().any(|p| p["holder_name"] == "Hedy Lamarr");
+        if inside {
+            assert_eq!(muster["items"][0]["zone_id"].as_str(), Some(desk.site.zones[0].as_str()));
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not on the muster list: {muster}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(desk.call(&desk.host, "GET", "/muster", None).await?.status, 403);
+    Ok(())
+}
+
+#[actix_web::test]
+async fn visitor_data_is_purged_after_the_retention_keeping_the_facts() -> TestResult {
+    let app = spawn_app_with(|s| s.visits.sweep_secs = 1).await?;
+    let desk = Desk::new(app).await?;
+    let appointment = desk.invite("Old Visitor", "old@example.test").await?;
+    let visitor = appointment["visits"][0]["visitor_id"].as_str().unwrap_or_default().to_owned();
+    let visit = appointment["visits"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let checked_in = desk.call(&desk.reception, "POST", &format!("/visits/{visit}/check-in"), None).await?.json();
+    let code = json!({"kind": "qr", "value": checked_in["qr"]["payload"]});
+    assert_eq!(desk.site.decide(0, &code, "in").await?, allow());
+    assert_eq!(desk.call(&desk.reception, "POST", &format!("/visits/{visit}/check-out"), None).await?.status, 200);
+    let recent = desk.invite("Recent Visitor", "recent@example.test").await?;
+    let recent = recent["visits"][0]["visitor_id"].as_str().unwrap_or_default().to_owned();
+    // Forty days pass for the first visitor (the organization keeps 30).
+    let db = desk.site.app.db().await?;
+    db.execute(
+        "UPDATE visits SET starts_at = starts_at - interval '40 days', ends_at = ends_at - interval '40 days'
+         WHERE visitor_id::text = $1",
+        &[&visitor],
+    )
+    .await?;
+    db.execute("UPDATE visitors SET created_at = now() - interval '41 days' WHERE id::text = $1", &[&visitor]).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let gone: bool = db
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM visitors WHERE id::text = $1)", &[&visitor])
+            .await?
+            .try_get(0)?;
+        if gone {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the visitor was not purged".into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let kept: i64 = db.query_one("SELECT count(*) FROM visitors WHERE id::text = $1", &[&recent]).await?.try_get(0)?;
+    assert_eq!(kept, 1, "a visitor within the retention is kept");
+    // The check-in facts stay, anonymous.
+    let facts: i64 = db
+        .query_one(
+            "SELECT count(*) FROM checkins c JOIN passes p ON p.id = c.pass_id
+             WHERE p.appointment_id::text = $1 AND p.holder_name = 'Visitor'",
+            &[&appointment["id"].as_str().unwrap_or_default()],
+        )
+        .await?
+        .try_get(0)?;
+    let passes: i64 = db
+        .query_one(
+            "SELECT count(*) FROM passes WHERE appointment_id::text = $1 AND holder_name = 'Visitor'",
+            &[&appointment["id"].as_str().unwrap_or_default()],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!((passes, facts), (1, 1), "the pass and its entry stay, anonymous");
+    Ok(())
+}
