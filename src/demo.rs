@@ -266,6 +266,7 @@ pub async fn seed(
         (Role::OrgAdmin, "admin", "Olga Admin"),
         (Role::SecurityOfficer, "security", "Sam Security"),
         (Role::Operator, "operator", "Otto Operator"),
+        (Role::Host, "host", "Hanna Host"),
     ] {
         let email = format!("{local}@demo.portcullis.localhost");
         let password = old_password(&email).unwrap_or_else(new_password);
