@@ -69,6 +69,10 @@ pub struct VisitSettings {
     /// How often ended visits are closed (auto check-out, no-shows) and visitor data past its
     /// retention purged.
     pub sweep_secs: u64,
+    /// The version of the key visitors' personal data is sealed under (derived from the server
+    /// secret and this number). Raising it re-keys: new data is sealed under the new version at
+    /// once, and housekeeping re-seals older rows, 500 a sweep.
+    pub data_key_version: i16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +301,9 @@ impl Settings {
         }
         if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(value("mail.from", "must be an address, like `Portcullis <noreply@example.com>`"));
+        }
+        if !(1..=i16::MAX).contains(&self.visits.data_key_version) {
+            return Err(value("visits.data_key_version", "must be 1 to 32767"));
         }
         if !(1..=3600).contains(&self.visits.sweep_secs) {
             return Err(value("visits.sweep_secs", "must be 1 to 3600"));

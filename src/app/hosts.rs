@@ -174,7 +174,7 @@ pub async fn set_host(
         return Err(AppError::NotFound("host"));
     }
     audit::record(&client, caller.actor(), AuditEvent::new(Some(org_id), "host.updated", "user", user_id)).await?;
-    let hosts = hosts(app, org_id, Some(user_id), None).await?;
+    let hosts = hosts(app, org_id, Some(user_id), None, None, 1).await?;
     hosts.into_iter().next().ok_or(AppError::NotFound("host"))
 }
 
@@ -182,9 +182,19 @@ pub async fn set_host(
 pub struct HostQuery {
     /// Part of the name (any case).
     pub q: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
 }
 
-async fn hosts(app: &App, org_id: Uuid, only: Option<Uuid>, q: Option<&str>) -> Result<Vec<Host>, AppError> {
+/// Hosts of `org_id` in id order after `after` (at most `limit`).
+async fn hosts(
+    app: &App,
+    org_id: Uuid,
+    only: Option<Uuid>,
+    q: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Host>, AppError> {
     #[derive(Deserialize)]
     struct Row {
         user_id: Uuid,
@@ -204,8 +214,9 @@ async fn hosts(app: &App, org_id: Uuid, only: Option<Uuid>, q: Option<&str>) -> 
          WHERE m.org_id = $1 AND m.role = $2 AND m.disabled_at IS NULL AND u.disabled_at IS NULL
            AND ($3::uuid IS NULL OR u.id = $3)
            AND ($4::text IS NULL OR u.name ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')
-         ORDER BY u.name LIMIT 200",
-        &[&org_id, &Role::Host.as_str(), &only, &q],
+           AND ($5::uuid IS NULL OR u.id > $5)
+         ORDER BY u.id LIMIT $6",
+        &[&org_id, &Role::Host.as_str(), &only, &q, &after, &limit],
     )
     .await?;
     let now = Utc::now();
@@ -230,10 +241,13 @@ async fn hosts(app: &App, org_id: Uuid, only: Option<Uuid>, q: Option<&str>) -> 
         .collect())
 }
 
-/// The organization's hosts (at most 200, by name), for reception to choose from.
+/// The organization's hosts, for reception to choose from.
 pub async fn list_hosts(app: &App, org_id: Uuid, query: &HostQuery) -> Result<Page<Host>, AppError> {
+    let limit = pagination::limit(query.limit)?;
+    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    Ok(Page { items: hosts(app, org_id, None, q).await?, next_cursor: None })
+    let items = hosts(app, org_id, None, q, after, limit + 1).await?;
+    Ok(pagination::page(items, limit, |h: &Host| Some(h.user_id.to_string())))
 }
 
 /// Someone inside now.
@@ -249,17 +263,21 @@ pub struct Inside {
     pub visitor_id: Option<Uuid>,
 }
 
-/// The muster list: who is inside now, by zone (an evacuation's roll call).
-pub async fn muster(app: &App, org_id: Uuid) -> Result<Page<Inside>, AppError> {
+/// The muster list: who is inside now (an evacuation's roll call), in pass order; each names
+/// their zone.
+pub async fn muster(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Inside>, AppError> {
+    let limit = pagination::limit(query.limit)?;
+    let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
     let client = app.pool.get().await?;
     let items = query_as(
         &client,
         "SELECT p.id AS pass_id, p.holder_name, g.zone_id, p.last_gate_id, p.last_passage_at AS since, p.status, p.visitor_id
          FROM passes p JOIN gates g ON g.org_id = p.org_id AND g.id = p.last_gate_id
          WHERE p.org_id = $1 AND p.inside AND p.status IN ('active', 'suspended', 'revoked')
-         ORDER BY g.zone_id, p.holder_name LIMIT 5000",
-        &[&org_id],
+           AND ($2::uuid IS NULL OR p.id > $2)
+         ORDER BY p.id LIMIT $3",
+        &[&org_id, &after, &(limit + 1)],
     )
     .await?;
-    Ok(Page { items, next_cursor: None })
+    Ok(pagination::page(items, limit, |p: &Inside| Some(p.pass_id.to_string())))
 }

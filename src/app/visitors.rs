@@ -24,11 +24,23 @@ use crate::crypto;
 use crate::db::pagination::{self, ListQuery, Page};
 use crate::error::{AppError, Conflict};
 
-/// The key personal data is sealed under now; older versions still open (see [`open`]).
-pub const KEY_VERSION: i16 = 1;
-
 fn purpose(version: i16) -> String {
     format!("visitor-personal-data/v{version}")
+}
+
+/// The key personal data is sealed under now: derived from the server secret and its version
+/// (`visits.data_key_version`). Rows name the version they were sealed under, so every version
+/// still opens; housekeeping re-seals older rows under the current one ([`reseal`]).
+#[derive(Clone, Copy)]
+pub struct DataKey<'a> {
+    pub pepper: &'a SecretString,
+    pub version: i16,
+}
+
+impl<'a> DataKey<'a> {
+    pub fn of(app: &'a App) -> Self {
+        DataKey { pepper: &app.auth.pepper, version: app.settings.visits.data_key_version }
+    }
 }
 
 /// A photo is a `data:image/…` URL of at most this many characters.
@@ -57,9 +69,9 @@ pub struct Consent {
 }
 
 /// Seals a visitor's fields under the current key.
-pub fn seal(pepper: &SecretString, personal: &Personal) -> Result<Vec<u8>, AppError> {
+pub fn seal(key: DataKey<'_>, personal: &Personal) -> Result<Vec<u8>, AppError> {
     let plain = serde_json::to_vec(personal).map_err(AppError::internal)?;
-    Ok(crypto::seal_secret(pepper, &purpose(KEY_VERSION), &plain))
+    Ok(crypto::seal_secret(key.pepper, &purpose(key.version), &plain))
 }
 
 /// Opens a sealed box (of any key version still known).
@@ -215,11 +227,12 @@ fn visitor_from_row(pepper: &SecretString, row: &tokio_postgres::Row) -> Result<
 /// arrival.
 pub async fn register(
     client: &impl GenericClient,
-    pepper: &SecretString,
+    key: DataKey<'_>,
     org_id: Uuid,
     personal: Personal,
     created_by: Option<Uuid>,
 ) -> Result<Visitor, AppError> {
+    let pepper = key.pepper;
     let email_hash = personal.email.as_deref().map(|e| value_hash(pepper, DenyKind::Email, e));
     if let Some(hash) = &email_hash {
         let row = client
@@ -239,25 +252,26 @@ pub async fn register(
                 photo: personal.photo.or(known.personal.photo),
                 consents: [known.personal.consents, personal.consents].concat(),
             };
-            write(client, pepper, org_id, known.id, &merged, false, created_by).await?;
+            write(client, key, org_id, known.id, &merged, false, created_by).await?;
             return Ok(Visitor { personal: merged, recognised: true, ..known });
         }
     }
     let id = Uuid::now_v7();
-    write(client, pepper, org_id, id, &personal, true, created_by).await?;
+    write(client, key, org_id, id, &personal, true, created_by).await?;
     Ok(Visitor { id, personal, last_visit_at: None, created_at: Utc::now(), recognised: false })
 }
 
 async fn write(
     client: &impl GenericClient,
-    pepper: &SecretString,
+    key: DataKey<'_>,
     org_id: Uuid,
     id: Uuid,
     personal: &Personal,
     new: bool,
     created_by: Option<Uuid>,
 ) -> Result<(), AppError> {
-    let sealed = seal(pepper, personal)?;
+    let pepper = key.pepper;
+    let sealed = seal(key, personal)?;
     let email = personal.email.as_deref().map(|e| value_hash(pepper, DenyKind::Email, e));
     let phone = personal.phone.as_deref().map(|p| value_hash(pepper, DenyKind::Phone, p));
     let document = personal.document_number.as_deref().map(|d| value_hash(pepper, DenyKind::Document, d));
@@ -269,7 +283,7 @@ async fn write(
                 "INSERT INTO visitors (id, org_id, sealed, key_version, email_hash, phone_hash, document_hash, name_hash,
                                        name_words, created_by)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &[&id, &org_id, &sealed, &KEY_VERSION, &email, &phone, &document, &name, &words, &created_by],
+                &[&id, &org_id, &sealed, &key.version, &email, &phone, &document, &name, &words, &created_by],
             )
             .await
             .map_err(|e| AppError::unique(e, "a visitor with this e-mail is registered"))?;
@@ -279,7 +293,7 @@ async fn write(
                 "UPDATE visitors SET sealed = $3, key_version = $4, email_hash = $5, phone_hash = $6, document_hash = $7,
                         name_hash = $8, name_words = $9, updated_at = now()
                  WHERE org_id = $1 AND id = $2",
-                &[&org_id, &id, &sealed, &KEY_VERSION, &email, &phone, &document, &name, &words],
+                &[&org_id, &id, &sealed, &key.version, &email, &phone, &document, &name, &words],
             )
             .await
             .map_err(|e| AppError::unique(e, "a visitor with this e-mail is registered"))?;
@@ -295,7 +309,7 @@ pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: VisitorI
     let Some(personal) = personal else { return Err(AppError::internal("a checked field was missing")) };
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
-    let visitor = register(&tx, &app.auth.pepper, org_id, personal, caller.principal.user_id()).await?;
+    let visitor = register(&tx, DataKey::of(app), org_id, personal, caller.principal.user_id()).await?;
     let action = if visitor.recognised { "visitor.updated" } else { "visitor.registered" };
     audit::record(&tx, caller.actor(), AuditEvent::new(Some(org_id), action, "visitor", visitor.id)).await?;
     tx.commit().await?;
@@ -482,7 +496,8 @@ pub async fn deny_add(app: &App, caller: &Caller<'_>, org_id: Uuid, body: DenyIn
     done(fields)?;
     let pepper = &app.auth.pepper;
     let id = Uuid::now_v7();
-    let sealed = crypto::seal_secret(pepper, &purpose(KEY_VERSION), value.as_bytes());
+    let key = DataKey::of(app);
+    let sealed = crypto::seal_secret(pepper, &purpose(key.version), value.as_bytes());
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute(
@@ -494,7 +509,7 @@ pub async fn deny_add(app: &App, caller: &Caller<'_>, org_id: Uuid, body: DenyIn
             &body.kind.as_str(),
             &value_hash(pepper, body.kind, value),
             &sealed,
-            &KEY_VERSION,
+            &key.version,
             &reason,
             &caller.principal.user_id(),
         ],
@@ -593,4 +608,48 @@ pub async fn deny_match(
     let Some(row) = row else { return Ok(None) };
     let kind: String = row.try_get(0)?;
     Ok(Some(DenyHit { kind: kind.parse().map_err(AppError::internal)?, reason: row.try_get(1)? }))
+}
+
+/// Re-seals up to `batch` visitors and deny-list entries sealed under an older key version under
+/// the current one (never a newer one down: a node still on an older version during a rolling
+/// change leaves them be); how many were re-sealed.
+pub async fn reseal(client: &impl GenericClient, key: DataKey<'_>, batch: i64) -> Result<u64, AppError> {
+    let mut done = 0;
+    let rows = client
+        .query(
+            "SELECT org_id, id, sealed, key_version FROM visitors WHERE key_version < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&key.version, &batch],
+        )
+        .await?;
+    for row in rows {
+        let sealed: Vec<u8> = row.try_get(2)?;
+        let personal = open(key.pepper, row.try_get(3)?, &sealed)?;
+        client
+            .execute(
+                "UPDATE visitors SET sealed = $3, key_version = $4 WHERE org_id = $1 AND id = $2",
+                &[&row.try_get::<_, Uuid>(0)?, &row.try_get::<_, Uuid>(1)?, &seal(key, &personal)?, &key.version],
+            )
+            .await?;
+        done += 1;
+    }
+    let rows = client
+        .query(
+            "SELECT id, sealed, key_version FROM deny_list WHERE key_version < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&key.version, &batch],
+        )
+        .await?;
+    for row in rows {
+        let sealed: Vec<u8> = row.try_get(1)?;
+        let value = crypto::open_secret(key.pepper, &purpose(row.try_get(2)?), &sealed)
+            .ok_or_else(|| AppError::internal("a deny-list value does not open"))?;
+        let resealed = crypto::seal_secret(key.pepper, &purpose(key.version), &value);
+        client
+            .execute(
+                "UPDATE deny_list SET sealed = $2, key_version = $3 WHERE id = $1",
+                &[&row.try_get::<_, Uuid>(0)?, &resealed, &key.version],
+            )
+            .await?;
+        done += 1;
+    }
+    Ok(done)
 }

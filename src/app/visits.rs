@@ -247,7 +247,8 @@ pub async fn create_appointment(
     for invitee in invitees {
         let (visitor_id, personal) = match invitee {
             Ok(personal) => {
-                let visitor = visitors::register(&tx, pepper, org_id, personal, actor.user_id).await?;
+                let visitor =
+                    visitors::register(&tx, visitors::DataKey::of(app), org_id, personal, actor.user_id).await?;
                 (visitor.id, visitor.personal)
             }
             Err(visitor_id) => (visitor_id, load_personal(&tx, pepper, org_id, visitor_id).await?),
@@ -1002,7 +1003,7 @@ pub async fn walk_in(app: &App, caller: &Caller<'_>, org_id: Uuid, body: WalkIn)
     let tx = client.transaction().await?;
     let visitor_id = match personal {
         Ok(personal) => {
-            visitors::register(&tx, &app.auth.pepper, org_id, personal, caller.principal.user_id()).await?.id
+            visitors::register(&tx, visitors::DataKey::of(app), org_id, personal, caller.principal.user_id()).await?.id
         }
         Err(visitor_id) => {
             load_personal(&tx, &app.auth.pepper, org_id, visitor_id)
@@ -1073,6 +1074,10 @@ pub async fn housekeeping(app: &App) -> Result<(), AppError> {
             &[],
         )
         .await?;
+    let resealed = visitors::reseal(&client, visitors::DataKey::of(app), 500).await?;
+    if resealed > 0 {
+        tracing::info!(rows = resealed, "re-sealed personal data under the current key version");
+    }
     let purged = visitors::purge_expired(&client).await?;
     if purged > 0 {
         tracing::info!(visitors = purged, "purged visitors' personal data past retention");

@@ -660,3 +660,53 @@ async fn visitor_data_is_purged_after_the_retention_keeping_the_facts() -> TestR
     assert_eq!((passes, facts), (1, 1), "the pass and its entry stay, anonymous");
     Ok(())
 }
+
+#[actix_web::test]
+async fn raising_the_data_key_version_re_seals_personal_data_that_still_reads() -> TestResult {
+    let desk = Desk::new(spawn_app().await?).await?;
+    let appointment = desk.invite("Rosalind Franklin", "rosalind@example.test").await?;
+    let visitor = appointment["visits"][0]["visitor_id"].as_str().unwrap_or_default().to_owned();
+    let entry = json!({"kind": "phone", "value": "+44 20 7946 0000", "reason": "test"});
+    assert_eq!(desk.call(&desk.security, "POST", "/deny-list", Some(entry)).await?.status, 201);
+    let db = desk.site.app.db().await?;
+    let before: Vec<u8> =
+        db.query_one("SELECT sealed FROM visitors WHERE id::text = $1", &[&visitor]).await?.try_get(0)?;
+
+    // A second engine on the same database, with the key version raised.
+    let dbname = desk.site.app.dbname.clone();
+    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apps").join(format!("{dbname}-rekeyed"));
+    let rekeyed = crate::helpers::spawn_app_on(dbname, move |s| {
+        s.visits.data_key_version = 2;
+        s.visits.sweep_secs = 1;
+        s.data_dir = data_dir;
+    })
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let versions: Vec<i16> = db
+            .query("SELECT key_version FROM visitors UNION ALL SELECT key_version FROM deny_list", &[])
+            .await?
+            .iter()
+            .filter_map(|r| r.try_get(0).ok())
+            .collect();
+        if !versions.is_empty() && versions.iter().all(|v| *v == 2) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not re-sealed: {versions:?}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after: Vec<u8> =
+        db.query_one("SELECT sealed FROM visitors WHERE id::text = $1", &[&visitor]).await?.try_get(0)?;
+    assert_ne!(before, after, "the box is sealed anew");
+    let path = format!("/api/v1/orgs/{}/visitors/{visitor}", desk.site.org);
+    let read = rekeyed.call("GET", &path, Some(&desk.reception.access), None).await?;
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["name"], "Rosalind Franklin");
+    let listed = rekeyed
+        .call("GET", &format!("/api/v1/orgs/{}/deny-list", desk.site.org), Some(&desk.security.access), None)
+        .await?;
+    assert_eq!(listed.json()["items"][0]["value"], "+44 20 7946 0000");
+    Ok(())
+}

@@ -265,6 +265,10 @@ pub async fn set_host(
     Ok(HttpResponse::Ok().json(host))
 }
 
-pub async fn muster(state: web::Data<App>, auth: Authorized<policy::CheckinsRead>) -> Result<HttpResponse, AppError> {
-    Ok(no_store(HttpResponse::Ok()).json(hosts::muster(&state, auth.org.id).await?))
+pub async fn muster(
+    state: web::Data<App>,
+    auth: Authorized<policy::CheckinsRead>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    Ok(no_store(HttpResponse::Ok()).json(hosts::muster(&state, auth.org.id, &query).await?))
 }

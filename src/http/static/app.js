@@ -356,13 +356,13 @@ $("lockdown").addEventListener("click", async () => {
 async function refreshMuster() {
   if (!state.org || !can.muster()) { $("muster").replaceChildren(); return; }
   try {
-    const page = await api("GET", `/api/v1/orgs/${state.org}/muster`);
+    const page = await api("GET", `/api/v1/orgs/${state.org}/muster?limit=200`);
     const byZone = new Map();
     for (const p of page.items) {
       if (!byZone.has(p.zone_id)) byZone.set(p.zone_id, []);
       byZone.get(p.zone_id).push(p);
     }
-    $("muster-count").textContent = `(${page.items.length})`;
+    $("muster-count").textContent = `(${page.items.length}${page.next_cursor ? "+" : ""})`;
     $("muster").replaceChildren(...(byZone.size ? [...byZone].map(([zone, people]) =>
       el("div", { className: "zone-inside", "data-zone": zone },
         el("b", { text: `${state.zones.get(zone)?.name || "Zone"} — ${people.length}` }),
@@ -471,7 +471,8 @@ async function loadReception() {
   });
   $("reception-visits").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 5, className: "muted", text: "Nobody expected" }))]));
   if (!$("walkin-host").options.length) {
-    const hosts = await api("GET", `/api/v1/orgs/${state.org}/hosts`);
+    const hosts = await api("GET", `/api/v1/orgs/${state.org}/hosts?limit=200`);
+    hosts.items.sort((a, b) => a.name.localeCompare(b.name));
     $("walkin-host").replaceChildren(...hosts.items.map((h) =>
       el("option", { value: h.user_id, text: `${h.name}${h.department ? " · " + h.department : ""}${h.present_now === false ? " (away)" : ""}` })));
   }
