@@ -358,6 +358,29 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         .ok(200, named::<BasIpAnswer>()),
         ("GET", "/guest") => op("The guest page (HTML)", "anyone").ok(200, None),
         ("GET", "/guest.js") => op("The guest page's script", "anyone").ok(200, None),
+        ("POST", "/orgs/{org}/departments") => op("Create a department (`parent_id`: under another)", "manage users")
+            .body(named::<DepartmentInput>())
+            .ok(201, named::<Department>())
+            .errors(&[409]),
+        ("GET", "/orgs/{org}/departments") => {
+            op("The departments", VISITORS_READ).ok(200, page::<Department>()).query(LIST)
+        }
+        ("DELETE", "/orgs/{org}/departments/{department}") => {
+            op("Delete a department nobody belongs to", "manage users").ok(204, None).errors(&[409])
+        }
+        ("GET", "/orgs/{org}/hosts") => op("The hosts, with department and presence now", VISITORS_READ)
+            .ok(200, page::<Host>())
+            .query(&["q", "cursor", "limit"]),
+        ("PUT", "/orgs/{org}/hosts/{user}") => {
+            op("Set a host's department and presence schedule", "the host themselves, or who manages users")
+                .body(named::<HostSettings>())
+                .ok(200, named::<Host>())
+        }
+        ("GET", "/orgs/{org}/muster") => {
+            op("Who is inside now, each with their zone", "read check-ins (`checkins:read`)")
+                .ok(200, page::<Inside>())
+                .query(LIST)
+        }
         ("POST", "/orgs/{org}/visitors") => {
             op("Register a visitor (200 and `recognised` for a returning one, by e-mail)", VISITORS_INVITE)
                 .body(named::<VisitorInput>())
