@@ -33,6 +33,8 @@ use crate::error::{AppError, Conflict};
 
 /// The most visitors one appointment invites.
 const MAX_VISITORS: usize = 50;
+/// The most visits one appointment makes (visitors × occurrences).
+const MAX_VISITS: usize = 1000;
 /// A walk-in's visit lasts this long unless the desk says otherwise.
 const WALK_IN_HOURS: i64 = 4;
 
@@ -214,6 +216,12 @@ pub async fn create_appointment(
                 }
             }
         }
+    }
+    if invitees.len() * starts.len() > MAX_VISITS {
+        fields.insert(
+            "rrule".into(),
+            format!("{} visitors × {} occurrences is more than {MAX_VISITS} visits", invitees.len(), starts.len()),
+        );
     }
     done(fields)?;
     let (Some(host), Some(first)) = (host, starts.first().copied()) else {
@@ -853,14 +861,38 @@ async fn transition(
         VisitStatus::CheckedOut => ", checked_out_at = now()",
         _ => "",
     };
+    // The states each may follow: a transition that lost a race (two desks checking one visitor
+    // in) changes nothing and says so.
+    let from: &[VisitStatus] = match to {
+        VisitStatus::Arrived => &[VisitStatus::Invited, VisitStatus::Registered],
+        VisitStatus::CheckedIn => &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived],
+        VisitStatus::CheckedOut => &[VisitStatus::CheckedIn],
+        VisitStatus::Registered => &[VisitStatus::Denied],
+        VisitStatus::NoShow => &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived],
+        VisitStatus::Cancelled => {
+            &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived, VisitStatus::Denied]
+        }
+        VisitStatus::Invited | VisitStatus::Denied => &[],
+    };
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute(
-        &format!("UPDATE visits SET status = $3, updated_at = now(){column} WHERE org_id = $1 AND id = $2"),
-        &[&org_id, &id, &to.as_str()],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            &format!(
+                "UPDATE visits SET status = $3, updated_at = now(){column}
+                 WHERE org_id = $1 AND id = $2 AND status = ANY($4)"
+            ),
+            &[&org_id, &id, &to.as_str(), &from],
+        )
+        .await?;
     let visit = load(app, &tx, org_id, id, None).await?;
+    if changed == 0 {
+        return Err(AppError::Conflict {
+            code: Conflict::VisitNotOpen,
+            message: format!("the visit is {}", visit.status),
+        });
+    }
     if to == VisitStatus::CheckedIn {
         tx.execute(
             "UPDATE visitors SET last_visit_at = now() WHERE org_id = $1 AND id = $2",

@@ -1,17 +1,9 @@
 // Drives the operator dashboard in Debian's Chromium, as a security desk would use it.
 // Run by tests/api/dashboard.rs, which starts the engine and passes what to use in the environment.
-import { chromium } from "playwright-core";
+import { environment, launch } from "./launch.mjs";
 
-const env = process.env;
-const need = ["BASE_URL", "EMAIL", "PASSWORD", "GATE_ID", "DEVICE_KEY", "CREDENTIAL", "HOLDER", "SCREENSHOT"];
-for (const name of need) if (!env[name]) throw new Error(`missing ${name}`);
-
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic"],
-});
+const env = environment(["BASE_URL", "EMAIL", "PASSWORD", "GATE_ID", "DEVICE_KEY", "CREDENTIAL", "HOLDER", "SCREENSHOT"]);
+const browser = await launch();
 const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

@@ -6,20 +6,12 @@
 // Run by tests/api/dashboard.rs, which starts the engine and passes what to use in the environment.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { environment, launch } from "./launch.mjs";
 
-const env = process.env;
-const need = ["BASE_URL", "HOST_EMAIL", "RECEPTION_EMAIL", "SECURITY_EMAIL", "PASSWORD", "GATE_IDS", "DEVICE_KEY",
-              "MAIL_DIR", "SCREENSHOTS"];
-for (const name of need) if (!env[name]) throw new Error(`missing ${name}`);
+const env = environment(["BASE_URL", "HOST_EMAIL", "RECEPTION_EMAIL", "SECURITY_EMAIL", "PASSWORD", "GATE_IDS",
+                         "DEVICE_KEY", "MAIL_DIR", "SCREENSHOTS"]);
 const gates = env.GATE_IDS.split(",");
-
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic"],
-});
+const browser = await launch();
 const problems = [];
 
 async function page(viewport = { width: 1440, height: 900 }) {
