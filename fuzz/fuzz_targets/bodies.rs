@@ -40,7 +40,7 @@ fn rrule(body: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&route, body)) = data.split_first() else { return };
-    match route % 29 {
+    match route % 30 {
         0 => read::<DecisionRequest>(body),
         1 => read::<CreateKey>(body),
         2 => read::<CreateOrg>(body),
@@ -68,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         24 => read::<CodeRequest>(body),
         25 => read::<DepartmentInput>(body),
         26 => read::<HostSettings>(body),
+        28 => read::<portcullis::app::visitors::Details>(body),
         27 => rrule(body),
         _ => read::<serde_json::Value>(body),
     }

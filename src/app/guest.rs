@@ -323,11 +323,27 @@ pub async fn qr(app: &App, guest: Guest, visit_id: Uuid) -> Result<LiveQr, AppEr
     Ok(LiveQr { payload, expires_in })
 }
 
-/// The guest says they are here: their host is told.
-pub async fn arrive(app: &App, guest: Guest, visit_id: Uuid) -> Result<GuestVisit, AppError> {
+/// The guest completes their registration: details and consents, `invited → registered`.
+pub async fn register(
+    app: &App,
+    guest: Guest,
+    visit_id: Uuid,
+    details: crate::app::visitors::Details,
+) -> Result<GuestVisit, AppError> {
     own_visit(app, guest, visit_id).await?;
-    let visit = visits::arrive(app, Actor::default(), guest.org_id, visit_id).await?;
-    Ok(GuestVisit {
+    {
+        let mut client = app.pool.get().await?;
+        let tx = client.transaction().await?;
+        let key = crate::app::visitors::DataKey::of(app);
+        crate::app::visitors::add_details(&tx, key, guest.org_id, guest.visitor_id, details).await?;
+        tx.commit().await?;
+    }
+    let visit = visits::register(app, Actor::default(), guest.org_id, visit_id).await?;
+    Ok(guest_visit(visit))
+}
+
+fn guest_visit(visit: visits::Visit) -> GuestVisit {
+    GuestVisit {
         id: visit.id,
         title: visit.title,
         room: visit.room,
@@ -335,5 +351,12 @@ pub async fn arrive(app: &App, guest: Guest, visit_id: Uuid) -> Result<GuestVisi
         starts_at: visit.starts_at,
         ends_at: visit.ends_at,
         status: visit.status,
-    })
+    }
+}
+
+/// The guest says they are here: their host is told.
+pub async fn arrive(app: &App, guest: Guest, visit_id: Uuid) -> Result<GuestVisit, AppError> {
+    own_visit(app, guest, visit_id).await?;
+    let visit = visits::arrive(app, Actor::default(), guest.org_id, visit_id).await?;
+    Ok(guest_visit(visit))
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::input::{Checked, Email, Fields, Name, done};
+use crate::app::input::{Checked, Email, Fields, Name, Parse, done};
 use crate::app::{App, Caller};
 use crate::audit::{self, Event as AuditEvent};
 use crate::crypto;
@@ -299,6 +299,58 @@ async fn write(
             .map_err(|e| AppError::unique(e, "a visitor with this e-mail is registered"))?;
     }
     Ok(())
+}
+
+/// What a guest adds about themselves when they register: contact details and consents.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Details {
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub document_number: Option<String>,
+    /// Consents given now: `{kind, text_version}`.
+    #[serde(default)]
+    pub consents: Vec<ConsentInput>,
+}
+
+/// Adds a guest's details and consents to their record (what they leave out stays as it was).
+pub async fn add_details(
+    client: &impl GenericClient,
+    key: DataKey<'_>,
+    org_id: Uuid,
+    visitor_id: Uuid,
+    details: Details,
+) -> Result<(), AppError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {VISITOR_COLUMNS} FROM visitors WHERE org_id = $1 AND id = $2 FOR UPDATE"),
+            &[&org_id, &visitor_id],
+        )
+        .await?
+        .ok_or(AppError::NotFound("visitor"))?;
+    let known = visitor_from_row(key.pepper, &row)?;
+    // The same checks as registration, the name being the one on record.
+    let input = VisitorInput {
+        name: Checked::from_value(Name::parse(&known.personal.name)),
+        email: None,
+        phone: details.phone,
+        company: details.company,
+        document_number: details.document_number,
+        photo: None,
+        consents: details.consents,
+    };
+    let mut fields = Fields::new();
+    let given = input.check(&mut fields, "");
+    done(fields)?;
+    let Some(given) = given else { return Err(AppError::internal("a checked field was missing")) };
+    let merged = Personal {
+        phone: given.phone.or(known.personal.phone),
+        company: given.company.or(known.personal.company),
+        document_number: given.document_number.or(known.personal.document_number),
+        consents: [known.personal.consents, given.consents].concat(),
+        ..known.personal
+    };
+    write(client, key, org_id, visitor_id, &merged, false, None).await
 }
 
 /// `POST /visitors`: registers (or recognises) a visitor.

@@ -33,6 +33,9 @@ use crate::error::{AppError, Conflict};
 
 /// The most visitors one appointment invites.
 const MAX_VISITORS: usize = 50;
+/// The states a visitor may yet be let in from.
+const OPEN: &[VisitStatus] = &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived];
+
 /// The most visits one appointment makes (visitors × occurrences).
 const MAX_VISITS: usize = 1000;
 /// A walk-in's visit lasts this long unless the desk says otherwise.
@@ -840,19 +843,20 @@ pub async fn check_in(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) ->
         Ok(_) | Err(AppError::Conflict { code: Conflict::PassNotSuspended, .. }) => {}
         Err(other) => return Err(other),
     }
-    let visit = transition(app, actor, org_id, id, VisitStatus::CheckedIn, "visit.checked_in").await?;
+    let visit = transition(app, actor, org_id, id, (OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
     let (payload, expires_in) = credentials::qr_code(&app.auth.pepper, credential_id, Utc::now());
     Ok(CheckedIn { visit, qr: crate::app::passes::LiveQr { payload, expires_in } })
 }
 
-/// Moves a visit to `to` in one transaction with its audit row and outbox event, then tells the
-/// stream.
+/// Moves a visit from one of `from` to `to` in one transaction with its audit row and outbox
+/// event, then tells the stream. A transition that lost a race (two desks checking one visitor in)
+/// changes nothing and says so.
 async fn transition(
     app: &App,
     actor: Actor,
     org_id: Uuid,
     id: Uuid,
-    to: VisitStatus,
+    (from, to): (&[VisitStatus], VisitStatus),
     event_type: &'static str,
 ) -> Result<Visit, AppError> {
     let column = match to {
@@ -860,19 +864,6 @@ async fn transition(
         VisitStatus::CheckedIn => ", checked_in_at = now(), arrived_at = coalesce(arrived_at, now())",
         VisitStatus::CheckedOut => ", checked_out_at = now()",
         _ => "",
-    };
-    // The states each may follow: a transition that lost a race (two desks checking one visitor
-    // in) changes nothing and says so.
-    let from: &[VisitStatus] = match to {
-        VisitStatus::Arrived => &[VisitStatus::Invited, VisitStatus::Registered],
-        VisitStatus::CheckedIn => &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived],
-        VisitStatus::CheckedOut => &[VisitStatus::CheckedIn],
-        VisitStatus::Registered => &[VisitStatus::Denied],
-        VisitStatus::NoShow => &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived],
-        VisitStatus::Cancelled => {
-            &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived, VisitStatus::Denied]
-        }
-        VisitStatus::Invited | VisitStatus::Denied => &[],
     };
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let mut client = app.pool.get().await?;
@@ -947,7 +938,14 @@ async fn close(app: &App, actor: Actor, org_id: Uuid, id: Uuid, to: VisitStatus)
         VisitStatus::NoShow => "visit.no_show",
         _ => "visit.cancelled",
     };
-    transition(app, actor, org_id, id, to, event).await
+    let from: &[VisitStatus] = match to {
+        VisitStatus::CheckedOut => &[VisitStatus::CheckedIn],
+        VisitStatus::Cancelled => {
+            &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived, VisitStatus::Denied]
+        }
+        _ => OPEN,
+    };
+    transition(app, actor, org_id, id, (from, to), event).await
 }
 
 /// Cancels one visit (the host, or the desk).
@@ -971,7 +969,8 @@ pub async fn arrive(app: &App, actor: Actor, org_id: Uuid, id: Uuid) -> Result<V
             message: format!("the visit is {}", visit.status),
         });
     }
-    transition(app, actor, org_id, id, VisitStatus::Arrived, "visit.arrived").await
+    let from = &[VisitStatus::Invited, VisitStatus::Registered];
+    transition(app, actor, org_id, id, (from, VisitStatus::Arrived), "visit.arrived").await
 }
 
 /// A security officer's review of a denied visit: released (the match is judged a false one;
@@ -1000,7 +999,8 @@ pub async fn review(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, body
             &[&org_id, &id, &caller.principal.user_id()],
         )
         .await?;
-    transition(app, caller.actor(), org_id, id, VisitStatus::Registered, "visit.released").await
+    let released = (&[VisitStatus::Denied][..], VisitStatus::Registered);
+    transition(app, caller.actor(), org_id, id, released, "visit.released").await
 }
 
 /// A walk-in: the visitor (new or recognised), the host, and until when.
@@ -1116,4 +1116,10 @@ pub async fn housekeeping(app: &App) -> Result<(), AppError> {
     }
     client.execute("DELETE FROM guest_tokens WHERE expires_at < now() - interval '1 day'", &[]).await?;
     Ok(())
+}
+
+/// The guest completed their registration (details, consents): `invited → registered`.
+pub async fn register(app: &App, actor: Actor, org_id: Uuid, id: Uuid) -> Result<Visit, AppError> {
+    let from = &[VisitStatus::Invited];
+    transition(app, actor, org_id, id, (from, VisitStatus::Registered), "visit.registered").await
 }

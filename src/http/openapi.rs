@@ -34,7 +34,7 @@ use crate::app::site::{
     AccessRule, Gate, GateBody, Holiday, HolidayBody, Lockdown, LockdownBody, ModeBody, RuleBody, Zone, ZoneBody,
 };
 use crate::app::users::{CreateUser, Member, UpdateUser};
-use crate::app::visitors::{DenyEntry, DenyInput, Visitor, VisitorExport, VisitorInput};
+use crate::app::visitors::{DenyEntry, DenyInput, Details, Visitor, VisitorExport, VisitorInput};
 use crate::app::visits::{Appointment, CheckedIn, CreateAppointment, Review, Visit, WalkIn};
 use crate::app::webhooks::{
     CreateWebhook, DeliveryView, Queued, RedeliverSince, RotatedSecret, UpdateWebhook, WebhookView,
@@ -460,6 +460,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .ok(200, named::<LiveQr>())
             .query(&["format"])
             .errors(&[401, 404, 409]),
+        ("POST", "/guest/visits/{visit}/register") => op("Complete the registration: details and consents", GUEST)
+            .body(named::<Details>())
+            .ok(200, named::<GuestVisit>())
+            .errors(&[401, 404, 409]),
         ("POST", "/guest/visits/{visit}/arrive") => {
             op("Tell the host the guest is here", GUEST).ok(200, named::<GuestVisit>()).errors(&[401, 404, 409])
         }
@@ -671,6 +675,7 @@ fn build() -> OpenApi {
     components = with::<CodeRequest>(components);
     components = with::<GuestHome>(components);
     components = with::<GuestVisit>(components);
+    components = with::<Details>(components);
     components = with::<Tokens>(components);
     components = with::<Me>(components);
     components = with::<OrgRole>(components);

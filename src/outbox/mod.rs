@@ -116,6 +116,11 @@ pub fn catalogue() -> Vec<EventType> {
                 "host_id": user, "holder_name": "Ada Lovelace", "starts_at": "2026-11-23T09:00:00Z", "occurrences": 1}),
         },
         EventType {
+            name: "visit.registered",
+            description: "A visitor completed their registration on the guest page (details, consents).",
+            example: visit_example("registered"),
+        },
+        EventType {
             name: "visit.arrived",
             description: "A visitor is at reception (their host is told).",
             example: visit_example("arrived"),

@@ -529,6 +529,24 @@ async fn a_guest_signs_in_with_a_mailed_code_and_their_arrival_tells_the_host() 
     let reply = guest(app, "GET", &format!("/visits/{other_visit}/qr"), Some(&token), None).await?;
     assert_eq!(reply.status, 404);
 
+    // The guest completes their registration; a bad phone is named.
+    let path = format!("/visits/{visit}/register");
+    let bad = json!({"phone": "call me maybe", "consents": [{"kind": "visitor_policy", "text_version": "v1"}]});
+    let reply = guest(app, "POST", &path, Some(&token), Some(bad)).await?;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.json()["error"]["details"]["fields"]["phone"].is_string(), "{}", reply.text());
+    let good = json!({"phone": "+1 555 0100", "company": "CLU", "consents": [{"kind": "visitor_policy", "text_version": "v1"}]});
+    let reply = guest(app, "POST", &path, Some(&token), Some(good.clone())).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "registered");
+    let again = guest(app, "POST", &path, Some(&token), Some(good)).await?;
+    assert_eq!((again.status, again.error_code().as_deref()), (409, Some("visit_not_open")));
+    let visitor = appointment["visits"][0]["visitor_id"].as_str().unwrap_or_default();
+    let export = desk.site.get(&format!("/visitors/{visitor}/export")).await?;
+    assert_eq!(export["visitor"]["company"], "CLU");
+    assert_eq!(export["visitor"]["consents"][0]["text_version"], "v1", "{export}");
+    assert!(export["visitor"]["consents"][0]["given_at"].is_string());
+
     // "I have arrived": the host is told (in the app), and the desk sees `arrived`.
     let reply = guest(app, "POST", &format!("/visits/{visit}/arrive"), Some(&token), None).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -99,6 +99,11 @@ try {
   await guest.waitForSelector(".qr-box[data-payload]");
   if (new URL(guest.url()).hash.includes("link=")) throw new Error("the spent link stays in the address bar");
   const payload = await guest.getAttribute(".qr-box", "data-payload");
+  // She completes her registration: details and consent.
+  await guest.fill("form.register input[name=company]", "Analytical Engines");
+  await guest.check("form.register input[name=consent]");
+  await guest.click("form.register button");
+  await guest.waitForSelector(".status-registered");
   await guest.waitForSelector("text=Design review");
   await guest.screenshot({ path: join(env.SCREENSHOTS, "guest.png"), fullPage: true });
 
@@ -110,7 +115,8 @@ try {
   await signIn(reception, env.RECEPTION_EMAIL);
   await reception.click('.view-tab[data-view="reception"]');
   const row = 'tr[data-visitor="Ada Lovelace"]';
-  await reception.waitForSelector(`${row} .status[data-status="invited"]`);
+  await reception.waitForSelector(`${row} .status[data-status="registered"]`);
+  await reception.waitForSelector(`${row}:has-text("Analytical Engines")`);
   await reception.click(`${row} button.check-in`);
   await reception.waitForSelector("#badge-dialog[open] #badge-name:has-text('Ada Lovelace')");
   await reception.waitForSelector("#badge-qr[src^='data:image/svg+xml']");

@@ -64,3 +64,12 @@ pub async fn arrive(
 ) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(guest::arrive(&state, guest, visit_id(&path)?).await?))
 }
+
+pub async fn register(
+    state: web::Data<App>,
+    GuestAuth(guest): GuestAuth,
+    path: web::Path<String>,
+    Json(body): Json<crate::app::visitors::Details>,
+) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(guest::register(&state, guest, visit_id(&path)?, body).await?))
+}

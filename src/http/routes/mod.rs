@@ -139,6 +139,7 @@ routes! {
     "/api/v1/guest/me" => { GET guest::me },
     "/api/v1/guest/visits/{visit}/qr" => { GET guest::qr },
     "/api/v1/guest/visits/{visit}/arrive" => { POST guest::arrive },
+    "/api/v1/guest/visits/{visit}/register" => { POST guest::register },
     "/api/v1/orgs/{org}/stream" => { GET stream::stream },
 }
 

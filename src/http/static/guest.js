@@ -75,6 +75,40 @@ async function refreshQr(visit, box) {
   }
 }
 
+/// The form that completes the registration: details reception may need, and consent.
+function registration(visit) {
+  const form = document.createElement("form");
+  form.className = "register";
+  const field = (label, name, type = "text") => {
+    const wrap = text("label", label);
+    const input = document.createElement("input");
+    input.name = name;
+    input.type = type;
+    wrap.append(input);
+    return wrap;
+  };
+  const consent = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.name = "consent";
+  box.required = true;
+  consent.append(box, " I agree to the visitor policy (v1).");
+  const send = text("button", "Complete registration");
+  send.type = "submit";
+  form.append(text("h3", "Before you come"), field("Phone", "phone", "tel"), field("Company", "company"),
+    field("ID document number", "document_number"), consent, send);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const body = { consents: [{ kind: "visitor_policy", text_version: "v1" }] };
+    for (const key of ["phone", "company", "document_number"]) if (data.get(key)) body[key] = data.get(key);
+    send.disabled = true;
+    try { await api("POST", "/visits/" + visit.id + "/register", body); await render(); }
+    catch (err) { send.disabled = false; form.append(text("p", err.message, "error")); }
+  });
+  return form;
+}
+
 async function render() {
   timers.forEach(clearTimeout);
   timers = [];
@@ -100,6 +134,7 @@ async function render() {
       box.className = "qr-box";
       item.append(box);
       refreshQr(visit, box);
+      if (visit.status === "invited") item.append(registration(visit));
       if (visit.status !== "arrived" && visit.status !== "checked_in") {
         const here = text("button", "I have arrived");
         here.addEventListener("click", async () => {
