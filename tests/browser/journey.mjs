@@ -146,6 +146,27 @@ try {
   await security.waitForSelector('#alerts li:has-text("Deny list: Mallory")');
   await security.screenshot({ path: join(env.SCREENSHOTS, "security.png"), fullPage: true });
 
+  // A walk-in at the desk: checked in at once, with a badge.
+  await reception.fill("#walkin-name", "Charles Babbage");
+  await reception.fill("#walkin-company", "Difference Engines");
+  await reception.click("#walkin-form button[type=submit]");
+  await reception.waitForSelector("#badge-dialog[open] #badge-name:has-text('Charles Babbage')");
+  const walkIn = await reception.getAttribute("#badge-qr", "data-payload");
+  await reception.click("#badge-close");
+  await reception.waitForSelector('tr[data-visitor="Charles Babbage"] .status[data-status="checked_in"]');
+  expect(await decide(gates[1], walkIn), "allow", "allowed", "the walk-in's badge");
+
+  // Security locks every gate down from the desk, then lifts it.
+  await security.click("#lockdown");
+  await security.waitForSelector('#lockdown[data-lockdown="true"]');
+  await security.waitForSelector(`[data-gate="${gates[1]}"] .mode[data-mode="locked_down"]`);
+  expect(await decide(gates[1], walkIn), "deny", "gate_locked_down", "entering during a lockdown");
+  await security.click("#lockdown");
+  await security.waitForSelector('#lockdown[data-lockdown="false"]');
+  // And sets one gate's mode.
+  await security.selectOption(`[data-gate="${gates[1]}"] select.mode-select`, "free_passage");
+  await security.waitForSelector(`[data-gate="${gates[1]}"] .mode[data-mode="free_passage"]`);
+
   if (problems.length) throw new Error(problems.join("\n"));
   console.log("journey: ok");
 } finally {

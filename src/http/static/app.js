@@ -273,7 +273,9 @@ function renderGate(gate) {
       el("span", { text: e.direction === "out" ? "←" : "→", title: e.direction }),
       el("span", { className: "holder", text: e.holder_name || "unknown credential" }),
       el("span", { className: "reason", text: e.reason.replaceAll("_", " ") })));
-  let mode = el("span", { className: "mode", "data-mode": gate.mode, text: gate.mode.replaceAll("_", " ") });
+  // An organization-wide lockdown overrides every gate's own mode while it lasts.
+  const effective = state.lockdown ? "locked_down" : gate.mode;
+  let mode = el("span", { className: "mode", "data-mode": effective, text: state.lockdown ? "lockdown" : gate.mode.replaceAll("_", " ") });
   if (can.setModes()) {
     const select = el("select", { className: "mode-select", "aria-label": `Mode of ${gate.name}` },
       ...["normal", "locked_down", "free_passage"].map((m) => el("option", { value: m, text: m.replaceAll("_", " "), selected: m === gate.mode })));
@@ -281,7 +283,7 @@ function renderGate(gate) {
       try { await api("POST", `/api/v1/orgs/${state.org}/gates/${gate.id}/mode`, { mode: select.value }); }
       catch (error) { alert(`Mode not changed: ${error.message}`); select.value = gate.mode; }
     });
-    mode = el("span", { className: "mode", "data-mode": gate.mode }, select);
+    mode = el("span", { className: "mode", "data-mode": effective, title: state.lockdown ? "lockdown" : "" }, select);
   }
   const card = el("article", { className: "gate", id: `gate-${gate.id}`, "data-gate": gate.id },
     el("header", {}, el("span", { className: "name", text: gate.name }), mode),
@@ -341,6 +343,7 @@ function chart(gate) {
 }
 
 function renderLockdown() {
+  for (const gate of state.gates.values()) renderGate(gate);
   const button = $("lockdown");
   button.textContent = state.lockdown ? "Lift lockdown" : "Lock down";
   button.dataset.lockdown = String(state.lockdown);
