@@ -17,6 +17,8 @@ ALTER TABLE organizations
     ADD COLUMN guest_instructions     text,
     -- Visitors still checked in this long after their meeting ends are checked out.
     ADD COLUMN auto_checkout_minutes  integer NOT NULL DEFAULT 120 CHECK (auto_checkout_minutes BETWEEN 0 AND 10080),
+    -- And at the end of the organization's day (local time), when set.
+    ADD COLUMN day_ends_at            time,
     ADD FOREIGN KEY (id, visitor_rule_id) REFERENCES access_rules (org_id, id) ON DELETE SET NULL (visitor_rule_id);
 
 -- Departments form a tree; a host belongs to one and says when they are in.

@@ -17,7 +17,8 @@ use crate::db::{query_as, query_one_as};
 use crate::error::{AppError, Conflict};
 
 const ORG_COLUMNS: &str = "id, name, slug, timezone, locale, access_mode, lockdown, version, created_at, updated_at,
-     visitor_rule_id, address, guest_instructions, visit_margin_minutes, auto_checkout_minutes, visitor_retention_days";
+     visitor_rule_id, address, guest_instructions, visit_margin_minutes, auto_checkout_minutes, visitor_retention_days,
+     to_char(day_ends_at, 'HH24:MI') AS day_ends_at";
 
 /// An organization, as its members see it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -45,6 +46,8 @@ pub struct Organization {
     pub visit_margin_minutes: i32,
     /// Visitors still checked in this long after their meeting are checked out.
     pub auto_checkout_minutes: i32,
+    /// Visitors still checked in at this local time of their visit's day are checked out too.
+    pub day_ends_at: Option<String>,
     /// Visitors' personal data is purged this long after their last visit.
     pub visitor_retention_days: i32,
 }
@@ -85,6 +88,8 @@ pub struct UpdateOrg {
     visit_margin_minutes: Option<i32>,
     /// 0 to 10080.
     auto_checkout_minutes: Option<i32>,
+    /// `HH:MM`, the organization's local end of day (visitors still in are checked out then).
+    day_ends_at: Option<String>,
     /// 1 to 3650.
     visitor_retention_days: Option<i32>,
 }
@@ -96,6 +101,7 @@ impl UpdateOrg {
             || self.guest_instructions.is_some()
             || self.visit_margin_minutes.is_some()
             || self.auto_checkout_minutes.is_some()
+            || self.day_ends_at.is_some()
             || self.visitor_retention_days.is_some()
     }
 
@@ -110,6 +116,9 @@ impl UpdateOrg {
             if value.is_some_and(|v| !(low..=high).contains(&v)) {
                 fields.insert(name.into(), format!("must be {low} to {high}"));
             }
+        }
+        if self.day_ends_at.as_deref().is_some_and(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M").is_err()) {
+            fields.insert("day_ends_at".into(), "must be a local time HH:MM".into());
         }
         for (name, value) in [("address", &self.address), ("guest_instructions", &self.guest_instructions)] {
             if value.as_ref().is_some_and(|v| v.chars().count() > 2000) {
@@ -234,7 +243,8 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
                     guest_instructions = coalesce($4, guest_instructions),
                     visit_margin_minutes = coalesce($5, visit_margin_minutes),
                     auto_checkout_minutes = coalesce($6, auto_checkout_minutes),
-                    visitor_retention_days = coalesce($7, visitor_retention_days)
+                    visitor_retention_days = coalesce($7, visitor_retention_days),
+                    day_ends_at = coalesce($8::text::time, day_ends_at)
              WHERE id = $1",
             &[
                 &org_id,
@@ -244,6 +254,7 @@ pub async fn update(app: &App, caller: &Caller<'_>, org_id: Uuid, body: UpdateOr
                 &body.visit_margin_minutes,
                 &body.auto_checkout_minutes,
                 &body.visitor_retention_days,
+                &body.day_ends_at,
             ],
         )
         .await?;

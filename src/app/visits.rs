@@ -1072,7 +1072,7 @@ pub async fn walk_in(app: &App, caller: &Caller<'_>, org_id: Uuid, body: WalkIn)
 }
 
 /// Closes what time has ended: visitors still checked in the organization's
-/// `auto_checkout_minutes` after their visit are checked out; visits nobody came to are
+/// `auto_checkout_minutes` after their visit, or at its `day_ends_at`, are checked out; visits nobody came to are
 /// `no_show`; appointments whose visits are all closed are `completed`. Then purges visitor data
 /// past retention and spent guest tokens.
 pub async fn housekeeping(app: &App) -> Result<(), AppError> {
@@ -1084,6 +1084,8 @@ pub async fn housekeeping(app: &App) -> Result<(), AppError> {
         .query(
             "SELECT v.org_id, v.id, v.status FROM visits v JOIN organizations o ON o.id = v.org_id
              WHERE (v.status = 'checked_in' AND v.ends_at + make_interval(mins => o.auto_checkout_minutes) <= now())
+                OR (v.status = 'checked_in' AND o.day_ends_at IS NOT NULL
+                    AND ((v.starts_at AT TIME ZONE o.timezone)::date + o.day_ends_at) AT TIME ZONE o.timezone <= now())
                 OR (v.status IN ('invited', 'registered', 'arrived') AND v.ends_at <= now())
              ORDER BY v.ends_at LIMIT 200",
             &[],

@@ -728,3 +728,44 @@ async fn raising_the_data_key_version_re_seals_personal_data_that_still_reads() 
     assert_eq!(listed.json()["items"][0]["value"], "+44 20 7946 0000");
     Ok(())
 }
+
+#[actix_web::test]
+async fn visitors_still_in_at_the_end_of_the_organizations_day_are_checked_out() -> TestResult {
+    let app = spawn_app_with(|s| s.visits.sweep_secs = 1).await?;
+    let desk = Desk::new(app).await?;
+    let bad = desk
+        .site
+        .app
+        .call("PATCH", &desk.site.path(""), Some(&desk.site.root.access), Some(json!({"day_ends_at": "25:00"})))
+        .await?;
+    assert_eq!(bad.status, 422);
+    assert!(bad.json()["error"]["details"]["fields"]["day_ends_at"].is_string());
+    // A walk-in for four hours; the day "ends" at the start of today, long past: housekeeping checks
+    // them out although their four hours are not over.
+    let body = json!({"visitor": {"name": "Late Stayer"}, "host_id": desk.host.user_id});
+    let reply = desk.call(&desk.reception, "POST", "/visits/walk-in", Some(body)).await?;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let visit = reply.json()["visit"]["id"].as_str().unwrap_or_default().to_owned();
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    let still = desk.call(&desk.reception, "GET", &format!("/visits/{visit}"), None).await?.json();
+    assert_eq!(still["status"], "checked_in", "no end of day set yet");
+    let reply = desk
+        .site
+        .app
+        .call("PATCH", &desk.site.path(""), Some(&desk.site.root.access), Some(json!({"day_ends_at": "00:00"})))
+        .await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["day_ends_at"], "00:00");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = desk.call(&desk.reception, "GET", &format!("/visits/{visit}"), None).await?.json();
+        if now["status"] == "checked_out" {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not checked out at the end of the day: {now}").into());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
