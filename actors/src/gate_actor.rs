@@ -37,11 +37,23 @@ pub struct Inbox {
     scheduled: std::sync::atomic::AtomicBool,
 }
 
+/// Decisions an inbox holds before its actor is sent a [`Drain`]; below it the actor's own timer
+/// ([`DRAIN_EVERY`]) or its next message drains it, so a decision settled on an HTTP worker does not
+/// wake the gate's thread (a cross-thread wake is a system call).
+const INBOX_BOUND: usize = 512;
+/// How often a gate's actor takes what its inbox holds.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Inbox {
-    /// Adds a decision; true if the actor must be sent a [`Drain`] (none is on its way).
+    /// Adds a decision; true if the actor must be sent a [`Drain`] now (the inbox is full and none
+    /// is on its way).
     pub fn push(&self, outcome: Outcome) -> bool {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(outcome);
-        !self.scheduled.swap(true, std::sync::atomic::Ordering::AcqRel)
+        let held = {
+            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.push(outcome);
+            pending.len()
+        };
+        held >= INBOX_BOUND && !self.scheduled.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     fn take(&self) -> Vec<Outcome> {
@@ -173,6 +185,10 @@ pub(crate) fn settle(
 
 impl Actor for GateActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(DRAIN_EVERY, |act, ctx| act.handle(Drain, ctx));
+    }
 }
 
 impl Handler<Drain> for GateActor {
@@ -190,7 +206,9 @@ impl Handler<Drain> for GateActor {
 impl Handler<Decide> for GateActor {
     type Result = ResponseActFuture<Self, Result<Outcome, EngineError>>;
 
-    fn handle(&mut self, Decide { pass_id, mut admit }: Decide, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Decide { pass_id, mut admit }: Decide, ctx: &mut Context<Self>) -> Self::Result {
+        // The decisions settled elsewhere first, so the queue keeps the order they were answered in.
+        self.handle(Drain, ctx);
         admit.recent = self.recent_entries(admit.now);
         let engine = self.engine.clone();
         Box::pin(async move { engine.with_pass(pass_id, admit).await }.into_actor(self).map(|result, act, _| {
@@ -232,13 +250,17 @@ mod tests {
     }
 
     #[test]
-    fn an_inbox_wakes_its_gate_once_for_however_many_decisions_and_keeps_their_order() {
+    fn an_inbox_wakes_its_gate_only_when_full_and_keeps_the_order() {
         let inbox = Inbox::default();
-        assert!(inbox.push(outcome(1)), "the first decision sends a drain");
-        assert!(!inbox.push(outcome(2)), "one is on its way already");
+        let n = u128::try_from(INBOX_BOUND).unwrap_or(u128::MAX);
+        for i in 1..n {
+            assert!(!inbox.push(outcome(i)), "below the bound the gate's timer drains it");
+        }
+        assert!(inbox.push(outcome(n)), "the full inbox sends a drain");
+        assert!(!inbox.push(outcome(n + 1)), "one is on its way already");
         let taken: Vec<_> = inbox.take().iter().filter_map(|o| o.pass_id).collect();
-        assert_eq!(taken, [Uuid::from_u128(1), Uuid::from_u128(2)]);
-        assert!(inbox.push(outcome(3)), "after a drain, the next decision sends another");
+        assert_eq!(taken, (1..=n + 1).map(Uuid::from_u128).collect::<Vec<_>>());
+        assert!(!inbox.push(outcome(n + 2)), "after a drain, the count starts again");
         assert_eq!(inbox.take().len(), 1);
         assert!(inbox.take().is_empty());
     }
