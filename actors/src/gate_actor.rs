@@ -37,12 +37,11 @@ pub struct Inbox {
     scheduled: std::sync::atomic::AtomicBool,
 }
 
-/// Decisions an inbox holds before its actor is sent a [`Drain`]; below it the actor's own timer
-/// ([`DRAIN_EVERY`]) or its next message drains it, so a decision settled on an HTTP worker does not
-/// wake the gate's thread (a cross-thread wake is a system call).
+/// Decisions an inbox holds before its actor is sent a [`Drain`]. Below it nothing wakes the gate's
+/// thread (a cross-thread wake is a system call): whoever reads the queue (a decision the actor
+/// makes, a [`Queue`] request) takes the inbox first, so no reader misses a decision, and the bound
+/// keeps an unread gate's inbox small.
 const INBOX_BOUND: usize = 512;
-/// How often a gate's actor takes what its inbox holds.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Inbox {
     /// Adds a decision; true if the actor must be sent a [`Drain`] now (the inbox is full and none
@@ -185,10 +184,6 @@ pub(crate) fn settle(
 
 impl Actor for GateActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(DRAIN_EVERY, |act, ctx| act.handle(Drain, ctx));
-    }
 }
 
 impl Handler<Drain> for GateActor {
@@ -254,7 +249,7 @@ mod tests {
         let inbox = Inbox::default();
         let n = u128::try_from(INBOX_BOUND).unwrap_or(u128::MAX);
         for i in 1..n {
-            assert!(!inbox.push(outcome(i)), "below the bound the gate's timer drains it");
+            assert!(!inbox.push(outcome(i)), "below the bound its readers drain it");
         }
         assert!(inbox.push(outcome(n)), "the full inbox sends a drain");
         assert!(!inbox.push(outcome(n + 1)), "one is on its way already");

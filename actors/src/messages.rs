@@ -41,7 +41,7 @@ pub struct Decide {
     pub admit: Admit,
 }
 
-/// Take the decisions waiting in the gate's inbox into its queue, and publish them.
+/// Take the decisions waiting in the gate's inbox into its queue (they were published when made).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;

@@ -18,7 +18,6 @@ use crate::app::passes::LiveQr;
 use crate::app::visits;
 use crate::audit::{self, Actor, Event as AuditEvent};
 use crate::crypto;
-use crate::engine::credentials;
 use crate::error::AppError;
 
 /// A session lasts until the guest's last open visit ends plus this, at most 30 days.
@@ -319,8 +318,7 @@ pub async fn qr(app: &App, guest: Guest, visit_id: Uuid) -> Result<LiveQr, AppEr
     }
     let actor = Actor::default();
     let (_, credential_id) = visits::ensure_pass(app, actor, guest.org_id, visit_id).await?;
-    let (payload, expires_in) = credentials::qr_code(&app.auth.pepper, credential_id, Utc::now());
-    Ok(LiveQr { payload, expires_in })
+    Ok(LiveQr::now(&app.auth.pepper, credential_id))
 }
 
 /// The guest completes their registration: details and consents, `invited → registered`.

@@ -45,11 +45,6 @@ impl<'de, T: Parse> Deserialize<'de> for Checked<T> {
 }
 
 impl<T> Checked<T> {
-    /// A value already parsed (for a use case that builds a request itself).
-    pub fn from_value(parsed: Result<T, String>) -> Self {
-        Checked(parsed)
-    }
-
     /// The value, or `None` with the reason noted under `field`.
     pub fn take(self, fields: &mut Fields, field: &str) -> Option<T> {
         match self.0 {

@@ -58,6 +58,13 @@ pub struct App {
     pub started_at: Instant,
 }
 
+/// The one rule of what a host sees: only their own (the passes they issued, their visitors,
+/// appointments and visits). `Some(user)` narrows a query to that host; `None`, everyone else with
+/// the permission, sees all.
+pub fn host_scope(principal: &Principal, org_id: uuid::Uuid) -> Option<uuid::Uuid> {
+    (principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host)).then(|| principal.user_id()).flatten()
+}
+
 /// Who asks, and from where: what a use case needs of the caller for its checks and audit row.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {

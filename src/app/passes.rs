@@ -8,7 +8,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::GenericClient;
 use portcullis_actors::decision::PassState;
-use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType, Role};
+use portcullis_actors::domain::{CardFormat, CredentialKind, PassStatus, PassType};
 use portcullis_actors::engine::{CredentialRef, EngineError};
 use portcullis_actors::pass_actor::{Change, PassChange, PassError};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::input::{Checked, Fields, Name};
-use crate::app::{App, Caller};
+use crate::app::{App, Caller, host_scope};
 use crate::audit::{self, Event as AuditEvent};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, Standing};
@@ -162,15 +162,17 @@ pub struct LiveQr {
     pub expires_in: i64,
 }
 
-/// Hosts see and act on the passes they issued; everyone else with the permission on all.
-fn issued_by_filter(principal: &Principal, org_id: Uuid) -> Option<Uuid> {
-    (principal.role_in(org_id) == Some(Role::Host)).then(|| principal.user_id()).flatten()
+impl LiveQr {
+    /// The code of a QR credential valid now.
+    pub fn now(pepper: &secrecy::SecretString, credential_id: Uuid) -> Self {
+        let (payload, expires_in) = credentials::qr_code(pepper, credential_id, Utc::now());
+        LiveQr { payload, expires_in }
+    }
 }
 
 /// Whether the caller may read every pass of the organization (not only those they issued).
 fn may_read_every_pass(principal: &Principal, org_id: Uuid) -> bool {
-    principal.standing(org_id, Permission::PassesRead) == Standing::Allowed
-        && issued_by_filter(principal, org_id).is_none()
+    principal.standing(org_id, Permission::PassesRead) == Standing::Allowed && host_scope(principal, org_id).is_none()
 }
 
 /// The stored pass, with the engine's live view (uses, inside, status) laid over it.
@@ -456,7 +458,7 @@ pub async fn list(
     page: &pagination::ListQuery,
 ) -> Result<Page<Pass>, AppError> {
     let client = app.pool.get().await?;
-    let only = issued_by_filter(principal, org_id);
+    let only = host_scope(principal, org_id);
     let status = filter.status.map(PassStatus::as_str);
     let name = filter.q.as_deref().filter(|s| !s.is_empty());
     let select = format!(
@@ -469,7 +471,7 @@ pub async fn list(
 
 pub async fn get(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<Pass, AppError> {
     let client = app.pool.get().await?;
-    describe(app, &client, org_id, id, issued_by_filter(principal, org_id)).await
+    describe(app, &client, org_id, id, host_scope(principal, org_id)).await
 }
 
 /// Applies a change through the pass's actor: checked against the organization in memory,
@@ -553,7 +555,7 @@ pub async fn extend(
     valid_to: DateTime<Utc>,
 ) -> Result<Pass, AppError> {
     let client = app.pool.get().await?;
-    describe(app, &client, org_id, id, issued_by_filter(caller.principal, org_id)).await?;
+    describe(app, &client, org_id, id, host_scope(caller.principal, org_id)).await?;
     let audit = AuditEvent::new(Some(org_id), "pass.extended", "pass", id);
     change_pass(app, caller.actor(), org_id, id, PassChange::Extend { valid_to }, Some(audit)).await?;
     describe(app, &client, org_id, id, None).await
@@ -561,7 +563,7 @@ pub async fn extend(
 
 /// The pass's current QR code (hosts: of their own passes only).
 pub async fn qr(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Result<LiveQr, AppError> {
-    let only = issued_by_filter(principal, org_id);
+    let only = host_scope(principal, org_id);
     let client = app.pool.get().await?;
     let row = client
         .query_opt(
@@ -572,6 +574,5 @@ pub async fn qr(app: &App, principal: &Principal, org_id: Uuid, id: Uuid) -> Res
         )
         .await?
         .ok_or(AppError::NotFound("QR credential"))?;
-    let (payload, expires_in) = credentials::qr_code(&app.auth.pepper, row.try_get(0)?, Utc::now());
-    Ok(LiveQr { payload, expires_in })
+    Ok(LiveQr::now(&app.auth.pepper, row.try_get(0)?))
 }

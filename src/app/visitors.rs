@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::input::{Checked, Email, Fields, Name, Parse, done};
-use crate::app::{App, Caller};
+use crate::app::input::{Checked, Email, Fields, Name, done};
+use crate::app::{App, Caller, host_scope};
 use crate::audit::{self, Event as AuditEvent};
 use crate::crypto;
 use crate::db::pagination::{self, ListQuery, Page};
@@ -146,15 +146,13 @@ impl VisitorInput {
     pub fn check(self, fields: &mut Fields, prefix: &str) -> Option<Personal> {
         let name = self.name.take(fields, &format!("{prefix}name"));
         let email = self.email.and_then(|e| e.take(fields, &format!("{prefix}email")));
-        let phone = optional_text(fields, &format!("{prefix}phone"), self.phone.as_deref(), 40);
-        if phone.as_deref().is_some_and(|p| {
-            !p.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c)) || !p.chars().any(|c| c.is_ascii_digit())
-        }) {
-            fields.insert(format!("{prefix}phone"), "must be digits, spaces and + - ( ) .".into());
+        let details = Details {
+            phone: self.phone,
+            company: self.company,
+            document_number: self.document_number,
+            consents: self.consents,
         }
-        let company = optional_text(fields, &format!("{prefix}company"), self.company.as_deref(), 200);
-        let document_number =
-            optional_text(fields, &format!("{prefix}document_number"), self.document_number.as_deref(), 100);
+        .check(fields, prefix);
         let photo = self.photo.filter(|p| !p.is_empty());
         if let Some(photo) = &photo
             && (!photo.starts_with("data:image/") || photo.len() > MAX_PHOTO_CHARS)
@@ -164,6 +162,39 @@ impl VisitorInput {
                 format!("must be a data:image/… URL of at most {MAX_PHOTO_CHARS} characters"),
             );
         }
+        Some(Personal {
+            name: name?.as_str().to_owned(),
+            email: email.map(|e| e.as_str().to_owned()),
+            phone: details.phone,
+            company: details.company,
+            document_number: details.document_number,
+            photo,
+            consents: details.consents,
+        })
+    }
+}
+
+/// Contact details and consents, checked.
+struct CheckedDetails {
+    phone: Option<String>,
+    company: Option<String>,
+    document_number: Option<String>,
+    consents: Vec<Consent>,
+}
+
+impl Details {
+    /// The details, checked (registration and a guest's own additions alike); every bad one is
+    /// named under `prefix`. Consents are given now.
+    fn check(self, fields: &mut Fields, prefix: &str) -> CheckedDetails {
+        let phone = optional_text(fields, &format!("{prefix}phone"), self.phone.as_deref(), 40);
+        if phone.as_deref().is_some_and(|p| {
+            !p.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c)) || !p.chars().any(|c| c.is_ascii_digit())
+        }) {
+            fields.insert(format!("{prefix}phone"), "must be digits, spaces and + - ( ) .".into());
+        }
+        let company = optional_text(fields, &format!("{prefix}company"), self.company.as_deref(), 200);
+        let document_number =
+            optional_text(fields, &format!("{prefix}document_number"), self.document_number.as_deref(), 100);
         let now = Utc::now();
         let mut consents = Vec::new();
         for (i, c) in self.consents.into_iter().enumerate() {
@@ -177,15 +208,7 @@ impl VisitorInput {
             }
             consents.push(Consent { kind: kind.to_owned(), text_version: version.to_owned(), given_at: now });
         }
-        Some(Personal {
-            name: name?.as_str().to_owned(),
-            email: email.map(|e| e.as_str().to_owned()),
-            phone,
-            company,
-            document_number,
-            photo,
-            consents,
-        })
+        CheckedDetails { phone, company, document_number, consents }
     }
 }
 
@@ -328,21 +351,10 @@ pub async fn add_details(
         )
         .await?
         .ok_or(AppError::NotFound("visitor"))?;
-    let known = visitor_from_row(key.pepper, &row)?;
-    // The same checks as registration, the name being the one on record.
-    let input = VisitorInput {
-        name: Checked::from_value(Name::parse(&known.personal.name)),
-        email: None,
-        phone: details.phone,
-        company: details.company,
-        document_number: details.document_number,
-        photo: None,
-        consents: details.consents,
-    };
     let mut fields = Fields::new();
-    let given = input.check(&mut fields, "");
+    let given = details.check(&mut fields, "");
     done(fields)?;
-    let Some(given) = given else { return Err(AppError::internal("a checked field was missing")) };
+    let known = visitor_from_row(key.pepper, &row)?;
     let merged = Personal {
         phone: given.phone.or(known.personal.phone),
         company: given.company.or(known.personal.company),
@@ -366,13 +378,6 @@ pub async fn create(app: &App, caller: &Caller<'_>, org_id: Uuid, body: VisitorI
     audit::record(&tx, caller.actor(), AuditEvent::new(Some(org_id), action, "visitor", visitor.id)).await?;
     tx.commit().await?;
     Ok(visitor)
-}
-
-/// Hosts see the visitors of their own visits; everyone else with the permission, all.
-pub fn host_scope(caller: &Caller<'_>, org_id: Uuid) -> Option<Uuid> {
-    (caller.principal.role_in(org_id) == Some(portcullis_actors::domain::Role::Host))
-        .then(|| caller.principal.user_id())
-        .flatten()
 }
 
 #[derive(Deserialize)]
@@ -407,7 +412,7 @@ pub async fn list(
                    AND ($5::uuid IS NULL OR id > $5)
                  ORDER BY id LIMIT $6"
             ),
-            &[&org_id, &email, &words, &host_scope(caller, org_id), &after, &(limit + 1)],
+            &[&org_id, &email, &words, &host_scope(caller.principal, org_id), &after, &(limit + 1)],
         )
         .await?;
     let items = rows.iter().map(|row| visitor_from_row(pepper, row)).collect::<Result<Vec<_>, _>>()?;
@@ -424,7 +429,7 @@ pub async fn get(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Resu
                    AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM visits s WHERE s.org_id = v.org_id
                                                      AND s.visitor_id = v.id AND s.host_id = $3))"
             ),
-            &[&org_id, &id, &host_scope(caller, org_id)],
+            &[&org_id, &id, &host_scope(caller.principal, org_id)],
         )
         .await?
         .ok_or(AppError::NotFound("visitor"))?;

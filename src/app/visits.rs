@@ -24,7 +24,7 @@ use crate::app::input::{Fields, check_name, done};
 use crate::app::passes::{self, NewPass};
 use crate::app::rrule::Rule;
 use crate::app::visitors::{self, Personal, VisitorInput};
-use crate::app::{App, Caller};
+use crate::app::{App, Caller, host_scope};
 use crate::audit::{self, Actor, Event as AuditEvent};
 use crate::crypto;
 use crate::db::pagination::{self, Page};
@@ -265,6 +265,8 @@ pub async fn create_appointment(
             Err(visitor_id) => (visitor_id, load_personal(&tx, pepper, org_id, visitor_id).await?),
         };
         let hit = visitors::deny_match(&tx, pepper, org_id, &personal).await?;
+        // The invitee's first occurrence stands for their visits in the invitation and the alert.
+        let mut first_visit = None;
         for start in &starts {
             let visit = Uuid::now_v7();
             let status = if hit.is_some() { VisitStatus::Denied } else { VisitStatus::Invited };
@@ -275,9 +277,10 @@ pub async fn create_appointment(
                 &[&visit, &org_id, &id, &visitor_id, &host, start, &(*start + duration), &status.as_str(), &denied],
             )
             .await?;
+            first_visit.get_or_insert(visit);
             events.push(visit_event(visit, visitor_id, host, status, &personal.name, None));
         }
-        let first_visit = events.last().map(visit_of).unwrap_or_default();
+        let first_visit = first_visit.unwrap_or_default();
         match &hit {
             Some(hit) => {
                 deny_alert(&tx, actor, org_id, first_visit, &personal.name, hit).await?;
@@ -319,13 +322,6 @@ fn visit_event(
     pass_id: Option<Uuid>,
 ) -> Event {
     Event::Visit { visit_id, visitor_id, host_id, status, visitor_name: name.to_owned(), pass_id }
-}
-
-fn visit_of(event: &Event) -> Uuid {
-    match event {
-        Event::Visit { visit_id, .. } => *visit_id,
-        _ => Uuid::nil(),
-    }
 }
 
 /// Security hears of a deny-list match: `alert.raised` (notifications, webhooks) and the audit.
@@ -451,11 +447,6 @@ fn appointment_from_row(row: &tokio_postgres::Row) -> Result<Appointment, AppErr
     })
 }
 
-/// Hosts see their own appointments and visits; others with the permission, all.
-fn host_scope(caller: &Caller<'_>, org_id: Uuid) -> Option<Uuid> {
-    visitors::host_scope(caller, org_id)
-}
-
 pub async fn get_appointment(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Appointment, AppError> {
     let client = app.pool.get().await?;
     let row = client
@@ -464,7 +455,7 @@ pub async fn get_appointment(app: &App, caller: &Caller<'_>, org_id: Uuid, id: U
                 "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE org_id = $1 AND id = $2
                    AND ($3::uuid IS NULL OR host_id = $3)"
             ),
-            &[&org_id, &id, &host_scope(caller, org_id)],
+            &[&org_id, &id, &host_scope(caller.principal, org_id)],
         )
         .await?
         .ok_or(AppError::NotFound("appointment"))?;
@@ -503,7 +494,7 @@ pub async fn list_appointments(
                    AND ($4::uuid IS NULL OR id > $4)
                  ORDER BY id LIMIT $5"
             ),
-            &[&org_id, &host_scope(caller, org_id), &from, &after, &(limit + 1)],
+            &[&org_id, &host_scope(caller.principal, org_id), &from, &after, &(limit + 1)],
         )
         .await?;
     let items = rows.iter().map(appointment_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -585,12 +576,11 @@ pub struct VisitFilter {
     pub limit: Option<u32>,
 }
 
+/// The first instant of a local day (midnight, or the first minute after a DST gap).
 fn local_day_start(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
     use chrono::TimeZone;
-    day.and_hms_opt(0, 0, 0)
-        .and_then(|t| tz.from_local_datetime(&t).earliest())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+    let midnight = day.and_time(chrono::NaiveTime::MIN);
+    tz.from_local_datetime(&midnight).earliest().map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
 }
 
 const VISIT_SELECT: &str = "SELECT v.id, v.appointment_id, a.title, a.room, v.visitor_id, s.sealed, s.key_version, v.host_id,
@@ -673,13 +663,14 @@ pub async fn list(app: &App, caller: &Caller<'_>, org_id: Uuid, filter: &VisitFi
         let next = date.succ_opt().unwrap_or(date);
         Some((local_day_start(org.tz, date), local_day_start(org.tz, next)))
     };
-    let items = query_visits(app, &client, org_id, host_scope(caller, org_id), filter, day, limit + 1).await?;
+    let items =
+        query_visits(app, &client, org_id, host_scope(caller.principal, org_id), filter, day, limit + 1).await?;
     Ok(pagination::page(items, limit, |v: &Visit| Some(v.id.to_string())))
 }
 
 pub async fn get(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Visit, AppError> {
     let client = app.pool.get().await?;
-    load(app, &client, org_id, id, host_scope(caller, org_id)).await
+    load(app, &client, org_id, id, host_scope(caller.principal, org_id)).await
 }
 
 async fn load(
@@ -844,8 +835,7 @@ pub async fn check_in(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) ->
         Err(other) => return Err(other),
     }
     let visit = transition(app, actor, org_id, id, (OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
-    let (payload, expires_in) = credentials::qr_code(&app.auth.pepper, credential_id, Utc::now());
-    Ok(CheckedIn { visit, qr: crate::app::passes::LiveQr { payload, expires_in } })
+    Ok(CheckedIn { visit, qr: crate::app::passes::LiveQr::now(&app.auth.pepper, credential_id) })
 }
 
 /// Moves a visit from one of `from` to `to` in one transaction with its audit row and outbox

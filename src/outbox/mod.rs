@@ -56,32 +56,27 @@ pub fn catalogue() -> Vec<EventType> {
         EventType {
             name: "visitpass.revoked",
             description: "A pass was revoked; it opens no gate from now on.",
-            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "revoked",
-                "reason": "left early", "actor_id": user, "uses_count": 1}),
+            example: pass_example("revoked", Some("left early"), Some(user), 1),
         },
         EventType {
             name: "visitpass.suspended",
             description: "A pass was suspended.",
-            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "suspended",
-                "reason": null, "actor_id": user, "uses_count": 0}),
+            example: pass_example("suspended", None, Some(user), 0),
         },
         EventType {
             name: "visitpass.resumed",
             description: "A suspended pass was resumed.",
-            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "active",
-                "reason": null, "actor_id": user, "uses_count": 0}),
+            example: pass_example("active", None, Some(user), 0),
         },
         EventType {
             name: "visitpass.extended",
             description: "A pass's validity was changed.",
-            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "active",
-                "reason": null, "actor_id": user, "uses_count": 0}),
+            example: pass_example("active", None, Some(user), 0),
         },
         EventType {
             name: "visitpass.expired",
             description: "A pass reached the end of its validity.",
-            example: json!({"pass_id": pass, "holder_name": "Ada Lovelace", "status": "expired",
-                "reason": null, "actor_id": null, "uses_count": 1}),
+            example: pass_example("expired", None, None, 1),
         },
         EventType {
             name: "alert.raised",
@@ -162,6 +157,12 @@ pub fn catalogue() -> Vec<EventType> {
             example: json!({"endpoint_id": "0192f5c4-0000-7000-8000-0000000000e1", "message": "a test event"}),
         },
     ]
+}
+
+/// A pass event's payload (the pass's status after it, why, by whom, its uses).
+fn pass_example(status: &str, reason: Option<&str>, actor_id: Option<&str>, uses_count: u32) -> Value {
+    json!({"pass_id": "0192f5c4-0000-7000-8000-000000000001", "holder_name": "Ada Lovelace", "status": status,
+        "reason": reason, "actor_id": actor_id, "uses_count": uses_count})
 }
 
 fn visit_example(status: &str) -> Value {
