@@ -50,7 +50,9 @@ macro_rules! routes {
 }
 
 // Matched in this order, each path by a regular expression: the turnstiles' route comes first, so a
-// decision is not matched against every other route before its own.
+// decision is not matched against every other route before its own. (actix-web's `unicode` feature
+// matches them with `regex`'s automata: without it `regex-lite` took 12 % of the engine's CPU on the
+// deny path.)
 routes! {
     "/api/v1/gates/{gate}/decisions" => { POST decisions::decide },
     "/api/v1/gates/{gate}/bas-ip" => { POST decisions::bas_ip },
