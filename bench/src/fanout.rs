@@ -5,8 +5,12 @@
 //! against those expected, and the turnstile's answer latency as N grows. Then 10,000 viewers
 //! held: the engine's resident memory per viewer, and what it returns when they leave.
 //!
+//! While the turnstile decides, passes are revoked through the API: the time from each revocation
+//! to its frame at the viewers, against the same floor.
+//!
 //! Also `revocation`: a pass revoked while every gate asks for it, many times: allows answered
-//! after the revoke call returned (must be none), and the revoke-to-frame time at the viewers.
+//! after the revoke call returned (must be none), and each revocation's frame at the viewers (from
+//! the event's stamp, and from the revoke call's answer) amid the decisions' frames.
 //!
 //! The engine runs in a child process (see `scale`), so its memory is its own.
 
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use uuid::Uuid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -70,6 +75,37 @@ fn metronome(
     })
 }
 
+/// Passes revoked per viewer count, while the turnstiles decide.
+const REVOKED_PER_RUN: usize = 10;
+
+/// Revokes `passes` through the engine's API, spread evenly over the measured window.
+async fn revoke_spread(
+    port: u16,
+    org_id: Uuid,
+    token: &str,
+    passes: &[Uuid],
+    warmup: Duration,
+    window: Duration,
+) -> Result<(), Error> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let every = window / (passes.len() as u32 + 1);
+    actix_web::rt::time::sleep(warmup).await;
+    for pass in passes {
+        actix_web::rt::time::sleep(every).await;
+        let url = format!("http://127.0.0.1:{port}/api/v1/orgs/{org_id}/passes/{pass}/revoke");
+        let mut response = client
+            .post(url)
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&json!({"reason": "bench"}))
+            .await?;
+        let _ = response.body().await?;
+        if !response.status().is_success() {
+            return Err(format!("a revocation answered {}", response.status()).into());
+        }
+    }
+    Ok(())
+}
+
 /// The floor's metronome: a decision frame published every `1/rate` s, stamped as it is made.
 async fn floor_metronome(
     broadcast: &tokio::sync::broadcast::Sender<bytestring::ByteString>,
@@ -111,7 +147,9 @@ async fn finish(viewers: Viewers) -> Result<crate::viewers::Seen, Error> {
 }
 
 pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
-    let site = Site::build(bench, "Fanout bench", 1, 0, 0).await?;
+    // Passes to revoke while the viewers watch: a few per viewer count.
+    let site = Site::build(bench, "Fanout bench", 1, REVOKED_PER_RUN * options.viewers.len(), 71).await?;
+    let mut to_revoke = site.cards.iter().map(|(_, pass)| *pass);
     let gate = *site.gates.first().ok_or("no gate")?;
     let token = login(bench).await?;
     let engine = ChildEngine::start(&bench.data_dir)?;
@@ -155,17 +193,32 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
             })
         };
         let (on_api, on_device) = (turnstile(engine_addr), turnstile(device_addr));
-        let ((answers, decided_api), (device_answers, decided_device)) = (on_api.await??, on_device.await??);
+        // Meanwhile, an operator revokes passes through the API, one every so often.
+        let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
+        let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);
+        let (revocations, turnstiles) = futures_util::future::join(revocations, async {
+            Ok::<_, Error>((on_api.await??, on_device.await??))
+        })
+        .await;
+        let ((answers, decided_api), (device_answers, decided_device)) = turnstiles?;
+        revocations?;
         let decided = decided_api + decided_device;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
         let frames = report.row(label, "portcullis: decision to frame", figures(&seen.latency, window));
+        let mut revoked = histogram()?;
+        for r in seen.revoked.iter().filter(|r| passes.iter().any(|p| p.to_string() == r.pass_id)) {
+            revoked.record(r.since_published.as_nanos() as u64)?;
+        }
+        let revoked_frames = revoked.len();
+        let revoke_frames = report.row(label, "portcullis: revocation to frame", figures(&revoked, window));
         let api_answer = report.row(label, "portcullis: answer on the API port", figures(&answers, window));
         let answer = report.row(label, "portcullis: answer on the device port", figures(&device_answers, window));
         let expected = decided * n as u64;
         println!("  {label:<10} frames received {} of {expected}", seen.frames);
         report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
-            "floor_frames_expected": published * n as u64}));
+            "floor_frames_expected": published * n as u64, "revocation_frames_expected": passes.len() * n,
+            "revocation_frames_received": revoked_frames}));
         let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
         if n >= 1000 {
             report.target(Target::at_most(
@@ -182,6 +235,16 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
                 format!("{n} viewers: decision-to-frame p99 / floor p99"),
                 frames.p99_us / floor_frames.p99_us.max(1e-9),
                 1.2,
+            ));
+            report.target(Target::at_most(
+                format!("{n} viewers: revocation-to-frame p99 / floor p99"),
+                revoke_frames.p99_us / floor_frames.p99_us.max(1e-9),
+                1.0,
+            ));
+            report.target(Target::at_least(
+                format!("{n} viewers: revocation frames received / expected"),
+                revoked_frames as f64 / (passes.len() * n).max(1) as f64,
+                1.0,
             ));
             report.target(Target::at_least(
                 format!("{n} viewers: frames received / expected"),
@@ -223,9 +286,11 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
     let passes = 20;
     let site = Site::build(bench, "Revocation bench", 8, passes, 61).await?;
     let token = login(bench).await?;
-    let mut report =
-        Report::new("revocation", json!({"passes": passes, "gates": 8, "viewers": options.revocation_viewers}));
-    println!("revocation ({passes} passes revoked one by one, each asked for at 8 gates by 8 connections meanwhile)");
+    let viewer_count = options.revocation_viewers;
+    let mut report = Report::new("revocation", json!({"passes": passes, "gates": 8, "viewers": viewer_count}));
+    println!(
+        "revocation ({passes} passes revoked one by one, each asked for at 8 gates by 8 connections meanwhile; {viewer_count} viewers)"
+    );
     let viewers = connect_viewers(
         SocketAddr::from(([127, 0, 0, 1], bench.port)),
         format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id),
@@ -235,8 +300,8 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
     .await?;
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let (mut revoke_latency, mut late_allows, mut asked) = (histogram()?, 0u64, 0u64);
-    let mut frames = histogram()?;
-    let mut events = bench.engine.events().subscribe(site.org_id, None).0;
+    let mut answered = std::collections::HashMap::new();
+    let asking = Instant::now();
     for (card, pass) in &site.cards {
         let stop = Arc::new(AtomicBool::new(false));
         let revoked_at = Arc::new(std::sync::OnceLock::<Instant>::new());
@@ -266,16 +331,7 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
         let returned = Instant::now();
         let _ = revoked_at.set(returned);
         revoke_latency.record(returned.duration_since(t).as_nanos() as u64)?;
-        // The revocation's frame at the hub (what every viewer is sent).
-        while let Ok(envelope) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
-            let Ok(envelope) = envelope else { break };
-            if envelope.event.pass_id() == Some(*pass)
-                && matches!(envelope.event, portcullis_actors::events::Event::PassRevoked { .. })
-            {
-                frames.record(t.elapsed().as_nanos() as u64)?;
-                break;
-            }
-        }
+        answered.insert(pass.to_string(), returned);
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         stop.store(true, Ordering::SeqCst);
         // Joined off the runtime: an asker may be waiting for a commit the runtime drives.
@@ -291,15 +347,38 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
             asked += total;
         }
     }
+    let asking = asking.elapsed();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     let seen = finish(viewers).await?;
-    report.row("revoke", "revoke call (durable, in force)", figures(&revoke_latency, Duration::from_secs(1)));
-    report.row("revoke", "revoke to its event at the hub", figures(&frames, Duration::from_secs(1)));
+    let decisions_per_second = asked as f64 / asking.as_secs_f64().max(1e-3);
+    // Each revocation's frame at each viewer: from the event's stamp (as the floor measures), and
+    // from the revoke call's answer (zero when the frame came first).
+    let (mut since_published, mut since_answer) = (histogram()?, histogram()?);
+    for revoked in &seen.revoked {
+        since_published.record(revoked.since_published.as_nanos() as u64)?;
+        if let Some(returned) = answered.get(&revoked.pass_id) {
+            since_answer.record(revoked.arrived.saturating_duration_since(*returned).as_nanos() as u64)?;
+        }
+    }
+    let second = Duration::from_secs(1);
+    let label: &'static str = Box::leak(format!("{viewer_count} viewers").into_boxed_str());
+    report.row("revoke", "revoke call (durable, in force)", figures(&revoke_latency, second));
+    report.row(label, "portcullis: revocation event to frame", figures(&since_published, second));
+    report.row(label, "portcullis: revoke answer to frame", figures(&since_answer, second));
+    let expected = site.cards.len() * viewer_count;
     println!(
-        "  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; viewers saw {} decision frames",
-        seen.frames
+        "  {asked} decisions asked during the revocations; allows answered after a revoke returned: {late_allows}; revocation frames received {} of {expected}",
+        seen.revoked.len()
     );
-    report.rows_extra.push(json!({"decisions_asked": asked, "allows_after_revoke_returned": late_allows}));
+    report.rows_extra.push(json!({"decisions_asked": asked, "allows_after_revoke_returned": late_allows,
+        "revocation_frames_expected": expected, "decisions_per_second": decisions_per_second, "revocation_frames_received": seen.revoked.len(),
+        "decision_frames_received": seen.frames}));
     report.target(Target::at_most("allows answered after the revoke call returned", late_allows as f64, 0.0));
+    report.target(Target::at_least(
+        format!("{viewer_count} viewers: revocation frames received / expected"),
+        seen.revoked.len() as f64 / expected.max(1) as f64,
+        1.0,
+    ));
     Ok(report)
 }
 

@@ -1,12 +1,12 @@
 //! Dashboard viewers for the bench: WebSocket clients over raw TCP (the handshake, unmasked
 //! server frames, pongs), many per thread, on threads of their own. Each records, for every
 //! decision frame, the time from `decided_at` (stamped where the decision was made, in this same
-//! machine's clock) to the frame's arrival.
+//! machine's clock) to the frame's arrival, and when each `pass.revoked` frame arrived.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
@@ -20,6 +20,15 @@ use crate::loadgen::histogram;
 pub struct Seen {
     pub latency: Histogram<u64>,
     pub frames: u64,
+    /// Each `pass.revoked` frame a viewer received (one per viewer and revocation).
+    pub revoked: Vec<Revoked>,
+}
+
+pub struct Revoked {
+    pub pass_id: String,
+    pub arrived: Instant,
+    /// From the event's `at` (stamped when the hub published it) to its arrival here.
+    pub since_published: Duration,
 }
 
 pub struct Viewers {
@@ -54,11 +63,13 @@ impl Viewers {
                             connected.fetch_add(1, Ordering::SeqCst);
                         }
                         let views = streams.into_iter().map(|s| view(s, &recording, &stop));
-                        let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0 };
+                        let mut seen =
+                            Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0, revoked: Vec::new() };
                         for part in futures_util::future::join_all(views).await {
                             let part = part?;
                             seen.latency.add(&part.latency).map_err(|e| e.to_string())?;
                             seen.frames += part.frames;
+                            seen.revoked.extend(part.revoked);
                         }
                         Ok(seen)
                     })
@@ -83,11 +94,12 @@ impl Viewers {
     /// Stops every viewer and returns what they saw.
     pub fn finish(self) -> Result<Seen, Error> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut seen = Seen { latency: histogram()?, frames: 0 };
+        let mut seen = Seen { latency: histogram()?, frames: 0, revoked: Vec::new() };
         for thread in self.threads {
             let part = thread.join().map_err(|_| "a viewer thread panicked")??;
             seen.latency.add(&part.latency)?;
             seen.frames += part.frames;
+            seen.revoked.extend(part.revoked);
         }
         Ok(seen)
     }
@@ -116,7 +128,7 @@ async fn handshake(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
 
 /// Reads frames until stopped; answers pings.
 async fn view(mut stream: TcpStream, recording: &AtomicBool, stop: &AtomicBool) -> Result<Seen, String> {
-    let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0 };
+    let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0, revoked: Vec::new() };
     let mut buffer: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -128,8 +140,14 @@ async fn view(mut stream: TcpStream, recording: &AtomicBool, stop: &AtomicBool) 
         };
         buffer.extend_from_slice(chunk.get(..n).unwrap_or_default());
         while let Some((opcode, start, end)) = frame_bounds(&buffer) {
-            let arrived = Utc::now();
+            let (arrived, arrived_instant) = (Utc::now(), Instant::now());
             let payload = buffer.get(start..end).unwrap_or_default();
+            if opcode == 0x1
+                && let Some((pass_id, at)) = revoked(payload)
+            {
+                let since_published = (arrived - at).to_std().unwrap_or_default();
+                seen.revoked.push(Revoked { pass_id, arrived: arrived_instant, since_published });
+            }
             match opcode {
                 0x1 if recording.load(Ordering::Relaxed) => {
                     if let Some(at) = decided_at(payload) {
@@ -166,6 +184,20 @@ fn frame_bounds(buffer: &[u8]) -> Option<(u8, usize, usize)> {
         n => (n as usize, 2),
     };
     (buffer.len() >= start + length).then_some((first & 0x0F, start, start + length))
+}
+
+/// The pass of a `pass.revoked` frame, and when the hub published it.
+fn revoked(payload: &[u8]) -> Option<(String, DateTime<Utc>)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if !text.contains("\"type\":\"pass.revoked\"") {
+        return None;
+    }
+    let field = |name: &str| {
+        let (_, rest) = text.split_once(&format!("\"{name}\":\""))?;
+        rest.split_once('"').map(|(value, _)| value.to_owned())
+    };
+    let at = DateTime::parse_from_rfc3339(&field("at")?).ok()?.with_timezone(&Utc);
+    Some((field("pass_id")?, at))
 }
 
 fn decided_at(payload: &[u8]) -> Option<DateTime<Utc>> {
