@@ -129,6 +129,34 @@ async fn a_snapshot_comes_first_then_each_decision_with_its_verdict_in_order() -
 }
 
 #[actix_web::test]
+async fn a_snapshot_larger_than_the_connection_buffer_arrives_whole_and_events_follow_it() -> TestResult {
+    // Recent entries at every gate make the first frame several times the 4 KiB pieces a stream
+    // hands its connection at once (`http::stream::pieces`).
+    let site = Site::build(spawn_app().await?, 2, 2).await?;
+    for round in 0..25 {
+        for gate in 0..site.gates.len() {
+            site.decide(gate, &json!({"kind": "pin", "value": format!("{:08}", round * 10 + gate)}), "in").await?;
+        }
+    }
+    let op = operator(&site).await?;
+    let mut viewer = Viewer::connect(&site.app, &site.org, &op.access, "").await?;
+    let snapshot = viewer.json().await?;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot.to_string().len() > 3 * 4096, "a snapshot of {} bytes", snapshot.to_string().len());
+    let gates = snapshot["gates"].as_array().cloned().unwrap_or_default();
+    assert_eq!(gates.len(), 4);
+    for gate in &gates {
+        let queue = gate["queue"].as_array().map_or(0, Vec::len);
+        assert!(queue >= 10, "gate {} shows {queue} recent entries", gate["id"]);
+    }
+    site.decide(3, &json!({"kind": "pin", "value": "99999999"}), "in").await?;
+    let next = viewer.json().await?;
+    assert_eq!((next["type"].as_str(), next["gate_id"].as_str()), (Some("decision"), Some(site.gates[3].as_str())));
+    assert_eq!(next["seq"].as_u64(), snapshot["seq"].as_u64().map(|s| s + 1));
+    Ok(())
+}
+
+#[actix_web::test]
 async fn a_revocation_reaches_every_stream_of_the_organization_and_no_other() -> TestResult {
     let app = spawn_app().await?;
     let site = Site::build(app, 1, 2).await?;

@@ -17,6 +17,7 @@ use crate::auth::principal::{Principal, authorize};
 use crate::error::AppError;
 use crate::http::auth::{authenticate_with, bearer_token};
 use crate::http::stream::connection::{Flow, Socket};
+use crate::http::stream::pieces::Pieces;
 use crate::http::stream::session::{SessionActor, Setup, Timing};
 
 #[derive(Deserialize)]
@@ -94,5 +95,5 @@ pub async fn stream(
         timing,
         flow,
     });
-    Ok(response.streaming(ws::WebsocketContext::create(actor, payload)))
+    Ok(response.streaming(Pieces::new(Box::pin(ws::WebsocketContext::create(actor, payload)))))
 }

@@ -2,4 +2,5 @@
 //! [`connection`] underneath it. What a viewer may see and the first frame are `app::streams`.
 
 pub mod connection;
+pub mod pieces;
 pub mod session;

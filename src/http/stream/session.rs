@@ -60,12 +60,15 @@ pub struct SessionActor {
     timing: Timing,
     flow: Flow,
     closing: bool,
+    /// `portcullis_stream_frames_total`, looked up once rather than per frame.
+    frames: metrics::Counter,
 }
 
 impl SessionActor {
     pub fn new(setup: Setup) -> Self {
         let Setup { org_id, engine, pool, auth, filter, since, credential, timing, flow } = setup;
-        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, flow, closing: false }
+        let frames = metrics::counter!("portcullis_stream_frames_total");
+        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, flow, closing: false, frames }
     }
 
     /// Re-checks the viewer's access now; closes the stream if it is gone.
@@ -84,7 +87,7 @@ impl SessionActor {
         if self.closing {
             return;
         }
-        metrics::counter!("portcullis_stream_frames_total").increment(1);
+        self.frames.increment(1);
         ctx.text(frame);
     }
 
