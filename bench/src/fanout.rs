@@ -295,7 +295,7 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
         SocketAddr::from(([127, 0, 0, 1], bench.port)),
         format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id),
         options.revocation_viewers,
-        1,
+        2,
     )
     .await?;
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
