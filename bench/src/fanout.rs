@@ -92,16 +92,21 @@ async fn revoke_spread(
     actix_web::rt::time::sleep(warmup).await;
     for pass in passes {
         actix_web::rt::time::sleep(every).await;
-        let url = format!("http://127.0.0.1:{port}/api/v1/orgs/{org_id}/passes/{pass}/revoke");
-        let mut response = client
-            .post(url)
-            .insert_header(("authorization", format!("Bearer {token}")))
-            .send_json(&json!({"reason": "bench"}))
-            .await?;
-        let _ = response.body().await?;
-        if !response.status().is_success() {
-            return Err(format!("a revocation answered {}", response.status()).into());
-        }
+        revoke(&client, &format!("http://127.0.0.1:{port}"), org_id, *pass, token).await?;
+    }
+    Ok(())
+}
+
+/// Revokes `pass` through the API at `base`; an answer other than success is an error.
+async fn revoke(client: &awc::Client, base: &str, org_id: Uuid, pass: Uuid, token: &str) -> Result<(), Error> {
+    let mut response = client
+        .post(format!("{base}/api/v1/orgs/{org_id}/passes/{pass}/revoke"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&json!({"reason": "bench"}))
+        .await?;
+    let _ = response.body().await?;
+    if !response.status().is_success() {
+        return Err(format!("a revocation answered {}", response.status()).into());
     }
     Ok(())
 }
@@ -321,13 +326,7 @@ pub async fn revocation(bench: &Bench, options: &Options) -> Result<Report, Erro
             .collect();
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         let t = Instant::now();
-        let url = format!("{}/api/v1/orgs/{}/passes/{pass}/revoke", bench.base, site.org_id);
-        let mut response = client
-            .post(url)
-            .insert_header(("authorization", format!("Bearer {token}")))
-            .send_json(&json!({"reason": "bench"}))
-            .await?;
-        let _ = response.body().await?;
+        revoke(&client, &bench.base, site.org_id, *pass, &token).await?;
         let returned = Instant::now();
         let _ = revoked_at.set(returned);
         revoke_latency.record(returned.duration_since(t).as_nanos() as u64)?;
