@@ -30,19 +30,19 @@ use crate::loadgen::{self, histogram};
 use crate::report::{Report, Target};
 use crate::scale::ChildEngine;
 use crate::scenarios::{Site, figures, login};
-use crate::viewers::Viewers;
+use crate::viewers::{Viewers, Window};
 use crate::{Bench, Error, Options};
 
 /// Sends `request` every `1/rate` s for `window` (after `warmup`), answering nothing but the
-/// latency of each answer in the window and the count sent in it. `recording` is turned on when
-/// the window starts.
+/// latency of each answer sent in the window and the count of decisions the `counted` window
+/// holds (opened here when the window starts, unless another turnstile opened it first).
 fn metronome(
     addr: SocketAddr,
     request: Vec<u8>,
     rate: u64,
     warmup: Duration,
     window: Duration,
-    recording: Arc<AtomicBool>,
+    counted: Window,
 ) -> Result<(Histogram<u64>, u64), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -59,16 +59,23 @@ fn metronome(
             }
             let measuring = elapsed >= warmup;
             if measuring {
-                recording.store(true, Ordering::SeqCst);
+                counted.open();
             }
             let t = Instant::now();
             stream.write_all(&request).await?;
-            let (status, _) = loadgen::read_response(&mut stream, &mut buffer).await?;
+            let (status, body) = loadgen::read_response(&mut stream, &mut buffer).await?;
             if status != 200 {
                 return Err(format!("a decision answered {status}").into());
             }
             if measuring {
                 latency.record(t.elapsed().as_nanos() as u64)?;
+            }
+            let decided_at = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("decided_at").and_then(Value::as_str).map(str::to_owned))
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+                .ok_or("a decision answered without decided_at")?;
+            if counted.holds(decided_at.with_timezone(&chrono::Utc)) {
                 sent += 1;
             }
         }
@@ -117,7 +124,7 @@ async fn floor_metronome(
     rate: u64,
     warmup: Duration,
     window: Duration,
-    recording: &AtomicBool,
+    counted: &Window,
 ) -> u64 {
     let mut ticker = actix_web::rt::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     let (start, mut sent) = (Instant::now(), 0);
@@ -129,11 +136,13 @@ async fn floor_metronome(
             return sent;
         }
         if elapsed >= warmup {
-            recording.store(true, Ordering::SeqCst);
-            sent += 1;
+            counted.open();
         }
         seq += 1;
         let now = chrono::Utc::now();
+        if counted.holds(now) {
+            sent += 1;
+        }
         let frame = json!({"seq": seq, "org_id": uuid::Uuid::nil(), "at": now, "type": "decision",
             "gate_id": uuid::Uuid::nil(), "pass_id": null, "holder_name": null, "direction": "in",
             "decision": "deny", "reason": "unknown_credential", "decided_at": now});
@@ -177,8 +186,8 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let label: &'static str = Box::leak(format!("{n} viewers").into_boxed_str());
         // The floor: the same viewers on a bare broadcast.
         let viewers = connect_viewers(floor_addr, "/ws".into(), n, 2).await?;
-        let recording = viewers.recording();
-        let published = floor_metronome(&floor.broadcast, rate, warmup, window, &recording).await;
+        let counted = viewers.window();
+        let published = floor_metronome(&floor.broadcast, rate, warmup, window, &counted).await;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let seen = finish(viewers).await?;
         let floor_frames =
@@ -187,14 +196,14 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
 
         // The engine.
         let viewers = connect_viewers(engine_addr, stream_path.clone(), n, 2).await?;
-        let recording = viewers.recording();
+        let counted = viewers.window();
         // Two turnstiles at half the rate each: one on the API port (beside the viewers' streams),
         // one on the device listener (workers of its own).
         let device_addr = SocketAddr::from(([127, 0, 0, 1], engine.device_port));
         let turnstile = |addr: SocketAddr| {
-            let (request, recording) = (decision.clone(), recording.clone());
+            let (request, counted) = (decision.clone(), counted.clone());
             tokio::task::spawn_blocking(move || {
-                metronome(addr, request, rate / 2, warmup, window, recording).map_err(|e| e.to_string())
+                metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
             })
         };
         let (on_api, on_device) = (turnstile(engine_addr), turnstile(device_addr));

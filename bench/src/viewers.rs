@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -16,7 +16,37 @@ use tokio::net::TcpStream;
 use crate::Error;
 use crate::loadgen::histogram;
 
-/// What the viewers saw while `recording` was on.
+/// When the measured window opened (microseconds since the epoch; `i64::MAX` until then). A
+/// decision counts in the window when it was decided at or after that moment — by its frame's
+/// `decided_at` at the viewers, by its answer's at the turnstile — so frames and decisions are
+/// counted over exactly the same decisions.
+#[derive(Clone)]
+pub struct Window(Arc<AtomicI64>);
+
+impl Window {
+    fn new() -> Self {
+        Window(Arc::new(AtomicI64::new(i64::MAX)))
+    }
+
+    /// Opens the window now, unless it is open already; answers when it opened.
+    pub fn open(&self) -> DateTime<Utc> {
+        self.0.fetch_min(Utc::now().timestamp_micros(), Ordering::SeqCst);
+        self.opened().unwrap_or_default()
+    }
+
+    /// When the window opened, if it has.
+    pub fn opened(&self) -> Option<DateTime<Utc>> {
+        let at = self.0.load(Ordering::SeqCst);
+        (at != i64::MAX).then(|| DateTime::from_timestamp_micros(at)).flatten()
+    }
+
+    /// Whether something decided at `at` falls in the window.
+    pub fn holds(&self, at: DateTime<Utc>) -> bool {
+        self.opened().is_some_and(|opened| at >= opened)
+    }
+}
+
+/// What the viewers saw of the decisions in the window.
 pub struct Seen {
     pub latency: Histogram<u64>,
     pub frames: u64,
@@ -32,7 +62,7 @@ pub struct Revoked {
 }
 
 pub struct Viewers {
-    recording: Arc<AtomicBool>,
+    window: Window,
     stop: Arc<AtomicBool>,
     connected: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<Result<Seen, String>>>,
@@ -42,15 +72,15 @@ impl Viewers {
     /// Connects `count` viewers to `path` (a WebSocket upgrade) and keeps them reading; returns
     /// once all are connected.
     pub fn connect(addr: SocketAddr, path: String, count: usize, threads: usize) -> Result<Viewers, Error> {
-        let recording = Arc::new(AtomicBool::new(false));
+        let window = Window::new();
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicU64::new(0));
         let threads = threads.max(1);
         let handles = (0..threads)
             .map(|t| {
                 let share = count / threads + usize::from(t < count % threads);
-                let (path, recording, stop, connected) =
-                    (path.clone(), recording.clone(), stop.clone(), connected.clone());
+                let (path, window, stop, connected) =
+                    (path.clone(), window.clone(), stop.clone(), connected.clone());
                 std::thread::spawn(move || -> Result<Seen, String> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -62,7 +92,7 @@ impl Viewers {
                             streams.push(handshake(addr, &path).await?);
                             connected.fetch_add(1, Ordering::SeqCst);
                         }
-                        let views = streams.into_iter().map(|s| view(s, &recording, &stop));
+                        let views = streams.into_iter().map(|s| view(s, &window, &stop));
                         let mut seen =
                             Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0, revoked: Vec::new() };
                         for part in futures_util::future::join_all(views).await {
@@ -76,7 +106,7 @@ impl Viewers {
                 })
             })
             .collect();
-        let viewers = Viewers { recording, stop, connected, threads: handles };
+        let viewers = Viewers { window, stop, connected, threads: handles };
         while viewers.connected.load(Ordering::SeqCst) < count as u64 {
             if viewers.threads.iter().any(|t| t.is_finished()) {
                 return Err("a viewer thread stopped while connecting".into());
@@ -86,9 +116,9 @@ impl Viewers {
         Ok(viewers)
     }
 
-    /// The switch that makes the viewers record (turned on when a measured window starts).
-    pub fn recording(&self) -> Arc<AtomicBool> {
-        self.recording.clone()
+    /// The measured window the viewers count in (opened by whoever starts measuring).
+    pub fn window(&self) -> Window {
+        self.window.clone()
     }
 
     /// Stops every viewer and returns what they saw.
@@ -127,7 +157,7 @@ async fn handshake(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
 }
 
 /// Reads frames until stopped; answers pings.
-async fn view(mut stream: TcpStream, recording: &AtomicBool, stop: &AtomicBool) -> Result<Seen, String> {
+async fn view(mut stream: TcpStream, window: &Window, stop: &AtomicBool) -> Result<Seen, String> {
     let mut seen = Seen { latency: histogram().map_err(|e| e.to_string())?, frames: 0, revoked: Vec::new() };
     let mut buffer: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -149,8 +179,8 @@ async fn view(mut stream: TcpStream, recording: &AtomicBool, stop: &AtomicBool) 
                 seen.revoked.push(Revoked { pass_id, arrived: arrived_instant, since_published });
             }
             match opcode {
-                0x1 if recording.load(Ordering::Relaxed) => {
-                    if let Some(at) = decided_at(payload) {
+                0x1 => {
+                    if let Some(at) = decided_at(payload).filter(|at| window.holds(*at)) {
                         let micros = (arrived - at).num_microseconds().unwrap_or(0).max(0) as u64;
                         seen.latency.record(micros * 1000).map_err(|e| e.to_string())?;
                         seen.frames += 1;
