@@ -320,7 +320,10 @@ string_enum! {
 
 impl VisitStatus {
     /// Still to come or under way: the visitor may yet be let in.
+    pub const OPEN: &[VisitStatus] = &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived];
+
+    /// Whether the visit is [`OPEN`](Self::OPEN).
     pub fn is_open(self) -> bool {
-        matches!(self, VisitStatus::Invited | VisitStatus::Registered | VisitStatus::Arrived)
+        Self::OPEN.contains(&self)
     }
 }

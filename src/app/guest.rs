@@ -311,10 +311,7 @@ async fn own_visit(app: &App, guest: Guest, visit_id: Uuid) -> Result<VisitStatu
 pub async fn qr(app: &App, guest: Guest, visit_id: Uuid) -> Result<LiveQr, AppError> {
     let status = own_visit(app, guest, visit_id).await?;
     if !(status.is_open() || status == VisitStatus::CheckedIn) {
-        return Err(AppError::Conflict {
-            code: crate::error::Conflict::VisitNotOpen,
-            message: format!("the visit is {status}"),
-        });
+        return Err(visits::not_open(status));
     }
     let actor = Actor::default();
     let (_, credential_id) = visits::ensure_pass(app, actor, guest.org_id, visit_id).await?;

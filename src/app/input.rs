@@ -139,6 +139,17 @@ impl TimeZone {
     }
 }
 
+/// Optional free text: trimmed, empty taken as absent, at most `max` characters (else `field` is
+/// named in `fields`).
+pub fn optional_text(fields: &mut Fields, field: &str, value: Option<&str>, max: usize) -> Option<String> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty())?;
+    if value.chars().count() > max {
+        fields.insert(field.to_owned(), format!("must be at most {max} characters"));
+        return None;
+    }
+    Some(value.to_owned())
+}
+
 /// `Ok` when nothing was found, else the whole list at once.
 pub fn done(fields: Fields) -> Result<(), AppError> {
     if fields.is_empty() { Ok(()) } else { Err(AppError::Validation { fields }) }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::input::{Checked, Email, Fields, Name, done};
+use crate::app::input::{Checked, Email, Fields, Name, done, optional_text};
 use crate::app::{App, Caller, host_scope};
 use crate::audit::{self, Event as AuditEvent};
 use crate::crypto;
@@ -130,15 +130,6 @@ pub struct VisitorInput {
 pub struct ConsentInput {
     pub kind: String,
     pub text_version: String,
-}
-
-fn optional_text(fields: &mut Fields, field: &str, value: Option<&str>, max: usize) -> Option<String> {
-    let value = value.map(str::trim).filter(|v| !v.is_empty())?;
-    if value.chars().count() > max {
-        fields.insert(field.to_owned(), format!("must be at most {max} characters"));
-        return None;
-    }
-    Some(value.to_owned())
 }
 
 impl VisitorInput {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::input::{Fields, check_name, done};
+use crate::app::input::{Fields, check_name, done, optional_text};
 use crate::app::passes::{self, NewPass};
 use crate::app::rrule::Rule;
 use crate::app::visitors::{self, Personal, VisitorInput};
@@ -33,8 +33,6 @@ use crate::error::{AppError, Conflict};
 
 /// The most visitors one appointment invites.
 const MAX_VISITORS: usize = 50;
-/// The states a visitor may yet be let in from.
-const OPEN: &[VisitStatus] = &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived];
 
 /// The most visits one appointment makes (visitors × occurrences).
 const MAX_VISITS: usize = 1000;
@@ -163,10 +161,7 @@ pub async fn create_appointment(
     let pepper = &app.auth.pepper;
     let mut fields = Fields::new();
     check_name(&mut fields, "title", &body.title);
-    let room = body.room.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
-    if room.as_ref().is_some_and(|r| r.chars().count() > 200) {
-        fields.insert("room".into(), "must be at most 200 characters".into());
-    }
+    let room = optional_text(&mut fields, "room", body.room.as_deref(), 200);
     if body.ends_at <= body.starts_at {
         fields.insert("ends_at".into(), "must be after starts_at".into());
     } else if body.ends_at - body.starts_at > Duration::hours(24) {
@@ -515,7 +510,7 @@ pub async fn cancel_appointment(
             message: "the appointment is not scheduled".into(),
         });
     }
-    for visit in appointment.visits.iter().filter(|v| v.status.is_open() || v.status == VisitStatus::Denied) {
+    for visit in appointment.visits.iter().filter(|v| closes_from(VisitStatus::Cancelled).contains(&v.status)) {
         close(app, caller.actor(), org_id, visit.id, VisitStatus::Cancelled).await?;
     }
     let mut client = app.pool.get().await?;
@@ -690,6 +685,11 @@ async fn load(
     visit_from_row(&app.auth.pepper, &row)
 }
 
+/// A visit not in a state the request can act on (`visit_not_open`).
+pub fn not_open(status: VisitStatus) -> AppError {
+    AppError::Conflict { code: Conflict::VisitNotOpen, message: format!("the visit is {status}") }
+}
+
 /// The visit's pass, made now if it has none: a QR pass for the occurrence plus the margin,
 /// suspended until check-in, its holder's host as its issuer (so the host's stream follows it).
 /// Returns the pass and its QR credential.
@@ -720,7 +720,7 @@ pub async fn ensure_pass(app: &App, actor: Actor, org_id: Uuid, visit_id: Uuid) 
     let status: String = row.try_get(6)?;
     let status: VisitStatus = status.parse().map_err(AppError::internal)?;
     if !status.is_open() {
-        return Err(AppError::Conflict { code: Conflict::VisitNotOpen, message: format!("the visit is {status}") });
+        return Err(not_open(status));
     }
     let Some(rule) = row.try_get::<_, Option<Uuid>>(7)?.or(row.try_get(8)?) else {
         return Err(AppError::field(
@@ -794,7 +794,7 @@ pub async fn check_in(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) ->
                 code: Conflict::VisitorDenied,
                 message: "the visitor matches the deny list; a security officer must review the visit".into(),
             },
-            other => AppError::Conflict { code: Conflict::VisitNotOpen, message: format!("the visit is {other}") },
+            other => not_open(other),
         });
     }
     {
@@ -834,7 +834,7 @@ pub async fn check_in(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) ->
         Ok(_) | Err(AppError::Conflict { code: Conflict::PassNotSuspended, .. }) => {}
         Err(other) => return Err(other),
     }
-    let visit = transition(app, actor, org_id, id, (OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
+    let visit = transition(app, actor, org_id, id, (VisitStatus::OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
     Ok(CheckedIn { visit, qr: crate::app::passes::LiveQr::now(&app.auth.pepper, credential_id) })
 }
 
@@ -869,10 +869,7 @@ async fn transition(
         .await?;
     let visit = load(app, &tx, org_id, id, None).await?;
     if changed == 0 {
-        return Err(AppError::Conflict {
-            code: Conflict::VisitNotOpen,
-            message: format!("the visit is {}", visit.status),
-        });
+        return Err(not_open(visit.status));
     }
     if to == VisitStatus::CheckedIn {
         tx.execute(
@@ -895,26 +892,42 @@ async fn transition(
 
 /// Checks a visitor out: their pass is revoked (`checked_out`) at every gate before this returns.
 pub async fn check_out(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Visit, AppError> {
-    let visit = load(app, &app.pool.get().await?, org_id, id, None).await?;
-    if visit.status != VisitStatus::CheckedIn {
-        return Err(AppError::Conflict {
-            code: Conflict::VisitNotCheckedIn,
-            message: format!("the visit is {}", visit.status),
-        });
-    }
     close(app, caller.actor(), org_id, id, VisitStatus::CheckedOut).await
 }
 
-/// Ends a visit (`checked_out`, `cancelled`, `no_show`): its pass, if any, is revoked first.
+/// The states a visit may be closed to `to` from.
+fn closes_from(to: VisitStatus) -> &'static [VisitStatus] {
+    match to {
+        VisitStatus::CheckedOut => &[VisitStatus::CheckedIn],
+        VisitStatus::Cancelled => {
+            &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived, VisitStatus::Denied]
+        }
+        _ => VisitStatus::OPEN,
+    }
+}
+
+/// Ends a visit (`checked_out`, `cancelled`, `no_show`): its pass, if any, is revoked first, once
+/// the visit is known to be in a state it may close from.
 async fn close(app: &App, actor: Actor, org_id: Uuid, id: Uuid, to: VisitStatus) -> Result<Visit, AppError> {
-    let pass: Option<Uuid> = app
+    let from = closes_from(to);
+    let row = app
         .pool
         .get()
         .await?
-        .query_one("SELECT pass_id FROM visits WHERE org_id = $1 AND id = $2", &[&org_id, &id])
+        .query_opt("SELECT pass_id, status FROM visits WHERE org_id = $1 AND id = $2", &[&org_id, &id])
         .await?
-        .try_get(0)?;
-    if let Some(pass_id) = pass {
+        .ok_or(AppError::NotFound("visit"))?;
+    let status: VisitStatus = row.try_get::<_, String>(1)?.parse().map_err(AppError::internal)?;
+    if !from.contains(&status) {
+        return Err(match to {
+            VisitStatus::CheckedOut => AppError::Conflict {
+                code: Conflict::VisitNotCheckedIn,
+                message: format!("the visit is {status}"),
+            },
+            _ => not_open(status),
+        });
+    }
+    if let Some(pass_id) = row.try_get::<_, Option<Uuid>>(0)? {
         let audit = AuditEvent::new(Some(org_id), "pass.revoked", "pass", pass_id);
         let revoke = PassChange::Revoke { reason: to.as_str().to_owned() };
         match passes::change_pass(app, actor, org_id, pass_id, revoke, Some(audit)).await {
@@ -928,37 +941,18 @@ async fn close(app: &App, actor: Actor, org_id: Uuid, id: Uuid, to: VisitStatus)
         VisitStatus::NoShow => "visit.no_show",
         _ => "visit.cancelled",
     };
-    let from: &[VisitStatus] = match to {
-        VisitStatus::CheckedOut => &[VisitStatus::CheckedIn],
-        VisitStatus::Cancelled => {
-            &[VisitStatus::Invited, VisitStatus::Registered, VisitStatus::Arrived, VisitStatus::Denied]
-        }
-        _ => OPEN,
-    };
     transition(app, actor, org_id, id, (from, to), event).await
 }
 
 /// Cancels one visit (the host, or the desk).
 pub async fn cancel(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) -> Result<Visit, AppError> {
-    let visit = get(app, caller, org_id, id).await?;
-    if !(visit.status.is_open() || visit.status == VisitStatus::Denied) {
-        return Err(AppError::Conflict {
-            code: Conflict::VisitNotOpen,
-            message: format!("the visit is {}", visit.status),
-        });
-    }
+    // Read through the caller's scope first: a host cancels only their own visitors' visits.
+    get(app, caller, org_id, id).await?;
     close(app, caller.actor(), org_id, id, VisitStatus::Cancelled).await
 }
 
 /// The visitor is at the desk (or says so from the guest page): their host is told.
 pub async fn arrive(app: &App, actor: Actor, org_id: Uuid, id: Uuid) -> Result<Visit, AppError> {
-    let visit = load(app, &app.pool.get().await?, org_id, id, None).await?;
-    if !matches!(visit.status, VisitStatus::Invited | VisitStatus::Registered) {
-        return Err(AppError::Conflict {
-            code: Conflict::VisitNotOpen,
-            message: format!("the visit is {}", visit.status),
-        });
-    }
     let from = &[VisitStatus::Invited, VisitStatus::Registered];
     transition(app, actor, org_id, id, (from, VisitStatus::Arrived), "visit.arrived").await
 }
@@ -974,10 +968,7 @@ pub struct Review {
 pub async fn review(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid, body: Review) -> Result<Visit, AppError> {
     let visit = get(app, caller, org_id, id).await?;
     if visit.status != VisitStatus::Denied {
-        return Err(AppError::Conflict {
-            code: Conflict::VisitNotOpen,
-            message: format!("the visit is {}", visit.status),
-        });
+        return Err(not_open(visit.status));
     }
     if !body.release {
         return Ok(visit);
