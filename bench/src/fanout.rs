@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use uuid::Uuid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use uuid::Uuid;
 
 use crate::floor;
 use crate::loadgen::{self, histogram};
@@ -210,10 +210,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         // Meanwhile, an operator revokes passes through the API, one every so often.
         let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
         let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);
-        let (revocations, turnstiles) = futures_util::future::join(revocations, async {
-            Ok::<_, Error>((on_api.await??, on_device.await??))
-        })
-        .await;
+        let (revocations, turnstiles) =
+            futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
+                .await;
         let ((answers, decided_api), (device_answers, decided_device)) = turnstiles?;
         revocations?;
         let decided = decided_api + decided_device;

@@ -79,8 +79,7 @@ impl Viewers {
         let handles = (0..threads)
             .map(|t| {
                 let share = count / threads + usize::from(t < count % threads);
-                let (path, window, stop, connected) =
-                    (path.clone(), window.clone(), stop.clone(), connected.clone());
+                let (path, window, stop, connected) = (path.clone(), window.clone(), stop.clone(), connected.clone());
                 std::thread::spawn(move || -> Result<Seen, String> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()

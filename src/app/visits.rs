@@ -834,7 +834,8 @@ pub async fn check_in(app: &App, caller: &Caller<'_>, org_id: Uuid, id: Uuid) ->
         Ok(_) | Err(AppError::Conflict { code: Conflict::PassNotSuspended, .. }) => {}
         Err(other) => return Err(other),
     }
-    let visit = transition(app, actor, org_id, id, (VisitStatus::OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
+    let visit =
+        transition(app, actor, org_id, id, (VisitStatus::OPEN, VisitStatus::CheckedIn), "visit.checked_in").await?;
     Ok(CheckedIn { visit, qr: crate::app::passes::LiveQr::now(&app.auth.pepper, credential_id) })
 }
 
@@ -920,10 +921,9 @@ async fn close(app: &App, actor: Actor, org_id: Uuid, id: Uuid, to: VisitStatus)
     let status: VisitStatus = row.try_get::<_, String>(1)?.parse().map_err(AppError::internal)?;
     if !from.contains(&status) {
         return Err(match to {
-            VisitStatus::CheckedOut => AppError::Conflict {
-                code: Conflict::VisitNotCheckedIn,
-                message: format!("the visit is {status}"),
-            },
+            VisitStatus::CheckedOut => {
+                AppError::Conflict { code: Conflict::VisitNotCheckedIn, message: format!("the visit is {status}") }
+            }
             _ => not_open(status),
         });
     }

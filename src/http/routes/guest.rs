@@ -11,7 +11,7 @@ use crate::http::extract::Json;
 use crate::http::no_store;
 
 fn visit_id(path: &str) -> Result<Uuid, AppError> {
-    Uuid::try_parse(path).map_err(|_| AppError::NotFound("visit"))
+    super::path_id(path, "visit")
 }
 
 pub async fn sign_in(

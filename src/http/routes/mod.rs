@@ -154,6 +154,11 @@ pub fn configure_devices(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").app_data(RoutePattern("/health")).route(web::get().to(service::health)));
 }
 
+/// An id in a path: one that does not parse names nothing there is (404 for `what`).
+pub(crate) fn path_id(text: &str, what: &'static str) -> Result<uuid::Uuid, AppError> {
+    uuid::Uuid::try_parse(text).map_err(|_| AppError::NotFound(what))
+}
+
 /// A query string that does not parse: 422 naming the query.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
     AppError::field("query", err.to_string()).into()

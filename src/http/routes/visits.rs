@@ -2,7 +2,6 @@
 //! `/visits…` (the use cases are `app::visitors` and `app::visits`).
 
 use actix_web::{HttpResponse, web};
-use uuid::Uuid;
 
 use crate::app::hosts;
 use crate::app::visitors::{self, DenyInput, VisitorInput, VisitorQuery};
@@ -15,9 +14,7 @@ use crate::http::auth::{Authorized, ClientAddr};
 use crate::http::extract::Json;
 use crate::http::no_store;
 
-fn id(text: &str, what: &'static str) -> Result<Uuid, AppError> {
-    Uuid::try_parse(text).map_err(|_| AppError::NotFound(what))
-}
+use super::path_id as id;
 
 type Path = web::Path<(String, String)>;
 

@@ -2,7 +2,6 @@
 //! cases are `app::webhooks`).
 
 use actix_web::{HttpResponse, web};
-use uuid::Uuid;
 
 use crate::app::{App, Caller, webhooks};
 use crate::auth::principal::policy;
@@ -12,9 +11,7 @@ use crate::http::auth::{Authenticated, Authorized, ClientAddr};
 use crate::http::extract::Json;
 use crate::http::no_store;
 
-fn id(text: &str, what: &'static str) -> Result<Uuid, AppError> {
-    Uuid::try_parse(text).map_err(|_| AppError::NotFound(what))
-}
+use super::path_id as id;
 
 type Auth = Authorized<policy::WebhooksManage>;
 
