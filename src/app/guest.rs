@@ -184,13 +184,16 @@ pub async fn request_code(app: &App, body: CodeRequest, addr: Option<std::net::I
     let org_name: String = row.try_get(4)?;
     let locale: String = row.try_get(5)?;
     let message = crate::outbox::notify::guest_code(&locale, &org_name, &code, CODE_MINUTES);
-    let to = format!("{} <{}>", personal.name.replace(['<', '>', '"', '\r', '\n', ','], ""), email.as_str());
-    tx.execute(
-        "INSERT INTO mail_queue (id, org_id, event_id, to_address, subject, text_body, html_body)
-         VALUES ($1, $2, $1, $3, $4, $5, $6)",
-        &[&Uuid::now_v7(), &org_id, &to, &message.title, &message.text, &message.html],
-    )
-    .await?;
+    // A code is its own event: each request queues one mail.
+    let mail = crate::outbox::notify::QueuedMail {
+        org_id,
+        user_id: None,
+        event_id: Uuid::now_v7(),
+        name: &personal.name,
+        email: email.as_str(),
+        message: &message,
+    };
+    crate::outbox::notify::queue_mail(&tx, mail).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -413,13 +413,8 @@ async fn queue_invitation(
             link,
         },
     );
-    let to = format!("{} <{}>", name.replace(['<', '>', '"', '\r', '\n', ','], ""), email);
-    tx.execute(
-        "INSERT INTO mail_queue (id, org_id, event_id, to_address, subject, text_body, html_body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id, to_address) DO NOTHING",
-        &[&Uuid::now_v7(), &org_id, &event_id, &to, &message.title, &message.text, &message.html],
-    )
-    .await?;
+    let mail = crate::outbox::notify::QueuedMail { org_id, user_id: None, event_id, name, email, message: &message };
+    crate::outbox::notify::queue_mail(tx, mail).await?;
     Ok(())
 }
 

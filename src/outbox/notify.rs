@@ -41,6 +41,40 @@ pub struct Rendered {
     pub html: String,
 }
 
+/// A mail queued in the caller's transaction (sent by the dispatcher once committed): to `name
+/// <email>`, for `event_id` (queued once per event and address), for a user when one is known.
+pub struct QueuedMail<'a> {
+    pub org_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub event_id: Uuid,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub message: &'a Rendered,
+}
+
+pub async fn queue_mail(tx: &impl GenericClient, mail: QueuedMail<'_>) -> Result<(), tokio_postgres::Error> {
+    // The display name may not break out of its header (quotes, brackets, line breaks, the list
+    // separator).
+    let to = format!("{} <{}>", mail.name.replace(['<', '>', '"', '\r', '\n', ','], ""), mail.email);
+    let message = mail.message;
+    tx.execute(
+        "INSERT INTO mail_queue (id, org_id, user_id, event_id, to_address, subject, text_body, html_body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id, to_address) DO NOTHING",
+        &[
+            &Uuid::now_v7(),
+            &mail.org_id,
+            &mail.user_id,
+            &mail.event_id,
+            &to,
+            &message.title,
+            &message.text,
+            &message.html,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// What a template may say.
 struct Context<'a> {
     locale: &'a str,
@@ -410,22 +444,15 @@ pub async fn make(
                 }
             }
             if recipient.by_email {
-                let to = format!("{} <{}>", recipient.name.replace(['<', '>', '"', '\r', '\n'], ""), recipient.email);
-                tx.execute(
-                    "INSERT INTO mail_queue (id, org_id, user_id, event_id, to_address, subject, text_body, html_body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id, to_address) DO NOTHING",
-                    &[
-                        &Uuid::now_v7(),
-                        &org_id,
-                        &recipient.user_id,
-                        &event_id,
-                        &to,
-                        &message.title,
-                        &message.text,
-                        &message.html,
-                    ],
-                )
-                .await?;
+                let mail = QueuedMail {
+                    org_id,
+                    user_id: Some(recipient.user_id),
+                    event_id,
+                    name: &recipient.name,
+                    email: &recipient.email,
+                    message: &message,
+                };
+                queue_mail(tx, mail).await?;
             }
         }
     }
