@@ -82,6 +82,8 @@ pub struct JournalSettings {
     pub commit_timeout_ms: u64,
     /// While spooling, how often the journal tries PostgreSQL again.
     pub retry_ms: u64,
+    /// How long a pass row may stay behind the check-ins that change it (the checkpoint's period).
+    pub checkpoint_ms: u64,
     /// The spool's largest size on disk; beyond it records are refused (and consuming admits
     /// with them).
     pub spool_max_bytes: u64,
@@ -280,6 +282,7 @@ impl Settings {
             ("engine.admit_timeout_ms", self.engine.admit_timeout_ms),
             ("journal.commit_timeout_ms", self.journal.commit_timeout_ms),
             ("journal.retry_ms", self.journal.retry_ms),
+            ("journal.checkpoint_ms", self.journal.checkpoint_ms),
             ("journal.spool_max_bytes", self.journal.spool_max_bytes),
             ("controllers.resync_secs", self.controllers.resync_secs),
             ("webhooks.attempt_timeout_secs", self.webhooks.attempt_timeout_secs),
@@ -339,6 +342,7 @@ impl Settings {
             ("engine.admit_timeout_ms", self.engine.admit_timeout_ms / 1000),
             ("journal.commit_timeout_ms", self.journal.commit_timeout_ms / 1000),
             ("journal.retry_ms", self.journal.retry_ms / 1000),
+            ("journal.checkpoint_ms", self.journal.checkpoint_ms / 1000),
             ("controllers.resync_secs", self.controllers.resync_secs),
             ("webhooks.attempt_timeout_secs", self.webhooks.attempt_timeout_secs),
             ("webhooks.disable_after_hours", self.webhooks.disable_after_hours.saturating_mul(3600)),

@@ -493,8 +493,9 @@ impl Engine {
         self.with_pass(pass_id, crate::pass_actor::GetState).await.ok()
     }
 
-    /// Waits until everything handed to the journal so far is committed or spooled (before
-    /// shutdown).
+    /// Waits until everything handed to the journal so far is committed or spooled, and pass
+    /// rows hold the passages committed so far (the journal writes them behind the check-ins):
+    /// before shutdown, and before reading pass rows as the engine has them.
     pub async fn flush(&self) -> Result<crate::journal::Durability, crate::journal::JournalError> {
         self.shared.journal.write_durable(Vec::new()).await
     }

@@ -74,10 +74,16 @@ pub enum JournalRecord {
     /// recorded must not stand if that commit lands late.
     Refusal(CheckinRecord),
     /// The pass's state as it is now (uses, inside, status, validity), and its revocation if any.
+    /// Written with the batch it comes in.
     Pass {
         state: Box<PassState>,
         revocation: Option<Revocation>,
     },
+    /// The pass's state after a passage (an allowed entry or exit), which changes only what its
+    /// check-ins already say: uses, inside, last gate and passage. The pass row is its checkpoint,
+    /// written behind the check-ins (see the writer); a row left behind by a crash is brought up
+    /// to date from the check-ins after it when the engine next starts.
+    Passage(Box<PassState>),
     PassEvent(PassEventRecord),
     Audit(Box<AuditRecord>),
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::decision::{PassState, Request, Verdict, ZoneLoad, after_passage, decide};
@@ -105,11 +106,12 @@ fn moved<A: Actor, T: 'static>(act: &A) -> AtomicResponse<A, Result<T, PassError
 impl Handler<Admit> for PassActor {
     type Result = AtomicResponse<Self, Result<Outcome, PassError>>;
 
-    fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: Admit, _: &mut Context<Self>) -> Self::Result {
         if self.passivated {
             return moved(self);
         }
         self.last_used = Instant::now();
+        msg.now = after_last_passage(msg.now, self.state.last_passage_at);
         let shared = self.engine.shared.clone();
         let zone_id = msg.gate.zone_id;
         let capacity = msg.snapshot.zones.get(&zone_id).copied().flatten();
@@ -176,7 +178,7 @@ impl Handler<Admit> for PassActor {
         };
         let mut records = vec![JournalRecord::Checkin(checkin(&verdict))];
         if next != self.state {
-            records.push(JournalRecord::Pass { state: Box::new(next.clone()), revocation: None });
+            records.push(JournalRecord::Passage(Box::new(next.clone())));
         }
         let journal = shared.journal.clone();
         if !verdict.consumes {
@@ -226,6 +228,18 @@ impl Handler<Admit> for PassActor {
             }
             Ok(outcome(&refused, &act.state))
         })))
+    }
+}
+
+/// A decision's time, at least a microsecond (what PostgreSQL keeps) after the pass's last
+/// passage: a pass's passages are then ordered by their times alone, which is how a pass row left
+/// behind is brought up to date from its check-ins (those after its `last_passage_at`).
+fn after_last_passage(now: DateTime<Utc>, last: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match last {
+        Some(last) if now.timestamp_micros() <= last.timestamp_micros() => {
+            DateTime::from_timestamp_micros(last.timestamp_micros().saturating_add(1)).unwrap_or(now)
+        }
+        _ => now,
     }
 }
 
@@ -339,5 +353,24 @@ impl Handler<GetState> for PassActor {
         }
         let state = self.state.clone();
         AtomicResponse::new(Box::pin(async move { Ok(state) }.into_actor(self)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_last_passage;
+    use chrono::{DateTime, Duration};
+
+    #[test]
+    fn a_passage_in_the_same_microsecond_as_the_last_is_stamped_one_microsecond_after_it() {
+        let last = DateTime::from_timestamp_micros(1_800_000_000_000_000).unwrap_or_default();
+        let same_micro = last + Duration::nanoseconds(400);
+        assert_eq!(after_last_passage(same_micro, Some(last)), last + Duration::microseconds(1));
+        // A clock that stepped back does not reorder the pass's passages either.
+        assert_eq!(after_last_passage(last - Duration::seconds(3), Some(last)), last + Duration::microseconds(1));
+        // Later, or the first passage: the time as it is.
+        let later = last + Duration::microseconds(7);
+        assert_eq!(after_last_passage(later, Some(last)), later);
+        assert_eq!(after_last_passage(later, None), later);
     }
 }

@@ -268,6 +268,7 @@ pub struct Inside {
 pub async fn muster(app: &App, org_id: Uuid, query: &ListQuery) -> Result<Page<Inside>, AppError> {
     let limit = pagination::limit(query.limit)?;
     let after: Option<Uuid> = pagination::decode(query.cursor.as_deref())?;
+    crate::app::passes::rows_current(app).await;
     let client = app.pool.get().await?;
     let items = query_as(
         &client,

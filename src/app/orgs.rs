@@ -323,6 +323,7 @@ pub async fn delete(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<(), 
 
 /// Everything the organization owns, as JSON; no password, key or credential hashes.
 pub async fn export(app: &App, caller: &Caller<'_>, org_id: Uuid) -> Result<Value, AppError> {
+    crate::app::passes::rows_current(app).await;
     let sections: [(&str, String); 17] = [
         ("organization", format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1")),
         ("departments", "SELECT id, name, created_at FROM departments WHERE org_id = $1 ORDER BY id".into()),

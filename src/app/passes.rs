@@ -439,6 +439,15 @@ pub(crate) async fn write_pass(
     Ok(tx.query_one(&format!("SELECT {PASS_COLUMNS} FROM passes WHERE id = $1"), &[&id]).await?)
 }
 
+/// Brings the pass rows up to the engine's passages (the journal writes those behind the
+/// check-ins), for a reader of `inside` or `uses_count` in the database. Best effort: while the
+/// journal spools, rows stay as they are.
+pub(crate) async fn rows_current(app: &App) {
+    if let Err(err) = app.engine.flush().await {
+        tracing::warn!(error = %err, "pass rows may be behind the engine: the journal could not be flushed");
+    }
+}
+
 /// Hands a committed pass to the engine: in force at every gate when this returns.
 pub(crate) async fn hand_over(
     app: &App,
@@ -457,6 +466,7 @@ pub async fn list(
     filter: &PassFilter,
     page: &pagination::ListQuery,
 ) -> Result<Page<Pass>, AppError> {
+    rows_current(app).await;
     let client = app.pool.get().await?;
     let only = host_scope(principal, org_id);
     let status = filter.status.map(PassStatus::as_str);

@@ -219,6 +219,14 @@ pub async fn snapshot(
     )
     .await?;
     revoked_inside.retain(|p| filter.shows_pass(Some(p.pass_id)));
+    // Rows are written behind the passages: one that left since is inside only in its row.
+    let mut left = Vec::new();
+    for p in &revoked_inside {
+        if engine.holds_pass(p.pass_id) && engine.pass_state(p.pass_id).await.is_some_and(|s| !s.inside) {
+            left.push(p.pass_id);
+        }
+    }
+    revoked_inside.retain(|p| !left.contains(&p.pass_id));
     Ok(Snapshot { frame: "snapshot", seq, org_id, gates: gate_frames, occupancy, revoked_inside })
 }
 

@@ -150,6 +150,42 @@ pub async fn reload_org(client: &impl GenericClient, engine: &Engine, org_id: Uu
     Ok(())
 }
 
+/// Brings pass rows left behind their check-ins up to date (see [`catch_up_passes`]).
+///
+/// A passage (an allowed entry or exit, not in free passage) is a check-in `allow` with reason
+/// `allowed` or `revoked_exit`; it used the pass when it was an entry with reason `allowed`. A pass
+/// row's `last_passage_at` is the time of the last passage it counts, and a pass's passages have
+/// distinct, growing times (the pass actor sees to it), so the passages after it are exactly the
+/// ones it misses. Only a row that still holds the marker it was read with is updated.
+const CATCH_UP: &str = "WITH behind AS (
+        SELECT p.org_id, p.id, p.last_passage_at AS marker, d.uses, d.inside, d.gate_id, d.at
+        FROM passes p
+        CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE c.direction = 'in' AND c.reason = 'allowed')::int AS uses,
+                   (array_agg(c.direction ORDER BY c.decided_at DESC))[1] = 'in' AS inside,
+                   (array_agg(c.gate_id ORDER BY c.decided_at DESC))[1] AS gate_id,
+                   max(c.decided_at) AS at
+            FROM checkins c
+            WHERE c.org_id = p.org_id AND c.pass_id = p.id
+              AND c.decision = 'allow' AND c.reason IN ('allowed', 'revoked_exit')
+              AND (p.last_passage_at IS NULL OR c.decided_at > p.last_passage_at)
+        ) d
+        WHERE p.status IN ('active', 'suspended', 'revoked') AND d.at IS NOT NULL
+    )
+    UPDATE passes p SET uses_count = p.uses_count + b.uses, inside = b.inside,
+           last_gate_id = (SELECT g.id FROM gates g WHERE g.org_id = b.org_id AND g.id = b.gate_id),
+           last_passage_at = b.at, updated_at = now(), version = p.version + 1
+    FROM behind b
+    WHERE p.org_id = b.org_id AND p.id = b.id AND p.last_passage_at IS NOT DISTINCT FROM b.marker";
+
+/// Pass rows are checkpoints of the passes' state, written by the journal behind the check-ins
+/// that change it (uses, inside, last gate and passage). An engine that stopped without writing
+/// its last checkpoint (killed, or the machine lost) leaves rows behind: this counts the
+/// check-ins after each live pass's row into it. Returns how many rows it brought up to date.
+pub async fn catch_up_passes(client: &impl GenericClient) -> Result<u64, LoadError> {
+    Ok(client.execute(CATCH_UP, &[]).await?)
+}
+
 /// Rows read per query while loading.
 const LOAD_BATCH: i64 = 20_000;
 
@@ -164,6 +200,13 @@ pub async fn load_all(client: &impl GenericClient, engine: &Engine) -> Result<(u
         .collect::<Result<_, _>>()?;
     for org_id in &orgs {
         reload_org(client, engine, *org_id).await?;
+    }
+    let caught_up = catch_up_passes(client).await?;
+    if caught_up > 0 {
+        tracing::warn!(
+            passes = caught_up,
+            "pass rows behind their check-ins (the engine stopped before its checkpoint) brought up to date"
+        );
     }
     // Revoked passes stay loaded while valid: they may still need to leave. In batches, by id, so
     // that a million passes never sit in memory twice (rows and states) at once.

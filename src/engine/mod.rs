@@ -48,8 +48,30 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
     let writer = journal::WriterSettings {
         commit_timeout: Duration::from_millis(settings.journal.commit_timeout_ms.max(1)),
         retry: Duration::from_millis(settings.journal.retry_ms.max(1)),
+        checkpoint: Duration::from_millis(settings.journal.checkpoint_ms.max(1)),
     };
+    let left_over = !spool.is_empty();
+    if left_over {
+        // Spooling until the writer has replayed it (the writer reports the same when it starts).
+        health.set(true, spool.records(), spool.bytes(), spool.oldest());
+    }
+    let replayed = health.clone();
     actix_rt::spawn(journal::run(config.clone(), rx, spool, writer, health, engine.downgrade()));
+    if left_over {
+        // What the last run spooled (uses, passages, revocations) is in the database before the
+        // engine loads from it, or the engine would start without it.
+        let mut waited = 0u64;
+        while replayed.spooling() {
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+            waited += 20;
+            if waited.is_multiple_of(5_000) {
+                tracing::warn!(
+                    records = replayed.spooled_records(),
+                    "waiting for the spool to be replayed before loading"
+                );
+            }
+        }
+    }
     let client = pool.get().await?;
     client.execute(journal::PRUNE_BATCHES, &[]).await?;
     let (orgs, passes) = load::load_all(&client, &engine).await?;

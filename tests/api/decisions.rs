@@ -50,8 +50,17 @@ async fn fifty_simultaneous_decisions_for_a_single_use_pass_admit_exactly_one() 
         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(logged, 50);
-    let row = db.query_one("SELECT uses_count, (SELECT count(*) FROM checkins WHERE pass_id = $1 AND decision = 'allow') FROM passes WHERE id = $1", &[&pass_id]).await?;
-    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1, 1));
+    // The pass row is a checkpoint the journal writes within half a second of the check-ins.
+    let mut stored = (0, 0);
+    for _ in 0..50 {
+        let row = db.query_one("SELECT uses_count, (SELECT count(*) FROM checkins WHERE pass_id = $1 AND decision = 'allow') FROM passes WHERE id = $1", &[&pass_id]).await?;
+        stored = (row.get::<_, i32>(0), row.get::<_, i64>(1));
+        if stored == (1, 1) {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, (1, 1));
     Ok(())
 }
 
@@ -220,6 +229,70 @@ async fn a_consumed_pass_stays_consumed_when_the_engine_is_killed_right_after() 
     let used: i32 =
         db.query_one("SELECT uses_count FROM passes WHERE id = $1", &[&uuid::Uuid::try_parse(&pass)?]).await?.get(0);
     assert_eq!(used, 1);
+    Ok(())
+}
+
+/// Pass rows are checkpoints the journal writes behind the check-ins. An engine killed before
+/// its checkpoint leaves a row behind; the next start brings it up to date from the check-ins
+/// after it (uses, inside, last gate), and decides as the killed engine would have.
+#[actix_web::test]
+async fn a_pass_row_left_behind_by_a_killed_engine_is_brought_up_to_date_from_its_checkins() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 2).await?;
+    let rule = site.rule_for(&site.zones.clone(), json!({"anti_passback": "hard"})).await?;
+    let (pass, credential) = site.pass(json!({"type": "multi", "max_uses": 3, "access_rule_id": rule})).await?;
+    let pass_id = uuid::Uuid::try_parse(&pass)?;
+    let decide = |port: u16, gate: usize, direction: &str| -> TestResult<String> {
+        let path = format!("/api/v1/gates/{}/decisions", site.gates[gate]);
+        let body = json!({"credential": credential, "direction": direction});
+        let (status, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;
+        assert_eq!(status, 200, "{reply}");
+        Ok(reply)
+    };
+    let db = site.app.db().await?;
+    let row = async || -> TestResult<(i32, bool, Option<String>)> {
+        let row = db
+            .query_one("SELECT uses_count, inside, last_gate_id::text FROM passes WHERE id = $1", &[&pass_id])
+            .await?;
+        Ok((row.get(0), row.get(1), row.get(2)))
+    };
+    // A checkpoint an hour away: the kill comes before it.
+    let later = [("PORTCULLIS__JOURNAL__CHECKPOINT_MS", "3600000")];
+
+    let mut engine = Engine::serve_with(&site.app.dbname, &later)?;
+    let port = engine.wait_for_port()?;
+    for (gate, direction) in [(0, "in"), (1, "out"), (1, "in")] {
+        let reply = decide(port, gate, direction)?;
+        assert!(reply.contains("\"allow\""), "{direction} at gate {gate}: {reply}");
+    }
+    engine.kill()?;
+    // Two uses committed (their check-ins), the row as it was issued.
+    assert_eq!(row().await?, (0, false, None));
+    let allowed: i64 = db
+        .query_one("SELECT count(*) FROM checkins WHERE pass_id = $1 AND decision = 'allow'", &[&pass_id])
+        .await?
+        .get(0);
+    assert_eq!(allowed, 3);
+
+    let mut engine = Engine::serve_with(&site.app.dbname, &later)?;
+    let port = engine.wait_for_port()?;
+    assert_eq!(row().await?, (2, true, Some(site.gates[1].clone())), "brought up to date at start");
+    assert!(engine.output().contains("brought up to date"), "{}", engine.output());
+    // Inside, against hard anti-passback, with one use left.
+    for (gate, direction, expected) in [
+        (0, "in", "anti_passback"),
+        (0, "out", "allowed"),
+        (0, "in", "allowed"),
+        (1, "out", "allowed"),
+        (1, "in", "uses_exhausted"),
+    ] {
+        let reply = decide(port, gate, direction)?;
+        assert!(reply.contains(&format!("\"reason\":\"{expected}\"")), "{direction} at gate {gate}: {reply}");
+    }
+    let (status, _) = engine.terminate()?;
+    assert!(status.success());
+    // A clean stop writes its checkpoint.
+    assert_eq!(row().await?, (3, false, Some(site.gates[1].clone())));
     Ok(())
 }
 
