@@ -105,9 +105,21 @@ impl ChildEngine {
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout from the child engine")?;
+        let mut stdout = BufReader::new(stdout);
+        // Its log lines (a warning at start, say) come before `READY` on the same output.
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        while !line.starts_with("READY ") {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                return Err("the child engine ended before it was ready".into());
+            }
+            if !line.starts_with("READY ") {
+                eprint!("  child: {line}");
+            }
+        }
         let startup = started.elapsed();
+        // Whatever it logs afterwards is read (and dropped), so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         // `READY <port> <load ms> <device port>`
         let mut words = line.split_whitespace().skip(1);
         let port = words.next().and_then(|p| p.parse().ok()).ok_or_else(|| format!("the child said `{line}`"))?;
