@@ -75,7 +75,8 @@ impl Viewers {
         let window = Window::new();
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicU64::new(0));
-        let threads = threads.max(1);
+        // No thread without a viewer: one that ends at once would read as a failure below.
+        let threads = threads.min(count).max(1);
         let handles = (0..threads)
             .map(|t| {
                 let share = count / threads + usize::from(t < count % threads);
@@ -105,10 +106,15 @@ impl Viewers {
                 })
             })
             .collect();
-        let viewers = Viewers { window, stop, connected, threads: handles };
+        let mut viewers = Viewers { window, stop, connected, threads: handles };
         while viewers.connected.load(Ordering::SeqCst) < count as u64 {
-            if viewers.threads.iter().any(|t| t.is_finished()) {
-                return Err("a viewer thread stopped while connecting".into());
+            if let Some(i) = viewers.threads.iter().position(|t| t.is_finished()) {
+                let why = match viewers.threads.swap_remove(i).join() {
+                    Ok(Err(err)) => err,
+                    Ok(Ok(_)) => "it ended".to_owned(),
+                    Err(_) => "it panicked".to_owned(),
+                };
+                return Err(format!("a viewer thread stopped while connecting: {why}").into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
