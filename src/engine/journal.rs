@@ -867,32 +867,47 @@ fn drain(rx: &mut mpsc::Receiver<JournalBatch>, group: &mut Vec<JournalBatch>) {
 async fn checkpoint(conn: &mut Connection, passes: &[&PassState]) -> Result<(), Failure> {
     let (client, statements) = conn.get().await?;
     let client = &*client;
-    let statement = &statements.checkpoint;
     let pg = |e: tokio_postgres::Error| Failure::from_postgres(&e);
-    let chunks: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = passes
+    let pending: Vec<Pending> = passes
         .chunks(CHECKPOINT_CHUNK)
-        .map(|chunk| -> [Box<dyn ToSql + Sync + Send>; 6] {
-            [
+        .map(|chunk| -> Pending {
+            let columns: Vec<Box<dyn ToSql + Sync + Send>> = vec![
                 Box::new(chunk.iter().map(|s| s.org_id).collect::<Vec<_>>()),
                 Box::new(chunk.iter().map(|s| s.id).collect::<Vec<_>>()),
                 Box::new(chunk.iter().map(|s| i32::try_from(s.uses_count).unwrap_or(i32::MAX)).collect::<Vec<_>>()),
                 Box::new(chunk.iter().map(|s| s.inside).collect::<Vec<_>>()),
                 Box::new(chunk.iter().map(|s| s.last_gate_id).collect::<Vec<_>>()),
                 Box::new(chunk.iter().map(|s| s.last_passage_at).collect::<Vec<_>>()),
-            ]
+            ];
+            (&statements.checkpoint, columns)
         })
         .collect();
-    let executions = chunks.iter().map(|params| {
+    pipelined(client, &pending, false).await.map_err(pg)?;
+    Ok(())
+}
+
+/// A statement and its parameters.
+type Pending<'s> = (&'s Statement, Vec<Box<dyn ToSql + Sync + Send>>);
+
+/// Runs the statements as one transaction in one round trip: BEGIN (unless `began`), the
+/// statements and COMMIT go out together, in this order (the join polls them in order, and a
+/// query is sent when first polled). If a statement fails, PostgreSQL ignores the rest and turns
+/// the COMMIT into a rollback; the error is ours.
+async fn pipelined(client: &Client, pending: &[Pending<'_>], began: bool) -> Result<(), tokio_postgres::Error> {
+    let executions = pending.iter().map(|(statement, params)| {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        async move { client.execute(statement, &refs).await }
+        async move { client.execute(*statement, &refs).await }
     });
-    futures_util::future::try_join3(
-        client.batch_execute("BEGIN"),
-        try_join_all(executions),
-        client.batch_execute("COMMIT"),
-    )
-    .await
-    .map_err(pg)?;
+    if began {
+        futures_util::future::try_join(try_join_all(executions), client.batch_execute("COMMIT")).await?;
+    } else {
+        futures_util::future::try_join3(
+            client.batch_execute("BEGIN"),
+            try_join_all(executions),
+            client.batch_execute("COMMIT"),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -1012,7 +1027,7 @@ async fn commit(
     }
 
     // Statements are pipelined on the connection, in submission order.
-    let mut pending: Vec<(&Statement, Vec<Box<dyn ToSql + Sync + Send>>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     if attempt == Attempt::First && !ids.is_empty() {
         pending.push((&statements.batches, vec![Box::new(ids)]));
     }
@@ -1073,25 +1088,8 @@ async fn commit(
             ],
         ));
     }
-    let executions = pending.iter().map(|(statement, params)| {
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        async move { client.execute(*statement, &refs).await }
-    });
-    // One round trip: BEGIN, the statements and COMMIT go out together, in this order (the join
-    // polls them in order, and a query is sent when first polled). If a statement fails,
-    // PostgreSQL ignores the rest and turns the COMMIT into a rollback; the error is ours.
-    if began {
-        // BEGIN went out with the replay's batch ids.
-        futures_util::future::try_join(try_join_all(executions), client.batch_execute("COMMIT")).await.map_err(pg)?;
-    } else {
-        futures_util::future::try_join3(
-            client.batch_execute("BEGIN"),
-            try_join_all(executions),
-            client.batch_execute("COMMIT"),
-        )
-        .await
-        .map_err(pg)?;
-    }
+    // BEGIN went out already with a replay's batch ids.
+    pipelined(client, &pending, began).await.map_err(pg)?;
     for a in audits {
         crate::audit::logged(&a.action, &a.target_type, &a.target_id);
     }
