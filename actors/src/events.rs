@@ -2,6 +2,12 @@
 //! organization, is kept in a bounded ring (so a viewer that reconnects can catch up), and is
 //! broadcast to the organization's subscribers. A slow subscriber lags and is told so by the
 //! broadcast channel; it never slows the publisher.
+//!
+//! The broadcast itself (waking every viewer) happens on a fan-out thread of its own (see
+//! [`crate::sched`]): done by the publisher — a gate's thread, before its turnstile's answer — it
+//! took 100–150 µs on average and up to 9 ms at 1,000 viewers. Events reach it in seq order. A
+//! subscriber may therefore receive live an event already in its replay or snapshot (seq at most
+//! the `newest` it was given) and skips those.
 
 use std::collections::VecDeque;
 // A blocking mutex, deliberately: publishing and subscribing are synchronous, and the lock is
@@ -136,8 +142,9 @@ impl Envelope {
 
 #[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
 struct OrgChannel {
-    // INVARIANT: seq assignment, retention and broadcast happen under this one lock, so every
-    // subscriber sees an organization's events in seq order with no gaps.
+    // INVARIANT: seq assignment, retention and the hand-over to the fan-out thread happen under
+    // this one lock, so every subscriber sees an organization's events in seq order with no gaps
+    // (and may see live some it was also given as missed: those with seq at most its `newest`).
     state: Mutex<(u64, VecDeque<Arc<Envelope>>)>,
     tx: broadcast::Sender<Arc<Envelope>>,
 }
@@ -146,14 +153,33 @@ struct OrgChannel {
 /// newest seq at the moment of subscribing.
 pub type Subscription = (broadcast::Receiver<Arc<Envelope>>, Option<Vec<Arc<Envelope>>>, u64);
 
+/// An event on its way to an organization's subscribers.
+type Delivery = (broadcast::Sender<Arc<Envelope>>, Arc<Envelope>);
+
 pub struct EventHub {
     orgs: DashMap<Uuid, Arc<OrgChannel>>,
     retain: usize,
+    /// The fan-out thread (`None` if it could not be started: the publisher broadcasts itself).
+    fanout: Option<std::sync::mpsc::Sender<Delivery>>,
 }
 
 impl EventHub {
     pub fn new(retain: usize) -> Self {
-        EventHub { orgs: DashMap::new(), retain: retain.max(1) }
+        let (tx, rx) = std::sync::mpsc::channel::<Delivery>();
+        let fanout = crate::sched::spawn_batch("event-fanout", move || {
+            while let Ok((channel, envelope)) = rx.recv() {
+                // No subscriber is not an error.
+                let _ = channel.send(envelope);
+            }
+        });
+        let fanout = match fanout {
+            Ok(_) => Some(tx),
+            Err(err) => {
+                tracing::warn!(error = %err, "no fan-out thread; events are broadcast by their publishers");
+                None
+            }
+        };
+        EventHub { orgs: DashMap::new(), retain: retain.max(1), fanout }
     }
 
     #[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
@@ -176,8 +202,15 @@ impl EventHub {
             state.1.pop_front();
         }
         state.1.push_back(envelope.clone());
-        // No subscriber is not an error.
-        let _ = channel.tx.send(envelope);
+        // Handed over under the lock, so in seq order.
+        let undelivered = match &self.fanout {
+            Some(fanout) => fanout.send((channel.tx.clone(), envelope)).err().map(|e| e.0.1),
+            None => Some(envelope),
+        };
+        if let Some(envelope) = undelivered {
+            // No subscriber is not an error.
+            let _ = channel.tx.send(envelope);
+        }
         state.0
     }
 
@@ -249,8 +282,16 @@ mod tests {
         let (mut rx, _, _) = hub.subscribe(org, None);
         hub.publish(org, expired(1));
         hub.publish(org, expired(2));
-        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(1));
-        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(2));
+        // Broadcast by the fan-out thread, within moments.
+        let mut received = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while received.len() < 2 && std::time::Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(e) => received.push(e.seq),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(received, vec![1, 2]);
         let json = serde_json::to_value(&*hub.subscribe(org, Some(0)).1.unwrap_or_default()[0]).unwrap_or_default();
         assert_eq!(json["type"], "pass.expired");
         assert_eq!(json["seq"], 1);

@@ -16,6 +16,7 @@
 //! - [`messages`] — the messages the actors exchange (and `Outcome`, a decision as everyone sees it).
 //! - [`journal`] — what the actors hand to the PostgreSQL writer, and how.
 //! - [`events`] — the EventHub: numbered, retained, broadcast events per organization.
+//! - [`sched`] — threads that wake many others without being held by them.
 //!
 //! The supervision tree (org, gate and pass actors are spread over one thread per core, each
 //! placed by its id; what needs no pass is decided on the caller's thread, see [`gate_actor`]):
@@ -38,4 +39,5 @@ pub mod journal;
 pub mod messages;
 pub mod org_actor;
 pub mod pass_actor;
+pub mod sched;
 pub mod schedule;

@@ -390,8 +390,8 @@ fn acknowledge(acks: Vec<Ack>, result: &Result<Durability, JournalError>) {
 /// actor's thread, and the scheduler tends to run a thread it wakes at once in place of its waker:
 /// told from the writer, a group of 32 waiters held it about 180 µs (measured under `allow-32`)
 /// before its next commit could start, with PostgreSQL idle meanwhile. This thread is
-/// `SCHED_BATCH` (same share of the CPU, but never run in place of the thread that wakes it), so
-/// handing it a group costs the writer one wake and no wait.
+/// `SCHED_BATCH` (see [`portcullis_actors::sched`]), so handing it a group costs the writer one
+/// wake and no wait.
 struct Acker {
     tx: Option<std::sync::mpsc::Sender<Vec<Ack>>>,
 }
@@ -399,8 +399,7 @@ struct Acker {
 impl Acker {
     fn start() -> Acker {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Ack>>();
-        let spawned = std::thread::Builder::new().name("journal-acks".into()).spawn(move || {
-            batch_scheduling();
+        let spawned = portcullis_actors::sched::spawn_batch("journal-acks", move || {
             while let Ok(acks) = rx.recv() {
                 acknowledge(acks, &Ok(Durability::Committed));
             }
@@ -425,23 +424,6 @@ impl Acker {
                 }
             }
             None => acknowledge(acks, &Ok(Durability::Committed)),
-        }
-    }
-}
-
-/// Puts the calling thread under `SCHED_BATCH` (allowed to any thread: it only gives up waking
-/// preemption). Where that is refused, it stays as it was, which is only slower.
-fn batch_scheduling() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::{
-            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
-            set_thread_priority_and_policy, thread_native_id,
-        };
-        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-        let same_niceness = ThreadPriority::Os(ThreadPriorityOsValue::default());
-        if let Err(err) = set_thread_priority_and_policy(thread_native_id(), same_niceness, batch) {
-            tracing::info!(error = ?err, "the journal's acknowledgements run under the default scheduling");
         }
     }
 }

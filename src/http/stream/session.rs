@@ -62,13 +62,28 @@ pub struct SessionActor {
     closing: bool,
     /// `portcullis_stream_frames_total`, looked up once rather than per frame.
     frames: metrics::Counter,
+    /// The newest seq sent in the replay or snapshot: live events up to it are already sent.
+    live_after: u64,
 }
 
 impl SessionActor {
     pub fn new(setup: Setup) -> Self {
         let Setup { org_id, engine, pool, auth, filter, since, credential, timing, flow } = setup;
         let frames = metrics::counter!("portcullis_stream_frames_total");
-        SessionActor { org_id, engine, pool, auth, filter, since, credential, timing, flow, closing: false, frames }
+        SessionActor {
+            org_id,
+            engine,
+            pool,
+            auth,
+            filter,
+            since,
+            credential,
+            timing,
+            flow,
+            closing: false,
+            frames,
+            live_after: 0,
+        }
     }
 
     /// Re-checks the viewer's access now; closes the stream if it is gone.
@@ -161,7 +176,9 @@ impl Actor for SessionActor {
             (None, _) => self.send_snapshot(ctx, newest),
         }
         // INVARIANT: `rx` was created under the hub's lock together with `newest`, so it carries
-        // exactly the events after the replay or snapshot: none twice, none missing.
+        // every event after the replay or snapshot, and perhaps some of those (the hub broadcasts
+        // from its own thread): skipped by seq, so none twice, none missing.
+        self.live_after = newest;
         ctx.add_stream(BroadcastStream::new(rx));
         ctx.add_stream(BroadcastStream::new(self.auth.subscribe_changes()));
         self.start_checks(ctx);
@@ -179,7 +196,8 @@ impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionA
     fn handle(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
         match item {
             Ok(envelope) => {
-                if self.filter.admits(&envelope.event)
+                if envelope.seq > self.live_after
+                    && self.filter.admits(&envelope.event)
                     && let Some(text) = envelope.frame()
                 {
                     self.send(ctx, text);

@@ -1,0 +1,36 @@
+//! Threads handed work that wakes many others.
+//!
+//! Waking a sleeping thread tends to run it at once in place of the waker. A thread that wakes
+//! many (every durable waiter of a journal group; every viewer of an event) is therefore held for
+//! as long as the threads it wakes take to run, and so is whatever waits on it (the journal's next
+//! commit; a turnstile's answer). Such work goes to a thread of its own under `SCHED_BATCH`: the
+//! same share of the CPU, but never run in place of the thread that hands it work.
+
+/// Spawns a named thread under `SCHED_BATCH` running `work` (with the default scheduling where
+/// that is refused, which is only slower).
+pub fn spawn_batch<F>(name: &str, work: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        batch_scheduling();
+        work();
+    })
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (allowed to any thread: it only gives up waking
+/// preemption).
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        let same_niceness = ThreadPriority::Os(ThreadPriorityOsValue::default());
+        if let Err(err) = set_thread_priority_and_policy(thread_native_id(), same_niceness, batch) {
+            tracing::info!(error = ?err, "a fan-out thread runs under the default scheduling");
+        }
+    }
+}
