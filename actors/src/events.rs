@@ -202,8 +202,10 @@ impl EventHub {
             state.1.pop_front();
         }
         state.1.push_back(envelope.clone());
-        // Handed over under the lock, so in seq order.
+        // Handed over under the lock, so in seq order; with nobody subscribed (a subscriber
+        // comes in under this lock), there is nothing to wake the fan-out thread for.
         let undelivered = match &self.fanout {
+            _ if channel.tx.receiver_count() == 0 => None,
             Some(fanout) => fanout.send((channel.tx.clone(), envelope)).err().map(|e| e.0.1),
             None => Some(envelope),
         };
