@@ -28,10 +28,9 @@ impl Window {
         Window(Arc::new(AtomicI64::new(i64::MAX)))
     }
 
-    /// Opens the window now, unless it is open already; answers when it opened.
-    pub fn open(&self) -> DateTime<Utc> {
+    /// Opens the window now, unless it is open already.
+    pub fn open(&self) {
         self.0.fetch_min(Utc::now().timestamp_micros(), Ordering::SeqCst);
-        self.opened().unwrap_or_default()
     }
 
     /// When the window opened, if it has.

@@ -211,23 +211,22 @@ pub async fn snapshot(
         .into_iter()
         .map(|z| ZoneOccupancy { zone_id: z.id, inside: engine.occupancy(z.id), name: z.name, capacity: z.capacity })
         .collect();
-    let mut revoked_inside: Vec<RevokedInside> = query_as(
+    let revoked_inside: Vec<RevokedInside> = query_as(
         &client,
         "SELECT id AS pass_id, holder_name, last_gate_id, revoked_at FROM passes
          WHERE org_id = $1 AND status = 'revoked' AND inside ORDER BY revoked_at DESC LIMIT 200",
         &[&org_id],
     )
     .await?;
-    revoked_inside.retain(|p| filter.shows_pass(Some(p.pass_id)));
     // Rows are written behind the passages: one that left since is inside only in its row.
-    let mut left = Vec::new();
-    for p in &revoked_inside {
-        if engine.holds_pass(p.pass_id) && engine.pass_state(p.pass_id).await.is_some_and(|s| !s.inside) {
-            left.push(p.pass_id);
+    let mut still_inside = Vec::with_capacity(revoked_inside.len());
+    for p in revoked_inside.into_iter().filter(|p| filter.shows_pass(Some(p.pass_id))) {
+        let left = engine.holds_pass(p.pass_id) && engine.pass_state(p.pass_id).await.is_some_and(|s| !s.inside);
+        if !left {
+            still_inside.push(p);
         }
     }
-    revoked_inside.retain(|p| !left.contains(&p.pass_id));
-    Ok(Snapshot { frame: "snapshot", seq, org_id, gates: gate_frames, occupancy, revoked_inside })
+    Ok(Snapshot { frame: "snapshot", seq, org_id, gates: gate_frames, occupancy, revoked_inside: still_inside })
 }
 
 impl Filter {

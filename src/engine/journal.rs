@@ -584,23 +584,21 @@ impl Writer {
     /// Commits within the bound; a commit that does not answer in time leaves its connection in
     /// an unknown state, so it is dropped.
     async fn commit(&mut self, entries: &[SpoolEntry], attempt: Attempt) -> Result<(), Failure> {
-        let bound = self.settings.commit_timeout;
         let entries_wanted = self.health.entries_wanted();
-        match tokio::time::timeout(bound, commit(&mut self.conn, entries, attempt, entries_wanted)).await {
-            Ok(Err(Failure::Unreachable(err))) => {
-                self.conn.reset();
-                Err(Failure::Unreachable(err))
-            }
-            Ok(Err(rejected)) => Err(rejected),
-            Ok(Ok(written)) => {
-                self.remember(written);
-                Ok(())
-            }
-            Err(_) => {
-                self.conn.reset();
-                Err(Failure::Unreachable(format!("no answer from PostgreSQL within {} ms", bound.as_millis())))
-            }
+        let result =
+            within(self.settings.commit_timeout, commit(&mut self.conn, entries, attempt, entries_wanted)).await;
+        let written = self.forget_if_unreachable(result)?;
+        self.remember(written);
+        Ok(())
+    }
+
+    /// A connection that failed or did not answer in time is in an unknown state: the next use
+    /// opens another.
+    fn forget_if_unreachable<T>(&mut self, result: Result<T, Failure>) -> Result<T, Failure> {
+        if let Err(Failure::Unreachable(_)) = &result {
+            self.conn.reset();
         }
+        result
     }
 
     /// Takes a committed group's passages for the checkpoint.
@@ -627,29 +625,18 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let bound = self.settings.commit_timeout;
         let passes: Vec<&PassState> = self.behind.values().collect();
-        match tokio::time::timeout(bound, checkpoint(&mut self.conn, &passes)).await {
-            Ok(Ok(())) => {
+        let count = passes.len();
+        let result = within(self.settings.commit_timeout, checkpoint(&mut self.conn, &passes)).await;
+        match self.forget_if_unreachable(result) {
+            Ok(()) => {
                 metrics::histogram!("portcullis_journal_checkpoint_seconds").record(started.elapsed().as_secs_f64());
-                metrics::counter!("portcullis_journal_checkpoint_passes_total").increment(passes.len() as u64);
+                metrics::counter!("portcullis_journal_checkpoint_passes_total").increment(count as u64);
                 self.behind.clear();
                 self.behind_since = None;
             }
-            Ok(Err(failure)) => {
-                let err = match failure {
-                    Failure::Unreachable(err) => {
-                        self.conn.reset();
-                        err
-                    }
-                    Failure::Rejected(err) => err,
-                };
-                tracing::warn!(passes = passes.len(), error = %err, "pass checkpoint failed; trying again later");
-                self.behind_since = Some(tokio::time::Instant::now());
-            }
-            Err(_) => {
-                self.conn.reset();
-                tracing::warn!(passes = passes.len(), "pass checkpoint not answered in time; trying again later");
+            Err(Failure::Unreachable(err) | Failure::Rejected(err)) => {
+                tracing::warn!(passes = count, error = %err, "pass checkpoint failed; trying again later");
                 self.behind_since = Some(tokio::time::Instant::now());
             }
         }
@@ -843,6 +830,13 @@ fn drain(rx: &mut mpsc::Receiver<JournalBatch>, group: &mut Vec<JournalBatch>) {
             Err(_) => break,
         }
     }
+}
+
+/// `work` within `bound`: no answer in time is [`Failure::Unreachable`].
+async fn within<T>(bound: Duration, work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::time::timeout(bound, work).await.unwrap_or_else(|_| {
+        Err(Failure::Unreachable(format!("no answer from PostgreSQL within {} ms", bound.as_millis())))
+    })
 }
 
 /// One transaction updating the passage columns of the given passes' rows, a chunk a statement.
