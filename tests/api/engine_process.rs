@@ -87,6 +87,9 @@ fn serve_without_secrets_names_the_missing_one_and_never_prints_given_ones() -> 
 pub struct Engine {
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The log line after which the engine is ready for its user, beyond listening: `demo`
+    /// writes its credentials file after the listener is bound.
+    ready_line: Option<&'static str>,
 }
 
 impl Engine {
@@ -98,7 +101,9 @@ impl Engine {
     pub fn demo(data_dir: &Path, env: &[(&str, &str)]) -> TestResult<Engine> {
         let mut cmd = engine_cmd(&["demo", "--bind", "127.0.0.1:0", "--data-dir", &data_dir.to_string_lossy()]);
         cmd.envs(env.iter().copied());
-        Engine::spawn(cmd)
+        let mut engine = Engine::spawn(cmd)?;
+        engine.ready_line = Some("demo organization ready");
+        Ok(engine)
     }
 
     /// `serve` against an existing database (in the shared test cluster).
@@ -139,23 +144,25 @@ impl Engine {
                 }
             });
         }
-        Ok(Engine { child, output })
+        Ok(Engine { child, output, ready_line: None })
     }
 
     pub fn output(&self) -> String {
         self.output.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// The port from the "listening" log line, once the engine is serving.
+    /// The port from the "listening" log line, once the engine is serving (and, for `demo`, has
+    /// written its credentials file).
     pub fn wait_for_port(&mut self) -> TestResult<u16> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            let port = self
-                .output()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            let lines: Vec<Value> =
+                self.output().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+            let port = lines
+                .iter()
                 .find_map(|v| (v["message"].as_str()?.starts_with("listening")).then(|| v["port"].as_u64())?);
-            if let Some(port) = port {
+            let ready = self.ready_line.is_none_or(|line| lines.iter().any(|v| v["message"] == line));
+            if let (Some(port), true) = (port, ready) {
                 return Ok(u16::try_from(port)?);
             }
             if let Some(status) = self.child.try_wait()? {
