@@ -145,8 +145,41 @@ struct OrgChannel {
     // INVARIANT: seq assignment, retention and the hand-over to the fan-out thread happen under
     // this one lock, so every subscriber sees an organization's events in seq order with no gaps
     // (and may see live some it was also given as missed: those with seq at most its `newest`).
-    state: Mutex<(u64, VecDeque<Arc<Envelope>>)>,
+    state: Mutex<ChannelState>,
     tx: broadcast::Sender<Arc<Envelope>>,
+}
+
+struct ChannelState {
+    /// The newest seq given out.
+    seq: u64,
+    /// The newest events, for viewers that reconnect with `since`.
+    retained: VecDeque<Arc<Envelope>>,
+    /// Whether anyone may be subscribed: set by each subscription, cleared by the fan-out thread
+    /// once a broadcast found nobody (both under the lock, so no subscription is missed). A
+    /// publisher reads this flag, never the broadcast's receiver count: that takes the
+    /// broadcast's own lock, which the fan-out thread holds while it wakes the viewers, and a
+    /// turnstile's answer would wait behind all of them.
+    watched: bool,
+}
+
+impl OrgChannel {
+    /// Sends `envelope` to every subscriber (from the fan-out thread); with none left, the
+    /// channel is marked unwatched.
+    fn broadcast(&self, envelope: Arc<Envelope>) {
+        if self.tx.send(envelope).is_err()
+            && let Ok(mut state) = self.state.lock()
+            && self.tx.receiver_count() == 0
+        {
+            state.watched = false;
+        }
+    }
+
+    /// [`OrgChannel::broadcast`] by a publisher that holds the lock already.
+    fn broadcast_locked(&self, envelope: Arc<Envelope>, state: &mut ChannelState) {
+        if self.tx.send(envelope).is_err() {
+            state.watched = false;
+        }
+    }
 }
 
 /// A live subscription, the retained events it missed (`None`: too many, start over), and the
@@ -154,7 +187,7 @@ struct OrgChannel {
 pub type Subscription = (broadcast::Receiver<Arc<Envelope>>, Option<Vec<Arc<Envelope>>>, u64);
 
 /// An event on its way to an organization's subscribers.
-type Delivery = (broadcast::Sender<Arc<Envelope>>, Arc<Envelope>);
+type Delivery = (Arc<OrgChannel>, Arc<Envelope>);
 
 pub struct EventHub {
     orgs: DashMap<Uuid, Arc<OrgChannel>>,
@@ -168,8 +201,7 @@ impl EventHub {
         let (tx, rx) = std::sync::mpsc::channel::<Delivery>();
         let fanout = crate::sched::spawn_batch("event-fanout", move || {
             while let Ok((channel, envelope)) = rx.recv() {
-                // No subscriber is not an error.
-                let _ = channel.send(envelope);
+                channel.broadcast(envelope);
             }
         });
         let fanout = match fanout {
@@ -188,7 +220,8 @@ impl EventHub {
             .entry(org_id)
             .or_insert_with(|| {
                 let (tx, _) = broadcast::channel(self.retain);
-                Arc::new(OrgChannel { state: Mutex::new((0, VecDeque::new())), tx })
+                let state = ChannelState { seq: 0, retained: VecDeque::new(), watched: false };
+                Arc::new(OrgChannel { state: Mutex::new(state), tx })
             })
             .clone()
     }
@@ -196,43 +229,46 @@ impl EventHub {
     pub fn publish(&self, org_id: Uuid, event: Event) -> u64 {
         let channel = self.channel(org_id);
         let Ok(mut state) = channel.state.lock() else { return 0 };
-        state.0 += 1;
-        let envelope = Arc::new(Envelope::new(state.0, org_id, Utc::now(), event));
-        if state.1.len() == self.retain {
-            state.1.pop_front();
+        state.seq += 1;
+        let envelope = Arc::new(Envelope::new(state.seq, org_id, Utc::now(), event));
+        if state.retained.len() == self.retain {
+            state.retained.pop_front();
         }
-        state.1.push_back(envelope.clone());
-        // Handed over under the lock, so in seq order; with nobody subscribed (a subscriber
-        // comes in under this lock), there is nothing to wake the fan-out thread for.
-        let undelivered = match &self.fanout {
-            _ if channel.tx.receiver_count() == 0 => None,
-            Some(fanout) => fanout.send((channel.tx.clone(), envelope)).err().map(|e| e.0.1),
-            None => Some(envelope),
-        };
-        if let Some(envelope) = undelivered {
-            // No subscriber is not an error.
-            let _ = channel.tx.send(envelope);
+        state.retained.push_back(envelope.clone());
+        // Handed over under the lock, so in seq order; with nobody watching, there is nothing to
+        // wake the fan-out thread for.
+        if state.watched {
+            match &self.fanout {
+                Some(fanout) => {
+                    if let Err(undelivered) = fanout.send((channel.clone(), envelope)) {
+                        let (channel, envelope) = undelivered.0;
+                        channel.broadcast_locked(envelope, &mut state);
+                    }
+                }
+                None => channel.broadcast_locked(envelope, &mut state),
+            }
         }
-        state.0
+        state.seq
     }
 
     /// A live subscription, plus the retained events after `since` (`None` if some were dropped
     /// from the ring: the caller must start over from a snapshot) and the newest seq.
     pub fn subscribe(&self, org_id: Uuid, since: Option<u64>) -> Subscription {
         let channel = self.channel(org_id);
-        let Ok(state) = channel.state.lock() else { return (channel.tx.subscribe(), None, 0) };
+        let Ok(mut state) = channel.state.lock() else { return (channel.tx.subscribe(), None, 0) };
         let rx = channel.tx.subscribe();
+        state.watched = true;
         let missed = match since {
             None => Some(Vec::new()),
             // A `since` beyond the newest seq comes from another life of the hub (the engine
             // restarted and numbering began again): the viewer must start over too.
             Some(since) => {
-                let oldest = state.1.front().map_or(state.0 + 1, |e| e.seq);
-                (since <= state.0 && since + 1 >= oldest)
-                    .then(|| state.1.iter().filter(|e| e.seq > since).cloned().collect())
+                let oldest = state.retained.front().map_or(state.seq + 1, |e| e.seq);
+                (since <= state.seq && since + 1 >= oldest)
+                    .then(|| state.retained.iter().filter(|e| e.seq > since).cloned().collect())
             }
         };
-        (rx, missed, state.0)
+        (rx, missed, state.seq)
     }
 
     /// Forgets an organization (deleted).
@@ -277,6 +313,41 @@ mod tests {
         hub.subscribe(org, None).2 - n
     }
 
+    /// Receives up to `n` events within moments (they come from the fan-out thread).
+    fn receive(rx: &mut broadcast::Receiver<Arc<Envelope>>, n: usize) -> Vec<u64> {
+        let mut received = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while received.len() < n && std::time::Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(e) => received.push(e.seq),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        received
+    }
+
+    #[test]
+    fn a_viewer_who_comes_after_everyone_left_gets_every_event_again() {
+        let hub = EventHub::new(8);
+        let org = Uuid::from_u128(1);
+        let (rx, _, _) = hub.subscribe(org, None);
+        drop(rx);
+        // Nobody left: the fan-out finds no one and the organization is marked unwatched.
+        hub.publish(org, expired(1));
+        let unwatched = |hub: &EventHub| hub.channel(org).state.lock().is_ok_and(|s| !s.watched);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !unwatched(&hub) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(unwatched(&hub), "with nobody subscribed, publishing wakes no fan-out");
+        hub.publish(org, expired(2));
+        let (mut rx, _, newest) = hub.subscribe(org, None);
+        assert_eq!(newest, 2);
+        hub.publish(org, expired(3));
+        hub.publish(org, expired(4));
+        assert_eq!(receive(&mut rx, 2), vec![3, 4], "a new subscriber is watched again at once");
+    }
+
     #[test]
     fn subscribers_receive_in_order() {
         let hub = EventHub::new(8);
@@ -284,16 +355,7 @@ mod tests {
         let (mut rx, _, _) = hub.subscribe(org, None);
         hub.publish(org, expired(1));
         hub.publish(org, expired(2));
-        // Broadcast by the fan-out thread, within moments.
-        let mut received = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while received.len() < 2 && std::time::Instant::now() < deadline {
-            match rx.try_recv() {
-                Ok(e) => received.push(e.seq),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
-            }
-        }
-        assert_eq!(received, vec![1, 2]);
+        assert_eq!(receive(&mut rx, 2), vec![1, 2]);
         let json = serde_json::to_value(&*hub.subscribe(org, Some(0)).1.unwrap_or_default()[0]).unwrap_or_default();
         assert_eq!(json["type"], "pass.expired");
         assert_eq!(json["seq"], 1);

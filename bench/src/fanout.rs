@@ -2,8 +2,10 @@
 //! (`--rate`, decisions a second, one connection, open loop). For each N: the time from a
 //! decision to its frame at the viewers against a bare broadcast floor (actix-web WebSockets
 //! handed one pre-serialized frame per event, same rate, same viewers), the frames received
-//! against those expected, and the turnstile's answer latency as N grows. Then 10,000 viewers
-//! held: the engine's resident memory per viewer, and what it returns when they leave.
+//! against those expected, and the turnstile's answer latency as N grows (beside a third
+//! turnstile on the journaled floor at the same moment: the quickest answer the machine gives
+//! under that load). Then 10,000 viewers held: the engine's resident memory per viewer (and the
+//! bare broadcast floor's, in a process of its own), and what it returns when they leave.
 //!
 //! While the turnstile decides, passes are revoked through the API: the time from each revocation
 //! to its frame at the viewers, against the same floor.
@@ -176,6 +178,11 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         &site.device_key,
         &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
     );
+    let floor_decision = loadgen::post(
+        &format!("/journaled/gates/{gate}/decisions"),
+        &site.device_key,
+        &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
+    );
     let (rate, window, warmup) =
         (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
     let mut report =
@@ -200,13 +207,16 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         // Two turnstiles at half the rate each: one on the API port (beside the viewers' streams),
         // one on the device listener (workers of its own).
         let device_addr = SocketAddr::from(([127, 0, 0, 1], engine.device_port));
-        let turnstile = |addr: SocketAddr| {
-            let (request, counted) = (decision.clone(), counted.clone());
+        let turnstile = |addr: SocketAddr, request: Vec<u8>, counted: Window| {
             tokio::task::spawn_blocking(move || {
                 metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
             })
         };
-        let (on_api, on_device) = (turnstile(engine_addr), turnstile(device_addr));
+        let on_api = turnstile(engine_addr, decision.clone(), counted.clone());
+        let on_device = turnstile(device_addr, decision.clone(), counted.clone());
+        // And a third on the journaled floor, at the same moment: the quickest answer this machine
+        // gives while the engine streams to the viewers (its window counts nothing).
+        let on_floor = turnstile(floor_addr, floor_decision.clone(), Window::closed());
         // Meanwhile, an operator revokes passes through the API, one every so often.
         let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
         let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);
@@ -214,6 +224,8 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
             futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
                 .await;
         let ((answers, decided_api), (device_answers, decided_device)) = turnstiles?;
+        let floor_answer =
+            report.row(label, "floor: journaled answer, same moment", figures(&on_floor.await??.0, window));
         revocations?;
         let decided = decided_api + decided_device;
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -231,8 +243,13 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         println!("  {label:<10} frames received {} of {expected}", seen.frames);
         report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
             "floor_frames_expected": published * n as u64, "revocation_frames_expected": passes.len() * n,
+            "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9),
             "revocation_frames_received": revoked_frames}));
         let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
+        println!(
+            "  {label:<10} device-port answer p99 {:.2}x the journaled floor's at the same moment",
+            answer.p99_us / floor_answer.p99_us.max(1e-9)
+        );
         if n >= 1000 {
             report.target(Target::at_most(
                 format!("{n} viewers: device-port answer p99 / its p99 with one viewer"),
@@ -267,8 +284,18 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         }
     }
 
-    // 10,000 viewers held: memory each, and returned when they leave.
+    // 10,000 viewers held: memory each, and returned when they leave; first on the bare
+    // broadcast floor in a process of its own (the least a viewer held by actix-web costs).
     let held = options.held;
+    let bare = ChildEngine::broadcast_floor()?;
+    let before = bare.rss_bytes();
+    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], bare.port)), "/ws".into(), held, 2).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let during = bare.rss_bytes();
+    finish(viewers).await?;
+    drop(bare);
+    let floor_per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
+    println!("  {held} viewers held on the bare broadcast floor: {:.1} KB a viewer", floor_per_viewer / 1000.0);
     let before = engine.rss_bytes();
     let viewers = connect_viewers(engine_addr, stream_path.clone(), held, 2).await?;
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
@@ -286,7 +313,8 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         mib(after)
     );
     report.rows_extra.push(
-        json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after}),
+        json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after,
+            "floor_bytes_a_viewer": floor_per_viewer}),
     );
     report.target(Target::at_most(format!("{held} viewers: KB a viewer"), per_viewer / 1000.0, 10.0));
     floor.handle.stop(true).await;

@@ -117,6 +117,31 @@ async fn viewer(
     ws::start(FloorViewer { frames: Some(floor.broadcast.subscribe()) }, &request, stream)
 }
 
+/// A process serving the bare broadcast floor's viewers alone (the bench's `__broadcast-child`):
+/// what a viewer held on an actix-web WebSocket costs at the least. Says `READY <port>`, then
+/// serves until killed.
+pub async fn broadcast_child() -> Result<(), Error> {
+    let (broadcast, _) = tokio::sync::broadcast::channel::<ByteString>(10_000);
+    let broadcast = web::Data::new(broadcast);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(broadcast.clone()).route("/ws", web::get().to(bare_viewer))
+    })
+    .listen(listener)?
+    .run();
+    println!("READY {port}");
+    Ok(server.await?)
+}
+
+async fn bare_viewer(
+    broadcast: web::Data<tokio::sync::broadcast::Sender<ByteString>>,
+    request: actix_web::HttpRequest,
+    stream: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    ws::start(FloorViewer { frames: Some(broadcast.subscribe()) }, &request, stream)
+}
+
 /// The running floor server.
 pub struct FloorServer {
     pub port: u16,

@@ -111,6 +111,9 @@ fn main() -> Result<(), Error> {
         let dir = args.next().ok_or("__engine-child needs the data dir")?;
         return actix_web::rt::System::new().block_on(scale::child(dir.into()));
     }
+    if std::env::args().nth(1).as_deref() == Some("__broadcast-child") {
+        return actix_web::rt::System::new().block_on(floor::broadcast_child());
+    }
     let options = Options::parse()?;
     actix_web::rt::System::new().block_on(run(options))
 }

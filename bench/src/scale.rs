@@ -97,9 +97,19 @@ impl Drop for ChildEngine {
 
 impl ChildEngine {
     pub(crate) fn start(data_dir: &std::path::Path) -> Result<Self, Error> {
+        ChildEngine::spawn("__engine-child", data_dir)
+    }
+
+    /// The bare broadcast floor's viewers alone, in a process of their own (see
+    /// [`crate::floor::broadcast_child`]), so that its memory can be read as the engine's is.
+    pub(crate) fn broadcast_floor() -> Result<Self, Error> {
+        ChildEngine::spawn("__broadcast-child", std::path::Path::new("."))
+    }
+
+    fn spawn(mode: &str, data_dir: &std::path::Path) -> Result<Self, Error> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("__engine-child")
+            .arg(mode)
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -28,6 +28,11 @@ impl Window {
         Window(Arc::new(AtomicI64::new(i64::MAX)))
     }
 
+    /// A window of its own, for measurements that count no decisions.
+    pub fn closed() -> Self {
+        Window::new()
+    }
+
     /// Opens the window now, unless it is open already.
     pub fn open(&self) {
         self.0.fetch_min(Utc::now().timestamp_micros(), Ordering::SeqCst);
