@@ -134,6 +134,7 @@ impl Application {
             auth: auth.clone(),
             pool: database.pool().clone(),
             metrics,
+            watchers: Arc::default(),
             schema_version: database.schema_version(),
             started_at: Instant::now(),
             settings: Arc::new(settings),
@@ -150,6 +151,7 @@ impl Application {
             None => None,
         };
         actix_rt::spawn(visit_housekeeping(state.clone()));
+        actix_rt::spawn(check_streams(state.clone()));
         let server = crate::http::server(state, listener, tls).map_err(StartupError::Server)?;
         actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
         if let Some(supervisor) = database.supervisor() {
@@ -270,6 +272,24 @@ async fn visit_housekeeping(app: crate::app::App) {
 
 /// Background housekeeping: expired sessions, old journal batch ids, recovered rate-limit keys,
 /// stale permission entries.
+/// Ends the streams whose access a change made elsewhere took away, every
+/// `stream.session_check_secs`: one check for all open streams (changes made through this node
+/// end them at once).
+async fn check_streams(app: App) {
+    let mut ticker = actix_rt::time::interval(Duration::from_secs(app.settings.stream.session_check_secs.max(1)));
+    loop {
+        ticker.tick().await;
+        if app.pool.is_closed() {
+            return;
+        }
+        match crate::app::streams::check_watchers(&app.pool, &app.auth, &app.watchers).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changes = n, "access changed elsewhere: the streams concerned look again"),
+            Err(err) => tracing::warn!(error = %err, "open streams' access not checked"),
+        }
+    }
+}
+
 async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
     let mut ticker = actix_rt::time::interval(SWEEP_INTERVAL);
     loop {

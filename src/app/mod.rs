@@ -54,6 +54,8 @@ pub struct App {
     /// Delivers the outbox (woken when a use case commits an event).
     pub outbox: Arc<crate::outbox::dispatcher::Dispatcher>,
     pub metrics: PrometheusHandle,
+    /// What open streams watch with (one check for all of them: `streams::check_watchers`).
+    pub watchers: Arc<streams::Watchers>,
     pub schema_version: i32,
     pub started_at: Instant,
 }

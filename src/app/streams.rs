@@ -1,11 +1,15 @@
 //! Live streams, as the application sees them (the WebSocket session is `http::stream`): what a
 //! viewer may see ([`Filter`]), how they signed in and whether that still holds
-//! ([`Credential`], [`lost_access`]), and the first frame ([`snapshot`]).
+//! ([`Credential`], [`lost_access`]; [`Watchers`] and [`check_watchers`] for changes made
+//! elsewhere), and the first frame ([`snapshot`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use dashmap::DashMap;
 use deadpool_postgres::Pool;
 use portcullis_actors::domain::{AccessMode, GateDirection, GateMode, Role};
 use portcullis_actors::engine::Engine;
@@ -122,6 +126,100 @@ pub async fn lost_access(
     let blocked = mode.is_none_or(|r| r.try_get::<_, &str>(0).is_ok_and(|m| m == AccessMode::Blocked.as_str()));
     blocked.then_some("access_revoked")
 }
+
+/// The credentials that open streams watch with, so that one check covers them all: no stream
+/// polls the database on its own (see [`check_watchers`]).
+#[derive(Default)]
+pub struct Watchers {
+    next: AtomicU64,
+    open: DashMap<u64, (Credential, Uuid)>,
+}
+
+/// A stream's entry among the [`Watchers`], removed when the stream ends (dropped with it).
+pub struct Watching {
+    watchers: Arc<Watchers>,
+    id: u64,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.watchers.open.remove(&self.id);
+    }
+}
+
+impl Watchers {
+    /// Registers a stream of `org_id` watching with `credential`.
+    pub fn watch(self: &Arc<Self>, credential: Credential, org_id: Uuid) -> Watching {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.open.insert(id, (credential, org_id));
+        Watching { watchers: self.clone(), id }
+    }
+}
+
+/// Finds what the open streams watch with that no longer holds because of a change made
+/// elsewhere (another node, or the database itself: changes made through this node are announced
+/// as they are made) and announces each as an [`AccessChange`], as such a change would be: the
+/// streams concerned look again ([`lost_access`]) and close. Four queries, however many streams
+/// are open; each may name what still holds (a false alarm costs a stream one look, never a
+/// missed loss). Returns how many changes it announced.
+pub async fn check_watchers(pool: &Pool, auth: &AuthContext, watchers: &Watchers) -> Result<usize, AppError> {
+    let (mut sessions, mut keys, mut orgs) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let mut members = HashSet::new();
+    for entry in &watchers.open {
+        let (credential, org_id) = *entry.value();
+        orgs.insert(org_id);
+        match credential {
+            Credential::Session { session_id, user_id, role, .. } => {
+                sessions.insert(session_id);
+                members.insert((user_id, org_id, role));
+            }
+            Credential::Key { key_id } => {
+                keys.insert(key_id);
+            }
+        }
+    }
+    if orgs.is_empty() {
+        return Ok(0);
+    }
+    let client = pool.get().await?;
+    let ids = |set: HashSet<Uuid>| set.into_iter().collect::<Vec<_>>();
+    let lost = |sql: &'static str, set: HashSet<Uuid>| {
+        let client = &client;
+        async move {
+            let rows = client.query(sql, &[&ids(set)]).await?;
+            rows.iter().map(|r| r.try_get::<_, Uuid>(0)).collect::<Result<Vec<_>, _>>()
+        }
+    };
+    let mut changes = Vec::new();
+    changes.extend(lost(LOST_SESSIONS, sessions).await?.into_iter().map(AccessChange::Session));
+    changes.extend(lost(LOST_KEYS, keys).await?.into_iter().map(AccessChange::Key));
+    changes.extend(lost(LOST_ORGS, orgs).await?.into_iter().map(AccessChange::Org));
+    let (users, member_orgs, roles): (Vec<Uuid>, Vec<Uuid>, Vec<&str>) =
+        members.iter().map(|(user, org, role)| (*user, *org, role.as_str())).collect();
+    let rows = client.query(CHANGED_MEMBERS, &[&users, &member_orgs, &roles]).await?;
+    let changed: HashSet<Uuid> = rows.iter().filter_map(|r| r.try_get::<_, Uuid>(0).ok()).collect();
+    changes.extend(changed.into_iter().map(AccessChange::User));
+    let announced = changes.len();
+    for change in changes {
+        auth.changed(change);
+    }
+    Ok(announced)
+}
+
+const LOST_SESSIONS: &str = "SELECT w.id FROM unnest($1::uuid[]) AS w(id) WHERE NOT EXISTS \
+     (SELECT 1 FROM sessions s WHERE s.id = w.id AND s.revoked_at IS NULL AND s.expires_at > now())";
+const LOST_KEYS: &str = "SELECT w.id FROM unnest($1::uuid[]) AS w(id) WHERE NOT EXISTS \
+     (SELECT 1 FROM api_keys k WHERE k.id = w.id AND k.revoked_at IS NULL \
+      AND (k.expires_at IS NULL OR k.expires_at > now()))";
+const LOST_ORGS: &str = "SELECT w.id FROM unnest($1::uuid[]) AS w(id) WHERE NOT EXISTS \
+     (SELECT 1 FROM organizations o WHERE o.id = w.id AND o.access_mode <> 'blocked')";
+/// Members whose role in the organization is no longer the one their stream opened with
+/// (disabled, removed, changed; a platform admin's spans every organization).
+const CHANGED_MEMBERS: &str = "SELECT w.user_id FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS w(user_id, org_id, role) \
+     WHERE NOT EXISTS (SELECT 1 FROM users u \
+       LEFT JOIN memberships m ON m.user_id = u.id AND m.org_id = w.org_id AND m.disabled_at IS NULL \
+       WHERE u.id = w.user_id AND u.disabled_at IS NULL \
+       AND (CASE WHEN u.is_platform_admin THEN 'platform_admin' ELSE m.role END) = w.role)";
 
 /// The first frame of a stream: every gate with its mode and recent queue, zone occupancy, and
 /// who is inside with a revoked pass.

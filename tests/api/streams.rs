@@ -434,6 +434,46 @@ async fn losing_access_ends_the_stream_at_once() -> TestResult {
     Ok(())
 }
 
+/// Changes another node makes (here: straight in the database) reach no stream as they are made:
+/// the node's one periodic check for all open streams finds them, and the streams concerned end
+/// with the reason they would have had; a stream nothing changed for goes on.
+#[actix_web::test]
+async fn access_taken_away_elsewhere_ends_the_streams_concerned_within_the_check() -> TestResult {
+    let app = spawn_app_with(|s| s.stream.session_check_secs = 1).await?;
+    let site = Site::build(app, 1, 1).await?;
+    let (signed_out, demoted, bystander) = (operator(&site).await?, operator(&site).await?, operator(&site).await?);
+    let (key_id, key) = site.app.create_key(&site.root, &site.org, &["events:read"], &[]).await?;
+    let mut viewers = Vec::new();
+    for token in [&signed_out.access, &key, &demoted.access, &bystander.access] {
+        let mut viewer = Viewer::connect(&site.app, &site.org, token, "").await?;
+        assert_eq!(viewer.json().await?["type"], "snapshot");
+        viewers.push(viewer);
+    }
+    let db = site.app.db().await?;
+    let uuid = |s: &str| uuid::Uuid::parse_str(s);
+    db.execute("UPDATE sessions SET revoked_at = now() WHERE user_id = $1", &[&uuid(&signed_out.user_id)?]).await?;
+    db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", &[&uuid(&key_id)?]).await?;
+    db.execute(
+        "UPDATE memberships SET role = 'guest' WHERE user_id = $1 AND org_id = $2",
+        &[&uuid(&demoted.user_id)?, &uuid(&site.org)?],
+    )
+    .await?;
+    let mut bystander_viewer = viewers.pop().ok_or("no viewer")?;
+    let expected = ["token_revoked", "token_revoked", "access_revoked"];
+    for (viewer, reason) in viewers.iter_mut().zip(expected) {
+        assert_eq!(viewer.close_reason(Duration::from_secs(5)).await?.as_deref(), Some(reason));
+    }
+    // The bystander still receives every decision.
+    let (_, pin) = site.pass(json!({"holder_name": "Still watched"})).await?;
+    site.decide(0, &pin, "in").await?;
+    let frames = bystander_viewer.until("decision").await?;
+    assert_eq!(frames.last().and_then(|f| f["holder_name"].as_str()), Some("Still watched"));
+    // Blocking the organization elsewhere ends it too.
+    db.execute("UPDATE organizations SET access_mode = 'blocked' WHERE id = $1", &[&uuid(&site.org)?]).await?;
+    assert_eq!(bystander_viewer.close_reason(Duration::from_secs(5)).await?.as_deref(), Some("access_revoked"));
+    Ok(())
+}
+
 /// A raw WebSocket client that completes the handshake and then never reads, with a small
 /// receive buffer: what a hung dashboard or a hostile viewer looks like to the server.
 /// (Async socket calls throughout: the engine's own tasks share this test's thread.)

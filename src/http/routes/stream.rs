@@ -79,7 +79,6 @@ pub async fn stream(
     let timing = Timing {
         heartbeat: Duration::from_secs(settings.heartbeat_secs.max(1)),
         client_timeout: Duration::from_secs(settings.client_timeout_secs.max(1)),
-        session_check: Duration::from_secs(settings.session_check_secs.max(1)),
     };
     let mut response =
         ws::handshake(&req).map_err(|e| AppError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
@@ -92,6 +91,7 @@ pub async fn stream(
         filter,
         since: query.since,
         credential,
+        watching: state.watchers.watch(credential, org_id),
         timing,
         flow,
     });

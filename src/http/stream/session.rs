@@ -20,7 +20,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
-use crate::app::streams::{self, Credential, Filter, lost_access};
+use crate::app::streams::{self, Credential, Filter, Watching, lost_access};
 use crate::auth::{AccessChange, AuthContext};
 use crate::http::stream::connection::Flow;
 
@@ -28,7 +28,6 @@ use crate::http::stream::connection::Flow;
 pub struct Timing {
     pub heartbeat: Duration,
     pub client_timeout: Duration,
-    pub session_check: Duration,
 }
 
 /// How long a closed session waits for its peer to finish the close handshake before the
@@ -44,6 +43,8 @@ pub struct Setup {
     pub filter: Filter,
     pub since: Option<u64>,
     pub credential: Credential,
+    /// The stream's entry among those the node checks for changes made elsewhere.
+    pub watching: Watching,
     pub timing: Timing,
     /// The connection underneath, and when the peer was last heard from.
     pub flow: Flow,
@@ -57,6 +58,7 @@ pub struct SessionActor {
     filter: Filter,
     since: Option<u64>,
     credential: Credential,
+    _watching: Watching,
     timing: Timing,
     flow: Flow,
     closing: bool,
@@ -68,7 +70,7 @@ pub struct SessionActor {
 
 impl SessionActor {
     pub fn new(setup: Setup) -> Self {
-        let Setup { org_id, engine, pool, auth, filter, since, credential, timing, flow } = setup;
+        let Setup { org_id, engine, pool, auth, filter, since, credential, watching, timing, flow } = setup;
         let frames = metrics::counter!("portcullis_stream_frames_total");
         SessionActor {
             org_id,
@@ -78,6 +80,7 @@ impl SessionActor {
             filter,
             since,
             credential,
+            _watching: watching,
             timing,
             flow,
             closing: false,
@@ -146,9 +149,8 @@ impl SessionActor {
         if let Credential::Session { expires_in, .. } = self.credential {
             ctx.run_later(expires_in, |act, ctx| act.close(ctx, ws::CloseCode::Policy, "token_expired"));
         }
-        // Changes made through this node arrive at once (see `AccessChange`); this catches those
-        // made elsewhere.
-        ctx.run_interval(self.timing.session_check, |act, ctx| act.recheck(ctx));
+        // Changes made through this node arrive at once (see `AccessChange`), and so do those
+        // made elsewhere, once the node's periodic check finds them (`check_watchers`).
     }
 }
 
