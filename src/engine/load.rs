@@ -119,8 +119,13 @@ pub const PASS_COLUMNS: &str =
     "id, org_id, access_rule_id, holder_name, type, max_uses, group_size, uses_count, status,
      valid_from, valid_to, inside, last_gate_id, last_passage_at, escort_pass_id";
 
+/// A pass as its row holds it. The step of the last QR code it entered with is not stored: any
+/// code that could have been the one used at its last passage (a code is good in its step and the
+/// next) is taken as used, so a code shown once opens no gate again after a restart (the holder's
+/// next code comes at most one step later than it would have).
 pub fn pass_from_row(row: &Row) -> Result<PassState, LoadError> {
     let count = |i| -> Result<u32, LoadError> { Ok(u32::try_from(row.try_get::<_, i32>(i)?).unwrap_or(0)) };
+    let last_passage_at: Option<DateTime<Utc>> = row.try_get(13)?;
     Ok(PassState {
         id: row.try_get(0)?,
         org_id: row.try_get(1)?,
@@ -135,9 +140,10 @@ pub fn pass_from_row(row: &Row) -> Result<PassState, LoadError> {
         valid_to: row.try_get::<_, DateTime<Utc>>(10)?,
         inside: row.try_get(11)?,
         last_gate_id: row.try_get(12)?,
-        last_passage_at: row.try_get(13)?,
+        last_passage_at,
         escort_pass_id: row.try_get(14)?,
-        last_qr_step: None,
+        last_qr_step: last_passage_at
+            .map(|at| portcullis_adapters::credential::qr_step(at.timestamp()).saturating_add(1)),
     })
 }
 

@@ -232,6 +232,47 @@ async fn a_consumed_pass_stays_consumed_when_the_engine_is_killed_right_after() 
     Ok(())
 }
 
+/// A rotating QR code opens once. The step of the last code used is not stored, so a restarted
+/// engine takes any code that could have been used at the pass's last passage as used: the code
+/// shown before a `kill -9` opens nothing after it (it would still be within its time window).
+#[actix_web::test]
+async fn a_used_qr_code_opens_no_gate_again_after_the_engine_restarts() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let issued = site
+        .post(
+            "/passes",
+            json!({
+                "holder_name": "QR visitor", "access_rule_id": site.rule, "type": "multi", "max_uses": 10,
+                "valid_from": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+                "valid_to": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                "credential": {"kind": "qr"},
+            }),
+        )
+        .await?;
+    let pass = issued["id"].as_str().unwrap_or_default().to_owned();
+    let qr = site.get(&format!("/passes/{pass}/qr")).await?;
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let ask = |port: u16, direction: &str| -> TestResult<String> {
+        let body = json!({"credential": {"kind": "qr", "value": qr["payload"]}, "direction": direction});
+        let (status, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;
+        assert_eq!(status, 200, "{reply}");
+        Ok(serde_json::from_str::<serde_json::Value>(&reply)?["reason"].as_str().unwrap_or_default().to_owned())
+    };
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    let port = engine.wait_for_port()?;
+    assert_eq!(ask(port, "in")?, "allowed");
+    assert_eq!(ask(port, "out")?, "allowed");
+    engine.kill()?;
+
+    let mut engine = Engine::serve(&site.app.dbname)?;
+    let port = engine.wait_for_port()?;
+    assert_eq!(ask(port, "in")?, "qr_replayed", "the code was used before the restart");
+    let (status, _) = engine.terminate()?;
+    assert!(status.success());
+    Ok(())
+}
+
 /// Pass rows are checkpoints the journal writes behind the check-ins. An engine killed before
 /// its checkpoint leaves a row behind; the next start brings it up to date from the check-ins
 /// after it (uses, inside, last gate), and decides as the killed engine would have.
