@@ -270,26 +270,32 @@ async fn visit_housekeeping(app: crate::app::App) {
     }
 }
 
-/// Background housekeeping: expired sessions, old journal batch ids, recovered rate-limit keys,
-/// stale permission entries.
 /// Ends the streams whose access a change made elsewhere took away, every
 /// `stream.session_check_secs`: one check for all open streams (changes made through this node
 /// end them at once).
 async fn check_streams(app: App) {
-    let mut ticker = actix_rt::time::interval(Duration::from_secs(app.settings.stream.session_check_secs.max(1)));
+    let every = Duration::from_secs(app.settings.stream.session_check_secs.max(1));
+    let mut ticker = actix_rt::time::interval(every);
+    // A check held up by a hung database gives up at the next one's time, and is not made up for
+    // in a burst afterwards.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticker.tick().await;
         if app.pool.is_closed() {
             return;
         }
-        match crate::app::streams::check_watchers(&app.pool, &app.auth, &app.watchers).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(changes = n, "access changed elsewhere: the streams concerned look again"),
-            Err(err) => tracing::warn!(error = %err, "open streams' access not checked"),
+        let checked = crate::app::streams::check_watchers(&app.pool, &app.auth, &app.watchers);
+        match tokio::time::timeout(every, checked).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(changes = n, "access changed elsewhere: the streams concerned look again"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "open streams' access not checked"),
+            Err(_) => tracing::warn!("open streams' access not checked: the database did not answer in time"),
         }
     }
 }
 
+/// Background housekeeping: expired sessions, old journal batch ids, recovered rate-limit keys,
+/// stale permission entries.
 async fn sweep(pool: deadpool_postgres::Pool, auth: Arc<AuthContext>) {
     let mut ticker = actix_rt::time::interval(SWEEP_INTERVAL);
     loop {
