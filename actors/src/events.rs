@@ -157,8 +157,8 @@ struct ChannelState {
     /// Whether anyone may be subscribed: set by each subscription, cleared by the fan-out thread
     /// once a broadcast found nobody (both under the lock, so no subscription is missed). A
     /// publisher reads this flag, never the broadcast's receiver count: that takes the
-    /// broadcast's own lock, which the fan-out thread holds while it wakes the viewers, and a
-    /// turnstile's answer would wait behind all of them.
+    /// broadcast's own lock, which the fan-out thread takes again and again while it wakes the
+    /// viewers, and a decision has no business waiting for it.
     watched: bool,
 }
 
