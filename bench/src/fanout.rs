@@ -5,7 +5,8 @@
 //! against those expected, and the turnstile's answer latency as N grows (beside a third
 //! turnstile on the journaled floor at the same moment: the quickest answer the machine gives
 //! under that load). Then 10,000 viewers held: the engine's resident memory per viewer (and the
-//! bare broadcast floor's, in a process of its own), and what it returns when they leave.
+//! bare broadcast floor's, in a process of its own), and what it returns when they leave. Floor
+//! and engine alternate `--rounds` times at each N, and each figure pools its rounds.
 //!
 //! While the turnstile decides, passes are revoked through the API: the time from each revocation
 //! to its frame at the viewers, against the same floor.
@@ -162,9 +163,43 @@ async fn finish(viewers: Viewers) -> Result<crate::viewers::Seen, Error> {
     Ok(tokio::task::spawn_blocking(move || viewers.finish().map_err(|e| e.to_string())).await??)
 }
 
+/// What the rounds at one viewer count measured, pooled.
+struct Pooled {
+    floor_frames: Histogram<u64>,
+    floor_answers: Histogram<u64>,
+    frames: Histogram<u64>,
+    revoked: Histogram<u64>,
+    api_answers: Histogram<u64>,
+    device_answers: Histogram<u64>,
+    floor_expected: u64,
+    floor_received: u64,
+    expected: u64,
+    received: u64,
+    revoked_expected: u64,
+}
+
+impl Pooled {
+    fn new() -> Result<Self, Error> {
+        Ok(Pooled {
+            floor_frames: histogram()?,
+            floor_answers: histogram()?,
+            frames: histogram()?,
+            revoked: histogram()?,
+            api_answers: histogram()?,
+            device_answers: histogram()?,
+            floor_expected: 0,
+            floor_received: 0,
+            expected: 0,
+            received: 0,
+            revoked_expected: 0,
+        })
+    }
+}
+
 pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     // Passes to revoke while the viewers watch: a few per viewer count.
-    let site = Site::build(bench, "Fanout bench", 1, REVOKED_PER_RUN * options.viewers.len(), 71).await?;
+    let revoked = REVOKED_PER_RUN * options.viewers.len() * options.rounds.max(1);
+    let site = Site::build(bench, "Fanout bench", 1, revoked, 71).await?;
     let mut to_revoke = site.cards.iter().map(|(_, pass)| *pass);
     let gate = *site.gates.first().ok_or("no gate")?;
     let token = login(bench).await?;
@@ -185,66 +220,82 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     );
     let (rate, window, warmup) =
         (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
-    let mut report =
-        Report::new("fanout", json!({"seconds": options.seconds, "rate": rate, "viewers": options.viewers}));
+    let mut report = Report::new(
+        "fanout",
+        json!({"seconds": options.seconds, "rate": rate, "viewers": options.viewers,
+            "rounds": options.rounds.max(1)}),
+    );
     println!("fanout (a turnstile deciding {rate}/s on one connection; N viewers of the organization's stream)");
     let mut answer_p99_one: Option<(f64, f64)> = None;
+    // Floor and engine alternate, `--rounds` times at each viewer count; each figure pools its
+    // rounds (on a saturated machine one round's p99 moves a lot).
+    let rounds = options.rounds.max(1);
+    let pooled = window * u32::try_from(rounds).unwrap_or(1);
     for &n in &options.viewers {
         let label: &'static str = Box::leak(format!("{n} viewers").into_boxed_str());
-        // The floor: the same viewers on a bare broadcast.
-        let viewers = connect_viewers(floor_addr, "/ws".into(), n, 2).await?;
-        let counted = viewers.window();
-        let published = floor_metronome(&floor.broadcast, rate, warmup, window, &counted).await;
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-        let seen = finish(viewers).await?;
-        let floor_frames =
-            report.row(label, "floor: bare broadcast, decision to frame", figures(&seen.latency, window));
-        println!("  {label:<10} floor frames received {} of {}", seen.frames, published * n as u64);
+        let mut m = Pooled::new()?;
+        for _ in 0..rounds {
+            // The floor: the same viewers on a bare broadcast.
+            let viewers = connect_viewers(floor_addr, "/ws".into(), n, 2).await?;
+            let counted = viewers.window();
+            let published = floor_metronome(&floor.broadcast, rate, warmup, window, &counted).await;
+            actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            let seen = finish(viewers).await?;
+            m.floor_frames.add(&seen.latency)?;
+            m.floor_expected += published * n as u64;
+            m.floor_received += seen.frames;
 
-        // The engine.
-        let viewers = connect_viewers(engine_addr, stream_path.clone(), n, 2).await?;
-        let counted = viewers.window();
-        // Two turnstiles at half the rate each: one on the API port (beside the viewers' streams),
-        // one on the device listener (workers of its own).
-        let device_addr = SocketAddr::from(([127, 0, 0, 1], engine.device_port));
-        let turnstile = |addr: SocketAddr, request: Vec<u8>, counted: Window| {
-            tokio::task::spawn_blocking(move || {
-                metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
-            })
-        };
-        let on_api = turnstile(engine_addr, decision.clone(), counted.clone());
-        let on_device = turnstile(device_addr, decision.clone(), counted.clone());
-        // And a third on the journaled floor, at the same moment: the quickest answer this machine
-        // gives while the engine streams to the viewers (its window counts nothing).
-        let on_floor = turnstile(floor_addr, floor_decision.clone(), Window::closed());
-        // Meanwhile, an operator revokes passes through the API, one every so often.
-        let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
-        let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);
-        let (revocations, turnstiles) =
-            futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
-                .await;
-        let ((answers, decided_api), (device_answers, decided_device)) = turnstiles?;
-        let floor_answer =
-            report.row(label, "floor: journaled answer, same moment", figures(&on_floor.await??.0, window));
-        revocations?;
-        let decided = decided_api + decided_device;
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-        let seen = finish(viewers).await?;
-        let frames = report.row(label, "portcullis: decision to frame", figures(&seen.latency, window));
-        let mut revoked = histogram()?;
-        for r in seen.revoked.iter().filter(|r| passes.iter().any(|p| p.to_string() == r.pass_id)) {
-            revoked.record(r.since_published.as_nanos() as u64)?;
+            // The engine.
+            let viewers = connect_viewers(engine_addr, stream_path.clone(), n, 2).await?;
+            let counted = viewers.window();
+            // Two turnstiles at half the rate each: one on the API port (beside the viewers'
+            // streams), one on the device listener (workers of its own).
+            let device_addr = SocketAddr::from(([127, 0, 0, 1], engine.device_port));
+            let turnstile = |addr: SocketAddr, request: Vec<u8>, counted: Window| {
+                tokio::task::spawn_blocking(move || {
+                    metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
+                })
+            };
+            let on_api = turnstile(engine_addr, decision.clone(), counted.clone());
+            let on_device = turnstile(device_addr, decision.clone(), counted.clone());
+            // And a third on the journaled floor, at the same moment: the quickest answer this
+            // machine gives while the engine streams to the viewers (its window counts nothing).
+            let on_floor = turnstile(floor_addr, floor_decision.clone(), Window::closed());
+            // Meanwhile, an operator revokes passes through the API, one every so often.
+            let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
+            let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);
+            let (revocations, turnstiles) =
+                futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
+                    .await;
+            let ((api_answers, decided_api), (device_answers, decided_device)) = turnstiles?;
+            m.floor_answers.add(&on_floor.await??.0)?;
+            m.api_answers.add(&api_answers)?;
+            m.device_answers.add(&device_answers)?;
+            revocations?;
+            actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            let seen = finish(viewers).await?;
+            m.frames.add(&seen.latency)?;
+            m.expected += (decided_api + decided_device) * n as u64;
+            m.received += seen.frames;
+            for r in seen.revoked.iter().filter(|r| passes.iter().any(|p| p.to_string() == r.pass_id)) {
+                m.revoked.record(r.since_published.as_nanos() as u64)?;
+            }
+            m.revoked_expected += (passes.len() * n) as u64;
         }
-        let revoked_frames = revoked.len();
-        let revoke_frames = report.row(label, "portcullis: revocation to frame", figures(&revoked, window));
-        let api_answer = report.row(label, "portcullis: answer on the API port", figures(&answers, window));
-        let answer = report.row(label, "portcullis: answer on the device port", figures(&device_answers, window));
-        let expected = decided * n as u64;
-        println!("  {label:<10} frames received {} of {expected}", seen.frames);
-        report.rows_extra.push(json!({"viewers": n, "frames_expected": expected, "frames_received": seen.frames,
-            "floor_frames_expected": published * n as u64, "revocation_frames_expected": passes.len() * n,
-            "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9),
-            "revocation_frames_received": revoked_frames}));
+        let floor_frames =
+            report.row(label, "floor: bare broadcast, decision to frame", figures(&m.floor_frames, pooled));
+        println!("  {label:<10} floor frames received {} of {}", m.floor_received, m.floor_expected);
+        let floor_answer = report.row(label, "floor: journaled answer, same moment", figures(&m.floor_answers, pooled));
+        let frames = report.row(label, "portcullis: decision to frame", figures(&m.frames, pooled));
+        let revoke_frames = report.row(label, "portcullis: revocation to frame", figures(&m.revoked, pooled));
+        let api_answer = report.row(label, "portcullis: answer on the API port", figures(&m.api_answers, pooled));
+        let answer = report.row(label, "portcullis: answer on the device port", figures(&m.device_answers, pooled));
+        println!("  {label:<10} frames received {} of {}", m.received, m.expected);
+        report.rows_extra.push(json!({"viewers": n, "rounds": rounds, "frames_expected": m.expected,
+            "frames_received": m.received, "floor_frames_expected": m.floor_expected,
+            "floor_frames_received": m.floor_received, "revocation_frames_expected": m.revoked_expected,
+            "revocation_frames_received": m.revoked.len(),
+            "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9)}));
         let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
         println!(
             "  {label:<10} device-port answer p99 {:.2}x the journaled floor's at the same moment",
@@ -273,12 +324,12 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
             ));
             report.target(Target::at_least(
                 format!("{n} viewers: revocation frames received / expected"),
-                revoked_frames as f64 / (passes.len() * n).max(1) as f64,
+                m.revoked.len() as f64 / m.revoked_expected.max(1) as f64,
                 1.0,
             ));
             report.target(Target::at_least(
                 format!("{n} viewers: frames received / expected"),
-                seen.frames as f64 / expected.max(1) as f64,
+                m.received as f64 / m.expected.max(1) as f64,
                 1.0,
             ));
         }
