@@ -30,7 +30,8 @@ fn batch_scheduling() {
         let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
         let same_niceness = ThreadPriority::Os(ThreadPriorityOsValue::default());
         if let Err(err) = set_thread_priority_and_policy(thread_native_id(), same_niceness, batch) {
-            tracing::info!(error = ?err, "a fan-out thread runs under the default scheduling");
+            let name = std::thread::current().name().unwrap_or_default().to_owned();
+            tracing::info!(thread = %name, error = ?err, "runs under the default scheduling");
         }
     }
 }

@@ -85,7 +85,7 @@ fn metronome(
     })
 }
 
-/// Passes revoked per viewer count, while the turnstiles decide.
+/// Passes revoked per viewer count and round, while the turnstiles decide.
 const REVOKED_PER_RUN: usize = 10;
 
 /// Revokes `passes` through the engine's API, spread evenly over the measured window.
@@ -208,16 +208,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     let (engine_addr, floor_addr) =
         (SocketAddr::from(([127, 0, 0, 1], engine.port)), SocketAddr::from(([127, 0, 0, 1], floor.port)));
     let stream_path = format!("/api/v1/orgs/{}/stream?access_token={token}", site.org_id);
-    let decision = loadgen::post(
-        &format!("/api/v1/gates/{gate}/decisions"),
-        &site.device_key,
-        &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
-    );
-    let floor_decision = loadgen::post(
-        &format!("/journaled/gates/{gate}/decisions"),
-        &site.device_key,
-        &json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"}),
-    );
+    let body = json!({"credential": {"kind": "card", "value": "77:1"}, "direction": "in"});
+    let decision = loadgen::post(&format!("/api/v1/gates/{gate}/decisions"), &site.device_key, &body);
+    let floor_decision = loadgen::post(&format!("/journaled/gates/{gate}/decisions"), &site.device_key, &body);
     let (rate, window, warmup) =
         (options.rate, Duration::from_secs(options.seconds.max(1)), Duration::from_millis(500));
     let mut report = Report::new(
@@ -260,7 +253,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
             let on_device = turnstile(device_addr, decision.clone(), counted.clone());
             // And a third on the journaled floor, at the same moment: the quickest answer this
             // machine gives while the engine streams to the viewers (its window counts nothing).
-            let on_floor = turnstile(floor_addr, floor_decision.clone(), Window::closed());
+            let on_floor = turnstile(floor_addr, floor_decision.clone(), Window::new());
             // Meanwhile, an operator revokes passes through the API, one every so often.
             let passes: Vec<Uuid> = to_revoke.by_ref().take(REVOKED_PER_RUN).collect();
             let revocations = revoke_spread(engine.port, site.org_id, &token, &passes, warmup, window);

@@ -24,13 +24,9 @@ use crate::loadgen::histogram;
 pub struct Window(Arc<AtomicI64>);
 
 impl Window {
-    fn new() -> Self {
+    /// A window not open yet (a measurement that counts no decisions takes one of its own).
+    pub fn new() -> Self {
         Window(Arc::new(AtomicI64::new(i64::MAX)))
-    }
-
-    /// A window of its own, for measurements that count no decisions.
-    pub fn closed() -> Self {
-        Window::new()
     }
 
     /// Opens the window now, unless it is open already.

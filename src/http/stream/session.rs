@@ -149,8 +149,6 @@ impl SessionActor {
         if let Credential::Session { expires_in, .. } = self.credential {
             ctx.run_later(expires_in, |act, ctx| act.close(ctx, ws::CloseCode::Policy, "token_expired"));
         }
-        // Changes made through this node arrive at once (see `AccessChange`), and so do those
-        // made elsewhere, once the node's periodic check finds them (`check_watchers`).
     }
 }
 
@@ -182,6 +180,8 @@ impl Actor for SessionActor {
         // from its own thread): skipped by seq, so none twice, none missing.
         self.live_after = newest;
         ctx.add_stream(BroadcastStream::new(rx));
+        // Access changes made through this node arrive at once, and those made elsewhere once the
+        // node's periodic check finds them (`streams::check_watchers`).
         ctx.add_stream(BroadcastStream::new(self.auth.subscribe_changes()));
         self.start_checks(ctx);
         // The checks above stop with the actor, and the actor stops running when its connection
