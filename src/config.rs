@@ -175,6 +175,9 @@ pub struct ServerSettings {
     /// workers of its own: a decision never waits behind the live streams' fan-out.
     pub device_bind: Option<SocketAddr>,
     pub device_workers: usize,
+    /// `SCHED_FIFO` priority of the device listener's workers (1–99; 0: the default scheduling),
+    /// so that a turnstile's answer takes a core from the dashboards' streams at once.
+    pub device_priority: u8,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
     /// A request not answered in this long gets 503 `timeout` (the database hangs, say).
@@ -274,6 +277,9 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return Err(value("database.pool_size", "must be at least 1"));
+        }
+        if self.server.device_priority > 99 {
+            return Err(value("server.device_priority", "must be 0 (default scheduling) or a real-time priority 1–99"));
         }
         let positive = [
             ("database.connect_timeout_secs", self.database.connect_timeout_secs),
@@ -464,6 +470,15 @@ mod tests {
             load(None, &[("PORTCULLIS__AUTH__REFRESH_TOKEN_TTL_SECS", "18446744073709551615")], Overrides::default());
         let err = err.err().unwrap_or_default();
         assert!(err.contains("auth.refresh_token_ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_device_priority_beyond_real_time_is_refused_at_start() {
+        let err = load(None, &[("PORTCULLIS__SERVER__DEVICE_PRIORITY", "100")], Overrides::default());
+        let err = err.err().unwrap_or_default();
+        assert!(err.contains("server.device_priority"), "{err}");
+        let settings = load(None, &[("PORTCULLIS__SERVER__DEVICE_PRIORITY", "99")], Overrides::default());
+        assert!(matches!(settings, Ok(s) if s.server.device_priority == 99));
     }
 
     #[test]

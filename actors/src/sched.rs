@@ -1,10 +1,15 @@
-//! Threads handed work that wakes many others.
+//! Threads handed work that wakes many others, and threads that must never wait behind them.
 //!
 //! Waking a sleeping thread tends to run it at once in place of the waker. A thread that wakes
 //! many (every durable waiter of a journal group; every viewer of an event) is therefore held for
 //! as long as the threads it wakes take to run, and so is whatever waits on it (the journal's next
 //! commit; a turnstile's answer). Such work goes to a thread of its own under `SCHED_BATCH`: the
 //! same share of the CPU, but never run in place of the thread that hands it work.
+//!
+//! The other way round, a thread that answers turnstiles (the device listener's workers) may run
+//! under `SCHED_FIFO` ([`realtime`]): a real-time thread takes a core from any ordinary thread as
+//! soon as it is woken, where an ordinary one can wait a scheduler tick or more behind the threads
+//! that stream to a thousand dashboards.
 
 /// Spawns a named thread under `SCHED_BATCH` running `work` (with the default scheduling where
 /// that is refused, which is only slower).
@@ -33,5 +38,29 @@ fn batch_scheduling() {
             let name = std::thread::current().name().unwrap_or_default().to_owned();
             tracing::info!(thread = %name, error = ?err, "runs under the default scheduling");
         }
+    }
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1–99; 1 is the lowest real-time
+/// priority: above every ordinary thread, below the kernel's interrupt threads). Refused without
+/// `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO` that allows it): the error says why, and the thread keeps
+/// the default scheduling. A thread this one creates inherits the policy, so only threads that
+/// create none are given it.
+pub fn realtime(priority: u8) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+        let priority = ThreadPriorityValue::try_from(priority).map_err(|e| e.to_string())?;
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Crossplatform(priority), fifo)
+            .map_err(|err| format!("{err:?}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err("real-time scheduling is only used on Linux".to_owned())
     }
 }

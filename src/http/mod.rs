@@ -30,13 +30,14 @@ pub fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::Http
 /// awaited.
 pub fn server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.workers;
-    build(app, listener, tls, routes::configure, workers)
+    build(app, listener, tls, routes::configure, workers, 0)
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
 pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.device_workers.max(1);
-    build(app, listener, tls, routes::configure_devices, workers)
+    let priority = app.settings.server.device_priority;
+    build(app, listener, tls, routes::configure_devices, workers, priority)
 }
 
 fn build(
@@ -45,11 +46,21 @@ fn build(
     tls: Option<rustls::ServerConfig>,
     configure: fn(&mut web::ServiceConfig),
     workers: usize,
+    priority: u8,
 ) -> std::io::Result<Server> {
     let settings = app.settings.clone();
     let body_limit = settings.server.body_limit_bytes;
     let data = web::Data::new(app);
+    // Called once on each worker's thread, as it starts.
     let mut server = HttpServer::new(move || {
+        if priority > 0 {
+            // The device routes create no thread (one would inherit the priority).
+            match portcullis_actors::sched::realtime(priority) {
+                Ok(()) => tracing::debug!(priority, "a device worker runs under SCHED_FIFO"),
+                Err(err) => tracing::warn!(priority, error = %err,
+                    "a device worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
+            }
+        }
         actix_web::App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(body_limit))

@@ -391,6 +391,50 @@ async fn a_device_listener_serves_decisions_and_nothing_else() -> TestResult {
     Ok(())
 }
 
+/// The device listener's workers answer turnstiles under `SCHED_FIFO` at `server.device_priority`
+/// (so that a thousand dashboards' streams never hold up an answer), and no other thread of the
+/// engine does; at 0 none does. Where the system refuses real-time priority (no `CAP_SYS_NICE`),
+/// the engine says so and serves all the same.
+#[actix_web::test]
+async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_does() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let unknown = json!({"credential": {"kind": "pin", "value": "000000000"}, "direction": "in"});
+    for priority in ["3", "0"] {
+        let env = [
+            ("PORTCULLIS__SERVER__DEVICE_BIND", "127.0.0.1:0"),
+            ("PORTCULLIS__SERVER__DEVICE_WORKERS", "2"),
+            ("PORTCULLIS__SERVER__DEVICE_PRIORITY", priority),
+        ];
+        let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
+        engine.wait_for_port()?;
+        let device = engine.device_port().ok_or("no device listener")?;
+        let (status, reply) = http(device, "POST", &path, Some(&site.device_key), Some(&unknown))?;
+        assert_eq!(status, 200, "{reply}");
+        assert!(reply.contains("unknown_credential"), "{reply}");
+        // Each thread's policy and real-time priority, from /proc (fields 41 and 40 of `stat`).
+        let mut fifo = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", engine.pid()))? {
+            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+            let (rt_priority, policy) = (fields.get(37).copied(), fields.get(38).copied());
+            if policy == Some("1") {
+                fifo.push(rt_priority.unwrap_or_default().to_owned());
+            }
+        }
+        let refused = engine.output().contains("real-time priority refused");
+        match (priority, refused) {
+            ("0", _) => assert!(fifo.is_empty() && !refused, "{fifo:?}"),
+            (_, false) => assert_eq!(fifo, [priority, priority], "the two device workers, and only they"),
+            (_, true) => assert!(fifo.is_empty(), "refused, yet {fifo:?}"),
+        }
+        engine.kill()?;
+    }
+    Ok(())
+}
+
 /// A consuming entry waits for its commit; nothing else at its gate waits with it. The commit is
 /// held back by a row lock on the pass, taken by the test in its own database: the journal's
 /// update of that pass cannot commit until the lock goes.

@@ -147,6 +147,18 @@ impl Engine {
         Ok(Engine { child, output, ready_line: None })
     }
 
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The port of the device listener, from its "devices listening" log line.
+    pub fn device_port(&self) -> Option<u16> {
+        self.output().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| {
+            v["message"].as_str()?.starts_with("devices listening").then(|| u16::try_from(v["port"].as_u64()?).ok())?
+        })
+    }
+
     pub fn output(&self) -> String {
         self.output.lock().map(|t| t.clone()).unwrap_or_default()
     }
