@@ -36,7 +36,18 @@ pub fn server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
 pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.device_workers.max(1);
-    let priority = app.settings.server.device_priority;
+    let mut priority = app.settings.server.device_priority;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if priority > 0 && workers >= cores {
+        // Real-time workers kept busy (a flood of requests, even refused ones) would hold every
+        // core, the journal's and the database's included.
+        tracing::warn!(
+            workers,
+            cores,
+            "the device workers run under the default scheduling: as many real-time workers as cores could hold them all"
+        );
+        priority = 0;
+    }
     build(app, listener, tls, routes::configure_devices, workers, priority)
 }
 

@@ -393,26 +393,33 @@ async fn a_device_listener_serves_decisions_and_nothing_else() -> TestResult {
 
 /// The device listener's workers answer turnstiles under `SCHED_FIFO` at `server.device_priority`
 /// (so that a thousand dashboards' streams never hold up an answer), and no other thread of the
-/// engine does; at 0 none does. Where the system refuses real-time priority (no `CAP_SYS_NICE`),
-/// the engine says so and serves all the same.
+/// engine does, even once they have admitted a pass (a commit waited for) and refused a stranger;
+/// at 0 none does, nor with as many device workers as cores (they could hold every core). Where
+/// the system refuses real-time priority (no `CAP_SYS_NICE`), the engine says so and serves all
+/// the same.
 #[actix_web::test]
 async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_does() -> TestResult {
     use crate::engine_process::{Engine, http};
     let site = Site::build(spawn_app().await?, 1, 1).await?;
     let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
-    let unknown = json!({"credential": {"kind": "pin", "value": "000000000"}, "direction": "in"});
-    for priority in ["3", "0"] {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).to_string();
+    for (priority, workers) in [("3", "1"), ("0", "1"), ("3", cores.as_str())] {
         let env = [
             ("PORTCULLIS__SERVER__DEVICE_BIND", "127.0.0.1:0"),
-            ("PORTCULLIS__SERVER__DEVICE_WORKERS", "2"),
+            ("PORTCULLIS__SERVER__DEVICE_WORKERS", workers),
             ("PORTCULLIS__SERVER__DEVICE_PRIORITY", priority),
         ];
+        let (_, pin) = site.pass(json!({})).await?;
         let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
         engine.wait_for_port()?;
         let device = engine.device_port().ok_or("no device listener")?;
-        let (status, reply) = http(device, "POST", &path, Some(&site.device_key), Some(&unknown))?;
-        assert_eq!(status, 200, "{reply}");
-        assert!(reply.contains("unknown_credential"), "{reply}");
+        let unknown = json!({"kind": "pin", "value": "000000000"});
+        for (credential, reason) in [(pin, "allowed"), (unknown, "unknown_credential")] {
+            let body = json!({"credential": credential, "direction": "in"});
+            let (status, reply) = http(device, "POST", &path, Some(&site.device_key), Some(&body))?;
+            assert_eq!(status, 200, "{reply}");
+            assert!(reply.contains(reason), "{reason}: {reply}");
+        }
         // Each thread's policy and real-time priority, from /proc (fields 41 and 40 of `stat`).
         let mut fifo = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{}/task", engine.pid()))? {
@@ -424,11 +431,14 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
                 fifo.push(rt_priority.unwrap_or_default().to_owned());
             }
         }
-        let refused = engine.output().contains("real-time priority refused");
-        match (priority, refused) {
-            ("0", _) => assert!(fifo.is_empty() && !refused, "{fifo:?}"),
-            (_, false) => assert_eq!(fifo, [priority, priority], "the two device workers, and only they"),
-            (_, true) => assert!(fifo.is_empty(), "refused, yet {fifo:?}"),
+        let output = engine.output();
+        let refused = output.contains("real-time priority refused");
+        let as_many_as_cores = output.contains("as many real-time workers as cores");
+        match (priority, workers == cores, refused) {
+            ("0", _, _) => assert!(fifo.is_empty() && !refused && !as_many_as_cores, "{fifo:?}"),
+            (_, true, _) => assert!(fifo.is_empty() && as_many_as_cores, "{fifo:?}"),
+            (_, false, false) => assert_eq!(fifo, [priority], "the device worker, and only it"),
+            (_, false, true) => assert!(fifo.is_empty(), "refused, yet {fifo:?}"),
         }
         engine.kill()?;
     }
