@@ -62,8 +62,8 @@ fn metronome(
     })
 }
 
-/// The bench turnstiles' real-time priority: the engine's device workers' by default, so that
-/// neither waits for the other.
+/// The bench turnstiles' real-time priority: the same as the engine's device workers' by default
+/// (threads of equal real-time priority never preempt one another).
 const TURNSTILE_PRIORITY: u8 = 1;
 
 /// Whether the bench's turnstiles may run under `SCHED_FIFO` here (reported beside the figures).

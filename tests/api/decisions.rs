@@ -431,14 +431,21 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
                 fifo.push(rt_priority.unwrap_or_default().to_owned());
             }
         }
+        const REFUSED: &str = "real-time priority refused";
+        const AS_MANY_AS_CORES: &str = "as many real-time workers as cores";
         let output = engine.output();
-        let refused = output.contains("real-time priority refused");
-        let as_many_as_cores = output.contains("as many real-time workers as cores");
-        match (priority, workers == cores, refused) {
-            ("0", _, _) => assert!(fifo.is_empty() && !refused && !as_many_as_cores, "{fifo:?}"),
-            (_, true, _) => assert!(fifo.is_empty() && as_many_as_cores, "{fifo:?}"),
-            (_, false, false) => assert_eq!(fifo, [priority], "the device worker, and only it"),
-            (_, false, true) => assert!(fifo.is_empty(), "refused, yet {fifo:?}"),
+        match (priority, workers == cores) {
+            ("0", _) => assert!(fifo.is_empty() && !output.contains(REFUSED) && !output.contains(AS_MANY_AS_CORES)),
+            (_, true) => assert!(fifo.is_empty() && output.contains(AS_MANY_AS_CORES), "{fifo:?}"),
+            // Refused here (no CAP_SYS_NICE): the worker's warning may still be on its way.
+            _ if fifo.is_empty() => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !engine.output().contains(REFUSED) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                assert!(engine.output().contains(REFUSED), "neither real-time nor refused");
+            }
+            _ => assert_eq!(fifo, [priority], "the device worker, and only it"),
         }
         engine.kill()?;
     }
