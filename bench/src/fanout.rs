@@ -52,35 +52,7 @@ fn metronome(
     window: Duration,
     counted: Window,
 ) -> Result<(Histogram<u64>, u64), Error> {
-    // A thread of its own: threads it would create inherit its policy (none here).
-    std::thread::scope(|scope| {
-        let turnstile = scope.spawn(move || {
-            let _ = portcullis_actors::sched::realtime(TURNSTILE_PRIORITY);
-            turnstile(addr, request, rate, warmup, window, counted).map_err(|e| e.to_string())
-        });
-        turnstile.join().map_err(|_| "a turnstile thread panicked")?.map_err(Error::from)
-    })
-}
-
-/// The bench turnstiles' real-time priority: the same as the engine's device workers' by default
-/// (threads of equal real-time priority never preempt one another).
-const TURNSTILE_PRIORITY: u8 = 1;
-
-/// Whether the bench's turnstiles may run under `SCHED_FIFO` here (reported beside the figures).
-fn turnstiles_realtime() -> bool {
-    std::thread::spawn(|| portcullis_actors::sched::realtime(TURNSTILE_PRIORITY).is_ok()).join().unwrap_or(false)
-}
-
-fn turnstile(
-    addr: SocketAddr,
-    request: Vec<u8>,
-    rate: u64,
-    warmup: Duration,
-    window: Duration,
-    counted: Window,
-) -> Result<(Histogram<u64>, u64), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let beat = async move {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
@@ -90,7 +62,7 @@ fn turnstile(
             ticker.tick().await;
             let elapsed = start.elapsed();
             if elapsed >= warmup + window {
-                return Ok((latency, sent));
+                return Ok::<_, Error>((latency, sent));
             }
             let measuring = elapsed >= warmup;
             if measuring {
@@ -114,7 +86,26 @@ fn turnstile(
                 sent += 1;
             }
         }
+    };
+    // A thread of its own (one the runtime's blocking pool would reuse would keep the policy),
+    // creating none (they would inherit it).
+    std::thread::scope(|scope| {
+        let turnstile = scope.spawn(move || {
+            let _ = portcullis_actors::sched::realtime(TURNSTILE_PRIORITY);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::from);
+            runtime.and_then(|runtime| runtime.block_on(beat)).map_err(|e| e.to_string())
+        });
+        turnstile.join().map_err(|_| "a turnstile thread panicked")?.map_err(Error::from)
     })
+}
+
+/// The bench turnstiles' real-time priority: the same as the engine's device workers' by default
+/// (threads of equal real-time priority never preempt one another).
+const TURNSTILE_PRIORITY: u8 = 1;
+
+/// Whether the bench's turnstiles may run under `SCHED_FIFO` here (reported beside the figures).
+fn turnstiles_realtime() -> bool {
+    std::thread::spawn(|| portcullis_actors::sched::realtime(TURNSTILE_PRIORITY).is_ok()).join().unwrap_or(false)
 }
 
 /// Passes revoked per viewer count and round, while the turnstiles decide.
