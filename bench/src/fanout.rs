@@ -369,6 +369,20 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     drop(bare);
     let floor_per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
     println!("  {held} viewers held on the bare broadcast floor: {:.1} KB a viewer", floor_per_viewer / 1000.0);
+    // And on a lean WebSocket (no HTTP dispatcher, no actor): what the 10 KB target asks of the
+    // transport.
+    let lean = ChildEngine::lean_broadcast_floor()?;
+    let before = lean.rss_bytes();
+    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], lean.port)), "/ws".into(), held, 2).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let during = lean.rss_bytes();
+    finish(viewers).await?;
+    drop(lean);
+    let lean_per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
+    println!(
+        "  {held} viewers held on a lean WebSocket (no HTTP dispatcher): {:.1} KB a viewer",
+        lean_per_viewer / 1000.0
+    );
     let before = engine.rss_bytes();
     let viewers = connect_viewers(engine_addr, stream_path.clone(), held, 2).await?;
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
@@ -387,7 +401,8 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     );
     report.rows_extra.push(
         json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after,
-            "floor_bytes_a_viewer": floor_per_viewer}),
+            "floor_bytes_a_viewer": floor_per_viewer,
+            "lean_websocket_bytes_a_viewer": lean_per_viewer}),
     );
     report.target(Target::at_most(format!("{held} viewers: KB a viewer"), per_viewer / 1000.0, 10.0));
     floor.handle.stop(true).await;

@@ -142,6 +142,72 @@ async fn bare_viewer(
     ws::start(FloorViewer { frames: Some(broadcast.subscribe()) }, &request, stream)
 }
 
+/// A process holding viewers on a lean WebSocket (the bench's `__lean-broadcast-child`): the
+/// handshake read and answered by hand on a tokio socket, then each frame written straight to
+/// it, with no HTTP dispatcher and no actor. What a held viewer costs without actix-http's
+/// per-connection buffers and actix-web-actors' context: a floor for the memory a viewer needs,
+/// not a server (no pings, no close handshake). Says `READY <port>`, then serves until killed.
+pub async fn lean_broadcast_child() -> Result<(), Error> {
+    let (broadcast, _) = tokio::sync::broadcast::channel::<ByteString>(10_000);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("READY {}", listener.local_addr()?.port());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let frames = broadcast.subscribe();
+        actix_web::rt::spawn(async move {
+            let _ = lean_viewer(stream, frames).await;
+        });
+    }
+}
+
+async fn lean_viewer(
+    mut stream: tokio::net::TcpStream,
+    mut frames: tokio::sync::broadcast::Receiver<ByteString>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 256];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || head.len() > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let key = String::from_utf8_lossy(&head).lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
+    });
+    drop(head);
+    let Some(key) = key else {
+        return stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+    };
+    let mut response =
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: "
+            .to_vec();
+    response.extend_from_slice(&actix_http::ws::hash_key(key.as_bytes()));
+    response.extend_from_slice(b"\r\n\r\n");
+    stream.write_all(&response).await?;
+    drop(response);
+    loop {
+        match frames.recv().await {
+            Ok(frame) => {
+                // A text frame, unmasked (server to client), its length in 7 or 16 bits.
+                let length = frame.len();
+                let header: &[u8] = &if length < 126 {
+                    vec![0x81, length as u8]
+                } else {
+                    vec![0x81, 126, (length >> 8) as u8, length as u8]
+                };
+                stream.write_all(header).await?;
+                stream.write_all(frame.as_bytes()).await?;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
 /// The running floor server.
 pub struct FloorServer {
     pub port: u16,

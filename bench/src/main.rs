@@ -114,6 +114,9 @@ fn main() -> Result<(), Error> {
     if std::env::args().nth(1).as_deref() == Some("__broadcast-child") {
         return actix_web::rt::System::new().block_on(floor::broadcast_child());
     }
+    if std::env::args().nth(1).as_deref() == Some("__lean-broadcast-child") {
+        return actix_web::rt::System::new().block_on(floor::lean_broadcast_child());
+    }
     let options = Options::parse()?;
     actix_web::rt::System::new().block_on(run(options))
 }

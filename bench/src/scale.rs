@@ -106,6 +106,12 @@ impl ChildEngine {
         ChildEngine::spawn("__broadcast-child", std::path::Path::new("."))
     }
 
+    /// Viewers on a lean WebSocket, in a process of their own (see
+    /// [`crate::floor::lean_broadcast_child`]): what a held viewer needs without an HTTP dispatcher.
+    pub(crate) fn lean_broadcast_floor() -> Result<Self, Error> {
+        ChildEngine::spawn("__lean-broadcast-child", std::path::Path::new("."))
+    }
+
     fn spawn(mode: &str, data_dir: &std::path::Path) -> Result<Self, Error> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
