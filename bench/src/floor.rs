@@ -192,14 +192,26 @@ async fn lean_viewer(
     loop {
         match frames.recv().await {
             Ok(frame) => {
-                // A text frame, unmasked (server to client), its length in 7 or 16 bits.
+                // A text frame, unmasked (server to client), its length in 7, 16 or 64 bits.
                 let length = frame.len();
-                let header: &[u8] = &if length < 126 {
-                    vec![0x81, length as u8]
-                } else {
-                    vec![0x81, 126, (length >> 8) as u8, length as u8]
+                let mut header = [0x81u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let used = match u16::try_from(length) {
+                    Ok(short) if short < 126 => {
+                        header[1] = short as u8;
+                        2
+                    }
+                    Ok(short) => {
+                        header[1] = 126;
+                        header[2..4].copy_from_slice(&short.to_be_bytes());
+                        4
+                    }
+                    Err(_) => {
+                        header[1] = 127;
+                        header[2..10].copy_from_slice(&(length as u64).to_be_bytes());
+                        10
+                    }
                 };
-                stream.write_all(header).await?;
+                stream.write_all(header.get(..used).unwrap_or_default()).await?;
                 stream.write_all(frame.as_bytes()).await?;
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
