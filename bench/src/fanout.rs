@@ -360,25 +360,11 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     // 10,000 viewers held: memory each, and returned when they leave; first on the bare
     // broadcast floor in a process of its own (the least a viewer held by actix-web costs).
     let held = options.held;
-    let bare = ChildEngine::broadcast_floor()?;
-    let before = bare.rss_bytes();
-    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], bare.port)), "/ws".into(), held, 2).await?;
-    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let during = bare.rss_bytes();
-    finish(viewers).await?;
-    drop(bare);
-    let floor_per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
+    let floor_per_viewer = held_on(ChildEngine::broadcast_floor()?, held).await?;
     println!("  {held} viewers held on the bare broadcast floor: {:.1} KB a viewer", floor_per_viewer / 1000.0);
     // And on a lean WebSocket (no HTTP dispatcher, no actor): what the 10 KB target asks of the
     // transport.
-    let lean = ChildEngine::lean_broadcast_floor()?;
-    let before = lean.rss_bytes();
-    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], lean.port)), "/ws".into(), held, 2).await?;
-    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let during = lean.rss_bytes();
-    finish(viewers).await?;
-    drop(lean);
-    let lean_per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
+    let lean_per_viewer = held_on(ChildEngine::lean_broadcast_floor()?, held).await?;
     println!(
         "  {held} viewers held on a lean WebSocket (no HTTP dispatcher): {:.1} KB a viewer",
         lean_per_viewer / 1000.0
@@ -408,6 +394,16 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     floor.handle.stop(true).await;
     drop(engine);
     Ok(report)
+}
+
+/// The resident memory each of `held` viewers adds to a floor's process (stopped afterwards).
+async fn held_on(floor: ChildEngine, held: usize) -> Result<f64, Error> {
+    let before = floor.rss_bytes();
+    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], floor.port)), "/ws".into(), held, 2).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let during = floor.rss_bytes();
+    finish(viewers).await?;
+    Ok(during.saturating_sub(before) as f64 / held.max(1) as f64)
 }
 
 /// `revocation`: passes revoked while gates ask for them, one after another.
