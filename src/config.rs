@@ -151,6 +151,8 @@ pub struct StreamSettings {
     pub heartbeat_secs: u64,
     pub client_timeout_secs: u64,
     pub session_check_secs: u64,
+    /// What may wait for a viewer's socket (KiB) before it is closed as a slow consumer.
+    pub max_queued_kib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +365,9 @@ impl Settings {
                 return Err(value(key, "must be at most 315360000 (ten years)"));
             }
         }
+        if !(16..=65_536).contains(&self.stream.max_queued_kib) {
+            return Err(value("stream.max_queued_kib", "must be between 16 and 65536"));
+        }
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
             return Err(value("auth.access_token_ttl_secs", "and refresh_token_ttl_secs must be positive"));
         }
@@ -479,6 +484,17 @@ mod tests {
         assert!(err.contains("server.device_priority"), "{err}");
         let settings = load(None, &[("PORTCULLIS__SERVER__DEVICE_PRIORITY", "99")], Overrides::default());
         assert!(matches!(settings, Ok(s) if s.server.device_priority == 99));
+    }
+
+    #[test]
+    fn a_stream_queue_outside_its_bounds_is_refused_at_start() {
+        for kib in ["0", "15", "65537"] {
+            let err = load(None, &[("PORTCULLIS__STREAM__MAX_QUEUED_KIB", kib)], Overrides::default());
+            let err = err.err().unwrap_or_default();
+            assert!(err.contains("stream.max_queued_kib"), "{kib}: {err}");
+        }
+        let settings = load(None, &[("PORTCULLIS__STREAM__MAX_QUEUED_KIB", "16")], Overrides::default());
+        assert!(matches!(settings, Ok(s) if s.stream.max_queued_kib == 16));
     }
 
     #[test]

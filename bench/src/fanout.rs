@@ -376,10 +376,12 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     finish(viewers).await?;
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     let after = engine.rss_bytes();
+    // Every session has ended with its connection (its memory is the allocator's to give back).
+    let sessions_left = sessions_open(engine.port).await?;
     let per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "  {held} viewers held: resident {:.0} MiB before, {:.0} MiB with them ({:.1} KB a viewer), {:.0} MiB after they left",
+        "  {held} viewers held: resident {:.0} MiB before, {:.0} MiB with them ({:.1} KB a viewer), {:.0} MiB after they left ({sessions_left} sessions still open)",
         mib(before),
         mib(during),
         per_viewer / 1000.0,
@@ -387,6 +389,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     );
     report.rows_extra.push(
         json!({"held_viewers": held, "rss_before_bytes": before, "rss_with_bytes": during, "rss_after_bytes": after,
+            "sessions_open_after": sessions_left,
             "floor_bytes_a_viewer": floor_per_viewer,
             "lean_websocket_bytes_a_viewer": lean_per_viewer}),
     );
@@ -394,6 +397,17 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
     floor.handle.stop(true).await;
     drop(engine);
     Ok(report)
+}
+
+/// The engine's `portcullis_stream_sessions_open` gauge.
+async fn sessions_open(port: u16) -> Result<f64, Error> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await?;
+    let text = String::from_utf8(response.body().limit(16 << 20).await?.to_vec())?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("portcullis_stream_sessions_open "))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| "no portcullis_stream_sessions_open in /metrics".into())
 }
 
 /// The resident memory each of `held` viewers adds to a floor's process (stopped afterwards).

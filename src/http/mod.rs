@@ -11,11 +11,14 @@ pub mod stream;
 pub mod tls;
 
 use std::net::TcpListener;
+use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, map_config};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{HttpServer, web};
+use actix_web::web;
 
 use crate::app::App;
 
@@ -51,6 +54,13 @@ pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::Server
     build(app, listener, tls, routes::configure_devices, workers, priority)
 }
 
+/// How long a client has to close its side once the server has answered and is closing (what
+/// actix-web's `HttpServer` uses).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server: actix-web's `HttpServer`, assembled from its parts (actix-server and actix-http)
+/// for one thing it does not offer — the WebSocket upgrade service (`stream::upgrade`), through
+/// which a stream leaves the HTTP dispatcher once its handshake is answered.
 fn build(
     app: App,
     listener: TcpListener,
@@ -62,16 +72,9 @@ fn build(
     let settings = app.settings.clone();
     let body_limit = settings.server.body_limit_bytes;
     let data = web::Data::new(app);
-    // Called once on each worker's thread, as it starts.
-    let mut server = HttpServer::new(move || {
-        if priority > 0 {
-            // The device routes create no thread (one would inherit the priority).
-            match portcullis_actors::sched::realtime(priority) {
-                Ok(()) => tracing::debug!(priority, "a device worker runs under SCHED_FIFO"),
-                Err(err) => tracing::warn!(priority, error = %err,
-                    "a device worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
-            }
-        }
+    let addr = listener.local_addr()?;
+    // Twice on each worker: the application, and its twin behind the upgrade service.
+    let new_app = move || {
         actix_web::App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(body_limit))
@@ -80,15 +83,44 @@ fn build(
             .wrap(from_fn(middleware::request_context))
             .configure(configure)
             .default_service(web::to(routes::not_found))
-    })
-    .on_connect(crate::http::stream::connection::on_connect)
-    .shutdown_timeout(settings.server.shutdown_timeout_secs);
-    server = match tls {
-        Some(config) => server.listen_rustls_0_23(listener, config)?,
-        None => server.listen(listener)?,
+            .into_factory()
     };
+    // Called once on each worker's thread, as it starts.
+    let on_worker = move || {
+        if priority > 0 {
+            // The device routes create no thread (one would inherit the priority).
+            match portcullis_actors::sched::realtime(priority) {
+                Ok(()) => tracing::debug!(priority, "a device worker runs under SCHED_FIFO"),
+                Err(err) => tracing::warn!(priority, error = %err,
+                    "a device worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
+            }
+        }
+    };
+    // Nothing of ours reads the `AppConfig` (host, scheme, for URL generation): the default serves.
+    macro_rules! http_service {
+        () => {
+            HttpService::build()
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .local_addr(addr)
+                .on_connect_ext(stream::connection::on_connect)
+                .upgrade(stream::upgrade::service(new_app()))
+                .finish(map_config(new_app(), |_| AppConfig::default()))
+        };
+    }
+    let mut server = actix_server::Server::build().shutdown_timeout(settings.server.shutdown_timeout_secs);
     if workers > 0 {
         server = server.workers(workers);
     }
+    let name = format!("portcullis-{addr}");
+    server = match tls {
+        Some(config) => server.listen(name, listener, move || {
+            on_worker();
+            http_service!().rustls_0_23(config.clone())
+        })?,
+        None => server.listen(name, listener, move || {
+            on_worker();
+            http_service!().tcp()
+        })?,
+    };
     Ok(server.run())
 }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -16,9 +15,8 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::{Principal, authorize};
 use crate::error::AppError;
 use crate::http::auth::{authenticate_with, bearer_token};
-use crate::http::stream::connection::{Flow, Socket};
-use crate::http::stream::pieces::Pieces;
-use crate::http::stream::session::{SessionActor, Setup, Timing};
+use crate::http::stream::session::{Setup, Timing};
+use crate::http::stream::upgrade::Handover;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -39,10 +37,10 @@ impl StreamQuery {
     }
 }
 
+/// Answers the handshake; the session runs once the answer is written (`http::stream::upgrade`).
 pub async fn stream(
     state: web::Data<App>,
     req: HttpRequest,
-    payload: web::Payload,
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, AppError> {
@@ -80,10 +78,11 @@ pub async fn stream(
         heartbeat: Duration::from_secs(settings.heartbeat_secs.max(1)),
         client_timeout: Duration::from_secs(settings.client_timeout_secs.max(1)),
     };
-    let mut response =
-        ws::handshake(&req).map_err(|e| AppError::field("connection", format!("not a WebSocket upgrade: {e}")))?;
-    let flow = Flow::of(req.conn_data::<Socket>());
-    let actor = SessionActor::new(Setup {
+    let mut response = actix_http::ws::handshake(req.head())
+        .map_err(|e| AppError::field("connection", format!("not a WebSocket upgrade: {e}")))?
+        .finish()
+        .map_into_boxed_body();
+    let setup = Setup {
         org_id,
         engine: state.engine.clone(),
         pool: state.pool.clone(),
@@ -93,7 +92,8 @@ pub async fn stream(
         credential,
         watching: state.watchers.watch(credential, org_id),
         timing,
-        flow,
-    });
-    Ok(response.streaming(Pieces::new(Box::pin(ws::WebsocketContext::create(actor, payload)))))
+        max_queued: settings.max_queued_kib.saturating_mul(1024),
+    };
+    response.extensions_mut().insert(Handover(setup));
+    Ok(HttpResponse::from(response))
 }

@@ -1,6 +1,7 @@
-//! Live entry streams over WebSocket: one [`session::SessionActor`] per connection, and the
-//! [`connection`] underneath it. What a viewer may see and the first frame are `app::streams`.
+//! Live entry streams over WebSocket: the handshake is answered by the route like any request,
+//! then [`upgrade`] hands the socket to one [`session::SessionActor`] per connection. What a
+//! viewer may see and the first frame are `app::streams`.
 
 pub mod connection;
-pub mod pieces;
 pub mod session;
+pub mod upgrade;
