@@ -117,11 +117,14 @@ pub struct Envelope {
     /// The event as a text frame, made by the first viewer that sends it and shared by the rest.
     #[serde(skip)]
     frame: std::sync::OnceLock<Option<bytestring::ByteString>>,
+    /// That frame as the edge's transport sends it (a WebSocket frame), likewise made once.
+    #[serde(skip)]
+    wire: std::sync::OnceLock<Option<bytes::Bytes>>,
 }
 
 impl Envelope {
     pub fn new(seq: u64, org_id: Uuid, at: DateTime<Utc>, event: Event) -> Self {
-        Envelope { seq, org_id, at, event, frame: std::sync::OnceLock::new() }
+        Envelope { seq, org_id, at, event, frame: std::sync::OnceLock::new(), wire: std::sync::OnceLock::new() }
     }
 
     /// The JSON text frame, serialized once however many viewers send it (`None`, logged and
@@ -137,6 +140,12 @@ impl Envelope {
                 }
             })
             .clone()
+    }
+
+    /// The text frame in the transport's framing (`encode`, given the text), made by the first
+    /// viewer that sends it and shared by the rest: the same bytes go to every viewer.
+    pub fn wire(&self, encode: impl FnOnce(bytestring::ByteString) -> Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+        self.wire.get_or_init(|| self.frame().and_then(encode)).clone()
     }
 }
 

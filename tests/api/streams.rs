@@ -645,6 +645,31 @@ async fn a_slow_reader_is_served_at_its_pace_from_the_retained_window() -> TestR
     Ok(())
 }
 
+/// A close sent in the same packet as the handshake is read (what came after the handshake is
+/// the session's) and answered with the same code, and the connection ends.
+#[actix_web::test]
+async fn a_close_sent_with_the_handshake_is_answered_and_the_connection_ends() -> TestResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let op = operator(&site).await?;
+    let addr = site.app.address.trim_start_matches("http://").to_owned();
+    let mut socket = TcpStream::connect(&addr).await?;
+    let mut request = format!(
+        "GET /api/v1/orgs/{}/stream?access_token={} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        site.org, op.access
+    )
+    .into_bytes();
+    // A masked close frame (mask 0), code 1000.
+    request.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+    socket.write_all(&request).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await??;
+    assert!(answer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "the close answered last, with its code");
+    Ok(())
+}
+
 /// A WebSocket handshake anywhere else is answered like any request (and the connection ends);
 /// a refused stream says why, with its code.
 #[actix_web::test]

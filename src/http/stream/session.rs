@@ -30,10 +30,10 @@ use futures_util::{Stream, StreamExt as _};
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::Envelope;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder};
 use uuid::Uuid;
 
 use crate::app::streams::{self, Credential, Filter, Watching, lost_access};
@@ -48,10 +48,6 @@ pub struct Timing {
 /// How long a closed session waits for its peer to answer the close before dropping the
 /// connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// The read buffer a session starts with: a viewer sends pongs and a close, a few bytes each (it
-/// grows for a larger frame, up to the codec's limit).
-const READ_BUFFER: usize = 64;
 
 /// The largest frame a viewer may send (a viewer has nothing to say beyond pongs and a close).
 const MAX_INCOMING_FRAME: usize = 4096;
@@ -112,38 +108,136 @@ pub struct Setup {
     pub max_queued: usize,
 }
 
-/// Frames waiting for the socket, in order; each a whole WebSocket frame.
-struct Outbox {
+/// A connection's byte stream, plain or TLS.
+pub trait Socket: AsyncRead + AsyncWrite {}
+
+impl<T: AsyncRead + AsyncWrite> Socket for T {}
+
+/// A session's connection: its socket, the frames waiting for it, in order (each a whole
+/// WebSocket frame), and what the peer sent that is not yet a whole frame.
+struct Connection {
+    io: Pin<Box<dyn Socket>>,
     frames: VecDeque<Bytes>,
     bytes: usize,
-    /// When the socket last took bytes (or, with nothing waiting, the first frame was queued).
-    progress: Instant,
-    /// The writer, parked while the queue is empty.
-    waker: Option<Waker>,
+    /// The front frame has been partly written.
+    front_begun: bool,
+    /// The socket took bytes since the last heartbeat.
+    progressed: bool,
+    /// Heartbeats in a row at which frames waited and the socket had taken nothing.
+    stalled: u32,
+    /// The session's task, from its last poll of the connection: a frame is written at once by
+    /// the handler that makes it, and the socket wakes the task when it can take more.
+    task: Option<Waker>,
+    /// The socket failed (the peer is gone).
+    broken: bool,
+    read_buf: BytesMut,
+    codec: ws::Codec,
 }
 
-impl Outbox {
-    fn push(&mut self, frame: Bytes) {
-        if self.frames.is_empty() {
-            self.progress = Instant::now();
+/// Where a write left the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    /// Everything is written.
+    Drained,
+    /// The socket takes no more for now (it wakes the task when it does), or the connection has
+    /// not been polled yet.
+    Blocked,
+    Broken,
+}
+
+impl Connection {
+    fn new(io: Pin<Box<dyn Socket>>, early: &[u8]) -> Self {
+        Connection {
+            io,
+            frames: VecDeque::new(),
+            bytes: 0,
+            front_begun: false,
+            progressed: false,
+            stalled: 0,
+            task: None,
+            broken: false,
+            read_buf: BytesMut::from(early),
+            codec: ws::Codec::new().max_size(MAX_INCOMING_FRAME),
         }
+    }
+
+    /// Queues a frame and writes what the socket takes now.
+    fn push(&mut self, frame: Bytes) -> Wrote {
         self.bytes += frame.len();
         self.frames.push_back(frame);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
+        let Some(task) = self.task.take() else { return Wrote::Blocked };
+        let wrote = self.write(&mut TaskContext::from_waker(&task));
+        self.task = Some(task);
+        wrote
+    }
+
+    /// Writes what waits until the socket would block.
+    fn write(&mut self, cx: &mut TaskContext<'_>) -> Wrote {
+        if self.broken {
+            return Wrote::Broken;
+        }
+        while let Some(front) = self.frames.front_mut() {
+            match self.io.as_mut().poll_write(cx, front) {
+                Poll::Pending => return Wrote::Blocked,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.broken = true;
+                    return Wrote::Broken;
+                }
+                Poll::Ready(Ok(written)) => {
+                    self.progressed = true;
+                    self.bytes -= written;
+                    self.front_begun = written < front.len();
+                    if self.front_begun {
+                        front.advance(written);
+                    } else {
+                        self.frames.pop_front();
+                    }
+                }
+            }
+        }
+        // TLS: the records made of what was written go out now.
+        match self.io.as_mut().poll_flush(cx) {
+            Poll::Pending => Wrote::Blocked,
+            Poll::Ready(Ok(())) => Wrote::Drained,
+            Poll::Ready(Err(_)) => {
+                self.broken = true;
+                Wrote::Broken
+            }
+        }
+    }
+
+    /// The peer's next frame; `None` once it is gone.
+    fn poll_frame(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<ws::Frame, ws::ProtocolError>>> {
+        loop {
+            match self.codec.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Err(err) => return Poll::Ready(Some(Err(err))),
+                Ok(None) => {}
+            }
+            match tokio_util::io::poll_read_buf(self.io.as_mut(), cx, &mut self.read_buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+            }
         }
     }
 
     /// Drops everything not yet begun (the frame being written, if any, is finished: the peer
     /// must see whole frames).
-    fn discard_waiting(&mut self, front_begun: bool) {
-        self.frames.truncate(usize::from(front_begun));
+    fn discard_waiting(&mut self) {
+        self.frames.truncate(usize::from(self.front_begun));
         self.bytes = self.frames.iter().map(Bytes::len).sum();
     }
 
-    /// Something waits and the socket has taken nothing of it for `timeout`.
-    fn stalled(&self, timeout: Duration) -> bool {
-        !self.frames.is_empty() && self.progress.elapsed() > timeout
+    /// At a heartbeat: whether frames have waited, and the socket taken nothing, for longer
+    /// than `timeout`.
+    fn stalled(&mut self, heartbeat: Duration, timeout: Duration) -> bool {
+        if self.frames.is_empty() || std::mem::take(&mut self.progressed) {
+            self.stalled = 0;
+        } else {
+            self.stalled = self.stalled.saturating_add(1);
+        }
+        heartbeat.checked_mul(self.stalled).is_none_or(|waited| waited > timeout)
     }
 }
 
@@ -171,9 +265,7 @@ pub struct SessionActor {
     max_queued: usize,
     /// Shut while more than `max_queued` waits for the socket.
     valve: Rc<Valve>,
-    out: Outbox,
-    /// The front frame has been partly written.
-    front_begun: bool,
+    conn: Connection,
     last_heard: Instant,
     closing: Closing,
     /// `portcullis_stream_frames_total`, looked up once rather than per frame.
@@ -189,14 +281,16 @@ pub fn start<T>(setup: Setup, io: T, early: &[u8])
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let (read, write) = tokio::io::split(io);
-    let read = AsyncReadExt::chain(std::io::Cursor::new(Bytes::copy_from_slice(early)), read);
-    let codec = ws::Codec::new().max_size(MAX_INCOMING_FRAME);
+    let connection = Connection::new(Box::pin(io), early);
     SessionActor::create(move |ctx| {
-        ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
-        ctx.spawn(Writer { io: write });
-        SessionActor::new(setup)
+        ctx.spawn(Io);
+        SessionActor::new(setup, connection)
     });
+}
+
+/// A text frame.
+fn text_frame(text: bytestring::ByteString) -> Option<Bytes> {
+    encode(ws::Message::Text(text))
 }
 
 /// One server frame (unmasked), or `None` if it cannot be encoded (logged).
@@ -212,7 +306,7 @@ fn encode(message: ws::Message) -> Option<Bytes> {
 }
 
 impl SessionActor {
-    fn new(setup: Setup) -> Self {
+    fn new(setup: Setup, conn: Connection) -> Self {
         let Setup { org_id, engine, pool, auth, filter, since, credential, watching, timing, max_queued } = setup;
         let frames = metrics::counter!("portcullis_stream_frames_total");
         SessionActor {
@@ -227,8 +321,7 @@ impl SessionActor {
             timing,
             max_queued,
             valve: Rc::default(),
-            out: Outbox { frames: VecDeque::new(), bytes: 0, progress: Instant::now(), waker: None },
-            front_begun: false,
+            conn,
             last_heard: Instant::now(),
             closing: Closing::Open,
             frames,
@@ -248,26 +341,35 @@ impl SessionActor {
         ));
     }
 
-    /// Queues a text frame for the viewer, unless it is closing; takes no more events while too
-    /// much waits for the socket.
-    fn send(&mut self, text: bytestring::ByteString) {
+    /// Queues a text frame for the viewer (written at once if its socket takes it), unless it is
+    /// closing.
+    fn send(&mut self, frame: Option<Bytes>) {
         if self.closing != Closing::Open {
             return;
         }
-        if let Some(frame) = encode(ws::Message::Text(text)) {
+        if let Some(frame) = frame {
             self.frames.increment(1);
-            self.out.push(frame);
-            if self.out.bytes > self.max_queued {
-                self.valve.shut();
-            }
+            self.queue(frame);
         }
     }
 
-    /// The socket took bytes: events flow again once half the bound is free.
-    fn wrote(&mut self, bytes: usize) {
-        self.out.progress = Instant::now();
-        self.out.bytes -= bytes;
-        if self.out.bytes <= self.max_queued / 2 {
+    /// Queues any frame, from a handler.
+    fn queue(&mut self, frame: Bytes) {
+        let wrote = self.conn.push(frame);
+        self.pace();
+        let wake = wrote == Wrote::Broken || (wrote == Wrote::Drained && self.closing != Closing::Open);
+        if wake && let Some(task) = &self.conn.task {
+            // The writer, which has the context, ends the session.
+            task.wake_by_ref();
+        }
+    }
+
+    /// Events wait in the hub while more than the bound waits here, and flow again once half of
+    /// it is free.
+    fn pace(&mut self) {
+        if self.conn.bytes > self.max_queued {
+            self.valve.shut();
+        } else if self.conn.bytes <= self.max_queued / 2 {
             self.valve.open();
         }
     }
@@ -282,10 +384,10 @@ impl SessionActor {
         tracing::info!(org_id = %self.org_id, reason, "closing stream");
         if reason == "slow_consumer" {
             // It resumes with `since`: what waits here would only delay the close frame.
-            self.out.discard_waiting(self.front_begun);
+            self.conn.discard_waiting();
         }
         match encode(ws::Message::Close(Some(ws::CloseReason { code, description: Some(reason.to_owned()) }))) {
-            Some(frame) => self.out.push(frame),
+            Some(frame) => self.queue(frame),
             None => ctx.stop(),
         }
     }
@@ -311,7 +413,7 @@ impl SessionActor {
             serde_json::to_string(&snapshot).map_err(crate::error::AppError::internal)
         };
         ctx.wait(built.into_actor(self).map(|built, act, ctx| match built {
-            Ok(frame) => act.send(frame.into()),
+            Ok(text) => act.send(text_frame(text.into())),
             Err(err) => {
                 tracing::warn!(error = %err, "stream snapshot failed");
                 act.close(ctx, ws::CloseCode::Error, "snapshot_failed");
@@ -321,7 +423,7 @@ impl SessionActor {
 
     fn start_checks(&self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.timing.heartbeat, |act, ctx| {
-            if act.out.stalled(act.timing.client_timeout) {
+            if act.conn.stalled(act.timing.heartbeat, act.timing.client_timeout) {
                 // Its socket has taken nothing for that long (a peer that stopped reading): even a
                 // close frame would not reach it.
                 tracing::info!(org_id = %act.org_id, "stream connection not draining: dropping it");
@@ -340,7 +442,7 @@ impl SessionActor {
             if act.closing == Closing::Open
                 && let Some(ping) = encode(ws::Message::Ping(Bytes::new()))
             {
-                act.out.push(ping);
+                act.queue(ping);
             }
         });
         if let Credential::Session { expires_in, .. } = self.credential {
@@ -362,7 +464,7 @@ impl Actor for SessionActor {
                 missed
             }
             (Some(_), None) => {
-                self.send(json!({"type": "reset", "seq": newest}).to_string().into());
+                self.send(text_frame(json!({"type": "reset", "seq": newest}).to_string().into()));
                 self.send_snapshot(ctx, newest);
                 self.live_after = newest;
                 Vec::new()
@@ -396,10 +498,8 @@ impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionA
         match item {
             Ok(envelope) if envelope.seq > self.live_after => {
                 self.live_after = envelope.seq;
-                if self.filter.admits(&envelope.event)
-                    && let Some(text) = envelope.frame()
-                {
-                    self.send(text);
+                if self.filter.admits(&envelope.event) {
+                    self.send(envelope.wire(text_frame));
                 }
             }
             // Already sent in the replay or the snapshot.
@@ -429,13 +529,14 @@ impl StreamHandler<Result<AccessChange, BroadcastStreamRecvError>> for SessionAc
 }
 
 /// What the peer sends.
-impl StreamHandler<Result<ws::Frame, ws::ProtocolError>> for SessionActor {
-    fn handle(&mut self, frame: Result<ws::Frame, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl SessionActor {
+    /// What the peer sends.
+    fn heard(&mut self, frame: Result<ws::Frame, ws::ProtocolError>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match frame {
             Ok(ws::Frame::Ping(payload)) if self.closing == Closing::Open => {
                 if let Some(pong) = encode(ws::Message::Pong(payload)) {
-                    self.out.push(pong);
+                    self.queue(pong);
                 }
             }
             Ok(ws::Frame::Close(reason)) => match self.closing {
@@ -446,7 +547,7 @@ impl StreamHandler<Result<ws::Frame, ws::ProtocolError>> for SessionActor {
                     self.closing = Closing::Answered;
                     let code = reason.map_or(ws::CloseCode::Normal, |r| r.code);
                     match encode(ws::Message::Close(Some(code.into()))) {
-                        Some(frame) => self.out.push(frame),
+                        Some(frame) => self.queue(frame),
                         None => ctx.stop(),
                     }
                 }
@@ -458,20 +559,15 @@ impl StreamHandler<Result<ws::Frame, ws::ProtocolError>> for SessionActor {
             }
         }
     }
-
-    /// The peer is gone.
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
 }
 
-/// Writes the session's queue to its socket, in the session's context: it runs as long as the
-/// session does (and is dropped with it, which closes the connection).
-struct Writer<W> {
-    io: W,
-}
+/// The session's connection at work: reads the peer's frames, writes the queue whenever the
+/// socket can take more, and ends the session when the peer is gone or, closing, everything is
+/// written. It runs in the session's context, so what the socket wakes is the session's task,
+/// whose waker the handlers write with too.
+struct Io;
 
-impl<W: AsyncWrite + Unpin> ActorFuture<SessionActor> for Writer<W> {
+impl ActorFuture<SessionActor> for Io {
     type Output = ();
 
     fn poll(
@@ -480,38 +576,34 @@ impl<W: AsyncWrite + Unpin> ActorFuture<SessionActor> for Writer<W> {
         ctx: &mut Context<SessionActor>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        let this = self.get_mut();
+        if !act.conn.task.as_ref().is_some_and(|known| known.will_wake(task.waker())) {
+            act.conn.task = Some(task.waker().clone());
+        }
         loop {
-            let Some(front) = act.out.frames.front_mut() else {
-                match Pin::new(&mut this.io).poll_flush(task) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(_)) => {
-                        ctx.stop();
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(Ok(())) => {}
-                }
-                act.out.waker = Some(task.waker().clone());
-                act.drained(ctx);
-                return Poll::Pending;
-            };
-            match Pin::new(&mut this.io).poll_write(task, front) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+            match act.conn.poll_frame(task) {
+                Poll::Pending => break,
+                Poll::Ready(Some(frame)) => act.heard(frame, ctx),
+                Poll::Ready(None) => {
                     // The peer is gone.
                     ctx.stop();
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(written)) => {
-                    if written == front.len() {
-                        act.out.frames.pop_front();
-                        act.front_begun = false;
-                    } else {
-                        front.advance(written);
-                        act.front_begun = true;
-                    }
-                    act.wrote(written);
-                }
+            }
+            if ctx.state().stopping() {
+                return Poll::Ready(());
+            }
+        }
+        let wrote = act.conn.write(task);
+        act.pace();
+        match wrote {
+            Wrote::Blocked => Poll::Pending,
+            Wrote::Drained => {
+                act.drained(ctx);
+                Poll::Pending
+            }
+            Wrote::Broken => {
+                ctx.stop();
+                Poll::Ready(())
             }
         }
     }
