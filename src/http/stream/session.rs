@@ -14,10 +14,9 @@
 //! whether or not its peer reads, a peer that stops reading cannot freeze it: its queue is
 //! bounded, and a socket that takes nothing for `stream.client_timeout_secs` is dropped.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use actix::prelude::*;
 use actix_http::ws;
 use bytes::{Buf, Bytes, BytesMut};
 use deadpool_postgres::Pool;
-use futures_util::{Stream, StreamExt as _};
+use futures_util::StreamExt as _;
 use portcullis_actors::engine::Engine;
 use portcullis_actors::events::Envelope;
 use serde_json::json;
@@ -49,48 +48,15 @@ pub struct Timing {
 /// connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Events a session takes in one turn before letting the other sessions of its thread have
+/// theirs.
+const EVENTS_A_TURN: usize = 32;
+
+/// Frames written in one system call, at most.
+const WRITE_SLICES: usize = 32;
+
 /// The largest frame a viewer may send (a viewer has nothing to say beyond pongs and a close).
 const MAX_INCOMING_FRAME: usize = 4096;
-
-/// Lets the events through only while little waits for the socket: shared by the session and
-/// the stream of its events (same thread).
-#[derive(Default)]
-struct Valve {
-    shut: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Valve {
-    fn shut(&self) {
-        self.shut.set(true);
-    }
-
-    fn open(&self) {
-        if self.shut.replace(false)
-            && let Some(waker) = self.waker.take()
-        {
-            waker.wake();
-        }
-    }
-}
-
-/// A stream that yields nothing while its valve is shut.
-struct Paced<S> {
-    inner: S,
-    valve: Rc<Valve>,
-}
-
-impl<S: Stream + Unpin> Stream for Paced<S> {
-    type Item = S::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        if self.valve.shut.get() {
-            self.valve.waker.set(Some(cx.waker().clone()));
-            return Poll::Pending;
-        }
-        self.inner.poll_next_unpin(cx)
-    }
-}
 
 /// Everything a session starts from.
 pub struct Setup {
@@ -161,14 +127,9 @@ impl Connection {
         }
     }
 
-    /// Queues a frame and writes what the socket takes now.
-    fn push(&mut self, frame: Bytes) -> Wrote {
+    fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.frames.push_back(frame);
-        let Some(task) = self.task.take() else { return Wrote::Blocked };
-        let wrote = self.write(&mut TaskContext::from_waker(&task));
-        self.task = Some(task);
-        wrote
     }
 
     /// Writes what waits until the socket would block.
@@ -176,8 +137,14 @@ impl Connection {
         if self.broken {
             return Wrote::Broken;
         }
-        while let Some(front) = self.frames.front_mut() {
-            match self.io.as_mut().poll_write(cx, front) {
+        while !self.frames.is_empty() {
+            // Everything waiting, in one system call (up to `WRITE_SLICES` frames).
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let count = self.frames.len().min(WRITE_SLICES);
+            for (slice, frame) in slices.iter_mut().zip(&self.frames) {
+                *slice = IoSlice::new(frame);
+            }
+            match self.io.as_mut().poll_write_vectored(cx, slices.get(..count).unwrap_or(&slices)) {
                 Poll::Pending => return Wrote::Blocked,
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     self.broken = true;
@@ -186,11 +153,19 @@ impl Connection {
                 Poll::Ready(Ok(written)) => {
                     self.progressed = true;
                     self.bytes -= written;
-                    self.front_begun = written < front.len();
-                    if self.front_begun {
-                        front.advance(written);
-                    } else {
-                        self.frames.pop_front();
+                    let mut left = written;
+                    while left > 0
+                        && let Some(front) = self.frames.front_mut()
+                    {
+                        if left < front.len() {
+                            front.advance(left);
+                            self.front_begun = true;
+                            left = 0;
+                        } else {
+                            left -= front.len();
+                            self.frames.pop_front();
+                            self.front_begun = false;
+                        }
                     }
                 }
             }
@@ -263,8 +238,6 @@ pub struct SessionActor {
     _watching: Watching,
     timing: Timing,
     max_queued: usize,
-    /// Shut while more than `max_queued` waits for the socket.
-    valve: Rc<Valve>,
     conn: Connection,
     last_heard: Instant,
     closing: Closing,
@@ -282,10 +255,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let connection = Connection::new(Box::pin(io), early);
-    SessionActor::create(move |ctx| {
-        ctx.spawn(Io);
-        SessionActor::new(setup, connection)
-    });
+    SessionActor::create(move |_| SessionActor::new(setup, connection));
 }
 
 /// A text frame.
@@ -320,7 +290,6 @@ impl SessionActor {
             _watching: watching,
             timing,
             max_queued,
-            valve: Rc::default(),
             conn,
             last_heard: Instant::now(),
             closing: Closing::Open,
@@ -341,36 +310,40 @@ impl SessionActor {
         ));
     }
 
-    /// Queues a text frame for the viewer (written at once if its socket takes it), unless it is
-    /// closing.
+    /// Queues a text frame for the viewer, unless it is closing. From the connection's own poll
+    /// (events) or before it (the first frames): it writes them as it finishes.
     fn send(&mut self, frame: Option<Bytes>) {
         if self.closing != Closing::Open {
             return;
         }
         if let Some(frame) = frame {
             self.frames.increment(1);
-            self.queue(frame);
+            self.conn.push(frame);
         }
     }
 
-    /// Queues any frame, from a handler.
+    /// Queues any frame, from elsewhere (a timer, a check): the connection is polled to write it.
     fn queue(&mut self, frame: Bytes) {
-        let wrote = self.conn.push(frame);
-        self.pace();
-        let wake = wrote == Wrote::Broken || (wrote == Wrote::Drained && self.closing != Closing::Open);
-        if wake && let Some(task) = &self.conn.task {
-            // The writer, which has the context, ends the session.
+        self.conn.push(frame);
+        if let Some(task) = &self.conn.task {
             task.wake_by_ref();
         }
     }
 
-    /// Events wait in the hub while more than the bound waits here, and flow again once half of
-    /// it is free.
-    fn pace(&mut self) {
-        if self.conn.bytes > self.max_queued {
-            self.valve.shut();
-        } else if self.conn.bytes <= self.max_queued / 2 {
-            self.valve.open();
+    /// An event from the hub (or the replay).
+    fn on_event(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(envelope) if envelope.seq > self.live_after => {
+                self.live_after = envelope.seq;
+                if self.filter.admits(&envelope.event) {
+                    self.send(envelope.wire(text_frame));
+                }
+            }
+            // Already sent in the replay or the snapshot.
+            Ok(_) => {}
+            // The viewer fell behind what the hub retains: it would miss events. Tell it to
+            // resume with `since` (or take a fresh snapshot) rather than hold anything up.
+            Err(BroadcastStreamRecvError::Lagged(_)) => self.close(ctx, ws::CloseCode::Policy, "slow_consumer"),
         }
     }
 
@@ -475,13 +448,13 @@ impl Actor for SessionActor {
                 Vec::new()
             }
         };
-        // The replay, then the live events, through one handler and at the socket's pace: a long
+        // The replay, then the live events, taken by the connection at its socket's pace: a long
         // replay or a burst waits in the hub (or the replay) rather than here.
         // INVARIANT: `rx` was created under the hub's lock together with `newest`, so it carries
         // every event after the replay or snapshot, and perhaps some of those (the hub broadcasts
         // from its own thread): skipped by seq, so none twice, none missing.
-        let replay = futures_util::stream::iter(replay.into_iter().map(Ok));
-        ctx.add_stream(Paced { inner: replay.chain(BroadcastStream::new(rx)), valve: self.valve.clone() });
+        let replay: Vec<_> = replay.into_iter().map(Ok).collect();
+        ctx.spawn(Io { events: futures_util::stream::iter(replay).chain(BroadcastStream::new(rx)) });
         // Access changes made through this node arrive at once, and those made elsewhere once the
         // node's periodic check finds them (`streams::check_watchers`).
         ctx.add_stream(BroadcastStream::new(self.auth.subscribe_changes()));
@@ -490,28 +463,6 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::gauge!("portcullis_stream_sessions_open").decrement(1.0);
-    }
-}
-
-impl StreamHandler<Result<Arc<Envelope>, BroadcastStreamRecvError>> for SessionActor {
-    fn handle(&mut self, item: Result<Arc<Envelope>, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(envelope) if envelope.seq > self.live_after => {
-                self.live_after = envelope.seq;
-                if self.filter.admits(&envelope.event) {
-                    self.send(envelope.wire(text_frame));
-                }
-            }
-            // Already sent in the replay or the snapshot.
-            Ok(_) => {}
-            // The viewer fell behind what the hub retains: it would miss events. Tell it to
-            // resume with `since` (or take a fresh snapshot) rather than hold anything up.
-            Err(BroadcastStreamRecvError::Lagged(_)) => self.close(ctx, ws::CloseCode::Policy, "slow_consumer"),
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        self.close(ctx, ws::CloseCode::Away, "organization_closed");
     }
 }
 
@@ -561,11 +512,55 @@ impl SessionActor {
     }
 }
 
-/// The session's connection at work: reads the peer's frames, writes the queue whenever the
-/// socket can take more, and ends the session when the peer is gone or, closing, everything is
-/// written. It runs in the session's context, so what the socket wakes is the session's task,
-/// whose waker the handlers write with too.
-struct Io;
+/// The events a session sends: the replay, then the live ones.
+type Events = futures_util::stream::Chain<
+    futures_util::stream::Iter<std::vec::IntoIter<Result<Arc<Envelope>, BroadcastStreamRecvError>>>,
+    BroadcastStream<Arc<Envelope>>,
+>;
+
+/// Why the connection stopped taking events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Took {
+    /// None are ready (the hub wakes the task when one is), or the session is closing.
+    All,
+    /// More than `stream.max_queued_kib` waits for the socket.
+    Bound,
+    /// Its share for one turn (it comes back after the others had theirs).
+    Turn,
+}
+
+/// The session's connection at work: reads the peer's frames, takes events at the socket's pace,
+/// writes what waits (several frames a system call), and ends the session when the peer is gone
+/// or, closing, everything is written. It runs in the session's context, so what the socket and
+/// the hub wake is the session's task.
+struct Io {
+    events: Events,
+}
+
+impl Io {
+    fn take_events(
+        &mut self,
+        act: &mut SessionActor,
+        ctx: &mut Context<SessionActor>,
+        task: &mut TaskContext<'_>,
+    ) -> Took {
+        for _ in 0..EVENTS_A_TURN {
+            if act.closing != Closing::Open {
+                return Took::All;
+            }
+            if act.conn.bytes > act.max_queued {
+                return Took::Bound;
+            }
+            match self.events.poll_next_unpin(task) {
+                Poll::Pending => return Took::All,
+                Poll::Ready(Some(item)) => act.on_event(item, ctx),
+                Poll::Ready(None) => act.close(ctx, ws::CloseCode::Away, "organization_closed"),
+            }
+        }
+        task.waker().wake_by_ref();
+        Took::Turn
+    }
+}
 
 impl ActorFuture<SessionActor> for Io {
     type Output = ();
@@ -576,6 +571,7 @@ impl ActorFuture<SessionActor> for Io {
         ctx: &mut Context<SessionActor>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        let this = self.get_mut();
         if !act.conn.task.as_ref().is_some_and(|known| known.will_wake(task.waker())) {
             act.conn.task = Some(task.waker().clone());
         }
@@ -593,17 +589,20 @@ impl ActorFuture<SessionActor> for Io {
                 return Poll::Ready(());
             }
         }
-        let wrote = act.conn.write(task);
-        act.pace();
-        match wrote {
-            Wrote::Blocked => Poll::Pending,
-            Wrote::Drained => {
-                act.drained(ctx);
-                Poll::Pending
-            }
-            Wrote::Broken => {
-                ctx.stop();
-                Poll::Ready(())
+        loop {
+            let took = this.take_events(act, ctx, task);
+            match act.conn.write(task) {
+                Wrote::Blocked => return Poll::Pending,
+                Wrote::Broken => {
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
+                // Room again for the events that wait.
+                Wrote::Drained if took == Took::Bound => {}
+                Wrote::Drained => {
+                    act.drained(ctx);
+                    return Poll::Pending;
+                }
             }
         }
     }
