@@ -11,8 +11,9 @@
 //! The session owns its socket once the handshake is answered ([`super::upgrade`]): it reads the
 //! peer's frames through a small buffer and writes its own frames from a queue of shared bytes,
 //! so a viewer costs what it holds and no HTTP connection's buffers. Because the session runs
-//! whether or not its peer reads, a peer that stops reading cannot freeze it: its queue is
-//! bounded, and a socket that takes nothing for `stream.client_timeout_secs` is dropped.
+//! whether or not its peer reads, a peer that stops reading cannot freeze it: what waits for it is
+//! bounded (events stop being taken, pongs stop being answered), and a socket that takes nothing
+//! for `stream.client_timeout_secs` while frames wait is dropped.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -91,8 +92,8 @@ struct Connection {
     progressed: bool,
     /// Heartbeats in a row at which frames waited and the socket had taken nothing.
     stalled: u32,
-    /// The session's task, from its last poll of the connection: a frame is written at once by
-    /// the handler that makes it, and the socket wakes the task when it can take more.
+    /// The session's task, from its last poll of the connection: woken to write a frame queued
+    /// from elsewhere (a timer, a check), as the socket and the hub wake it.
     task: Option<Waker>,
     /// The socket failed (the peer is gone).
     broken: bool,
@@ -105,8 +106,7 @@ struct Connection {
 enum Wrote {
     /// Everything is written.
     Drained,
-    /// The socket takes no more for now (it wakes the task when it does), or the connection has
-    /// not been polled yet.
+    /// The socket takes no more for now (it wakes the task when it does).
     Blocked,
     Broken,
 }
@@ -485,7 +485,8 @@ impl SessionActor {
     fn heard(&mut self, frame: Result<ws::Frame, ws::ProtocolError>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match frame {
-            Ok(ws::Frame::Ping(payload)) if self.closing == Closing::Open => {
+            // Not while too much waits: a peer that pings without reading would fill the queue.
+            Ok(ws::Frame::Ping(payload)) if self.closing == Closing::Open && self.conn.bytes <= self.max_queued => {
                 if let Some(pong) = encode(ws::Message::Pong(payload)) {
                     self.queue(pong);
                 }
