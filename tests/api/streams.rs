@@ -576,8 +576,8 @@ async fn stuck_viewer() -> TestResult<(Site, crate::helpers::Login, TcpStream, (
 }
 
 /// Security finding 8: a viewer that never reads (its socket buffer full) is not kept forever:
-/// its session is closed (too much waits for it, or it is silent), and a socket that takes
-/// nothing for the heartbeat timeout is dropped, close frame or not.
+/// it is silent, so its session closes (`heartbeat_timeout`), and a socket that takes nothing
+/// for the heartbeat timeout while frames wait is dropped, close frame or not.
 #[actix_web::test]
 async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> TestResult {
     let (site, op, _socket, ends) = stuck_viewer().await?;
@@ -591,8 +591,8 @@ async fn a_viewer_that_never_reads_is_cut_off_by_the_heartbeat_timeout() -> Test
 }
 
 /// A viewer that keeps sending (unasked pongs) but never reads is cut off all the same: what it
-/// says is read and heeded (it is not silent), but what waits for it outgrows
-/// `stream.max_queued_kib` and its socket takes nothing for the heartbeat timeout.
+/// says is read and heeded (it is not silent), but its socket takes nothing of what waits for it
+/// for the heartbeat timeout.
 #[actix_web::test]
 async fn a_viewer_that_talks_but_never_reads_is_cut_off_too() -> TestResult {
     let (site, _, socket, ends) = stuck_viewer().await?;
