@@ -114,25 +114,24 @@ pub struct Envelope {
     pub at: DateTime<Utc>,
     #[serde(flatten)]
     pub event: Event,
-    /// The event as a text frame, made by the first viewer that sends it and shared by the rest.
-    #[serde(skip)]
-    frame: std::sync::OnceLock<Option<bytestring::ByteString>>,
-    /// That frame as the edge's transport sends it (a WebSocket frame), likewise made once.
+    /// The event as the edge's transport sends it (a WebSocket text frame), made by the first
+    /// viewer that sends it and shared by the rest.
     #[serde(skip)]
     wire: std::sync::OnceLock<Option<bytes::Bytes>>,
 }
 
 impl Envelope {
     pub fn new(seq: u64, org_id: Uuid, at: DateTime<Utc>, event: Event) -> Self {
-        Envelope { seq, org_id, at, event, frame: std::sync::OnceLock::new(), wire: std::sync::OnceLock::new() }
+        Envelope { seq, org_id, at, event, wire: std::sync::OnceLock::new() }
     }
 
-    /// The JSON text frame, serialized once however many viewers send it (`None`, logged and
-    /// counted once, if it cannot be serialized).
-    pub fn frame(&self) -> Option<bytestring::ByteString> {
-        self.frame
+    /// The JSON text in the transport's framing (`encode`, given the text), made once however
+    /// many viewers send it: the same bytes go to every viewer (`None`, logged and counted once,
+    /// if it cannot be serialized).
+    pub fn wire(&self, encode: impl FnOnce(bytestring::ByteString) -> Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+        self.wire
             .get_or_init(|| match serde_json::to_string(self) {
-                Ok(text) => Some(text.into()),
+                Ok(text) => encode(text.into()),
                 Err(err) => {
                     metrics::counter!("portcullis_stream_frames_unserializable_total").increment(1);
                     tracing::error!(seq = self.seq, error = %err, "event not sent: it cannot be serialized");
@@ -140,12 +139,6 @@ impl Envelope {
                 }
             })
             .clone()
-    }
-
-    /// The text frame in the transport's framing (`encode`, given the text), made by the first
-    /// viewer that sends it and shared by the rest: the same bytes go to every viewer.
-    pub fn wire(&self, encode: impl FnOnce(bytestring::ByteString) -> Option<bytes::Bytes>) -> Option<bytes::Bytes> {
-        self.wire.get_or_init(|| self.frame().and_then(encode)).clone()
     }
 }
 

@@ -370,20 +370,14 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         lean_per_viewer / 1000.0
     );
     let before = engine.rss_bytes();
-    let viewers = connect_viewers(engine_addr, stream_path.clone(), held, 2).await?;
-    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let during = engine.rss_bytes();
-    finish(viewers).await?;
+    let during = resident_holding(&engine, &stream_path, held).await?;
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     let after = engine.rss_bytes();
     // Every session has ended with its connection (its memory is the allocator's to give back).
     let sessions_left = sessions_open(engine.port).await?;
     // The allocator gives pages back lazily (on the threads' next allocations): what it kept is
     // used again by the next viewers rather than added to.
-    let again = connect_viewers(engine_addr, stream_path.clone(), held, 2).await?;
-    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let during_again = engine.rss_bytes();
-    finish(again).await?;
+    let during_again = resident_holding(&engine, &stream_path, held).await?;
     let per_viewer = during.saturating_sub(before) as f64 / held.max(1) as f64;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
@@ -420,11 +414,18 @@ async fn sessions_open(port: u16) -> Result<f64, Error> {
 /// The resident memory each of `held` viewers adds to a floor's process (stopped afterwards).
 async fn held_on(floor: ChildEngine, held: usize) -> Result<f64, Error> {
     let before = floor.rss_bytes();
-    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], floor.port)), "/ws".into(), held, 2).await?;
-    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let during = floor.rss_bytes();
-    finish(viewers).await?;
+    let during = resident_holding(&floor, "/ws", held).await?;
     Ok(during.saturating_sub(before) as f64 / held.max(1) as f64)
+}
+
+/// A child process's resident memory while `held` viewers of `path` are connected to it (they
+/// leave afterwards).
+async fn resident_holding(child: &ChildEngine, path: &str, held: usize) -> Result<u64, Error> {
+    let viewers = connect_viewers(SocketAddr::from(([127, 0, 0, 1], child.port)), path.to_owned(), held, 2).await?;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let during = child.rss_bytes();
+    finish(viewers).await?;
+    Ok(during)
 }
 
 /// `revocation`: passes revoked while gates ask for them, one after another.
