@@ -108,8 +108,9 @@ fn turnstiles_realtime() -> bool {
     std::thread::spawn(|| portcullis_actors::sched::realtime(TURNSTILE_PRIORITY).is_ok()).join().unwrap_or(false)
 }
 
-/// Passes revoked per viewer count and round, while the turnstiles decide.
-const REVOKED_PER_RUN: usize = 10;
+/// Passes revoked per viewer count and round, while the turnstiles decide (enough that the
+/// revocation frames' p99 is not one revocation's moment: each is a single moment for every viewer).
+const REVOKED_PER_RUN: usize = 30;
 
 /// Revokes `passes` through the engine's API, spread evenly over the measured window.
 async fn revoke_spread(

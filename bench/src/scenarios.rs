@@ -314,8 +314,9 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     for shape in [&deny32, &deny1, &allow32] {
         let runs = runs(shape.name);
         let mut totals: Vec<Option<Measured>> = runs.iter().map(|_| None).collect();
-        for _ in 0..options.rounds.max(1) {
-            for ((_, port, prefix), total) in runs.iter().zip(totals.iter_mut()) {
+        for round in 0..options.rounds.max(1) {
+            for at in order(runs.len(), round) {
+                let (Some((_, port, prefix)), Some(total)) = (runs.get(at), totals.get_mut(at)) else { continue };
                 settle().await?;
                 let measured = measure(plan(shape, *port, prefix)).await?;
                 match total {
@@ -355,4 +356,14 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     );
     floor.handle.stop(true).await;
     Ok(report)
+}
+
+/// The order of a shape's `runs` in a `round`: as listed, then backwards, so that no run always
+/// comes first, or always after the same other one.
+fn order(runs: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..runs).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
