@@ -311,7 +311,8 @@ impl SessionActor {
     }
 
     /// Queues a text frame for the viewer, unless it is closing. From the connection's own poll
-    /// (events) or before it (the first frames): it writes them as it finishes.
+    /// (events), before its first poll (the reset) or from the snapshot's `wait`, which the
+    /// context finishes before it polls the connection: the connection writes them as it finishes.
     fn send(&mut self, frame: Option<Bytes>) {
         if self.closing != Closing::Open {
             return;
