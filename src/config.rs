@@ -153,6 +153,22 @@ pub struct StreamSettings {
     pub session_check_secs: u64,
     /// What may wait for a viewer's socket (KiB) before it is closed as a slow consumer.
     pub max_queued_kib: usize,
+    /// Threads the stream sessions run on, apart from the HTTP workers (0: one per core).
+    pub threads: usize,
+    /// How those threads are scheduled.
+    pub scheduling: StreamScheduling,
+}
+
+/// How the threads that write the live streams are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamScheduling {
+    /// `SCHED_IDLE`: a stream thread gives up its core the moment any other thread wants it, so
+    /// requests and decisions never wait behind the fan-out to the dashboards (which, on a
+    /// machine kept busy by them, fall behind and resume from the retained window).
+    Idle,
+    /// The default scheduling, beside the HTTP workers.
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +381,9 @@ impl Settings {
                 return Err(value(key, "must be at most 315360000 (ten years)"));
             }
         }
+        if self.stream.threads > 256 {
+            return Err(value("stream.threads", "must be at most 256 (0: one per core)"));
+        }
         if !(16..=65_536).contains(&self.stream.max_queued_kib) {
             return Err(value("stream.max_queued_kib", "must be between 16 and 65536"));
         }
@@ -495,6 +514,20 @@ mod tests {
         }
         let settings = load(None, &[("PORTCULLIS__STREAM__MAX_QUEUED_KIB", "16")], Overrides::default());
         assert!(matches!(settings, Ok(s) if s.stream.max_queued_kib == 16));
+    }
+
+    #[test]
+    fn stream_threads_and_their_scheduling_are_checked_at_start() {
+        let err = load(None, &[("PORTCULLIS__STREAM__SCHEDULING", "realtime")], Overrides::default());
+        let err = err.err().unwrap_or_default();
+        assert!(err.contains("stream") && err.contains("scheduling"), "{err}");
+        let err = load(None, &[("PORTCULLIS__STREAM__THREADS", "257")], Overrides::default());
+        assert!(err.err().unwrap_or_default().contains("stream.threads"));
+        let settings = load(None, &[], Overrides::default());
+        assert!(matches!(&settings, Ok(s) if s.stream.scheduling == StreamScheduling::Idle && s.stream.threads == 0));
+        let env = [("PORTCULLIS__STREAM__SCHEDULING", "normal"), ("PORTCULLIS__STREAM__THREADS", "3")];
+        let settings = load(None, &env, Overrides::default());
+        assert!(matches!(&settings, Ok(s) if s.stream.scheduling == StreamScheduling::Normal && s.stream.threads == 3));
     }
 
     #[test]

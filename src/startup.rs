@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::auth::AuthContext;
 use crate::config::Settings;
 use crate::db::{Database, DbError};
+use crate::http::stream::threads::StreamThreads;
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub struct Application {
     device: Option<(u16, Server)>,
     database: Database,
     engine: Engine,
+    /// The threads the API's streams run on.
+    streams: Arc<StreamThreads>,
 }
 
 impl Application {
@@ -152,7 +155,9 @@ impl Application {
         };
         actix_rt::spawn(visit_housekeeping(state.clone()));
         actix_rt::spawn(check_streams(state.clone()));
-        let server = crate::http::server(state, listener, tls).map_err(StartupError::Server)?;
+        let stream_pool = database.separate_pool(&state.settings.database)?;
+        let streams = Arc::new(StreamThreads::start(&state.settings.stream, stream_pool));
+        let server = crate::http::server(state, listener, tls, streams.clone()).map_err(StartupError::Server)?;
         actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
         if let Some(supervisor) = database.supervisor() {
             actix_rt::spawn(supervise(supervisor, engine.downgrade()));
@@ -160,7 +165,7 @@ impl Application {
         actix_rt::spawn(sweep(database.pool().clone(), auth));
         actix_rt::spawn(metrics_upkeep(state_metrics));
         tracing::info!(addr = %addr.ip(), port, "listening on {scheme}://{}:{}", addr.ip(), port);
-        Ok(Application { port, server, device, database, engine })
+        Ok(Application { port, server, device, database, engine, streams })
     }
 
     pub fn port(&self) -> u16 {
@@ -194,6 +199,8 @@ impl Application {
                 tracing::warn!(error = %err, "the device listener stopped with an error");
             }
         }
+        // The streams end with their threads.
+        self.streams.stop();
         tracing::info!("HTTP server stopped; flushing the journal");
         if let Err(err) = self.engine.flush().await {
             tracing::error!(error = %err, "the journal could not be flushed");

@@ -6,6 +6,9 @@
 //! commit; a turnstile's answer). Such work goes to a thread of its own under `SCHED_BATCH`: the
 //! same share of the CPU, but never run in place of the thread that hands it work.
 //!
+//! Threads that only feed the dashboards' streams may run under `SCHED_IDLE` ([`idle`]): they take
+//! a core only while no other thread wants it.
+//!
 //! The other way round, a thread that answers turnstiles (the device listener's workers) may run
 //! under `SCHED_FIFO` ([`realtime`]): a real-time thread takes a core from any ordinary thread as
 //! soon as it is woken, where an ordinary one can wait a scheduler tick or more behind the threads
@@ -38,6 +41,27 @@ fn batch_scheduling() {
             let name = std::thread::current().name().unwrap_or_default().to_owned();
             tracing::info!(thread = %name, error = ?err, "runs under the default scheduling");
         }
+    }
+}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no other thread of the machine
+/// wants its core, and gives the core up the moment one does (a thread woken under any other
+/// policy preempts it at once, where between ordinary threads the scheduler may let the running
+/// one finish its slice). Allowed to any thread; the error says why it was refused.
+pub fn idle() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Os(ThreadPriorityOsValue::default()), idle)
+            .map_err(|err| format!("{err:?}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("SCHED_IDLE is only used on Linux".to_owned())
     }
 }
 

@@ -130,6 +130,12 @@ impl Database {
         &self.pool
     }
 
+    /// Another pool to the same database, under the same settings (it opens connections as they
+    /// are asked for): for work whose connections must not be shared, such as the streams'.
+    pub fn separate_pool(&self, settings: &DatabaseSettings) -> Result<Pool, DbError> {
+        build_pool(self.config.clone(), settings)
+    }
+
     /// Connection settings, for components that hold a dedicated connection (the journal).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config

@@ -11,6 +11,7 @@ pub mod stream;
 pub mod tls;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::HttpService;
@@ -21,6 +22,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::web;
 
 use crate::app::App;
+use stream::threads::StreamThreads;
 
 /// An answer that carries a secret shown once (a key, a PIN, a QR seed) or personal data: no
 /// cache may keep it.
@@ -29,11 +31,16 @@ pub fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::Http
     response
 }
 
-/// The HTTP server over `app`, on a bound listener (with TLS when `tls` is given); it serves once
-/// awaited.
-pub fn server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
+/// The HTTP server over `app`, on a bound listener (with TLS when `tls` is given), its streams run
+/// on `streams`; it serves once awaited.
+pub fn server(
+    app: App,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    streams: Arc<StreamThreads>,
+) -> std::io::Result<Server> {
     let workers = app.settings.server.workers;
-    build(app, listener, tls, routes::configure, workers, 0)
+    build(app, listener, tls, routes::configure, workers, 0, Some(streams))
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
@@ -51,7 +58,7 @@ pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::Server
         );
         priority = 0;
     }
-    build(app, listener, tls, routes::configure_devices, workers, priority)
+    build(app, listener, tls, routes::configure_devices, workers, priority, None)
 }
 
 /// How long a client has to close its side once the server has answered and is closing (what
@@ -68,16 +75,20 @@ fn build(
     configure: fn(&mut web::ServiceConfig),
     workers: usize,
     priority: u8,
+    streams: Option<Arc<StreamThreads>>,
 ) -> std::io::Result<Server> {
     let settings = app.settings.clone();
     let body_limit = settings.server.body_limit_bytes;
     let data = web::Data::new(app);
+    let streams = streams.map(web::Data::from);
     let addr = listener.local_addr()?;
     // Twice on each worker: the application, and its twin behind the upgrade service.
     let new_app = move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(body_limit))
+        let mut app = actix_web::App::new().app_data(data.clone());
+        if let Some(streams) = &streams {
+            app = app.app_data(streams.clone());
+        }
+        app.app_data(web::PayloadConfig::new(body_limit))
             .app_data(web::QueryConfig::default().error_handler(routes::query_error))
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, routes::method_not_allowed))
             .wrap(from_fn(middleware::request_context))

@@ -27,8 +27,13 @@ enum Received {
 
 impl Viewer {
     async fn connect(app: &TestApp, org: &str, token: &str, query: &str) -> TestResult<Viewer> {
+        Viewer::connect_at(&app.address, org, token, query).await
+    }
+
+    /// A viewer of the engine at `address` (`http://host:port`).
+    async fn connect_at(address: &str, org: &str, token: &str, query: &str) -> TestResult<Viewer> {
         let url =
-            format!("{}/api/v1/orgs/{org}/stream?access_token={token}{query}", app.address.replace("http://", "ws://"));
+            format!("{}/api/v1/orgs/{org}/stream?access_token={token}{query}", address.replace("http://", "ws://"));
         let (_, framed) = awc::Client::new().ws(url).connect().await.map_err(|e| format!("connect: {e}"))?;
         Ok(Viewer { framed, answer_pings: true })
     }
@@ -471,6 +476,63 @@ async fn access_taken_away_elsewhere_ends_the_streams_concerned_within_the_check
     // Blocking the organization elsewhere ends it too.
     db.execute("UPDATE organizations SET access_mode = 'blocked' WHERE id = $1", &[&uuid(&site.org)?]).await?;
     assert_eq!(bystander_viewer.close_reason(Duration::from_secs(5)).await?.as_deref(), Some("access_revoked"));
+    Ok(())
+}
+
+/// Once its handshake is answered, a stream runs on a thread of its own, apart from the HTTP
+/// workers, under `SCHED_IDLE` by default (`stream.scheduling`): it gives its core up to any other
+/// thread that wants it. An engine in a process of its own has one such thread per core
+/// (`stream.threads` 0) or as many as configured, and no other thread under that policy; with
+/// `normal`, none. Either way its viewers get their snapshot and every decision, in order, and the
+/// stream still ends when its viewer's access does.
+#[actix_web::test]
+async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for (scheduling, threads, idle_threads) in [("idle", "0", cores), ("idle", "3", 3), ("normal", "0", 0)] {
+        let env = [("PORTCULLIS__STREAM__SCHEDULING", scheduling), ("PORTCULLIS__STREAM__THREADS", threads)];
+        let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
+        let address = format!("http://127.0.0.1:{}", engine.wait_for_port()?);
+        let op = operator(&site).await?;
+        let mut viewers = Vec::new();
+        for _ in 0..4 {
+            let mut viewer = Viewer::connect_at(&address, &site.org, &op.access, "").await?;
+            assert_eq!(viewer.json().await?["type"], "snapshot", "{scheduling}");
+            viewers.push(viewer);
+        }
+        let port = engine.wait_for_port()?;
+        for value in ["000000001", "000000002"] {
+            let body = json!({"credential": {"kind": "pin", "value": value}, "direction": "in"});
+            let (status, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;
+            assert_eq!(status, 200, "{reply}");
+        }
+        for viewer in &mut viewers {
+            let frames = [viewer.json().await?, viewer.json().await?];
+            let reasons: Vec<_> = frames.iter().map(|f| (f["type"].as_str(), f["reason"].as_str())).collect();
+            let denied = (Some("decision"), Some("unknown_credential"));
+            assert_eq!(reasons, [denied, denied], "{scheduling}");
+            assert_eq!(frames[1]["seq"].as_u64(), frames[0]["seq"].as_u64().map(|s| s + 1), "in order");
+        }
+        // Each thread's policy, from /proc (field 41 of `stat`; 5 is SCHED_IDLE).
+        let mut idle = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", engine.pid()))? {
+            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+            idle += usize::from(fields.get(38) == Some(&"5"));
+        }
+        assert_eq!(idle, idle_threads, "{scheduling}, {threads} threads");
+        // Signing out ends every stream of the session, wherever it runs.
+        let (status, reply) = http(port, "POST", "/api/v1/auth/logout", Some(&op.access), None)?;
+        assert_eq!(status, 204, "{reply}");
+        for viewer in &mut viewers {
+            let reason = viewer.close_reason(Duration::from_secs(10)).await?;
+            assert_eq!(reason.as_deref(), Some("token_revoked"), "{scheduling}");
+        }
+        engine.kill()?;
+    }
     Ok(())
 }
 

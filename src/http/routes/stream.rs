@@ -16,6 +16,7 @@ use crate::auth::principal::{Principal, authorize};
 use crate::error::AppError;
 use crate::http::auth::{authenticate_with, bearer_token};
 use crate::http::stream::session::{Setup, Timing};
+use crate::http::stream::threads::StreamThreads;
 use crate::http::stream::upgrade::Handover;
 
 #[derive(Deserialize)]
@@ -40,6 +41,7 @@ impl StreamQuery {
 /// Answers the handshake; the session runs once the answer is written (`http::stream::upgrade`).
 pub async fn stream(
     state: web::Data<App>,
+    threads: web::Data<StreamThreads>,
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
@@ -85,7 +87,7 @@ pub async fn stream(
     let setup = Setup {
         org_id,
         engine: state.engine.clone(),
-        pool: state.pool.clone(),
+        pool: threads.pool().clone(),
         auth: state.auth.clone(),
         filter,
         since: query.since,
@@ -94,6 +96,6 @@ pub async fn stream(
         timing,
         max_queued: settings.max_queued_kib.saturating_mul(1024),
     };
-    response.extensions_mut().insert(Handover(setup));
+    response.extensions_mut().insert(Handover(setup, threads.into_inner()));
     Ok(HttpResponse::from(response))
 }

@@ -4,13 +4,14 @@
 //! The request is answered by the application like any other (routing, middleware, request log,
 //! authentication and errors unchanged); when the answer is the stream route's `101 Switching
 //! Protocols`, it carries a [`Handover`], and the connection is given to a
-//! [`SessionActor`](super::session::SessionActor) of its own, without the dispatcher or its
-//! buffers (8 KiB each way, per connection, for as long as it lives). Any other answer is written
+//! [`SessionActor`](super::session::SessionActor) of its own, on a stream thread
+//! ([`super::threads`]), without the dispatcher or its buffers (8 KiB each way, per connection, for
+//! as long as it lives). Any other answer is written
 //! as the dispatcher would write it, and the connection ends.
 
 use std::rc::Rc;
 
-use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_codec::Framed;
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{self, Message};
 use actix_http::{ConnectionType, Request, Response, StatusCode};
@@ -18,18 +19,19 @@ use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use actix_web::dev::{AppConfig, ServiceResponse};
 use futures_util::SinkExt;
 
-use super::session::{self, Setup};
+use super::session::Setup;
+use super::threads::{Movable, StreamThreads};
 
 /// Put on its `101 Switching Protocols` answer by the stream route: the session to run on the
-/// connection.
-pub struct Handover(pub Setup);
+/// connection, and the threads to run it on.
+pub struct Handover(pub Setup, pub std::sync::Arc<StreamThreads>);
 
 /// The upgrade service over `app` (a second instance of the application, on each worker).
 pub fn service<T, S, B>(
     app: S,
 ) -> impl ServiceFactory<(Request, Framed<T, h1::Codec>), Config = (), Response = (), Error = actix_web::Error, InitError = ()>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: Movable,
     S: ServiceFactory<
             Request,
             Config = AppConfig,
@@ -52,7 +54,7 @@ where
 
 async fn answer<T, S, B>(app: Rc<S>, req: Request, mut framed: Framed<T, h1::Codec>) -> Result<(), actix_web::Error>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: Movable,
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
 {
@@ -63,11 +65,11 @@ where
     let handover = response.extensions_mut().remove::<Handover>();
     let (mut head, body) = response.into_parts();
     match handover {
-        Some(Handover(setup)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+        Some(Handover(setup, threads)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             framed.send(Message::Item((head, BodySize::None))).await?;
             let parts = framed.into_parts();
             // What the peer sent after its handshake is the session's to read.
-            session::start(setup, parts.io, &parts.read_buf);
+            threads.run(setup, parts.io, &parts.read_buf);
         }
         _ => {
             let body = actix_http::body::to_bytes(body)
