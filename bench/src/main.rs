@@ -133,12 +133,17 @@ pub struct Bench {
 }
 
 /// The engine's settings for a bench run on `data_dir` (any free port, logs at `warn` unless
-/// `BENCH_LOG` says otherwise), whatever the shell's environment holds.
+/// `BENCH_LOG` says otherwise, the stream threads under `SCHED_IDLE` unless
+/// `BENCH_STREAM_SCHEDULING=normal`), whatever else the shell's environment holds.
 pub fn settings(data_dir: &std::path::Path) -> Result<Settings, Error> {
     let overrides = Overrides { bind: "127.0.0.1:0".parse().ok(), data_dir: Some(data_dir.to_owned()) };
     let mut settings = Settings::load_from(None, &overrides, figment_env())?;
     // deadpool warns of connections closed with the floor server's workers that drove them: expected.
     settings.log.level = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn,deadpool=error".into());
+    // The engine's stream threads under the default scheduling instead of `SCHED_IDLE`, to compare.
+    if std::env::var("BENCH_STREAM_SCHEDULING").as_deref() == Ok("normal") {
+        settings.stream.scheduling = portcullis::config::StreamScheduling::Normal;
+    }
     if std::env::var_os("BENCH_NO_DISPATCH").is_some() {
         settings.webhooks.deliver = false;
     }
