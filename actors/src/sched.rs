@@ -65,6 +65,40 @@ pub fn idle() -> Result<(), String> {
     }
 }
 
+/// The calling thread's handle, for [`set_idle_of`] (0 where that is not supported).
+pub fn current_handle() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        thread_priority::thread_native_id()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Puts the thread of `handle` ([`current_handle`] of a thread of this process that is running,
+/// or has ended but not been joined) under `SCHED_IDLE`, or back under the default scheduling.
+pub fn set_idle_of(handle: u64, idle: bool) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+            set_thread_priority_and_policy,
+        };
+        let policy = if idle { NormalThreadSchedulePolicy::Idle } else { NormalThreadSchedulePolicy::Other };
+        // The niceness is set on the calling thread (the crate's `setpriority(…, 0, …)`): the same.
+        let same_niceness = ThreadPriority::Os(ThreadPriorityOsValue::default());
+        set_thread_priority_and_policy(handle, same_niceness, ThreadSchedulePolicy::Normal(policy))
+            .map_err(|err| format!("{err:?}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (handle, idle);
+        Err("SCHED_IDLE is only used on Linux".to_owned())
+    }
+}
+
 /// Puts the calling thread under `SCHED_FIFO` at `priority` (1–99; 1 is the lowest real-time
 /// priority: above every ordinary thread, below the kernel's interrupt threads). Refused without
 /// `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO` that allows it): the error says why, and the thread keeps

@@ -536,6 +536,85 @@ async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> 
     Ok(())
 }
 
+/// Under `SCHED_IDLE` a stream thread runs only while no other thread wants a core, but it is not
+/// starved: on a machine kept busy by ordinary threads (here, one spinning per core and one more),
+/// a stream thread that has not run for a tenth of a second is given the default scheduling for a
+/// while (`portcullis_stream_threads_raised_total`), its viewer gets the decision, and once the
+/// machine is quiet again every stream thread is back under `SCHED_IDLE`.
+#[actix_web::test]
+async fn a_stream_thread_kept_off_a_busy_machine_is_given_its_turn() -> TestResult {
+    use crate::engine_process::{Engine, http};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let op = operator(&site).await?;
+    let mut engine = Engine::serve_with(&site.app.dbname, &[("PORTCULLIS__STREAM__THREADS", "1")])?;
+    let port = engine.wait_for_port()?;
+    let mut viewer = Viewer::connect_at(&format!("http://127.0.0.1:{port}"), &site.org, &op.access, "").await?;
+    assert_eq!(viewer.json().await?["type"], "snapshot");
+    let idle_threads = |pid: u32| -> TestResult<usize> {
+        let mut idle = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+            idle += usize::from(fields.get(38) == Some(&"5"));
+        }
+        Ok(idle)
+    };
+    assert_eq!(idle_threads(engine.pid())?, 1);
+
+    let busy = Arc::new(AtomicBool::new(true));
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let spinners: Vec<_> = (0..=cores)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while busy.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let body = json!({"credential": {"kind": "pin", "value": "000000003"}, "direction": "in"});
+    let asked = http(port, "POST", &path, Some(&site.device_key), Some(&body));
+    let frame = viewer.json().await;
+    // The guard's counter, read while the machine is still busy.
+    let raised = (|| -> TestResult<f64> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, metrics) = http(port, "GET", "/metrics", None, None)?;
+            let count = metrics
+                .lines()
+                .find(|l| l.starts_with("portcullis_stream_threads_raised_total"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            if count >= 1.0 || std::time::Instant::now() > deadline {
+                return Ok(count);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    busy.store(false, Ordering::Relaxed);
+    for spinner in spinners {
+        let _ = spinner.join();
+    }
+    assert_eq!(asked?.0, 200);
+    assert_eq!(frame?["reason"], "unknown_credential");
+    assert!(raised? >= 1.0, "the starved stream thread was given its turn");
+    // Quiet again: back under SCHED_IDLE.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while idle_threads(engine.pid())? != 1 {
+        assert!(std::time::Instant::now() < deadline, "the stream thread went back under SCHED_IDLE");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine.kill()?;
+    Ok(())
+}
+
 /// A raw WebSocket client that completes the handshake and then never reads, with a small
 /// receive buffer: what a hung dashboard or a hostile viewer looks like to the server.
 /// (Async socket calls throughout: the engine's own tasks share this test's thread.)

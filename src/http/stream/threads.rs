@@ -8,16 +8,17 @@
 //!
 //! Stream threads run under `SCHED_IDLE` by default (`stream.scheduling`): a core goes to them
 //! only while no other thread wants it, and is taken back the moment one does. Requests and
-//! decisions never wait behind the fan-out; on a machine kept busy by other work the streams fall
-//! behind instead, and a viewer left behind the hub's retained window is closed with
-//! `slow_consumer` and resumes with `since`.
+//! decisions do not wait behind the fan-out; on a machine kept busy by other work the streams fall
+//! behind instead, by about a tenth of a second at worst ([`Guard`]).
 //!
 //! The sessions' own queries (a snapshot, an access check) go through a pool of their own: a
 //! connection is driven by the thread that opened it, and no request should wait on one driven by
 //! a thread that runs only when nothing else does.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use actix::dev::ArbiterHandle;
 use actix_web::rt::net::TcpStream;
@@ -32,6 +33,11 @@ pub struct StreamThreads {
     arbiters: Vec<ArbiterHandle>,
     next: AtomicUsize,
     pool: Pool,
+    /// Under `SCHED_IDLE`, what keeps a starved stream thread from waiting for ever.
+    guard: Option<Guard>,
+    /// Joined when dropped (a joinable thread's handle stays valid for the guard until then).
+    #[expect(clippy::disallowed_types, reason = "taken once, when dropped; never held across an await")]
+    threads: std::sync::Mutex<Vec<actix::Arbiter>>,
 }
 
 impl StreamThreads {
@@ -41,20 +47,10 @@ impl StreamThreads {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let count = if settings.threads == 0 { cores } else { settings.threads };
         let idle = settings.scheduling == StreamScheduling::Idle;
-        let arbiters = (0..count)
-            .map(|_| {
-                let arbiter = actix::Arbiter::new().handle();
-                if idle {
-                    arbiter.spawn_fn(|| {
-                        if let Err(err) = portcullis_actors::sched::idle() {
-                            tracing::warn!(error = %err, "a stream thread runs under the default scheduling: SCHED_IDLE refused");
-                        }
-                    });
-                }
-                arbiter
-            })
-            .collect();
-        StreamThreads { arbiters, next: AtomicUsize::new(0), pool }
+        let threads: Vec<actix::Arbiter> = (0..count).map(|_| actix::Arbiter::new()).collect();
+        let arbiters: Vec<ArbiterHandle> = threads.iter().map(actix::Arbiter::handle).collect();
+        let guard = idle.then(|| Guard::start(&arbiters));
+        StreamThreads { arbiters, next: AtomicUsize::new(0), pool, guard, threads: std::sync::Mutex::new(threads) }
     }
 
     /// The pool the sessions' queries use.
@@ -86,6 +82,9 @@ impl StreamThreads {
 
     /// Stops the threads; their sessions end with them (at shutdown).
     pub fn stop(&self) {
+        if let Some(guard) = &self.guard {
+            guard.stop();
+        }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -95,6 +94,124 @@ impl StreamThreads {
 impl Drop for StreamThreads {
     fn drop(&mut self) {
         self.stop();
+        let threads = self.threads.get_mut().map(std::mem::take).unwrap_or_default();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How long a stream thread under `SCHED_IDLE` may go without running before it is given the
+/// default scheduling.
+const STARVED: Duration = Duration::from_millis(100);
+/// How long it keeps the default scheduling once given it (then it yields again; starved again,
+/// it is raised again).
+const RAISED_FOR: Duration = Duration::from_millis(500);
+/// How often each stream thread notes that it runs, and the guard looks.
+const TICK: Duration = Duration::from_millis(20);
+
+/// `SCHED_IDLE` without starvation. A stream thread under it runs only while no other thread wants
+/// its core: on a machine kept busy (a flood of decisions), it could wait for seconds, and its
+/// viewers with it. Each stream thread notes every [`TICK`] that it ran; a thread of the default
+/// scheduling looks at those notes, and gives a stream thread that has not run for [`STARVED`] the
+/// default scheduling for [`RAISED_FOR`]. A viewer's frames are then late by about [`STARVED`] at
+/// worst, however busy the machine, while a request still takes the core from a stream thread
+/// whenever it did not have to wait that long.
+struct Guard {
+    stop: Arc<AtomicBool>,
+    #[expect(clippy::disallowed_types, reason = "taken once, at stop; never held across an await")]
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the guard knows of one stream thread.
+#[derive(Default)]
+struct Lane {
+    /// The thread's handle, once it has put itself under `SCHED_IDLE` (0 until then, or if refused).
+    handle: AtomicU64,
+    /// When it last ran (milliseconds since the guard started).
+    ran_at: AtomicU64,
+}
+
+impl Guard {
+    fn start(arbiters: &[ArbiterHandle]) -> Guard {
+        let epoch = Instant::now();
+        let lanes: Vec<Arc<Lane>> = arbiters.iter().map(|_| Arc::new(Lane::default())).collect();
+        for (arbiter, lane) in arbiters.iter().zip(&lanes) {
+            let lane = lane.clone();
+            arbiter.spawn_fn(move || {
+                match portcullis_actors::sched::idle() {
+                    Ok(()) => lane.handle.store(portcullis_actors::sched::current_handle(), Ordering::SeqCst),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a stream thread runs under the default scheduling: SCHED_IDLE refused");
+                    }
+                }
+                actix_rt::spawn(async move {
+                    let mut ticks = actix_rt::time::interval(TICK);
+                    loop {
+                        ticks.tick().await;
+                        lane.ran_at.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    }
+                });
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new().name("stream-guard".to_owned()).spawn(move || {
+            let mut raised: Vec<Option<Instant>> = vec![None; lanes.len()];
+            while !stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(TICK);
+                let now = epoch.elapsed();
+                for (lane, raised) in lanes.iter().zip(raised.iter_mut()) {
+                    let handle = lane.handle.load(Ordering::SeqCst);
+                    if handle == 0 {
+                        continue;
+                    }
+                    let ran_at = Duration::from_millis(lane.ran_at.load(Ordering::SeqCst));
+                    match raised {
+                        None if now.saturating_sub(ran_at) > STARVED => {
+                            if set_idle(handle, false) {
+                                metrics::counter!("portcullis_stream_threads_raised_total").increment(1);
+                                *raised = Some(Instant::now());
+                            }
+                        }
+                        Some(since) if since.elapsed() > RAISED_FOR => {
+                            if set_idle(handle, true) {
+                                *raised = None;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(err) => {
+                tracing::warn!(error = %err, "no guard for the stream threads: under SCHED_IDLE they may starve on a busy machine");
+                None
+            }
+        };
+        Guard { stop, thread: std::sync::Mutex::new(thread) }
+    }
+
+    /// Stops the guard before the threads it looks after (their handles stay valid until joined).
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Puts the stream thread of `handle` under `SCHED_IDLE` or the default scheduling; whether it took.
+fn set_idle(handle: u64, idle: bool) -> bool {
+    match portcullis_actors::sched::set_idle_of(handle, idle) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(error = %err, idle, "a stream thread's scheduling was not changed");
+            false
+        }
     }
 }
 
