@@ -36,8 +36,7 @@ pub struct StreamThreads {
     /// Under `SCHED_IDLE`, what keeps a starved stream thread from waiting for ever.
     guard: Option<Guard>,
     /// Joined when dropped (a joinable thread's handle stays valid for the guard until then).
-    #[expect(clippy::disallowed_types, reason = "taken once, when dropped; never held across an await")]
-    threads: std::sync::Mutex<Vec<actix::Arbiter>>,
+    threads: Vec<actix::Arbiter>,
 }
 
 impl StreamThreads {
@@ -50,7 +49,7 @@ impl StreamThreads {
         let threads: Vec<actix::Arbiter> = (0..count).map(|_| actix::Arbiter::new()).collect();
         let arbiters: Vec<ArbiterHandle> = threads.iter().map(actix::Arbiter::handle).collect();
         let guard = idle.then(|| Guard::start(&arbiters));
-        StreamThreads { arbiters, next: AtomicUsize::new(0), pool, guard, threads: std::sync::Mutex::new(threads) }
+        StreamThreads { arbiters, next: AtomicUsize::new(0), pool, guard, threads }
     }
 
     /// The pool the sessions' queries use.
@@ -83,7 +82,7 @@ impl StreamThreads {
     /// Stops the threads; their sessions end with them (at shutdown).
     pub fn stop(&self) {
         if let Some(guard) = &self.guard {
-            guard.stop();
+            guard.stop.store(true, Ordering::SeqCst);
         }
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -94,8 +93,11 @@ impl StreamThreads {
 impl Drop for StreamThreads {
     fn drop(&mut self) {
         self.stop();
-        let threads = self.threads.get_mut().map(std::mem::take).unwrap_or_default();
-        for thread in threads {
+        // The guard first: until the stream threads are joined, the handles it uses stay valid.
+        if let Some(thread) = self.guard.as_mut().and_then(|guard| guard.thread.take()) {
+            let _ = thread.join();
+        }
+        for thread in std::mem::take(&mut self.threads) {
             let _ = thread.join();
         }
     }
@@ -119,8 +121,7 @@ const TICK: Duration = Duration::from_millis(20);
 /// whenever it did not have to wait that long.
 struct Guard {
     stop: Arc<AtomicBool>,
-    #[expect(clippy::disallowed_types, reason = "taken once, at stop; never held across an await")]
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the guard knows of one stream thread.
@@ -168,17 +169,11 @@ impl Guard {
                     }
                     let ran_at = Duration::from_millis(lane.ran_at.load(Ordering::SeqCst));
                     match raised {
-                        None if now.saturating_sub(ran_at) > STARVED => {
-                            if set_idle(handle, false) {
-                                metrics::counter!("portcullis_stream_threads_raised_total").increment(1);
-                                *raised = Some(Instant::now());
-                            }
+                        None if now.saturating_sub(ran_at) > STARVED && set_idle(handle, false) => {
+                            metrics::counter!("portcullis_stream_threads_raised_total").increment(1);
+                            *raised = Some(Instant::now());
                         }
-                        Some(since) if since.elapsed() > RAISED_FOR => {
-                            if set_idle(handle, true) {
-                                *raised = None;
-                            }
-                        }
+                        Some(since) if since.elapsed() > RAISED_FOR && set_idle(handle, true) => *raised = None,
                         _ => {}
                     }
                 }
@@ -191,16 +186,7 @@ impl Guard {
                 None
             }
         };
-        Guard { stop, thread: std::sync::Mutex::new(thread) }
-    }
-
-    /// Stops the guard before the threads it looks after (their handles stay valid until joined).
-    fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        Guard { stop, thread }
     }
 }
 
