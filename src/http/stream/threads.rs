@@ -107,8 +107,9 @@ impl Drop for StreamThreads {
 /// default scheduling.
 const STARVED: Duration = Duration::from_millis(100);
 /// How long it keeps the default scheduling once given it (then it yields again; starved again,
-/// it is raised again).
-const RAISED_FOR: Duration = Duration::from_millis(500);
+/// it is raised again). Long beside [`STARVED`]: a machine kept busy tends to stay busy, and each
+/// return to `SCHED_IDLE` on it costs the viewers another [`STARVED`].
+const RAISED_FOR: Duration = Duration::from_secs(5);
 /// How often each stream thread notes that it runs, and the guard looks.
 const TICK: Duration = Duration::from_millis(20);
 
