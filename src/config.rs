@@ -164,8 +164,9 @@ pub struct StreamSettings {
 #[serde(rename_all = "snake_case")]
 pub enum StreamScheduling {
     /// `SCHED_IDLE`: a stream thread gives up its core the moment any other thread wants it, so
-    /// requests and decisions never wait behind the fan-out to the dashboards (which, on a
-    /// machine kept busy by them, fall behind and resume from the retained window).
+    /// requests and decisions do not wait behind the fan-out to the dashboards (which, on a
+    /// machine kept busy by them, fall behind; one kept off the CPU for 100 ms is given the
+    /// default scheduling for a while).
     Idle,
     /// The default scheduling, beside the HTTP workers.
     Normal,

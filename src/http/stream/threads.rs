@@ -9,7 +9,7 @@
 //! Stream threads run under `SCHED_IDLE` by default (`stream.scheduling`): a core goes to them
 //! only while no other thread wants it, and is taken back the moment one does. Requests and
 //! decisions do not wait behind the fan-out; on a machine kept busy by other work the streams fall
-//! behind instead, by about a tenth of a second at worst ([`Guard`]).
+//! behind instead, but do not stop ([`Guard`]).
 //!
 //! The sessions' own queries (a snapshot, an access check) go through a pool of their own: a
 //! connection is driven by the thread that opened it, and no request should wait on one driven by
@@ -117,9 +117,11 @@ const TICK: Duration = Duration::from_millis(20);
 /// its core: on a machine kept busy (a flood of decisions), it could wait for seconds, and its
 /// viewers with it. Each stream thread notes every [`TICK`] that it ran; a thread of the default
 /// scheduling looks at those notes, and gives a stream thread that has not run for [`STARVED`] the
-/// default scheduling for [`RAISED_FOR`]. A viewer's frames are then late by about [`STARVED`] at
-/// worst, however busy the machine, while a request still takes the core from a stream thread
-/// whenever it did not have to wait that long.
+/// default scheduling for [`RAISED_FOR`]. A stream thread is then kept off the CPU for about
+/// [`STARVED`] at most before it gets an ordinary thread's share; on a machine flooded with
+/// decisions its viewers still fall behind (by up to several hundred milliseconds in the bench's
+/// `revocation`), but they do not stop. Wherever the machine has room, a request still takes the
+/// core from a stream thread at once.
 struct Guard {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
