@@ -156,7 +156,8 @@ impl Application {
         actix_rt::spawn(visit_housekeeping(state.clone()));
         actix_rt::spawn(check_streams(state.clone()));
         let stream_pool = database.separate_pool(&state.settings.database)?;
-        let streams = Arc::new(StreamThreads::start(&state.settings.stream, stream_pool));
+        let streams =
+            Arc::new(StreamThreads::start(&state.settings.stream, stream_pool).map_err(StartupError::Server)?);
         let server = crate::http::server(state, listener, tls, streams.clone()).map_err(StartupError::Server)?;
         actix_rt::spawn(refresh_keys(database.pool().clone(), auth.clone()));
         if let Some(supervisor) = database.supervisor() {

@@ -49,20 +49,7 @@ fn batch_scheduling() {
 /// policy preempts it at once, where between ordinary threads the scheduler may let the running
 /// one finish its slice). Allowed to any thread; the error says why it was refused.
 pub fn idle() -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::{
-            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
-            set_thread_priority_and_policy, thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Os(ThreadPriorityOsValue::default()), idle)
-            .map_err(|err| format!("{err:?}"))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Err("SCHED_IDLE is only used on Linux".to_owned())
-    }
+    set_idle_of(current_handle(), true)
 }
 
 /// The calling thread's handle, for [`set_idle_of`] (0 where that is not supported).

@@ -420,17 +420,12 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
             assert_eq!(status, 200, "{reply}");
             assert!(reply.contains(reason), "{reason}: {reply}");
         }
-        // Each thread's policy and real-time priority, from /proc (fields 41 and 40 of `stat`).
-        let mut fifo = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{}/task", engine.pid()))? {
-            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-            let fields: Vec<&str> =
-                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-            let (rt_priority, policy) = (fields.get(37).copied(), fields.get(38).copied());
-            if policy == Some("1") {
-                fifo.push(rt_priority.unwrap_or_default().to_owned());
-            }
-        }
+        // The real-time priority of each thread under SCHED_FIFO.
+        let fifo: Vec<String> = crate::engine_process::thread_policies(engine.pid())?
+            .into_iter()
+            .filter(|(policy, _)| policy == "1")
+            .map(|(_, rt_priority)| rt_priority)
+            .collect();
         const REFUSED: &str = "real-time priority refused";
         const AS_MANY_AS_CORES: &str = "as many real-time workers as cores";
         let output = engine.output();

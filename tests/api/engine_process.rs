@@ -255,6 +255,25 @@ pub fn http(
     Ok((status, body))
 }
 
+/// Each thread of process `pid`: its scheduling policy (1 `SCHED_FIFO`, 5 `SCHED_IDLE`, …) and its
+/// real-time priority, from `/proc` (fields 41 and 40 of `stat`).
+pub fn thread_policies(pid: u32) -> TestResult<Vec<(String, String)>> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+        let field = |at: usize| fields.get(at).copied().unwrap_or_default().to_owned();
+        policies.push((field(38), field(37)));
+    }
+    Ok(policies)
+}
+
+/// How many threads of process `pid` run under `SCHED_IDLE`.
+pub fn idle_threads(pid: u32) -> TestResult<usize> {
+    Ok(thread_policies(pid)?.iter().filter(|(policy, _)| policy == "5").count())
+}
+
 pub fn postmaster_running(data_dir: &Path) -> bool {
     let pid_file = data_dir.join("pg/data/postmaster.pid");
     std::fs::read_to_string(pid_file)

@@ -487,11 +487,11 @@ async fn access_taken_away_elsewhere_ends_the_streams_concerned_within_the_check
 /// stream still ends when its viewer's access does.
 #[actix_web::test]
 async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> TestResult {
-    use crate::engine_process::{Engine, http};
+    use crate::engine_process::{Engine, http, idle_threads};
     let site = Site::build(spawn_app().await?, 1, 1).await?;
     let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    for (scheduling, threads, idle_threads) in [("idle", "0", cores), ("idle", "3", 3), ("normal", "0", 0)] {
+    for (scheduling, threads, idle_under) in [("idle", "0", cores), ("idle", "3", 3), ("normal", "0", 0)] {
         let env = [("PORTCULLIS__STREAM__SCHEDULING", scheduling), ("PORTCULLIS__STREAM__THREADS", threads)];
         let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
         let address = format!("http://127.0.0.1:{}", engine.wait_for_port()?);
@@ -515,15 +515,7 @@ async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> 
             assert_eq!(reasons, [denied, denied], "{scheduling}");
             assert_eq!(frames[1]["seq"].as_u64(), frames[0]["seq"].as_u64().map(|s| s + 1), "in order");
         }
-        // Each thread's policy, from /proc (field 41 of `stat`; 5 is SCHED_IDLE).
-        let mut idle = 0;
-        for task in std::fs::read_dir(format!("/proc/{}/task", engine.pid()))? {
-            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-            let fields: Vec<&str> =
-                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-            idle += usize::from(fields.get(38) == Some(&"5"));
-        }
-        assert_eq!(idle, idle_threads, "{scheduling}, {threads} threads");
+        assert_eq!(idle_threads(engine.pid())?, idle_under, "{scheduling}, {threads} threads");
         // Signing out ends every stream of the session, wherever it runs.
         let (status, reply) = http(port, "POST", "/api/v1/auth/logout", Some(&op.access), None)?;
         assert_eq!(status, 204, "{reply}");
@@ -543,7 +535,7 @@ async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> 
 /// machine is quiet again every stream thread is back under `SCHED_IDLE`.
 #[actix_web::test]
 async fn a_stream_thread_kept_off_a_busy_machine_is_given_its_turn() -> TestResult {
-    use crate::engine_process::{Engine, http};
+    use crate::engine_process::{Engine, http, idle_threads};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let site = Site::build(spawn_app().await?, 1, 1).await?;
@@ -552,16 +544,6 @@ async fn a_stream_thread_kept_off_a_busy_machine_is_given_its_turn() -> TestResu
     let port = engine.wait_for_port()?;
     let mut viewer = Viewer::connect_at(&format!("http://127.0.0.1:{port}"), &site.org, &op.access, "").await?;
     assert_eq!(viewer.json().await?["type"], "snapshot");
-    let idle_threads = |pid: u32| -> TestResult<usize> {
-        let mut idle = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-            let fields: Vec<&str> =
-                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-            idle += usize::from(fields.get(38) == Some(&"5"));
-        }
-        Ok(idle)
-    };
     assert_eq!(idle_threads(engine.pid())?, 1);
 
     let busy = Arc::new(AtomicBool::new(true));

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use actix::dev::ArbiterHandle;
+use actix::Arbiter;
 use actix_web::rt::net::TcpStream;
 use deadpool_postgres::Pool;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,26 +30,23 @@ use crate::config::{StreamScheduling, StreamSettings};
 
 /// The stream threads, and the database pool their sessions use.
 pub struct StreamThreads {
-    arbiters: Vec<ArbiterHandle>,
+    /// Joined when dropped (a joinable thread's handle stays valid for the guard until then).
+    threads: Vec<Arbiter>,
     next: AtomicUsize,
     pool: Pool,
     /// Under `SCHED_IDLE`, what keeps a starved stream thread from waiting for ever.
     guard: Option<Guard>,
-    /// Joined when dropped (a joinable thread's handle stays valid for the guard until then).
-    threads: Vec<actix::Arbiter>,
 }
 
 impl StreamThreads {
     /// Starts `stream.threads` threads (one per core for 0), under `stream.scheduling`. Must be
     /// called within the actix system.
-    pub fn start(settings: &StreamSettings, pool: Pool) -> StreamThreads {
+    pub fn start(settings: &StreamSettings, pool: Pool) -> std::io::Result<StreamThreads> {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let count = if settings.threads == 0 { cores } else { settings.threads };
-        let idle = settings.scheduling == StreamScheduling::Idle;
-        let threads: Vec<actix::Arbiter> = (0..count).map(|_| actix::Arbiter::new()).collect();
-        let arbiters: Vec<ArbiterHandle> = threads.iter().map(actix::Arbiter::handle).collect();
-        let guard = idle.then(|| Guard::start(&arbiters));
-        StreamThreads { arbiters, next: AtomicUsize::new(0), pool, guard, threads }
+        let threads = (0..count).map(|_| Arbiter::try_new()).collect::<std::io::Result<Vec<_>>>()?;
+        let guard = (settings.scheduling == StreamScheduling::Idle).then(|| Guard::start(&threads));
+        Ok(StreamThreads { threads, next: AtomicUsize::new(0), pool, guard })
     }
 
     /// The pool the sessions' queries use.
@@ -61,7 +58,7 @@ impl StreamThreads {
     /// `early` is what the peer sent after its handshake, already read.
     pub fn run<T: Movable>(&self, setup: Setup, mut io: T, early: &[u8]) {
         let at = self.next.fetch_add(1, Ordering::Relaxed);
-        let Some(arbiter) = self.arbiters.get(at % self.arbiters.len().max(1)) else {
+        let Some(arbiter) = self.threads.get(at % self.threads.len().max(1)) else {
             session::start(setup, io, early);
             return;
         };
@@ -84,7 +81,7 @@ impl StreamThreads {
         if let Some(guard) = &self.guard {
             guard.stop.store(true, Ordering::SeqCst);
         }
-        for arbiter in &self.arbiters {
+        for arbiter in &self.threads {
             arbiter.stop();
         }
     }
@@ -137,7 +134,7 @@ struct Lane {
 }
 
 impl Guard {
-    fn start(arbiters: &[ArbiterHandle]) -> Guard {
+    fn start(arbiters: &[Arbiter]) -> Guard {
         let epoch = Instant::now();
         let lanes: Vec<Arc<Lane>> = arbiters.iter().map(|_| Arc::new(Lane::default())).collect();
         for (arbiter, lane) in arbiters.iter().zip(&lanes) {
