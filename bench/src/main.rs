@@ -1,4 +1,5 @@
 //! `cargo run --release -p portcullis-bench [-- SCENARIO… --seconds N --connections C --threads T --rounds R]`
+//! (`decisions` also takes `--shapes deny-32,deny-hot,allow-32`, to run only some)
 //!
 //! Each figure is measured next to its floor, in the same run, on the same machine; the ratios
 //! are what compare across machines. Scenarios (all of them when none is named):
@@ -44,6 +45,8 @@ pub struct Options {
     pub threads: usize,
     /// Times each shape's runs alternate.
     pub rounds: usize,
+    /// `decisions`: the shapes run (all three unless `--shapes` names some).
+    pub shapes: Vec<String>,
     /// The sizes `scale` grows through.
     pub passes: Vec<u64>,
     /// `fanout`: decisions a second, viewer counts measured, viewers held.
@@ -63,6 +66,7 @@ impl Options {
             connections: 64,
             threads: 2,
             rounds: 2,
+            shapes: scenarios::SHAPES.map(String::from).to_vec(),
             passes: vec![10_000, 100_000, 1_000_000],
             rate: 200,
             viewers: vec![1, 100, 1000],
@@ -80,6 +84,14 @@ impl Options {
                 "--rounds" => options.rounds = value("--rounds")?.parse()?,
                 "--rate" => options.rate = value("--rate")?.parse()?,
                 "--held" => options.held = value("--held")?.parse()?,
+                "--shapes" => {
+                    options.shapes = value("--shapes")?.split(',').map(|s| s.trim().to_owned()).collect();
+                    if let Some(unknown) = options.shapes.iter().find(|s| !scenarios::SHAPES.contains(&s.as_str())) {
+                        return Err(
+                            format!("unknown shape `{unknown}` (shapes: {})", scenarios::SHAPES.join(", ")).into()
+                        );
+                    }
+                }
                 "--viewers" => {
                     options.viewers =
                         value("--viewers")?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
