@@ -494,7 +494,8 @@ async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> 
     for (scheduling, threads, idle_under) in [("idle", "0", cores), ("idle", "3", 3), ("normal", "0", 0)] {
         let env = [("PORTCULLIS__STREAM__SCHEDULING", scheduling), ("PORTCULLIS__STREAM__THREADS", threads)];
         let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
-        let address = format!("http://127.0.0.1:{}", engine.wait_for_port()?);
+        let port = engine.wait_for_port()?;
+        let address = format!("http://127.0.0.1:{port}");
         let op = operator(&site).await?;
         let mut viewers = Vec::new();
         for _ in 0..4 {
@@ -502,7 +503,6 @@ async fn streams_run_on_threads_of_their_own_that_yield_to_everything_else() -> 
             assert_eq!(viewer.json().await?["type"], "snapshot", "{scheduling}");
             viewers.push(viewer);
         }
-        let port = engine.wait_for_port()?;
         for value in ["000000001", "000000002"] {
             let body = json!({"credential": {"kind": "pin", "value": value}, "direction": "in"});
             let (status, reply) = http(port, "POST", &path, Some(&site.device_key), Some(&body))?;

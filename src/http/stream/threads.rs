@@ -158,7 +158,8 @@ impl Guard {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new().name("stream-guard".to_owned()).spawn(move || {
-            let mut raised: Vec<Option<Instant>> = vec![None; lanes.len()];
+            // When each lane was raised (on the guard's clock, like `ran_at`).
+            let mut raised: Vec<Option<Duration>> = vec![None; lanes.len()];
             while !stopped.load(Ordering::SeqCst) {
                 std::thread::sleep(TICK);
                 let now = epoch.elapsed();
@@ -171,9 +172,11 @@ impl Guard {
                     match raised {
                         None if now.saturating_sub(ran_at) > STARVED && set_idle(handle, false) => {
                             metrics::counter!("portcullis_stream_threads_raised_total").increment(1);
-                            *raised = Some(Instant::now());
+                            *raised = Some(now);
                         }
-                        Some(since) if since.elapsed() > RAISED_FOR && set_idle(handle, true) => *raised = None,
+                        Some(since) if now.saturating_sub(*since) > RAISED_FOR && set_idle(handle, true) => {
+                            *raised = None;
+                        }
                         _ => {}
                     }
                 }
