@@ -13,6 +13,8 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix::AsyncContext;
 use actix_web::{HttpResponse, web};
@@ -225,6 +227,7 @@ pub struct FloorServer {
     pub port: u16,
     pub handle: actix_web::dev::ServerHandle,
     journal: mpsc::Sender<Row>,
+    commits: Arc<Commits>,
     /// The bare broadcast floor: frames handed to every `/ws` viewer as they are.
     pub broadcast: tokio::sync::broadcast::Sender<ByteString>,
 }
@@ -237,12 +240,101 @@ impl FloorServer {
         self.journal.send((None, Some(ack))).await.map_err(|_| "the floor journal stopped")?;
         Ok(done.await?)
     }
+
+    /// What the floor's group-commit writer has committed so far.
+    pub fn commits(&self) -> Tally {
+        self.commits.tally()
+    }
+}
+
+/// What a group-commit writer has committed so far: its groups, the records in them, the time
+/// spent committing them (from handing a group to PostgreSQL to its `COMMIT`'s answer), and its
+/// PostgreSQL server process's time on a core and waiting for one (`/proc/<pid>/schedstat`; zeros
+/// where that cannot be read). Two tallies taken around a run tell how big its groups were, how
+/// much of the run the one connection spent committing, and what a commit waited on (see
+/// `decisions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub groups: f64,
+    pub records: f64,
+    pub seconds: f64,
+    pub backend_ran: f64,
+    pub backend_waited: f64,
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            groups: self.groups + other.groups,
+            records: self.records + other.records,
+            seconds: self.seconds + other.seconds,
+            backend_ran: self.backend_ran + other.backend_ran,
+            backend_waited: self.backend_waited + other.backend_waited,
+        }
+    }
+}
+
+impl Tally {
+    /// What was committed between `earlier` and this tally.
+    pub fn since(self, earlier: Tally) -> Tally {
+        Tally {
+            groups: self.groups - earlier.groups,
+            records: self.records - earlier.records,
+            seconds: self.seconds - earlier.seconds,
+            backend_ran: self.backend_ran - earlier.backend_ran,
+            backend_waited: self.backend_waited - earlier.backend_waited,
+        }
+    }
+
+    /// A group's share of `total`, on average.
+    pub fn a_group(&self, total: f64) -> f64 {
+        total / self.groups.max(1.0)
+    }
+}
+
+/// Seconds the process `pid` has run on a core and waited for one (`/proc/<pid>/schedstat`).
+pub fn scheduled(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut fields = stat.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some((fields.next()?? / 1e9, fields.next()?? / 1e9))
+}
+
+/// The floor writer's running tally (see [`Tally`]).
+#[derive(Default)]
+struct Commits {
+    groups: AtomicU64,
+    records: AtomicU64,
+    nanos: AtomicU64,
+    /// The writer's PostgreSQL server process (0 until known).
+    backend: AtomicU32,
+}
+
+impl Commits {
+    fn add(&self, records: usize, took: Duration) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn tally(&self) -> Tally {
+        let (backend_ran, backend_waited) = scheduled(self.backend.load(Ordering::Relaxed)).unwrap_or_default();
+        Tally {
+            groups: self.groups.load(Ordering::Relaxed) as f64,
+            records: self.records.load(Ordering::Relaxed) as f64,
+            seconds: self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            backend_ran,
+            backend_waited,
+        }
+    }
 }
 
 /// Starts the floor server on a free port.
 pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<FloorServer, Error> {
     let (tx, rx) = mpsc::channel(CAPACITY);
-    actix_web::rt::spawn(group_commit(pool.clone(), data.org_id, rx));
+    let commits = Arc::new(Commits::default());
+    actix_web::rt::spawn(group_commit(pool.clone(), data.org_id, rx, commits.clone()));
     let (broadcast, _) = tokio::sync::broadcast::channel(10_000);
     let floor = web::Data::new(Floor { data, journal: tx.clone(), pool, broadcast: broadcast.clone() });
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -257,7 +349,7 @@ pub fn start(data: Arc<FloorData>, pool: Pool) -> Result<FloorServer, Error> {
     .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok(FloorServer { port, handle, journal: tx, broadcast })
+    Ok(FloorServer { port, handle, journal: tx, commits, broadcast })
 }
 
 async fn decide(
@@ -390,8 +482,13 @@ struct Columns(
 );
 
 /// Group commit: whatever is queued goes in one transaction with one `unnest` insert.
-async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::Receiver<Row>) {
+async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::Receiver<Row>, commits: Arc<Commits>) {
     let Ok(client) = pool.get().await else { return };
+    if let Ok(row) = client.query_one("SELECT pg_backend_pid()", &[]).await
+        && let Ok(pid) = row.try_get::<_, i32>(0)
+    {
+        commits.backend.store(u32::try_from(pid).unwrap_or(0), Ordering::Relaxed);
+    }
     let Ok(statement) = client
         .prepare(
             "INSERT INTO checkins (id, org_id, gate_id, pass_id, direction, decision, reason, source, credential_kind, decided_at)
@@ -422,6 +519,7 @@ async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::Receiver<Row>) {
         // One round trip, as the engine's journal does: BEGIN, the insert and COMMIT pipelined.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
             [&columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5, &columns.6, &columns.7];
+        let (records, started) = (columns.0.len(), Instant::now());
         let result = futures_util::future::try_join3(
             client.batch_execute("BEGIN"),
             client.execute(&statement, &params),
@@ -431,6 +529,10 @@ async fn group_commit(pool: Pool, org_id: Uuid, mut rx: mpsc::Receiver<Row>) {
         if let Err(err) = result {
             eprintln!("floor journal: {err}");
             return;
+        }
+        // A flush alone commits nothing: only groups with rows are counted, as the engine counts.
+        if records > 0 {
+            commits.add(records, started.elapsed());
         }
         for ack in acks {
             let _ = ack.send(());

@@ -11,7 +11,7 @@ use portcullis_actors::domain::Direction;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::floor::{self, FloorData};
+use crate::floor::{self, FloorData, Tally};
 use crate::loadgen::{self, Measured, Plan, histogram};
 use crate::report::{Report, Target};
 use crate::{Bench, Error, Options};
@@ -313,15 +313,32 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         runs.push(("portcullis", bench.port, "/api/v1"));
         runs
     };
+    // What each run's group-commit writer did (the engine's journal, or the floor's writer):
+    // how big its groups were and how much of the run it spent committing.
+    let tally = async |prefix: &str| -> Result<Option<Tally>, Error> {
+        Ok(match prefix {
+            "/api/v1" => Some(engine_commits(bench).await?),
+            "/journaled" | "/durable" => Some(floor.commits()),
+            _ => None,
+        })
+    };
     let mut figures = std::collections::HashMap::new();
     for shape in [&deny32, &deny1, &allow32].into_iter().filter(|s| options.shapes.iter().any(|n| n == s.name)) {
         let runs = runs(shape.name);
         let mut totals: Vec<Option<Measured>> = runs.iter().map(|_| None).collect();
+        let mut commits: Vec<(Tally, Duration)> = runs.iter().map(|_| (Tally::default(), Duration::ZERO)).collect();
         for round in 0..options.rounds.max(1) {
             for at in order(runs.len(), round) {
                 let (Some((_, port, prefix)), Some(total)) = (runs.get(at), totals.get_mut(at)) else { continue };
                 settle().await?;
+                let (before, started) = (tally(prefix).await?, Instant::now());
                 let measured = measure(plan(shape, *port, prefix)).await?;
+                if let (Some(before), Some(after), Some((sum, took))) =
+                    (before, tally(prefix).await?, commits.get_mut(at))
+                {
+                    *sum = *sum + after.since(before);
+                    *took += started.elapsed();
+                }
                 match total {
                     Some(total) => total.add(measured)?,
                     None => *total = Some(measured),
@@ -331,6 +348,35 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         for ((what, _, _), total) in runs.iter().zip(totals) {
             let total = total.ok_or("no measurement")?;
             figures.insert((shape.name, *what), report.row(shape.name, what, total.figures()));
+        }
+        for ((what, _, prefix), (tally, took)) in runs.iter().zip(commits) {
+            if took.is_zero() {
+                continue;
+            }
+            let busy = tally.seconds / took.as_secs_f64().max(1e-9);
+            let records = if *prefix == "/api/v1" && shape.name == "allow-32" {
+                "records a group (an admit's check-in and its pass's passage)"
+            } else {
+                "records a group"
+            };
+            let (ran, waited) = (tally.a_group(tally.backend_ran), tally.a_group(tally.backend_waited));
+            let took = tally.a_group(tally.seconds);
+            println!(
+                "  {:<10} {what:<34} journal: {:.1} {records}, committing {:.0} % of its runs; a commit {:.2} ms: its PostgreSQL process on a core {:.2}, waiting for one {:.2}, the rest (WAL flush, round trip) {:.2}",
+                shape.name,
+                tally.a_group(tally.records),
+                busy * 100.0,
+                took * 1e3,
+                ran * 1e3,
+                waited * 1e3,
+                (took - ran - waited).max(0.0) * 1e3,
+            );
+            report.rows_extra.push(json!({"shape": shape.name, "what": what, "journal": {
+                "groups": tally.groups, "records_a_group": tally.a_group(tally.records),
+                "ms_a_group": tally.a_group(tally.seconds) * 1e3,
+                "backend_ran_ms_a_group": tally.a_group(tally.backend_ran) * 1e3,
+                "backend_waited_ms_a_group": tally.a_group(tally.backend_waited) * 1e3,
+                "committing_share": busy}}));
         }
     }
     let get = |shape: &str, what: &str| {
@@ -374,6 +420,42 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     report.target(Target::at_most("errors", errors as f64, 0.0));
     floor.handle.stop(true).await;
     Ok(report)
+}
+
+/// The engine journal's [`Tally`] so far, from its `/metrics` (nothing committed yet: zeros) and
+/// its connection's server process (found by its `application_name`).
+async fn engine_commits(bench: &Bench) -> Result<Tally, Error> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client.get(format!("{}/metrics", bench.base)).send().await?;
+    let text = String::from_utf8(response.body().limit(16 << 20).await?.to_vec())?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // One journal connection (a second, while one is replaced: neither is counted).
+    let rows = bench
+        .pool
+        .get()
+        .await?
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            &[&portcullis::engine::journal::APPLICATION_NAME],
+        )
+        .await?;
+    let backend: Option<i32> = match rows.as_slice() {
+        [row] => Some(row.try_get(0)?),
+        _ => None,
+    };
+    let (backend_ran, backend_waited) =
+        backend.and_then(|pid| floor::scheduled(u32::try_from(pid).ok()?)).unwrap_or_default();
+    Ok(Tally {
+        groups: value("portcullis_journal_commit_seconds_count"),
+        records: value("portcullis_journal_batch_records_sum"),
+        seconds: value("portcullis_journal_commit_seconds_sum"),
+        backend_ran,
+        backend_waited,
+    })
 }
 
 /// The order of a shape's `runs` in a `round`: as listed, then backwards, so that no run always

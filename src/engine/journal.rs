@@ -43,6 +43,11 @@ use uuid::Uuid;
 
 use super::spool::{Spool, SpoolEntry};
 
+/// The journal connection's `application_name`: it stands apart from the pool's connections in
+/// `pg_stat_activity` (what an operator looks at when commits slow down, and how the bench finds
+/// its server process).
+pub const APPLICATION_NAME: &str = "portcullis-journal";
+
 /// Forgets batch ids older than a week: they matter only while a spool that may hold them waits to
 /// be replayed (run at start and by the periodic sweep).
 pub const PRUNE_BATCHES: &str = "DELETE FROM journal_batches WHERE written_at < now() - interval '7 days'";
@@ -463,6 +468,8 @@ pub async fn run(
     health: Arc<JournalHealth>,
     engine: WeakEngine,
 ) {
+    let mut config = config;
+    config.application_name(APPLICATION_NAME);
     let degraded = (!spool.is_empty()).then(Instant::now);
     if degraded.is_some() {
         tracing::warn!(

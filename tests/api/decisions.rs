@@ -173,6 +173,18 @@ async fn every_decision_is_journaled_and_can_be_read_back() -> TestResult {
     ] {
         assert!(metrics.contains(series), "{series} missing");
     }
+    // The journal's own connection stands apart from the pool's where an operator looks.
+    let journal = site
+        .app
+        .db()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'portcullis-journal'",
+            &[&site.app.dbname],
+        )
+        .await?
+        .try_get::<_, i64>(0)?;
+    assert_eq!(journal, 1, "one journal connection, named as such");
     Ok(())
 }
 
