@@ -27,6 +27,18 @@ pub fn init_logging(settings: &LogSettings) {
     };
 }
 
+/// Names the calling thread for what it does (at most 15 bytes: what `top -H`, `ps -L` and
+/// `/proc/<pid>/task/*/comm` show). Where that is refused the thread keeps its name, which costs
+/// only clarity.
+pub fn name_thread(name: &std::ffi::CStr) {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = nix::sys::prctl::set_name(name) {
+        tracing::debug!(error = %err, ?name, "a thread keeps the name it was given");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
 /// Buckets for latency histograms, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];

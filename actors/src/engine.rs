@@ -505,6 +505,13 @@ impl Engine {
         &self.shared.journal
     }
 
+    /// Runs `work` once on each of the actors' threads, at its next turn (to name them, say).
+    pub fn on_each_thread(&self, work: impl Fn() + Clone + Send + 'static) {
+        for arbiter in &self.shared.arbiters {
+            arbiter.spawn_fn(work.clone());
+        }
+    }
+
     /// Stops the actors' threads (after the last decision and the journal's flush).
     pub fn stop(&self) {
         for arbiter in &self.shared.arbiters {

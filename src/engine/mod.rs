@@ -21,6 +21,10 @@ use portcullis_actors::pass_actor::{PassChange, PassError};
 use crate::config::Settings;
 use load::LoadError;
 
+/// The threads the gates', passes' and organizations' actors run on, by name (see
+/// [`crate::telemetry::name_thread`]).
+pub const ACTOR_THREAD: &std::ffi::CStr = c"engine-actors";
+
 /// Records the journal may hold before writers wait (backpressure).
 const JOURNAL_CAPACITY: usize = 16_384;
 
@@ -45,6 +49,7 @@ pub async fn start(pool: &Pool, config: &tokio_postgres::Config, settings: &Sett
         },
         engine_settings.retained_events,
     );
+    engine.on_each_thread(|| crate::telemetry::name_thread(ACTOR_THREAD));
     let writer = journal::WriterSettings {
         commit_timeout: Duration::from_millis(settings.journal.commit_timeout_ms.max(1)),
         retry: Duration::from_millis(settings.journal.retry_ms.max(1)),

@@ -40,7 +40,7 @@ pub fn server(
     streams: Arc<StreamThreads>,
 ) -> std::io::Result<Server> {
     let workers = app.settings.server.workers;
-    build(app, listener, tls, routes::configure, workers, 0, Some(streams))
+    build(app, listener, tls, routes::configure, (workers, API_WORKER, 0), Some(streams))
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
@@ -58,8 +58,14 @@ pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::Server
         );
         priority = 0;
     }
-    build(app, listener, tls, routes::configure_devices, workers, priority, None)
+    build(app, listener, tls, routes::configure_devices, (workers, DEVICE_WORKER, priority), None)
 }
+
+/// The API listener's worker threads, by name (`top -H`, `ps -L`, `/proc/<pid>/task/*/comm`).
+pub const API_WORKER: &std::ffi::CStr = c"api-worker";
+
+/// The device listener's worker threads, by name.
+pub const DEVICE_WORKER: &std::ffi::CStr = c"device-worker";
 
 /// How long a client has to close its side once the server has answered and is closing (what
 /// actix-web's `HttpServer` uses).
@@ -73,8 +79,7 @@ fn build(
     listener: TcpListener,
     tls: Option<rustls::ServerConfig>,
     configure: fn(&mut web::ServiceConfig),
-    workers: usize,
-    priority: u8,
+    (workers, name, priority): (usize, &'static std::ffi::CStr, u8),
     streams: Option<Arc<StreamThreads>>,
 ) -> std::io::Result<Server> {
     let settings = app.settings.clone();
@@ -98,6 +103,7 @@ fn build(
     };
     // Called once on each worker's thread, as it starts.
     let on_worker = move || {
+        crate::telemetry::name_thread(name);
         if priority > 0 {
             // The device routes create no thread (one would inherit the priority).
             match portcullis_actors::sched::realtime(priority) {

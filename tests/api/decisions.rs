@@ -454,6 +454,14 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
             }
             _ => assert_eq!(fifo, [priority], "the device worker, and only it"),
         }
+        // Each thread goes by what it does, and the real-time one is a device worker.
+        let threads = crate::engine_process::thread_names(engine.pid())?;
+        let named = |name: &str| threads.iter().filter(|(n, _)| n == name).count();
+        assert_eq!(named("device-worker").to_string(), workers, "{threads:?}");
+        for name in ["api-worker", "engine-actors", "stream"] {
+            assert!(named(name) >= 1, "no {name} thread: {threads:?}");
+        }
+        assert!(threads.iter().filter(|(_, policy)| policy == "1").all(|(n, _)| n == "device-worker"), "{threads:?}");
         engine.kill()?;
     }
     Ok(())

@@ -269,6 +269,19 @@ pub fn thread_policies(pid: u32) -> TestResult<Vec<(String, String)>> {
     Ok(policies)
 }
 
+/// The name of each thread of process `pid`, with its scheduling policy.
+pub fn thread_names(pid: u32) -> TestResult<Vec<(String, String)>> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?.path();
+        let name = std::fs::read_to_string(task.join("comm"))?.trim_end().to_owned();
+        let stat = std::fs::read_to_string(task.join("stat"))?;
+        let policy = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(38)).unwrap_or_default();
+        names.push((name, policy.to_owned()));
+    }
+    Ok(names)
+}
+
 /// How many threads of process `pid` run under `SCHED_IDLE`.
 pub fn idle_threads(pid: u32) -> TestResult<usize> {
     Ok(thread_policies(pid)?.iter().filter(|(policy, _)| policy == "5").count())

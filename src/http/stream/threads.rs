@@ -124,6 +124,9 @@ struct Guard {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The stream threads, by name (see [`crate::telemetry::name_thread`]).
+pub const STREAM_THREAD: &std::ffi::CStr = c"stream";
+
 /// What the guard knows of one stream thread.
 #[derive(Default)]
 struct Lane {
@@ -140,6 +143,7 @@ impl Guard {
         for (arbiter, lane) in arbiters.iter().zip(&lanes) {
             let lane = lane.clone();
             arbiter.spawn_fn(move || {
+                crate::telemetry::name_thread(STREAM_THREAD);
                 match portcullis_actors::sched::idle() {
                     Ok(()) => lane.handle.store(portcullis_actors::sched::current_handle(), Ordering::SeqCst),
                     Err(err) => {
