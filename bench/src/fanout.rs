@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::floor;
 use crate::loadgen::{self, histogram};
 use crate::report::{Report, Target};
-use crate::scale::ChildEngine;
+use crate::scale::{ChildEngine, Waits};
 use crate::scenarios::{Site, figures, login};
 use crate::viewers::{Viewers, Window};
 use crate::{Bench, Error, Options};
@@ -200,7 +200,13 @@ struct Pooled {
     expected: u64,
     received: u64,
     revoked_expected: u64,
+    /// The engine's threads' waits for a core, by name, over its rounds (see [`THREADS`]).
+    waits: [Waits; THREADS.len()],
 }
+
+/// The engine's threads whose waits for a core `fanout` reports: where a turnstile's answer is
+/// read and written, and where it is decided.
+const THREADS: [&str; 3] = ["api-worker", "device-worker", "engine-actors"];
 
 impl Pooled {
     fn new() -> Result<Self, Error> {
@@ -216,6 +222,7 @@ impl Pooled {
             expected: 0,
             received: 0,
             revoked_expected: 0,
+            waits: [Waits::default(); THREADS.len()],
         })
     }
 }
@@ -279,6 +286,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
                     metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
                 })
             };
+            let waited_before = THREADS.map(|name| engine.waits(name));
             let on_api = turnstile(engine_addr, decision.clone(), counted.clone());
             let on_device = turnstile(device_addr, decision.clone(), counted.clone());
             // And a third on the journaled floor, at the same moment: the quickest answer this
@@ -291,6 +299,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
                 futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
                     .await;
             let ((api_answers, decided_api), (device_answers, decided_device)) = turnstiles?;
+            for ((pooled, name), before) in m.waits.iter_mut().zip(THREADS).zip(waited_before) {
+                *pooled = pooled.and(engine.waits(name).since(before));
+            }
             m.floor_answers.add(&on_floor.await??.0)?;
             m.api_answers.add(&api_answers)?;
             m.device_answers.add(&device_answers)?;
@@ -314,11 +325,19 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let api_answer = report.row(label, "portcullis: answer on the API port", figures(&m.api_answers, pooled));
         let answer = report.row(label, "portcullis: answer on the device port", figures(&m.device_answers, pooled));
         println!("  {label:<10} frames received {} of {}", m.received, m.expected);
+        let waits: Vec<String> = THREADS
+            .iter()
+            .zip(&m.waits)
+            .map(|(name, w)| format!("{name} ({}) {:.0} µs", w.threads, w.per_run_us()))
+            .collect();
+        println!("  {label:<10} engine threads' wait for a core each time they ran: {}", waits.join(", "));
         report.rows_extra.push(json!({"viewers": n, "rounds": rounds, "frames_expected": m.expected,
             "frames_received": m.received, "floor_frames_expected": m.floor_expected,
             "floor_frames_received": m.floor_received, "revocation_frames_expected": m.revoked_expected,
             "revocation_frames_received": m.revoked.len(),
-            "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9)}));
+            "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9),
+            "waits_for_a_core_us_a_run": THREADS.iter().zip(&m.waits)
+                .map(|(name, w)| (name.to_string(), json!(w.per_run_us()))).collect::<serde_json::Map<_, _>>()}));
         let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
         println!(
             "  {label:<10} device-port answer p99 {:.2}x the journaled floor's at the same moment",
