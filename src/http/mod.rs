@@ -39,8 +39,8 @@ pub fn server(
     tls: Option<rustls::ServerConfig>,
     streams: Arc<StreamThreads>,
 ) -> std::io::Result<Server> {
-    let workers = app.settings.server.workers;
-    build(app, listener, tls, routes::configure, (workers, API_WORKER, 0), Some(streams))
+    let workers = Workers { count: app.settings.server.workers, name: API_WORKER, priority: 0 };
+    build(app, listener, tls, routes::configure, workers, Some(streams))
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
@@ -58,7 +58,8 @@ pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::Server
         );
         priority = 0;
     }
-    build(app, listener, tls, routes::configure_devices, (workers, DEVICE_WORKER, priority), None)
+    let workers = Workers { count: workers, name: DEVICE_WORKER, priority };
+    build(app, listener, tls, routes::configure_devices, workers, None)
 }
 
 /// The API listener's worker threads, by name (`top -H`, `ps -L`, `/proc/<pid>/task/*/comm`).
@@ -66,6 +67,14 @@ pub const API_WORKER: &std::ffi::CStr = c"api-worker";
 
 /// The device listener's worker threads, by name.
 pub const DEVICE_WORKER: &std::ffi::CStr = c"device-worker";
+
+/// A listener's worker threads: how many (0: one a core), their name, and their `SCHED_FIFO`
+/// priority (0: the default scheduling).
+struct Workers {
+    count: usize,
+    name: &'static std::ffi::CStr,
+    priority: u8,
+}
 
 /// How long a client has to close its side once the server has answered and is closing (what
 /// actix-web's `HttpServer` uses).
@@ -79,7 +88,7 @@ fn build(
     listener: TcpListener,
     tls: Option<rustls::ServerConfig>,
     configure: fn(&mut web::ServiceConfig),
-    (workers, name, priority): (usize, &'static std::ffi::CStr, u8),
+    Workers { count: workers, name, priority }: Workers,
     streams: Option<Arc<StreamThreads>>,
 ) -> std::io::Result<Server> {
     let settings = app.settings.clone();
