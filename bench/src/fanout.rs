@@ -29,10 +29,11 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::floor;
+use crate::floor::Scheduled;
 use crate::loadgen::{self, histogram};
 use crate::report::{Report, Target};
-use crate::scale::{ChildEngine, Waits};
-use crate::scenarios::{Site, figures, login};
+use crate::scale::ChildEngine;
+use crate::scenarios::{Site, figures, login, metric, metrics};
 use crate::viewers::{Viewers, Window};
 use crate::{Bench, Error, Options};
 
@@ -200,8 +201,9 @@ struct Pooled {
     expected: u64,
     received: u64,
     revoked_expected: u64,
-    /// The engine's threads' waits for a core, by name, over its rounds (see [`THREADS`]).
-    waits: [Waits; THREADS.len()],
+    /// What the engine's threads had of the cores over its rounds, by name (see [`THREADS`]), and
+    /// how many of each there are.
+    waits: [(Scheduled, usize); THREADS.len()],
 }
 
 /// The engine's threads whose waits for a core `fanout` reports: where a turnstile's answer is
@@ -222,7 +224,7 @@ impl Pooled {
             expected: 0,
             received: 0,
             revoked_expected: 0,
-            waits: [Waits::default(); THREADS.len()],
+            waits: [(Scheduled::default(), 0); THREADS.len()],
         })
     }
 }
@@ -286,7 +288,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
                     metronome(addr, request, rate / 2, warmup, window, counted).map_err(|e| e.to_string())
                 })
             };
-            let waited_before = THREADS.map(|name| engine.waits(name));
+            let waited_before = THREADS.map(|name| engine.scheduled(name).0);
             let on_api = turnstile(engine_addr, decision.clone(), counted.clone());
             let on_device = turnstile(device_addr, decision.clone(), counted.clone());
             // And a third on the journaled floor, at the same moment: the quickest answer this
@@ -299,8 +301,9 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
                 futures_util::future::join(revocations, async { Ok::<_, Error>((on_api.await??, on_device.await??)) })
                     .await;
             let ((api_answers, decided_api), (device_answers, decided_device)) = turnstiles?;
-            for ((pooled, name), before) in m.waits.iter_mut().zip(THREADS).zip(waited_before) {
-                *pooled = pooled.and(engine.waits(name).since(before));
+            for (((pooled, threads), name), before) in m.waits.iter_mut().zip(THREADS).zip(waited_before) {
+                let (now, count) = engine.scheduled(name);
+                (*pooled, *threads) = (*pooled + now.since(before), count);
             }
             m.floor_answers.add(&on_floor.await??.0)?;
             m.api_answers.add(&api_answers)?;
@@ -328,7 +331,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
         let waits: Vec<String> = THREADS
             .iter()
             .zip(&m.waits)
-            .map(|(name, w)| format!("{name} ({}) {:.0} µs", w.threads, w.per_run_us()))
+            .map(|(name, (w, threads))| format!("{name} ({threads}) {:.0} µs", w.waited_a_run_us()))
             .collect();
         println!("  {label:<10} engine threads' wait for a core each time they ran: {}", waits.join(", "));
         report.rows_extra.push(json!({"viewers": n, "rounds": rounds, "frames_expected": m.expected,
@@ -337,7 +340,7 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
             "revocation_frames_received": m.revoked.len(),
             "device_answer_p99_over_floor_answer_p99": answer.p99_us / floor_answer.p99_us.max(1e-9),
             "waits_for_a_core_us_a_run": THREADS.iter().zip(&m.waits)
-                .map(|(name, w)| (name.to_string(), json!(w.per_run_us()))).collect::<serde_json::Map<_, _>>()}));
+                .map(|(name, (w, _))| (name.to_string(), json!(w.waited_a_run_us()))).collect::<serde_json::Map<_, _>>()}));
         let (one_api, one) = *answer_p99_one.get_or_insert((api_answer.p99_us, answer.p99_us));
         println!(
             "  {label:<10} device-port answer p99 {:.2}x the journaled floor's at the same moment",
@@ -422,12 +425,8 @@ pub async fn fanout(bench: &Bench, options: &Options) -> Result<Report, Error> {
 
 /// The engine's `portcullis_stream_sessions_open` gauge.
 async fn sessions_open(port: u16) -> Result<f64, Error> {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut response = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await?;
-    let text = String::from_utf8(response.body().limit(16 << 20).await?.to_vec())?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("portcullis_stream_sessions_open "))
-        .and_then(|value| value.trim().parse().ok())
+    let text = metrics(&format!("http://127.0.0.1:{port}")).await?;
+    metric(&text, "portcullis_stream_sessions_open")
         .ok_or_else(|| "no portcullis_stream_sessions_open in /metrics".into())
 }
 

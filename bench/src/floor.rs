@@ -253,13 +253,13 @@ impl FloorServer {
 /// where that cannot be read). Two tallies taken around a run tell how big its groups were, how
 /// much of the run the one connection spent committing, and what a commit waited on (see
 /// `decisions`).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Tally {
     pub groups: f64,
     pub records: f64,
     pub seconds: f64,
-    pub backend_ran: f64,
-    pub backend_waited: f64,
+    /// Its PostgreSQL server process's.
+    pub backend: Scheduled,
 }
 
 impl std::ops::Add for Tally {
@@ -270,8 +270,7 @@ impl std::ops::Add for Tally {
             groups: self.groups + other.groups,
             records: self.records + other.records,
             seconds: self.seconds + other.seconds,
-            backend_ran: self.backend_ran + other.backend_ran,
-            backend_waited: self.backend_waited + other.backend_waited,
+            backend: self.backend + other.backend,
         }
     }
 }
@@ -283,8 +282,7 @@ impl Tally {
             groups: self.groups - earlier.groups,
             records: self.records - earlier.records,
             seconds: self.seconds - earlier.seconds,
-            backend_ran: self.backend_ran - earlier.backend_ran,
-            backend_waited: self.backend_waited - earlier.backend_waited,
+            backend: self.backend.since(earlier.backend),
         }
     }
 
@@ -294,11 +292,49 @@ impl Tally {
     }
 }
 
-/// Seconds the process `pid` has run on a core and waited for one (`/proc/<pid>/schedstat`).
-pub fn scheduled(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    let mut fields = stat.split_whitespace().map(|f| f.parse::<f64>().ok());
-    Some((fields.next()?? / 1e9, fields.next()?? / 1e9))
+/// What a process or thread has had of the cores (`schedstat` under `/proc`: time on a core, time
+/// waiting for one, and the times it ran). Zeros where it cannot be read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scheduled {
+    /// Seconds on a core.
+    pub ran: f64,
+    /// Seconds waiting for one.
+    pub waited: f64,
+    /// The times it was given one.
+    pub runs: f64,
+}
+
+impl Scheduled {
+    /// From the `schedstat` file at `path` (`/proc/<pid>/schedstat`, `/proc/<pid>/task/<tid>/schedstat`).
+    pub fn read(path: &std::path::Path) -> Scheduled {
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<f64>().unwrap_or(0.0));
+        let mut next = || fields.next().unwrap_or(0.0);
+        Scheduled { ran: next() / 1e9, waited: next() / 1e9, runs: next() }
+    }
+
+    /// Of the process `pid`.
+    pub fn of(pid: u32) -> Scheduled {
+        Scheduled::read(std::path::Path::new(&format!("/proc/{pid}/schedstat")))
+    }
+
+    /// What it had between `earlier` and this reading.
+    pub fn since(self, earlier: Scheduled) -> Scheduled {
+        Scheduled { ran: self.ran - earlier.ran, waited: self.waited - earlier.waited, runs: self.runs - earlier.runs }
+    }
+
+    /// Its average wait for a core each time it was given one, in microseconds.
+    pub fn waited_a_run_us(&self) -> f64 {
+        self.waited * 1e6 / self.runs.max(1.0)
+    }
+}
+
+impl std::ops::Add for Scheduled {
+    type Output = Scheduled;
+
+    fn add(self, other: Scheduled) -> Scheduled {
+        Scheduled { ran: self.ran + other.ran, waited: self.waited + other.waited, runs: self.runs + other.runs }
+    }
 }
 
 /// The floor writer's running tally (see [`Tally`]).
@@ -319,13 +355,13 @@ impl Commits {
     }
 
     fn tally(&self) -> Tally {
-        let (backend_ran, backend_waited) = scheduled(self.backend.load(Ordering::Relaxed)).unwrap_or_default();
+        let pid = self.backend.load(Ordering::Relaxed);
+        let backend = if pid == 0 { Scheduled::default() } else { Scheduled::of(pid) };
         Tally {
             groups: self.groups.load(Ordering::Relaxed) as f64,
             records: self.records.load(Ordering::Relaxed) as f64,
             seconds: self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            backend_ran,
-            backend_waited,
+            backend,
         }
     }
 }

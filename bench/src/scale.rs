@@ -16,6 +16,7 @@ use portcullis_actors::domain::CardFormat;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::floor::Scheduled;
 use crate::loadgen::{self, Plan};
 use crate::report::{Report, Target};
 use crate::scenarios::Site;
@@ -144,23 +145,18 @@ impl ChildEngine {
         Ok(ChildEngine { child, port, device_port, startup, load })
     }
 
-    /// What the child's threads named `name` have waited for a core so far, and how often they
-    /// ran (summed over `/proc/<pid>/task/*/schedstat`; threads are named for what they do).
-    pub(crate) fn waits(&self, name: &str) -> Waits {
-        let mut waits = Waits::default();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else { return waits };
-        for task in tasks.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() != name {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            let mut fields = stat.split_whitespace().skip(1).map(|f| f.parse::<f64>().unwrap_or(0.0));
-            waits.waited += fields.next().unwrap_or(0.0) / 1e9;
-            waits.runs += fields.next().unwrap_or(0.0);
-            waits.threads += 1;
-        }
-        waits
+    /// What the child's threads named `name` have had of the cores so far, added up, and how many
+    /// they are (threads are named for what they do).
+    pub(crate) fn scheduled(&self, name: &str) -> (Scheduled, usize) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return (Scheduled::default(), 0);
+        };
+        tasks
+            .flatten()
+            .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+            .fold((Scheduled::default(), 0), |(sum, threads), task| {
+                (sum + Scheduled::read(&task.path().join("schedstat")), threads + 1)
+            })
     }
 
     pub(crate) fn rss_bytes(&self) -> u64 {
@@ -171,36 +167,6 @@ impl ChildEngine {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|kb| kb.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
-    }
-}
-
-/// Time some threads waited for a core (seconds) and the times they ran (see
-/// [`ChildEngine::waits`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Waits {
-    pub waited: f64,
-    pub runs: f64,
-    pub threads: usize,
-}
-
-impl Waits {
-    /// What happened between `earlier` and these.
-    pub(crate) fn since(self, earlier: Waits) -> Waits {
-        Waits { waited: self.waited - earlier.waited, runs: self.runs - earlier.runs, threads: self.threads }
-    }
-
-    /// Both, added up.
-    pub(crate) fn and(self, other: Waits) -> Waits {
-        Waits {
-            waited: self.waited + other.waited,
-            runs: self.runs + other.runs,
-            threads: self.threads.max(other.threads),
-        }
-    }
-
-    /// The average wait for a core each time they ran, in microseconds.
-    pub(crate) fn per_run_us(&self) -> f64 {
-        self.waited * 1e6 / self.runs.max(1.0)
     }
 }
 

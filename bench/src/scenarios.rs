@@ -364,7 +364,7 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
                 "records a group"
             };
             let (records_a_group, a_commit) = (tally.a_group(tally.records), tally.a_group(tally.seconds));
-            let (ran, waited) = (tally.a_group(tally.backend_ran), tally.a_group(tally.backend_waited));
+            let (ran, waited) = (tally.a_group(tally.backend.ran), tally.a_group(tally.backend.waited));
             println!(
                 "  {:<10} {what:<34} journal: {records_a_group:.1} {records}, committing {:.0} % of its runs; a commit {:.2} ms: its PostgreSQL process on a core {:.2}, waiting for one {:.2}, the rest (WAL flush, round trip) {:.2}",
                 shape.name,
@@ -423,17 +423,23 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
     Ok(report)
 }
 
+/// The engine's `/metrics` at `base`, as text.
+pub(crate) async fn metrics(base: &str) -> Result<String, Error> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client.get(format!("{base}/metrics")).send().await?;
+    Ok(String::from_utf8(response.body().limit(16 << 20).await?.to_vec())?)
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text.
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The engine journal's [`Tally`] so far, from its `/metrics` (nothing committed yet: zeros) and
 /// its connection's server process (found by its `application_name`).
 async fn engine_commits(bench: &Bench) -> Result<Tally, Error> {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut response = client.get(format!("{}/metrics", bench.base)).send().await?;
-    let text = String::from_utf8(response.body().limit(16 << 20).await?.to_vec())?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let text = metrics(&bench.base).await?;
+    let value = |name: &str| metric(&text, name).unwrap_or(0.0);
     // One journal connection (a second, while one is replaced: neither is counted).
     let rows = bench
         .pool
@@ -448,14 +454,12 @@ async fn engine_commits(bench: &Bench) -> Result<Tally, Error> {
         [row] => Some(row.try_get(0)?),
         _ => None,
     };
-    let (backend_ran, backend_waited) =
-        backend.and_then(|pid| floor::scheduled(u32::try_from(pid).ok()?)).unwrap_or_default();
+    let backend = backend.and_then(|pid| u32::try_from(pid).ok()).map(floor::Scheduled::of).unwrap_or_default();
     Ok(Tally {
         groups: value("portcullis_journal_commit_seconds_count"),
         records: value("portcullis_journal_batch_records_sum"),
         seconds: value("portcullis_journal_commit_seconds_sum"),
-        backend_ran,
-        backend_waited,
+        backend,
     })
 }
 

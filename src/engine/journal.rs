@@ -461,14 +461,13 @@ struct Writer {
 /// Runs the writer until every handle is dropped. A non-empty spool (left by an engine that
 /// stopped while PostgreSQL was away, or was killed) is replayed first.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     rx: mpsc::Receiver<JournalBatch>,
     spool: Spool,
     settings: WriterSettings,
     health: Arc<JournalHealth>,
     engine: WeakEngine,
 ) {
-    let mut config = config;
     config.application_name(APPLICATION_NAME);
     let degraded = (!spool.is_empty()).then(Instant::now);
     if degraded.is_some() {

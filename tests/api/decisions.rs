@@ -432,12 +432,9 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
             assert_eq!(status, 200, "{reply}");
             assert!(reply.contains(reason), "{reason}: {reply}");
         }
+        let threads = crate::engine_process::threads(engine.pid())?;
         // The real-time priority of each thread under SCHED_FIFO.
-        let fifo: Vec<String> = crate::engine_process::thread_policies(engine.pid())?
-            .into_iter()
-            .filter(|(policy, _)| policy == "1")
-            .map(|(_, rt_priority)| rt_priority)
-            .collect();
+        let fifo: Vec<&str> = threads.iter().filter(|t| t.policy == "1").map(|t| t.rt_priority.as_str()).collect();
         const REFUSED: &str = "real-time priority refused";
         const AS_MANY_AS_CORES: &str = "as many real-time workers as cores";
         let output = engine.output();
@@ -455,13 +452,12 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
             _ => assert_eq!(fifo, [priority], "the device worker, and only it"),
         }
         // Each thread goes by what it does, and the real-time one is a device worker.
-        let threads = crate::engine_process::thread_names(engine.pid())?;
-        let named = |name: &str| threads.iter().filter(|(n, _)| n == name).count();
+        let named = |name: &str| threads.iter().filter(|t| t.name == name).count();
         assert_eq!(named("device-worker").to_string(), workers, "{threads:?}");
         for name in ["api-worker", "engine-actors", "stream"] {
             assert!(named(name) >= 1, "no {name} thread: {threads:?}");
         }
-        assert!(threads.iter().filter(|(_, policy)| policy == "1").all(|(n, _)| n == "device-worker"), "{threads:?}");
+        assert!(threads.iter().filter(|t| t.policy == "1").all(|t| t.name == "device-worker"), "{threads:?}");
         engine.kill()?;
     }
     Ok(())

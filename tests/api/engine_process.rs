@@ -255,36 +255,35 @@ pub fn http(
     Ok((status, body))
 }
 
-/// Each thread of process `pid`: its scheduling policy (1 `SCHED_FIFO`, 5 `SCHED_IDLE`, …) and its
-/// real-time priority, from `/proc` (fields 41 and 40 of `stat`).
-pub fn thread_policies(pid: u32) -> TestResult<Vec<(String, String)>> {
-    let mut policies = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-        let field = |at: usize| fields.get(at).copied().unwrap_or_default().to_owned();
-        policies.push((field(38), field(37)));
-    }
-    Ok(policies)
+/// One thread of a process, as `/proc` shows it.
+#[derive(Debug)]
+pub struct Thread {
+    /// Its name (`comm`).
+    pub name: String,
+    /// Its scheduling policy (1 `SCHED_FIFO`, 5 `SCHED_IDLE`, …): field 41 of `stat`.
+    pub policy: String,
+    /// Its real-time priority: field 40 of `stat`.
+    pub rt_priority: String,
 }
 
-/// The name of each thread of process `pid`, with its scheduling policy.
-pub fn thread_names(pid: u32) -> TestResult<Vec<(String, String)>> {
-    let mut names = Vec::new();
+/// Each thread of process `pid`.
+pub fn threads(pid: u32) -> TestResult<Vec<Thread>> {
+    let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let task = task?.path();
         let name = std::fs::read_to_string(task.join("comm"))?.trim_end().to_owned();
         let stat = std::fs::read_to_string(task.join("stat"))?;
-        let policy = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(38)).unwrap_or_default();
-        names.push((name, policy.to_owned()));
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+        let field = |at: usize| fields.get(at).copied().unwrap_or_default().to_owned();
+        threads.push(Thread { name, policy: field(38), rt_priority: field(37) });
     }
-    Ok(names)
+    Ok(threads)
 }
 
 /// How many threads of process `pid` run under `SCHED_IDLE`.
 pub fn idle_threads(pid: u32) -> TestResult<usize> {
-    Ok(thread_policies(pid)?.iter().filter(|(policy, _)| policy == "5").count())
+    Ok(threads(pid)?.iter().filter(|t| t.policy == "5").count())
 }
 
 pub fn postmaster_running(data_dir: &Path) -> bool {
