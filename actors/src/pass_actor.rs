@@ -28,6 +28,9 @@ struct Passivate;
 
 pub struct PassActor {
     state: PassState,
+    /// What a consuming admit leaves of the pass, while its commit is awaited: what the pass is
+    /// taken to be should the actor stop meanwhile (used, rather than usable twice).
+    pending: Option<PassState>,
     engine: Engine,
     last_used: Instant,
     // INVARIANT: once set, every handler answers `Moved`: the dormant map owns the state.
@@ -37,7 +40,7 @@ pub struct PassActor {
 
 impl PassActor {
     pub fn new(state: PassState, engine: Engine) -> Self {
-        PassActor { state, engine, last_used: Instant::now(), passivated: false, draining: false }
+        PassActor { state, pending: None, engine, last_used: Instant::now(), passivated: false, draining: false }
     }
 
     fn event_record(
@@ -81,20 +84,45 @@ impl Actor for PassActor {
             }
         });
     }
+
+    /// Stopped without being passivated: its thread is stopping (the listener whose worker it
+    /// lived on is shutting down, or the engine is). The state goes back to the dormant map as it
+    /// stands, a consuming admit still awaiting its commit counted as made, and the pass's next
+    /// decision starts an actor afresh from it rather than finding this one gone.
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        if self.passivated {
+            return;
+        }
+        self.passivated = true;
+        let state = self.pending.take().unwrap_or_else(|| self.state.clone());
+        self.hand_back(state);
+        let (me, draining) = (ctx.address(), self.draining);
+        self.engine.shared.passes.remove_if(&self.state.id, |_, slot| match slot {
+            PassSlot::Active(addr) => *addr == me,
+            PassSlot::Draining => draining,
+        });
+    }
+}
+
+impl PassActor {
+    /// Hands the pass's state back to the dormant map (unless its organization was deleted
+    /// meanwhile: it then has nowhere to go back to).
+    fn hand_back(&self, state: PassState) {
+        let shared = &self.engine.shared;
+        if shared.snapshots.contains_key(&state.org_id) {
+            shared.dormant.insert(state.id, Box::new(state));
+        }
+        metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
+    }
 }
 
 impl Handler<Passivate> for PassActor {
     type Result = ();
 
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
-        let shared = &self.engine.shared;
-        // A pass of an organization deleted meanwhile has nowhere to go back to.
-        if shared.snapshots.contains_key(&self.state.org_id) {
-            shared.dormant.insert(self.state.id, Box::new(self.state.clone()));
-        }
-        shared.passes.remove(&self.state.id);
+        self.hand_back(self.state.clone());
+        self.engine.shared.passes.remove(&self.state.id);
         self.passivated = true;
-        metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
         ctx.stop();
     }
 }
@@ -203,6 +231,7 @@ impl Handler<Admit> for PassActor {
         let refusal = checkin(&refused);
         let (bound, fail_mode, pass_id) = (shared.settings.admit_bound, msg.gate.fail_mode, self.state.id);
         let unchanged = self.state.clone();
+        self.pending = Some(next.clone());
         let write = async move {
             let result = tokio::time::timeout(bound, journal.write_durable(records)).await;
             let admitted = admits(result, fail_mode, pass_id);
@@ -219,6 +248,7 @@ impl Handler<Admit> for PassActor {
             admitted
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |admitted, act, _| {
+            act.pending = None;
             if admitted {
                 act.state = next;
                 return Ok(outcome(&verdict, &act.state));

@@ -113,6 +113,8 @@ fn build(
     // Called once on each worker's thread, as it starts.
     let on_worker = move || {
         crate::telemetry::name_thread(name);
+        // The passes this worker asks about first get their actors here.
+        portcullis_actors::engine::place_passes_here();
         if priority > 0 {
             // The device routes create no thread (one would inherit the priority).
             match portcullis_actors::sched::realtime(priority) {

@@ -76,6 +76,34 @@ async fn a_pass_keeps_its_state_when_its_actor_is_passivated() -> TestResult {
     Ok(())
 }
 
+/// A pass's actor lives on the thread that first asked about it: a listener's worker, which stops
+/// when its listener does. The actor hands the pass back as it stands, and the pass is decided
+/// from there, not refused as unavailable nor found as it was before.
+#[actix_web::test]
+async fn a_pass_keeps_its_state_when_the_thread_of_its_actor_stops() -> TestResult {
+    use portcullis_actors::domain::PassStatus;
+    use portcullis_actors::pass_actor::PassChange;
+
+    let site = Site::build(spawn_app().await?, 1, 2).await?;
+    let (pass, pin) = site.pass(json!({})).await?;
+    let pass_id = uuid::Uuid::try_parse(&pass)?;
+    // Suspended from a thread that answers gates (the pass's actor starts there), which then stops.
+    let worker = actix::Arbiter::new();
+    let (engine, (tx, rx)) = (site.app.engine.clone(), tokio::sync::oneshot::channel());
+    worker.spawn(async move {
+        portcullis_actors::engine::place_passes_here();
+        let _ = tx.send(engine.change_pass(pass_id, PassChange::Suspend, None).await.map(|state| state.status));
+    });
+    assert_eq!(rx.await??, PassStatus::Suspended);
+    worker.stop();
+    worker.join().map_err(|_| "the worker thread panicked")?;
+
+    assert_eq!(site.decide(0, &pin, "in").await?, deny("pass_suspended"));
+    site.post(&format!("/passes/{pass}/resume"), json!({})).await?;
+    assert_eq!(site.decide(0, &pin, "in").await?, allow());
+    Ok(())
+}
+
 #[actix_web::test]
 async fn bad_requests_get_their_codes() -> TestResult {
     let site = Site::build(spawn_app().await?, 1, 2).await?;
