@@ -10,9 +10,10 @@
 //! the `newest` it was given) and skips those.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 // A blocking mutex, deliberately: publishing and subscribing are synchronous, and the lock is
 // held for a push and a broadcast, never across an await.
-use std::sync::Arc;
 #[expect(clippy::disallowed_types, reason = "held briefly in synchronous code, never across an await")]
 use std::sync::Mutex;
 
@@ -149,6 +150,23 @@ struct OrgChannel {
     // (and may see live some it was also given as missed: those with seq at most its `newest`).
     state: Mutex<ChannelState>,
     tx: broadcast::Sender<Arc<Envelope>>,
+    /// The newest seq given out, readable without the lock (see [`Backlog`]).
+    newest: AtomicU64,
+}
+
+/// How far a viewer is behind its organization's events, read without any lock: a viewer more
+/// than a quarter of the retained window behind is falling out of it (and would be closed as a
+/// `slow_consumer` once out), so whatever runs it should get more of the machine.
+pub struct Backlog {
+    channel: Arc<OrgChannel>,
+    limit: u64,
+}
+
+impl Backlog {
+    /// Whether a viewer at the event `seq` is more than a quarter of the retained window behind.
+    pub fn falling_behind(&self, seq: u64) -> bool {
+        self.channel.newest.load(Ordering::Relaxed).saturating_sub(seq) > self.limit
+    }
 }
 
 struct ChannelState {
@@ -223,7 +241,7 @@ impl EventHub {
             .or_insert_with(|| {
                 let (tx, _) = broadcast::channel(self.retain);
                 let state = ChannelState { seq: 0, retained: VecDeque::new(), watched: false };
-                Arc::new(OrgChannel { state: Mutex::new(state), tx })
+                Arc::new(OrgChannel { state: Mutex::new(state), tx, newest: AtomicU64::new(0) })
             })
             .clone()
     }
@@ -232,6 +250,7 @@ impl EventHub {
         let channel = self.channel(org_id);
         let Ok(mut state) = channel.state.lock() else { return 0 };
         state.seq += 1;
+        channel.newest.store(state.seq, Ordering::Relaxed);
         let envelope = Arc::new(Envelope::new(state.seq, org_id, Utc::now(), event));
         if state.retained.len() == self.retain {
             state.retained.pop_front();
@@ -251,6 +270,11 @@ impl EventHub {
             }
         }
         state.seq
+    }
+
+    /// How far behind a viewer of the organization is (see [`Backlog`]).
+    pub fn backlog(&self, org_id: Uuid) -> Backlog {
+        Backlog { channel: self.channel(org_id), limit: (self.retain / 4) as u64 }
     }
 
     /// A live subscription, plus the retained events after `since` (`None` if some were dropped
@@ -285,6 +309,23 @@ mod tests {
 
     fn expired(n: u128) -> Event {
         Event::PassExpired { pass_id: Uuid::from_u128(n) }
+    }
+
+    #[test]
+    fn a_viewer_a_quarter_of_the_window_behind_its_organization_is_falling_behind() {
+        let hub = EventHub::new(40);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (backlog, other) = (hub.backlog(a), hub.backlog(b));
+        for n in 0..30 {
+            hub.publish(a, expired(n));
+        }
+        assert!(!backlog.falling_behind(20), "10 behind of a window of 40");
+        assert!(backlog.falling_behind(19), "11 behind");
+        assert!(!backlog.falling_behind(30), "up to date");
+        // Another organization's events are not this one's backlog.
+        hub.publish(b, expired(99));
+        assert!(!other.falling_behind(1));
+        assert!(!other.falling_behind(0), "one behind");
     }
 
     #[test]

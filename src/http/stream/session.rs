@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use deadpool_postgres::Pool;
 use futures_util::StreamExt as _;
 use portcullis_actors::engine::Engine;
-use portcullis_actors::events::Envelope;
+use portcullis_actors::events::{Backlog, Envelope};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::wrappers::BroadcastStream;
@@ -246,6 +246,8 @@ pub struct SessionActor {
     /// The newest seq sent (or filtered out), in the snapshot or as an event: events up to it
     /// are done with.
     live_after: u64,
+    /// How far behind the organization's events the viewer is.
+    backlog: Backlog,
 }
 
 /// Starts the session of `setup` on a connection whose handshake has been answered; `early` is
@@ -279,6 +281,7 @@ impl SessionActor {
     fn new(setup: Setup, conn: Connection) -> Self {
         let Setup { org_id, engine, pool, auth, filter, since, credential, watching, timing, max_queued } = setup;
         let frames = metrics::counter!("portcullis_stream_frames_total");
+        let backlog = engine.events().backlog(org_id);
         SessionActor {
             org_id,
             engine,
@@ -295,6 +298,7 @@ impl SessionActor {
             closing: Closing::Open,
             frames,
             live_after: 0,
+            backlog,
         }
     }
 
@@ -336,6 +340,9 @@ impl SessionActor {
         match item {
             Ok(envelope) if envelope.seq > self.live_after => {
                 self.live_after = envelope.seq;
+                if self.backlog.falling_behind(envelope.seq) {
+                    super::threads::falling_behind();
+                }
                 if self.filter.admits(&envelope.event) {
                     self.send(envelope.wire(text_frame));
                 }

@@ -112,13 +112,17 @@ const TICK: Duration = Duration::from_millis(20);
 
 /// `SCHED_IDLE` without starvation. A stream thread under it runs only while no other thread wants
 /// its core: on a machine kept busy (a flood of decisions), it could wait for seconds, and its
-/// viewers with it. Each stream thread notes every [`TICK`] that it ran; a thread of the default
-/// scheduling looks at those notes, and gives a stream thread that has not run for [`STARVED`] the
-/// default scheduling for [`RAISED_FOR`]. A stream thread is then kept off the CPU for about
-/// [`STARVED`] at most before it gets an ordinary thread's share; on a machine flooded with
-/// decisions its viewers still fall behind (by up to several hundred milliseconds in the bench's
-/// `revocation`), but they do not stop. Wherever the machine has room, a request still takes the
-/// core from a stream thread at once.
+/// viewers with it. Each stream thread notes every [`TICK`] that it ran, and each of its sessions
+/// notes when its viewer falls more than a quarter of the hub's retained window behind
+/// ([`falling_behind`]); a thread of the default scheduling looks at those notes, and gives the
+/// default scheduling for [`RAISED_FOR`] to a stream thread that has not run for [`STARVED`] or
+/// whose viewers are falling behind. The second catches a thread let run now and then, too little
+/// to keep up with a flood: its viewers would drift out of the window and be closed
+/// (`slow_consumer`). A stream thread is then kept off the CPU for about [`STARVED`] at most before
+/// it gets an ordinary thread's share; on a machine flooded with decisions its viewers still fall
+/// behind (by up to a few hundred milliseconds in the bench's `revocation`), but they do not stop
+/// and lose nothing. A thread merely busy (a thousand viewers keeping up) stays under `SCHED_IDLE`:
+/// wherever the machine has room, a request still takes the core from a stream thread at once.
 struct Guard {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -134,6 +138,25 @@ struct Lane {
     handle: AtomicU64,
     /// When it last ran (milliseconds since the guard started).
     ran_at: AtomicU64,
+    /// Set by its sessions when a viewer falls behind; taken by the guard.
+    behind: AtomicBool,
+}
+
+thread_local! {
+    /// The calling stream thread's lane (none on other threads).
+    static LANE: std::cell::RefCell<Option<Arc<Lane>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes that a viewer of the calling stream thread is falling behind the events (see [`Guard`]);
+/// nothing on another thread, or without a guard.
+pub fn falling_behind() {
+    LANE.with_borrow(|lane| {
+        if let Some(lane) = lane
+            && !lane.behind.load(Ordering::Relaxed)
+        {
+            lane.behind.store(true, Ordering::Relaxed);
+        }
+    });
 }
 
 impl Guard {
@@ -144,6 +167,7 @@ impl Guard {
             let lane = lane.clone();
             arbiter.spawn_fn(move || {
                 crate::telemetry::name_thread(STREAM_THREAD);
+                LANE.set(Some(lane.clone()));
                 match portcullis_actors::sched::idle() {
                     Ok(()) => lane.handle.store(portcullis_actors::sched::current_handle(), Ordering::SeqCst),
                     Err(err) => {
@@ -173,8 +197,9 @@ impl Guard {
                         continue;
                     }
                     let ran_at = Duration::from_millis(lane.ran_at.load(Ordering::SeqCst));
+                    let behind = lane.behind.swap(false, Ordering::Relaxed);
                     match raised {
-                        None if now.saturating_sub(ran_at) > STARVED && set_idle(handle, false) => {
+                        None if (now.saturating_sub(ran_at) > STARVED || behind) && set_idle(handle, false) => {
                             metrics::counter!("portcullis_stream_threads_raised_total").increment(1);
                             *raised = Some(now);
                         }
