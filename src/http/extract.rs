@@ -55,10 +55,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
-/// Deserializes, reporting the path of the first offending field.
+/// Deserializes, reporting the path of the first offending field. A body that deserializes is
+/// read once, by serde_json alone; only one that does not is read again, tracking the path, to
+/// say where it went wrong (the same outcome, at a fraction of a decision's cost per request).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if let Some(field) = find_nul(bytes) {
         return Err(AppError::field(field, NUL_REASON));
+    }
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
