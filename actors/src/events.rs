@@ -150,7 +150,7 @@ struct OrgChannel {
     // (and may see live some it was also given as missed: those with seq at most its `newest`).
     state: Mutex<ChannelState>,
     tx: broadcast::Sender<Arc<Envelope>>,
-    /// The newest seq given out, readable without the lock (see [`Backlog`]).
+    /// The newest seq given out: assigned under `state`'s lock, read without it by [`Backlog`].
     newest: AtomicU64,
 }
 
@@ -170,8 +170,6 @@ impl Backlog {
 }
 
 struct ChannelState {
-    /// The newest seq given out.
-    seq: u64,
     /// The newest events, for viewers that reconnect with `since`.
     retained: VecDeque<Arc<Envelope>>,
     /// Whether anyone may be subscribed: set by each subscription, cleared by the fan-out thread
@@ -240,7 +238,7 @@ impl EventHub {
             .entry(org_id)
             .or_insert_with(|| {
                 let (tx, _) = broadcast::channel(self.retain);
-                let state = ChannelState { seq: 0, retained: VecDeque::new(), watched: false };
+                let state = ChannelState { retained: VecDeque::new(), watched: false };
                 Arc::new(OrgChannel { state: Mutex::new(state), tx, newest: AtomicU64::new(0) })
             })
             .clone()
@@ -249,9 +247,9 @@ impl EventHub {
     pub fn publish(&self, org_id: Uuid, event: Event) -> u64 {
         let channel = self.channel(org_id);
         let Ok(mut state) = channel.state.lock() else { return 0 };
-        state.seq += 1;
-        channel.newest.store(state.seq, Ordering::Relaxed);
-        let envelope = Arc::new(Envelope::new(state.seq, org_id, Utc::now(), event));
+        let seq = channel.newest.load(Ordering::Relaxed) + 1;
+        channel.newest.store(seq, Ordering::Relaxed);
+        let envelope = Arc::new(Envelope::new(seq, org_id, Utc::now(), event));
         if state.retained.len() == self.retain {
             state.retained.pop_front();
         }
@@ -269,7 +267,7 @@ impl EventHub {
                 None => channel.broadcast_locked(envelope, &mut state),
             }
         }
-        state.seq
+        seq
     }
 
     /// How far behind a viewer of the organization is (see [`Backlog`]).
@@ -284,17 +282,18 @@ impl EventHub {
         let Ok(mut state) = channel.state.lock() else { return (channel.tx.subscribe(), None, 0) };
         let rx = channel.tx.subscribe();
         state.watched = true;
+        let newest = channel.newest.load(Ordering::Relaxed);
         let missed = match since {
             None => Some(Vec::new()),
             // A `since` beyond the newest seq comes from another life of the hub (the engine
             // restarted and numbering began again): the viewer must start over too.
             Some(since) => {
-                let oldest = state.retained.front().map_or(state.seq + 1, |e| e.seq);
-                (since <= state.seq && since + 1 >= oldest)
+                let oldest = state.retained.front().map_or(newest + 1, |e| e.seq);
+                (since <= newest && since + 1 >= oldest)
                     .then(|| state.retained.iter().filter(|e| e.seq > since).cloned().collect())
             }
         };
-        (rx, missed, state.seq)
+        (rx, missed, newest)
     }
 
     /// Forgets an organization (deleted).

@@ -61,6 +61,24 @@ impl PassActor {
             at: msg.at,
         })
     }
+
+    /// Hands the pass back to the dormant map and frees its slot, as the actor stops: its state
+    /// as it stands, a consuming admit still awaiting its commit counted as made (unless its
+    /// organization was deleted meanwhile: it then has nowhere to go back to).
+    fn hand_back(&mut self, ctx: &mut Context<Self>) {
+        self.passivated = true;
+        let shared = &self.engine.shared;
+        let state = self.pending.take().unwrap_or_else(|| self.state.clone());
+        if shared.snapshots.contains_key(&state.org_id) {
+            shared.dormant.insert(state.id, Box::new(state));
+        }
+        metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
+        let (me, draining) = (ctx.address(), self.draining);
+        shared.passes.remove_if(&self.state.id, |_, slot| match slot {
+            PassSlot::Active(addr) => *addr == me,
+            PassSlot::Draining => draining,
+        });
+    }
 }
 
 impl Actor for PassActor {
@@ -90,39 +108,18 @@ impl Actor for PassActor {
     /// stands, a consuming admit still awaiting its commit counted as made, and the pass's next
     /// decision starts an actor afresh from it rather than finding this one gone.
     fn stopped(&mut self, ctx: &mut Context<Self>) {
-        if self.passivated {
-            return;
+        if !self.passivated {
+            self.hand_back(ctx);
         }
-        self.passivated = true;
-        let state = self.pending.take().unwrap_or_else(|| self.state.clone());
-        self.hand_back(state);
-        let (me, draining) = (ctx.address(), self.draining);
-        self.engine.shared.passes.remove_if(&self.state.id, |_, slot| match slot {
-            PassSlot::Active(addr) => *addr == me,
-            PassSlot::Draining => draining,
-        });
-    }
-}
-
-impl PassActor {
-    /// Hands the pass's state back to the dormant map (unless its organization was deleted
-    /// meanwhile: it then has nowhere to go back to).
-    fn hand_back(&self, state: PassState) {
-        let shared = &self.engine.shared;
-        if shared.snapshots.contains_key(&state.org_id) {
-            shared.dormant.insert(state.id, Box::new(state));
-        }
-        metrics::gauge!("portcullis_pass_actors_active").decrement(1.0);
     }
 }
 
 impl Handler<Passivate> for PassActor {
     type Result = ();
 
+    /// The slot is `Draining` (this actor marked it so): freed with the state handed back.
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
-        self.hand_back(self.state.clone());
-        self.engine.shared.passes.remove(&self.state.id);
-        self.passivated = true;
+        self.hand_back(ctx);
         ctx.stop();
     }
 }
