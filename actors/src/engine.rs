@@ -158,9 +158,9 @@ thread_local! {
 /// the pass actors it activates. A pass is mostly asked about through one connection, so its
 /// decisions are then handled where they arrive: handing an admit to an actor on another thread
 /// costs a wake of that thread (a system call) and a sleep after it, for a few microseconds of
-/// work: measured in the bench's allow-32, 59 µs of the machine's time per consuming admit
-/// against 51 with the actor here. Passes first asked about elsewhere (an operator's change, the
-/// expiry timer) go to the engine's own threads.
+/// work (a seventh of the machine's CPU per consuming admit: the bench's `decisions` prints that
+/// CPU beside each run, and the README's Session 16 has the figures). Passes first asked about
+/// elsewhere (an operator's change, the expiry timer) go to the engine's own threads.
 pub fn place_passes_here() {
     DECIDES_HERE.set(true);
 }

@@ -329,6 +329,40 @@ impl Scheduled {
     }
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat` (all cores together,
+/// in the kernel's ticks): busy (everything but idle and iowait) and in all. Zeros where it cannot
+/// be read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Machine {
+    busy: f64,
+    total: f64,
+    cores: f64,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().unwrap_or(0.0))
+            .collect();
+        let total: f64 = ticks.iter().sum();
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        let cores = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count() as f64;
+        Machine { busy: total - idle, total, cores }
+    }
+
+    /// How many cores were busy on average between `earlier` and this reading (the ticks' share
+    /// busy, times the cores: no tick length needed).
+    pub fn busy_cores_since(self, earlier: Machine) -> f64 {
+        (self.busy - earlier.busy) / (self.total - earlier.total).max(1.0) * self.cores
+    }
+}
+
 impl std::ops::Add for Scheduled {
     type Output = Scheduled;
 

@@ -11,7 +11,7 @@ use portcullis_actors::domain::Direction;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::floor::{self, FloorData, Tally};
+use crate::floor::{self, FloorData, Machine, Tally};
 use crate::loadgen::{self, Measured, Plan, histogram};
 use crate::report::{Report, Target};
 use crate::{Bench, Error, Options};
@@ -327,12 +327,17 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
         let runs = runs(shape.name);
         let mut totals: Vec<Option<Measured>> = runs.iter().map(|_| None).collect();
         let mut commits: Vec<(Tally, Duration)> = runs.iter().map(|_| (Tally::default(), Duration::ZERO)).collect();
+        // Each run's busy cores, summed over its rounds (warm-up included: the load is the same).
+        let mut busy: Vec<f64> = runs.iter().map(|_| 0.0).collect();
         for round in 0..options.rounds.max(1) {
             for at in order(runs.len(), round) {
                 let (Some((_, port, prefix)), Some(total)) = (runs.get(at), totals.get_mut(at)) else { continue };
                 settle().await?;
-                let (before, started) = (tally(prefix).await?, Instant::now());
+                let (before, started, machine) = (tally(prefix).await?, Instant::now(), Machine::read());
                 let measured = measure(plan(shape, *port, prefix)).await?;
+                if let Some(busy) = busy.get_mut(at) {
+                    *busy += Machine::read().busy_cores_since(machine);
+                }
                 if let (Some(before), Some(after), Some((sum, took))) =
                     (before, tally(prefix).await?, commits.get_mut(at))
                 {
@@ -345,9 +350,20 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
                 }
             }
         }
-        for ((what, _, _), total) in runs.iter().zip(totals) {
+        let rounds = options.rounds.max(1) as f64;
+        for (((what, _, _), total), busy) in runs.iter().zip(totals).zip(busy) {
             let total = total.ok_or("no measurement")?;
-            figures.insert((shape.name, *what), report.row(shape.name, what, total.figures()));
+            let row = report.row(shape.name, what, total.figures());
+            // The whole machine's CPU a request: the load generator's, the server's and PostgreSQL's.
+            let (cores, us) = (busy / rounds, busy / rounds * 1e6 / row.per_second.max(1e-9));
+            println!(
+                "  {:<10} {what:<34} machine: {cores:.2} of its cores busy, {us:.1} µs of CPU a request",
+                shape.name
+            );
+            report.rows_extra.push(
+                json!({"shape": shape.name, "what": what, "machine": {"busy_cores": cores, "cpu_us_a_request": us}}),
+            );
+            figures.insert((shape.name, *what), row);
         }
         for ((what, _, prefix), (tally, took)) in runs.iter().zip(commits) {
             if took.is_zero() {
