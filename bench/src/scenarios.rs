@@ -335,8 +335,8 @@ pub async fn decisions(bench: &Bench, options: &Options) -> Result<Report, Error
                 settle().await?;
                 let (before, started, machine) = (tally(prefix).await?, Instant::now(), Machine::read());
                 let measured = measure(plan(shape, *port, prefix)).await?;
-                if let Some(busy) = busy.get_mut(at) {
-                    *busy += Machine::read().busy_cores_since(machine);
+                if let Some(sum) = busy.get_mut(at) {
+                    *sum += Machine::read().busy_cores_since(machine);
                 }
                 if let (Some(before), Some(after), Some((sum, took))) =
                     (before, tally(prefix).await?, commits.get_mut(at))
