@@ -190,12 +190,15 @@ pub struct EngineSettings {
 pub struct ServerSettings {
     pub bind: SocketAddr,
     pub workers: usize,
+    /// `SCHED_FIFO` priority of the API listener's workers while they answer little (1–99; 0: the
+    /// default scheduling always); see `http::priority`.
+    pub api_priority: u8,
     /// A listener of its own for turnstiles and readers (decisions and health only), served by
     /// workers of its own: a decision never waits behind the live streams' fan-out.
     pub device_bind: Option<SocketAddr>,
     pub device_workers: usize,
-    /// `SCHED_FIFO` priority of the device listener's workers (1–99; 0: the default scheduling),
-    /// so that a turnstile's answer takes a core from the dashboards' streams at once.
+    /// `SCHED_FIFO` priority of the device listener's workers while they answer little (1–99; 0:
+    /// the default scheduling always), so that a turnstile's answer takes a core at once.
     pub device_priority: u8,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_secs: u64,
@@ -297,8 +300,12 @@ impl Settings {
         if self.database.pool_size == 0 {
             return Err(value("database.pool_size", "must be at least 1"));
         }
-        if self.server.device_priority > 99 {
-            return Err(value("server.device_priority", "must be 0 (default scheduling) or a real-time priority 1–99"));
+        for (key, priority) in
+            [("server.api_priority", self.server.api_priority), ("server.device_priority", self.server.device_priority)]
+        {
+            if priority > 99 {
+                return Err(value(key, "must be 0 (default scheduling) or a real-time priority 1–99"));
+            }
         }
         let positive = [
             ("database.connect_timeout_secs", self.database.connect_timeout_secs),
@@ -498,12 +505,17 @@ mod tests {
     }
 
     #[test]
-    fn a_device_priority_beyond_real_time_is_refused_at_start() {
-        let err = load(None, &[("PORTCULLIS__SERVER__DEVICE_PRIORITY", "100")], Overrides::default());
-        let err = err.err().unwrap_or_default();
-        assert!(err.contains("server.device_priority"), "{err}");
-        let settings = load(None, &[("PORTCULLIS__SERVER__DEVICE_PRIORITY", "99")], Overrides::default());
-        assert!(matches!(settings, Ok(s) if s.server.device_priority == 99));
+    fn a_listener_priority_beyond_real_time_is_refused_at_start() {
+        for (var, key) in [
+            ("PORTCULLIS__SERVER__DEVICE_PRIORITY", "server.device_priority"),
+            ("PORTCULLIS__SERVER__API_PRIORITY", "server.api_priority"),
+        ] {
+            let err = load(None, &[(var, "100")], Overrides::default());
+            let err = err.err().unwrap_or_default();
+            assert!(err.contains(key), "{err}");
+            let settings = load(None, &[(var, "99")], Overrides::default());
+            assert!(matches!(settings, Ok(s) if s.server.device_priority.max(s.server.api_priority) == 99), "{key}");
+        }
     }
 
     #[test]

@@ -64,6 +64,29 @@ pub fn current_handle() -> u64 {
     }
 }
 
+/// Puts the calling thread under the default scheduling (from real-time or `SCHED_IDLE`; always
+/// allowed).
+pub fn default_scheduling() -> Result<(), String> {
+    set_idle_of(current_handle(), false)
+}
+
+/// Runs `work` on a blocking thread (tokio's pool) under the default scheduling. A blocking thread
+/// takes the policy of the thread that created it: one created by a real-time listener worker must
+/// not keep it for slow work (a password's hash would hold a core from every ordinary thread).
+pub async fn blocking<F, T>(work: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = default_scheduling() {
+            tracing::debug!(error = %err, "a blocking thread keeps its scheduling");
+        }
+        work()
+    })
+    .await
+}
+
 /// Puts the thread of `handle` ([`current_handle`] of a thread of this process that is running,
 /// or has ended but not been joined) under `SCHED_IDLE`, or back under the default scheduling.
 pub fn set_idle_of(handle: u64, idle: bool) -> Result<(), String> {

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use portcullis_actors::domain::Role;
+use portcullis_actors::sched;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
@@ -108,13 +109,13 @@ pub fn check_password_policy(field: &str, password: &str) -> Result<(), AppError
     Ok(())
 }
 
-/// argon2 is deliberately slow: run it off the async workers.
+/// argon2 is deliberately slow: run it off the async workers, under the default scheduling.
 pub async fn verify_password(password: String, hash: String) -> Result<bool, AppError> {
-    Ok(tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash)).await?)
+    Ok(sched::blocking(move || crypto::verify_password(&password, &hash)).await?)
 }
 
 pub async fn hash_password(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || crypto::hash_password(&password)).await?.map_err(AppError::internal)
+    sched::blocking(move || crypto::hash_password(&password)).await?.map_err(AppError::internal)
 }
 
 pub async fn login(

@@ -36,6 +36,7 @@ pub async fn request_context(
     // The path only: query strings may carry tokens (`access_token` on WebSocket upgrades).
     let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
     let started = Instant::now();
+    crate::http::priority::pace(started);
     // Handler errors arrive here as responses (AppError is a ResponseError); an `Err` can only
     // come from a middleware and is answered by actix itself.
     // INVARIANT: no clone of the HttpRequest may be held across `next.call`: routing needs it

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod priority;
 pub mod routes;
 pub mod stream;
 pub mod tls;
@@ -39,25 +40,15 @@ pub fn server(
     tls: Option<rustls::ServerConfig>,
     streams: Arc<StreamThreads>,
 ) -> std::io::Result<Server> {
-    let workers = Workers { count: app.settings.server.workers, name: API_WORKER, priority: 0 };
+    let workers =
+        Workers { count: app.settings.server.workers, name: API_WORKER, priority: app.settings.server.api_priority };
     build(app, listener, tls, routes::configure, workers, Some(streams))
 }
 
 /// The device listener over `app`: the decision route and `/health` only, on workers of its own.
 pub fn device_server(app: App, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let workers = app.settings.server.device_workers.max(1);
-    let mut priority = app.settings.server.device_priority;
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if priority > 0 && workers >= cores {
-        // Real-time workers kept busy (a flood of requests, even refused ones) would hold every
-        // core, the journal's and the database's included.
-        tracing::warn!(
-            workers,
-            cores,
-            "the device workers run under the default scheduling: as many real-time workers as cores could hold them all"
-        );
-        priority = 0;
-    }
+    let priority = app.settings.server.device_priority;
     let workers = Workers { count: workers, name: DEVICE_WORKER, priority };
     build(app, listener, tls, routes::configure_devices, workers, None)
 }
@@ -69,7 +60,7 @@ pub const API_WORKER: &std::ffi::CStr = c"api-worker";
 pub const DEVICE_WORKER: &std::ffi::CStr = c"device-worker";
 
 /// A listener's worker threads: how many (0: one a core), their name, and their `SCHED_FIFO`
-/// priority (0: the default scheduling).
+/// priority while they answer little (0: the default scheduling; see [`priority`]).
 struct Workers {
     count: usize,
     name: &'static std::ffi::CStr,
@@ -115,14 +106,7 @@ fn build(
         crate::telemetry::name_thread(name);
         // The passes this worker asks about first get their actors here.
         portcullis_actors::engine::place_passes_here();
-        if priority > 0 {
-            // The device routes create no thread (one would inherit the priority).
-            match portcullis_actors::sched::realtime(priority) {
-                Ok(()) => tracing::debug!(priority, "a device worker runs under SCHED_FIFO"),
-                Err(err) => tracing::warn!(priority, error = %err,
-                    "a device worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
-            }
-        }
+        crate::http::priority::start(name.to_str().unwrap_or("listener"), priority);
     };
     // Nothing of ours reads the `AppConfig` (host, scheme, for URL generation): the default serves.
     macro_rules! http_service {

@@ -431,27 +431,28 @@ async fn a_device_listener_serves_decisions_and_nothing_else() -> TestResult {
     Ok(())
 }
 
-/// The device listener's workers answer turnstiles under `SCHED_FIFO` at `server.device_priority`
-/// (so that a thousand dashboards' streams never hold up an answer), and no other thread of the
-/// engine does, even once they have admitted a pass (a commit waited for) and refused a stranger;
-/// at 0 none does, nor with as many device workers as cores (they could hold every core). Where
-/// the system refuses real-time priority (no `CAP_SYS_NICE`), the engine says so and serves all
-/// the same.
+/// Each listener's workers answer under `SCHED_FIFO` at its priority while they answer little
+/// (`server.api_priority`, `server.device_priority`), so that a thousand dashboards' streams never
+/// hold up an answer, and no other thread of the engine does: not once they have admitted a pass
+/// (a commit waited for) and refused a stranger, nor the blocking thread a sign-in's password hash
+/// ran on (created by a real-time worker, it starts with its policy). At 0 none does. Where the
+/// system refuses real-time priority (no `CAP_SYS_NICE`), the engine says so and serves all the
+/// same.
 #[actix_web::test]
-async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_does() -> TestResult {
+async fn each_listener_answers_under_its_real_time_priority_and_nothing_else_does() -> TestResult {
     use crate::engine_process::{Engine, http};
     let site = Site::build(spawn_app().await?, 1, 1).await?;
     let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).to_string();
-    for (priority, workers) in [("3", "1"), ("0", "1"), ("3", cores.as_str())] {
+    for (api_priority, device_priority) in [("2", "3"), ("0", "0")] {
         let env = [
             ("PORTCULLIS__SERVER__DEVICE_BIND", "127.0.0.1:0"),
-            ("PORTCULLIS__SERVER__DEVICE_WORKERS", workers),
-            ("PORTCULLIS__SERVER__DEVICE_PRIORITY", priority),
+            ("PORTCULLIS__SERVER__DEVICE_WORKERS", "1"),
+            ("PORTCULLIS__SERVER__DEVICE_PRIORITY", device_priority),
+            ("PORTCULLIS__SERVER__API_PRIORITY", api_priority),
         ];
         let (_, pin) = site.pass(json!({})).await?;
         let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
-        engine.wait_for_port()?;
+        let api = engine.wait_for_port()?;
         let device = engine.device_port().ok_or("no device listener")?;
         let unknown = json!({"kind": "pin", "value": "000000000"});
         for (credential, reason) in [(pin, "allowed"), (unknown, "unknown_credential")] {
@@ -460,35 +461,125 @@ async fn the_device_listener_answers_under_real_time_priority_and_nothing_else_d
             assert_eq!(status, 200, "{reply}");
             assert!(reply.contains(reason), "{reason}: {reply}");
         }
+        let login = json!({"email": site.root.email, "password": crate::helpers::PASSWORD});
+        let (status, reply) = http(api, "POST", "/api/v1/auth/login", None, Some(&login))?;
+        assert_eq!(status, 200, "a sign-in on the API port: {reply}");
         let threads = crate::engine_process::threads(engine.pid())?;
-        // The real-time priority of each thread under SCHED_FIFO.
-        let fifo: Vec<&str> = threads.iter().filter(|t| t.policy == "1").map(|t| t.rt_priority.as_str()).collect();
+        // Each thread under SCHED_FIFO, with its real-time priority.
+        let fifo: Vec<(&str, &str)> =
+            threads.iter().filter(|t| t.policy == "1").map(|t| (t.name.as_str(), t.rt_priority.as_str())).collect();
         const REFUSED: &str = "real-time priority refused";
-        const AS_MANY_AS_CORES: &str = "as many real-time workers as cores";
         let output = engine.output();
-        match (priority, workers == cores) {
-            ("0", _) => assert!(fifo.is_empty() && !output.contains(REFUSED) && !output.contains(AS_MANY_AS_CORES)),
-            (_, true) => assert!(fifo.is_empty() && output.contains(AS_MANY_AS_CORES), "{fifo:?}"),
-            // Refused here (no CAP_SYS_NICE): the worker's warning may still be on its way.
-            _ if fifo.is_empty() => {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while !engine.output().contains(REFUSED) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                assert!(engine.output().contains(REFUSED), "neither real-time nor refused");
+        if device_priority == "0" {
+            assert!(fifo.is_empty() && !output.contains(REFUSED), "{fifo:?}");
+        } else if fifo.is_empty() {
+            // Refused here (no CAP_SYS_NICE): a worker's warning may still be on its way.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !engine.output().contains(REFUSED) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            _ => assert_eq!(fifo, [priority], "the device worker, and only it"),
+            assert!(engine.output().contains(REFUSED), "neither real-time nor refused");
+        } else {
+            let count = |name: &str, priority: &str| fifo.iter().filter(|t| **t == (name, priority)).count();
+            assert_eq!(count("device-worker", device_priority), 1, "the device worker: {fifo:?}");
+            assert!(count("api-worker", api_priority) >= 1, "the API workers: {fifo:?}");
+            let others = fifo.len() - count("device-worker", device_priority) - count("api-worker", api_priority);
+            assert_eq!(others, 0, "only the listeners' workers, each at its listener's priority: {fifo:?}");
         }
-        // Each thread goes by what it does, and the real-time one is a device worker.
+        // Each thread goes by what it does.
         let named = |name: &str| threads.iter().filter(|t| t.name == name).count();
-        assert_eq!(named("device-worker").to_string(), workers, "{threads:?}");
+        assert_eq!(named("device-worker"), 1, "{threads:?}");
         for name in ["api-worker", "engine-actors", "stream"] {
             assert!(named(name) >= 1, "no {name} thread: {threads:?}");
         }
-        assert!(threads.iter().filter(|t| t.policy == "1").all(|t| t.name == "device-worker"), "{threads:?}");
         engine.kill()?;
     }
     Ok(())
+}
+
+/// A listener's worker that answering keeps busy (a flood of decisions) leaves real-time
+/// scheduling, so that the journal and PostgreSQL keep their share of the machine; once quiet it
+/// is real-time again.
+#[actix_web::test]
+async fn a_worker_kept_busy_leaves_real_time_and_is_real_time_again_once_quiet() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use crate::engine_process::{Engine, http};
+    let site = Site::build(spawn_app().await?, 1, 1).await?;
+    let path = format!("/api/v1/gates/{}/decisions", site.gates[0]);
+    let env = [
+        ("PORTCULLIS__SERVER__DEVICE_BIND", "127.0.0.1:0"),
+        ("PORTCULLIS__SERVER__DEVICE_WORKERS", "1"),
+        ("PORTCULLIS__SERVER__DEVICE_PRIORITY", "3"),
+    ];
+    let mut engine = Engine::serve_with(&site.app.dbname, &env)?;
+    engine.wait_for_port()?;
+    let device = engine.device_port().ok_or("no device listener")?;
+    let body = json!({"credential": {"kind": "pin", "value": "000000000"}, "direction": "in"});
+    let ask = || -> TestResult {
+        let (status, reply) = http(device, "POST", &path, Some(&site.device_key), Some(&body))?;
+        assert_eq!(status, 200, "{reply}");
+        Ok(())
+    };
+    let pid = engine.pid();
+    let policy = move || -> TestResult<String> {
+        let threads = crate::engine_process::threads(pid)?;
+        let worker = threads.iter().find(|t| t.name == "device-worker").ok_or("no device worker")?;
+        Ok(worker.policy.clone())
+    };
+    ask()?;
+    if policy()? != "1" {
+        // Refused here (no CAP_SYS_NICE): nothing to leave.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !engine.output().contains("real-time priority refused") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(engine.output().contains("real-time priority refused"), "neither real-time nor refused");
+        return engine.kill();
+    }
+    // Four turnstiles asking as fast as they are answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, path, key, body) = (stop.clone(), path.clone(), site.device_key.clone(), body.clone());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut answered = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, reply) =
+                        http(device, "POST", &path, Some(&key), Some(&body)).map_err(|e| e.to_string())?;
+                    if status != 200 {
+                        return Err(format!("{status} {reply}"));
+                    }
+                    answered += 1;
+                }
+                Ok(answered)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut busy = policy()?;
+    while busy == "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        busy = policy()?;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for turnstile in flood {
+        let answered = turnstile.join().map_err(|_| "a turnstile panicked")??;
+        assert!(answered > 0, "a turnstile was never answered");
+    }
+    assert_eq!(busy, "0", "under a flood the device worker runs under the default scheduling");
+    // Quiet: a turnstile every 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut quiet = policy()?;
+    while quiet != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        ask()?;
+        quiet = policy()?;
+    }
+    assert_eq!(quiet, "1", "once quiet the device worker is real-time again");
+    engine.kill()
 }
 
 /// A consuming entry waits for its commit; nothing else at its gate waits with it. The commit is
