@@ -22,22 +22,56 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-/// How often a worker looks at its share of a core (on the first request after it).
-const WINDOW: Duration = Duration::from_millis(50);
-/// A worker busier than this (its CPU time over the window's) leaves real-time scheduling. Under
-/// the bench's floods each API worker answers with 0.22–0.40 of a core; a site's turnstiles, a
-/// few hundred decisions a second, take about 0.01.
+/// How often a real-time worker looks at its share of a core (on the first request after it):
+/// short, so that a flood holds the core from the others for no longer than this.
+const WINDOW: Duration = Duration::from_millis(10);
+/// How long a worker returned to the default scheduling stays there at least, and must have been
+/// quiet over before it is real-time again. Doubled each time it is returned again soon after
+/// ([`FLAPPING`]), up to [`MAX_HOLD`]: a load that real-time scheduling itself makes heavy (a
+/// worker that, real-time, takes more of the machine and so gets more to do) does not flap.
+const HOLD: Duration = Duration::from_millis(200);
+const MAX_HOLD: Duration = Duration::from_secs(32);
+/// A worker returned to the default scheduling within this long of being made real-time again is
+/// flapping: its next hold is twice the last.
+const FLAPPING: Duration = Duration::from_secs(10);
+/// A real-time worker busier than this (its CPU time over the window's) returns to the default
+/// scheduling. Under the bench's floods each API worker answers with 0.22–0.40 of a core; a
+/// site's turnstiles, a few hundred decisions a second, take about 0.01.
 const BUSY: f64 = 0.15;
-/// A worker quieter than this is real-time again.
+/// A worker under the default scheduling that ran less than this over its hold is real-time again.
+/// (Not counting its waits for a core: on a machine kept busy by other work, the dashboards'
+/// streams say, a worker answering a few turnstiles waits a few milliseconds for a core at each
+/// request, which is what real-time scheduling is there to spare it.)
 const QUIET: f64 = 0.05;
+
+/// What a thread has had of the CPU since it started: time on a core, and time waiting for one
+/// (`/proc/thread-self/schedstat`).
+#[derive(Clone, Copy)]
+struct Used {
+    ran: Duration,
+    waited: Duration,
+}
+
+impl Used {
+    /// The calling thread's (none where the kernel does not keep it).
+    fn now() -> Option<Used> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (ran, waited) = (fields.next()??, fields.next()??);
+        Some(Used { ran: Duration::from_nanos(ran), waited: Duration::from_nanos(waited) })
+    }
+}
 
 /// One worker's scheduling, kept on its own thread.
 struct Pace {
     priority: u8,
     realtime: bool,
-    /// When the current window began, and the thread's CPU time then: none until the first
+    /// When the current window began, and what the thread had used then: none until the first
     /// request (the worker's own start, building its routes, is not answering).
-    since: Option<(Instant, Duration)>,
+    since: Option<(Instant, Used)>,
+    /// When it was last made real-time again, and its current hold.
+    promoted: Option<Instant>,
+    hold: Duration,
 }
 
 thread_local! {
@@ -45,16 +79,24 @@ thread_local! {
 }
 
 /// Puts the calling worker of `listener` under `SCHED_FIFO` at `priority` (nothing for 0), and
-/// keeps it paced from then on ([`pace`]). Refused (no `CAP_SYS_NICE`), the worker keeps the
-/// default scheduling and the log says so.
+/// keeps it paced from then on ([`pace`]). Refused (no `CAP_SYS_NICE`), or where the kernel does
+/// not say what the thread uses (nothing could then take it back from a flood), the worker keeps
+/// the default scheduling and the log says so.
 pub fn start(listener: &str, priority: u8) {
     if priority == 0 {
+        return;
+    }
+    if Used::now().is_none() {
+        tracing::warn!(
+            listener,
+            "a worker runs under the default scheduling: /proc/thread-self/schedstat cannot be read"
+        );
         return;
     }
     match portcullis_actors::sched::realtime(priority) {
         Ok(()) => {
             tracing::debug!(listener, priority, "a worker runs under SCHED_FIFO while it answers little");
-            PACE.set(Some(Pace { priority, realtime: true, since: None }));
+            PACE.set(Some(Pace { priority, realtime: true, since: None, promoted: None, hold: HOLD }));
         }
         Err(err) => tracing::warn!(listener, priority, error = %err,
             "a worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
@@ -62,25 +104,26 @@ pub fn start(listener: &str, priority: u8) {
 }
 
 /// Called by every request as it starts on a worker (`now`: its start): once a [`WINDOW`], the
-/// worker weighs its share of a core since the last time, and changes its scheduling if the share
-/// crossed [`BUSY`] or [`QUIET`]. A load and a comparison otherwise.
+/// worker weighs what it used of a core since the last time, and changes its scheduling if that
+/// crossed [`BUSY`] or [`QUIET`]. A comparison of instants otherwise.
 pub fn pace(now: Instant) {
     PACE.with_borrow_mut(|pace| {
         let Some(pace) = pace else { return };
-        let Some((since, cpu_then)) = pace.since else {
-            pace.since = Some((now, thread_cpu()));
+        let Some((since, then)) = pace.since else {
+            pace.since = Used::now().map(|used| (now, used));
             return;
         };
         let wall = now.saturating_duration_since(since);
-        if wall < WINDOW {
+        if wall < if pace.realtime { WINDOW } else { pace.hold } {
             return;
         }
-        let cpu = thread_cpu();
-        let share = cpu.saturating_sub(cpu_then).as_secs_f64() / wall.as_secs_f64();
-        pace.since = Some((now, cpu));
+        let Some(used) = Used::now() else { return };
+        pace.since = Some((now, used));
+        let share = |d: Duration| d.as_secs_f64() / wall.as_secs_f64();
+        let ran = share(used.ran.saturating_sub(then.ran));
         let realtime = match pace.realtime {
-            true if share > BUSY => false,
-            false if share < QUIET => true,
+            true if ran > BUSY => false,
+            false if ran < QUIET => true,
             _ => return,
         };
         let changed = match realtime {
@@ -90,16 +133,18 @@ pub fn pace(now: Instant) {
         match changed {
             Ok(()) => {
                 pace.realtime = realtime;
+                if realtime {
+                    pace.promoted = Some(now);
+                } else {
+                    let flapping = pace.promoted.is_some_and(|at| now.saturating_duration_since(at) < FLAPPING);
+                    pace.hold = if flapping { (pace.hold * 2).min(MAX_HOLD) } else { HOLD };
+                }
                 let to = if realtime { "realtime" } else { "default" };
                 metrics::counter!("portcullis_worker_scheduling_changes_total", "to" => to).increment(1);
+                let waited = share(used.waited.saturating_sub(then.waited));
+                tracing::debug!(to, ran, waited, hold = ?pace.hold, "a worker's scheduling changed");
             }
             Err(err) => tracing::debug!(error = %err, realtime, "a worker's scheduling was not changed"),
         }
     });
-}
-
-/// The calling thread's CPU time (zero where the clock cannot be read: the worker then looks idle,
-/// and stays or becomes real-time; the kernel still keeps 5 % of each core from real-time threads).
-fn thread_cpu() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
 }
