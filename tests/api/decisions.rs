@@ -464,11 +464,28 @@ async fn each_listener_answers_under_its_real_time_priority_and_nothing_else_doe
         let login = json!({"email": site.root.email, "password": crate::helpers::PASSWORD});
         let (status, reply) = http(api, "POST", "/api/v1/auth/login", None, Some(&login))?;
         assert_eq!(status, 200, "a sign-in on the API port: {reply}");
-        let threads = crate::engine_process::threads(engine.pid())?;
-        // Each thread under SCHED_FIFO, with its real-time priority.
-        let fifo: Vec<(&str, &str)> =
-            threads.iter().filter(|t| t.policy == "1").map(|t| (t.name.as_str(), t.rt_priority.as_str())).collect();
+        // A worker that those first requests kept busy (a debug build's first decision) is back
+        // under SCHED_FIFO at its first request after a quiet hold: ask each listener's workers
+        // something light until they all are (or the system refuses real-time priority).
         const REFUSED: &str = "real-time priority refused";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (threads, fifo) = loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            for port in [device, api, api] {
+                assert_eq!(http(port, "GET", "/health", None, None)?.0, 200);
+            }
+            let threads = crate::engine_process::threads(engine.pid())?;
+            // Each thread under SCHED_FIFO, with its real-time priority.
+            let fifo: Vec<(String, String)> =
+                threads.iter().filter(|t| t.policy == "1").map(|t| (t.name.clone(), t.rt_priority.clone())).collect();
+            let workers = threads.iter().filter(|t| t.name.ends_with("-worker") && t.name != "tokio-rt-worker").count();
+            if device_priority == "0" || fifo.len() >= workers || std::time::Instant::now() > deadline {
+                break (threads, fifo);
+            }
+            if fifo.is_empty() && engine.output().contains(REFUSED) {
+                break (threads, fifo);
+            }
+        };
         let output = engine.output();
         if device_priority == "0" {
             assert!(fifo.is_empty() && !output.contains(REFUSED), "{fifo:?}");
@@ -480,11 +497,16 @@ async fn each_listener_answers_under_its_real_time_priority_and_nothing_else_doe
             }
             assert!(engine.output().contains(REFUSED), "neither real-time nor refused");
         } else {
-            let count = |name: &str, priority: &str| fifo.iter().filter(|t| **t == (name, priority)).count();
-            assert_eq!(count("device-worker", device_priority), 1, "the device worker: {fifo:?}");
-            assert!(count("api-worker", api_priority) >= 1, "the API workers: {fifo:?}");
-            let others = fifo.len() - count("device-worker", device_priority) - count("api-worker", api_priority);
-            assert_eq!(others, 0, "only the listeners' workers, each at its listener's priority: {fifo:?}");
+            let count = |name: &str, priority: &str| fifo.iter().filter(|(n, p)| n == name && p == priority).count();
+            let (devices, apis) = (count("device-worker", device_priority), count("api-worker", api_priority));
+            assert_eq!(devices, 1, "the device worker: {fifo:?}");
+            let api_workers = threads.iter().filter(|t| t.name == "api-worker").count();
+            assert_eq!(apis, api_workers, "the API workers: {fifo:?}");
+            assert_eq!(
+                fifo.len(),
+                devices + apis,
+                "only the listeners' workers, each at its listener's priority: {fifo:?}"
+            );
         }
         // Each thread goes by what it does.
         let named = |name: &str| threads.iter().filter(|t| t.name == name).count();
@@ -565,10 +587,11 @@ async fn a_worker_kept_busy_leaves_real_time_and_is_real_time_again_once_quiet()
         busy = policy()?;
     }
     stop.store(true, Ordering::SeqCst);
+    let mut answered = 0;
     for turnstile in flood {
-        let answered = turnstile.join().map_err(|_| "a turnstile panicked")??;
-        assert!(answered > 0, "a turnstile was never answered");
+        answered += turnstile.join().map_err(|_| "a turnstile panicked")??;
     }
+    assert!(answered > 0, "the flood was never answered");
     assert_eq!(busy, "0", "under a flood the device worker runs under the default scheduling");
     // Quiet: a turnstile every 100 ms.
     let deadline = Instant::now() + Duration::from_secs(10);
