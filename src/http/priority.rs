@@ -10,10 +10,12 @@
 //!
 //! A real-time thread that is kept busy, though, takes its core from the journal, the actors and
 //! PostgreSQL that finish the requests it has already read: under a flood of decisions, real-time
-//! workers answer fewer of them (Session 14 measured 40 % fewer). So each worker watches its own
-//! share of a core, on the first request of every [`WINDOW`]: above [`BUSY`] it returns to the
-//! default scheduling, where the machine is shared fairly; below [`QUIET`] it is real-time again.
-//! Nothing but the worker itself changes its scheduling, and it reads only its own CPU clock.
+//! workers answer fewer of them (Session 14 measured 30–40 % fewer). So each worker weighs its own
+//! share of a core at the first request of every [`WINDOW`]: above [`BUSY`] it returns to the
+//! default scheduling, where the machine is shared fairly. It stays there for a hold ([`HOLD`],
+//! longer while it flaps), and is real-time again at its first request after a hold over which it
+//! ran less than [`QUIET`] of a core. Nothing but the worker itself changes its scheduling, and it
+//! reads only its own `/proc/thread-self/schedstat`.
 //!
 //! A thread a real-time worker creates would inherit its policy: work sent off a worker to a
 //! blocking thread returns that thread to the default scheduling first
