@@ -46,27 +46,25 @@ const BUSY: f64 = 0.15;
 /// request, which is what real-time scheduling is there to spare it.)
 const QUIET: f64 = 0.05;
 
-/// What a thread has had of the CPU since it started: time on a core, and time waiting for one
-/// (`/proc/thread-self/schedstat`).
-#[derive(Clone, Copy)]
+/// What a thread has had of the CPU since it started: its time on a core
+/// (`/proc/thread-self/schedstat`, the first field).
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Used {
     ran: Duration,
-    waited: Duration,
 }
 
 impl Used {
     /// The calling thread's (none where the kernel does not keep it).
     fn now() -> Option<Used> {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        let (ran, waited) = (fields.next()??, fields.next()??);
-        Some(Used { ran: Duration::from_nanos(ran), waited: Duration::from_nanos(waited) })
+        let ran = text.split_whitespace().next()?.parse::<u64>().ok()?;
+        Some(Used { ran: Duration::from_nanos(ran) })
     }
 }
 
 /// One worker's scheduling, kept on its own thread.
+#[derive(Debug)]
 struct Pace {
-    priority: u8,
     realtime: bool,
     /// When the current window began, and what the thread had used then: none until the first
     /// request (the worker's own start, building its routes, is not answering).
@@ -76,8 +74,50 @@ struct Pace {
     hold: Duration,
 }
 
+impl Pace {
+    /// A worker just made real-time.
+    fn new() -> Pace {
+        Pace { realtime: true, since: None, promoted: None, hold: HOLD }
+    }
+
+    /// At a request starting at `now`: the scheduling the worker should change to (real-time or
+    /// not), with the share of a core it ran over the window, if its window is over and that
+    /// share crossed [`BUSY`] or [`QUIET`]. `used` is asked only when a window is over.
+    fn weigh(&mut self, now: Instant, used: impl FnOnce() -> Option<Used>) -> Option<(bool, f64)> {
+        let Some((since, then)) = self.since else {
+            self.since = used().map(|used| (now, used));
+            return None;
+        };
+        let wall = now.saturating_duration_since(since);
+        if wall < if self.realtime { WINDOW } else { self.hold } {
+            return None;
+        }
+        let used = used()?;
+        self.since = Some((now, used));
+        let ran = used.ran.saturating_sub(then.ran).as_secs_f64() / wall.as_secs_f64();
+        match self.realtime {
+            true if ran > BUSY => Some((false, ran)),
+            false if ran < QUIET => Some((true, ran)),
+            _ => None,
+        }
+    }
+
+    /// Notes that the worker runs real-time (or not) from `now`: returned to the default
+    /// scheduling within [`FLAPPING`] of being made real-time, its hold doubles.
+    fn changed(&mut self, now: Instant, realtime: bool) {
+        self.realtime = realtime;
+        if realtime {
+            self.promoted = Some(now);
+        } else {
+            let flapping = self.promoted.is_some_and(|at| now.saturating_duration_since(at) < FLAPPING);
+            self.hold = if flapping { (self.hold * 2).min(MAX_HOLD) } else { HOLD };
+        }
+    }
+}
+
 thread_local! {
-    static PACE: RefCell<Option<Pace>> = const { RefCell::new(None) };
+    /// The calling worker's pacing, and its real-time priority.
+    static PACE: RefCell<Option<(Pace, u8)>> = const { RefCell::new(None) };
 }
 
 /// Puts the calling worker of `listener` under `SCHED_FIFO` at `priority` (nothing for 0), and
@@ -98,7 +138,7 @@ pub fn start(listener: &str, priority: u8) {
     match portcullis_actors::sched::realtime(priority) {
         Ok(()) => {
             tracing::debug!(listener, priority, "a worker runs under SCHED_FIFO while it answers little");
-            PACE.set(Some(Pace { priority, realtime: true, since: None, promoted: None, hold: HOLD }));
+            PACE.set(Some((Pace::new(), priority)));
         }
         Err(err) => tracing::warn!(listener, priority, error = %err,
             "a worker runs under the default scheduling: real-time priority refused (needs CAP_SYS_NICE)"),
@@ -110,43 +150,88 @@ pub fn start(listener: &str, priority: u8) {
 /// crossed [`BUSY`] or [`QUIET`]. A comparison of instants otherwise.
 pub fn pace(now: Instant) {
     PACE.with_borrow_mut(|pace| {
-        let Some(pace) = pace else { return };
-        let Some((since, then)) = pace.since else {
-            pace.since = Used::now().map(|used| (now, used));
-            return;
-        };
-        let wall = now.saturating_duration_since(since);
-        if wall < if pace.realtime { WINDOW } else { pace.hold } {
-            return;
-        }
-        let Some(used) = Used::now() else { return };
-        pace.since = Some((now, used));
-        let share = |d: Duration| d.as_secs_f64() / wall.as_secs_f64();
-        let ran = share(used.ran.saturating_sub(then.ran));
-        let realtime = match pace.realtime {
-            true if ran > BUSY => false,
-            false if ran < QUIET => true,
-            _ => return,
-        };
+        let Some((pace, priority)) = pace else { return };
+        let Some((realtime, ran)) = pace.weigh(now, Used::now) else { return };
         let changed = match realtime {
-            true => portcullis_actors::sched::realtime(pace.priority),
+            true => portcullis_actors::sched::realtime(*priority),
             false => portcullis_actors::sched::default_scheduling(),
         };
         match changed {
             Ok(()) => {
-                pace.realtime = realtime;
-                if realtime {
-                    pace.promoted = Some(now);
-                } else {
-                    let flapping = pace.promoted.is_some_and(|at| now.saturating_duration_since(at) < FLAPPING);
-                    pace.hold = if flapping { (pace.hold * 2).min(MAX_HOLD) } else { HOLD };
-                }
+                pace.changed(now, realtime);
                 let to = if realtime { "realtime" } else { "default" };
                 metrics::counter!("portcullis_worker_scheduling_changes_total", "to" => to).increment(1);
-                let waited = share(used.waited.saturating_sub(then.waited));
-                tracing::debug!(to, ran, waited, hold = ?pace.hold, "a worker's scheduling changed");
+                tracing::debug!(to, ran, hold = ?pace.hold, "a worker's scheduling changed");
             }
             Err(err) => tracing::debug!(error = %err, realtime, "a worker's scheduling was not changed"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// What a thread has used: `n` ms on a core.
+    fn ran(n: u64) -> impl FnOnce() -> Option<Used> {
+        move || Some(Used { ran: ms(n) })
+    }
+
+    #[test]
+    fn a_worker_answering_a_few_turnstiles_stays_real_time() {
+        let (t0, mut pace) = (Instant::now(), Pace::new());
+        // A request every 20 ms, each 0.2 ms of a core (1 %).
+        for i in 0..100u64 {
+            let used = move || Some(Used { ran: Duration::from_micros(200 * i) });
+            assert_eq!(pace.weigh(t0 + ms(20 * i), used), None, "request {i}");
+        }
+        assert!(pace.realtime);
+    }
+
+    #[test]
+    fn a_busy_worker_leaves_real_time_and_returns_after_a_quiet_hold() -> Result<(), String> {
+        let (t0, mut pace) = (Instant::now(), Pace::new());
+        assert_eq!(pace.weigh(t0, ran(40)), None, "the first request only opens a window");
+        assert_eq!(pace.weigh(t0 + ms(5), ran(43)), None, "the window is not over");
+        // 10 ms after the first request, 5 ms of a core: a flood.
+        let (leave, share) = pace.weigh(t0 + ms(10), ran(45)).ok_or("no change")?;
+        assert!(!leave && (share - 0.5).abs() < 1e-9, "{share}");
+        pace.changed(t0 + ms(10), false);
+        assert_eq!(pace.hold, HOLD);
+        // Quiet at once, but within its hold: it stays.
+        assert_eq!(pace.weigh(t0 + ms(100), ran(45)), None);
+        // Its hold over, still busy (50 ms of the 200): it stays.
+        assert_eq!(pace.weigh(t0 + ms(10) + HOLD, ran(95)), None);
+        // Another hold, quiet (1 ms of the 200): real-time again.
+        assert_eq!(pace.weigh(t0 + ms(10) + HOLD * 2, ran(96)).map(|(realtime, _)| realtime), Some(true));
+        pace.changed(t0 + ms(10) + HOLD * 2, true);
+        assert!(pace.realtime);
+        Ok(())
+    }
+
+    #[test]
+    fn a_worker_that_flaps_is_held_twice_as_long_each_time_up_to_the_limit() {
+        let (mut now, mut pace) = (Instant::now(), Pace::new());
+        let mut holds = Vec::new();
+        for _ in 0..10 {
+            pace.changed(now, false);
+            holds.push(pace.hold);
+            now += pace.hold;
+            pace.changed(now, true);
+            now += ms(10);
+        }
+        // The first return (never made real-time again before) holds HOLD; each return within
+        // FLAPPING of being made real-time again doubles it, up to MAX_HOLD.
+        let expected: Vec<Duration> =
+            [200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 32_000, 32_000].into_iter().map(ms).collect();
+        assert_eq!(holds, expected);
+        // Real-time for longer than FLAPPING, then returned: back to HOLD.
+        now += FLAPPING;
+        pace.changed(now, false);
+        assert_eq!(pace.hold, HOLD);
+    }
 }
