@@ -73,10 +73,17 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves a target; refuses it if any address it resolves to is private (unless allowed).
+/// Resolves a target; refuses it if any address it resolves to is private (unless allowed). The
+/// lookup blocks (`getaddrinfo`), on a blocking thread under the default scheduling: one created
+/// by a real-time API worker (an endpoint checked as it is registered) would start with its policy.
 pub async fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, Refusal> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    let target = (host.to_owned(), port);
+    let addrs: Vec<SocketAddr> = portcullis_actors::sched::blocking(move || {
+        std::net::ToSocketAddrs::to_socket_addrs(&target).map(Iterator::collect::<Vec<_>>)
+    })
+    .await
+    .map_err(|e| format!("cannot resolve {host}: {e}"))?
+    .map_err(|e| format!("cannot resolve {host}: {e}"))?;
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }
