@@ -247,8 +247,7 @@ impl EventHub {
     pub fn publish(&self, org_id: Uuid, event: Event) -> u64 {
         let channel = self.channel(org_id);
         let Ok(mut state) = channel.state.lock() else { return 0 };
-        let seq = channel.newest.load(Ordering::Relaxed) + 1;
-        channel.newest.store(seq, Ordering::Relaxed);
+        let seq = channel.newest.fetch_add(1, Ordering::Relaxed) + 1;
         let envelope = Arc::new(Envelope::new(seq, org_id, Utc::now(), event));
         if state.retained.len() == self.retain {
             state.retained.pop_front();

@@ -38,7 +38,8 @@ const MAX_HOLD: Duration = Duration::from_secs(32);
 const FLAPPING: Duration = Duration::from_secs(10);
 /// A real-time worker busier than this (its CPU time over the window's) returns to the default
 /// scheduling. Under the bench's floods each API worker answers with 0.22–0.40 of a core; a
-/// site's turnstiles, a few hundred decisions a second, take about 0.01.
+/// decision takes about 0.2 ms of its worker's (0.01 at the `fanout` bench's 50 a second), so a
+/// worker answering up to about 700 decisions a second stays real-time.
 const BUSY: f64 = 0.15;
 /// A worker under the default scheduling that ran less than this over its hold is real-time again.
 /// (Not counting its waits for a core: on a machine kept busy by other work, the dashboards'
